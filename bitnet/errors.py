@@ -1,0 +1,48 @@
+"""Typed errors of the whole project.
+
+Each carries the facts (file, offset, tensor, expected, found) in its message so that a user can
+act on it; the CLI turns every one of them into one line on stderr and a documented exit code.
+"""
+
+from __future__ import annotations
+
+
+class BitNetError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class GGUFError(BitNetError, ValueError):
+    """A GGUF file is malformed, truncated or inconsistent.
+
+    The message names the file, the byte offset and what was expected there.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, offset: int | None = None):
+        self.path = path
+        self.offset = offset
+        where = []
+        if path is not None:
+            where.append(str(path))
+        if offset is not None:
+            where.append(f"offset {offset}")
+        super().__init__(f"{': '.join(where) + ': ' if where else ''}{message}")
+
+
+class FormatError(BitNetError, ValueError):
+    """A tensor's bytes do not fit the weight format it claims (shape, block rule, size)."""
+
+
+class StrictModeError(BitNetError):
+    """Strict mode refused a fallback or a within-tolerance decision."""
+
+
+class KVCacheError(BitNetError, ValueError):
+    """A KV-cache operation broke a guardrail (layer, heads, head_dim, position, context)."""
+
+
+class ReceiptError(BitNetError, ValueError):
+    """A receipt is unreadable or malformed (not: it fails verification)."""
+
+
+class BridgeError(BitNetError):
+    """The C++ reference bridge could not be built, loaded or run."""

@@ -1,0 +1,204 @@
+"""The bitnet-harness pytest plugin (entry point `pytest11: bitnet`).
+
+- AC markers come from the acceptance catalog (`policies/acceptance.yml`): `pytest -m ac3`
+  selects a criterion's tests, and an unknown `acN` fails collection under `--strict-markers`
+  because only catalog ids are registered.
+- `--ac-report` prints which criteria have tests and how their tests ended. A skip is reported
+  as a skip: it never counts towards "passed".
+- `--crossval`, `--bitnet-cpp-dir`, `--bitnet-gguf`: tests marked `crossval` are skipped with a
+  reason unless `--crossval` is given.
+- `--bitnet-strict` sets BITNET_STRICT_MODE=1 for the run (strict mode forbids fallbacks).
+- Fixtures: `bitnet_tiny_model` (a real tiny GGUF built by the synthesiser), `bitnet_gguf`,
+  `bitnet_cpp_dir`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+AC_ID = re.compile(r"^ac\d+$")
+CATALOG_REL = Path("policies") / "acceptance.yml"
+_REPORT_KEY = pytest.StashKey["ACReporter"]()
+
+
+@dataclass(frozen=True)
+class Criterion:
+    id: str
+    title: str
+    statement: str
+
+
+def find_catalog(rootpath: Path, configured: str | None = None) -> Path | None:
+    """The catalog path: the ini option, else `policies/acceptance.yml` under the rootdir,
+    else next to the installed `bitnet` package (editable installs and source checkouts)."""
+    candidates = []
+    if configured:
+        candidates.append(Path(configured) if Path(configured).is_absolute() else rootpath / configured)
+    candidates.append(rootpath / CATALOG_REL)
+    candidates.append(Path(__file__).resolve().parents[1] / CATALOG_REL)
+    for c in candidates:
+        if c.is_file():
+            return c
+    return None
+
+
+def load_catalog(path: Path) -> list[Criterion]:
+    """Parse and check the catalog; a malformed one is a usage error, not a silent no-op."""
+    from ruamel.yaml import YAML
+
+    data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    entries = (data or {}).get("criteria")
+    if not isinstance(entries, list):
+        raise pytest.UsageError(f"{path}: expected a top-level 'criteria' list")
+    out, seen = [], set()
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or not all(isinstance(e.get(k), str) for k in ("id", "title", "statement")):
+            raise pytest.UsageError(f"{path}: criteria[{i}] needs string fields id, title, statement")
+        if not AC_ID.match(e["id"]) or e["id"] in seen:
+            raise pytest.UsageError(f"{path}: criteria[{i}] id {e['id']!r} is not a new 'acN'")
+        seen.add(e["id"])
+        out.append(Criterion(e["id"], e["title"], e["statement"]))
+    return out
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("bitnet", "bitnet-harness")
+    group.addoption("--crossval", action="store_true", default=False,
+                    help="run tests marked 'crossval' against the C++ reference (libllama)")
+    group.addoption("--bitnet-cpp-dir", default=os.environ.get("BITNET_CPP_DIR"), metavar="DIR",
+                    help="llama.cpp / bitnet.cpp checkout with a build, or the reference cache folder")
+    group.addoption("--bitnet-gguf", default=os.environ.get("BITNET_GGUF"), metavar="MODEL.gguf",
+                    help="a user model to include in model-level tests")
+    group.addoption("--bitnet-strict", action="store_true", default=False,
+                    help="set BITNET_STRICT_MODE=1: every fallback is an error")
+    group.addoption("--ac-report", action="store_true", default=False,
+                    help="print acceptance-criteria coverage (tests and outcomes per AC)")
+    parser.addini("bitnet_acceptance", "path of the acceptance catalog", default="")
+
+
+@dataclass
+class ACReporter:
+    """Collects which tests carry which AC marker and how each test ended.
+
+    Registered as a plugin object in `pytest_configure` so its hooks see its own state."""
+
+    criteria: list[Criterion]
+    show: bool = False
+    tests: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # ac -> nodeids
+    outcomes: dict[str, str] = field(default_factory=dict)  # nodeid -> passed/failed/skipped
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # The worst phase wins: a failing setup/teardown fails the test, a skip is a skip.
+        prev = self.outcomes.get(report.nodeid)
+        if report.failed:
+            self.outcomes[report.nodeid] = "failed"
+        elif report.skipped and prev != "failed":
+            self.outcomes[report.nodeid] = "skipped"
+        elif report.passed and report.when == "call" and prev is None:
+            self.outcomes[report.nodeid] = "passed"
+
+    def summary(self) -> list[tuple[str, str, int, int, int, int]]:
+        """Rows (id, title, tests, passed, failed, skipped) in catalog order."""
+        rows = []
+        for c in self.criteria:
+            ids = self.tests.get(c.id, set())
+            counts = {"passed": 0, "failed": 0, "skipped": 0}
+            for nid in ids:
+                o = self.outcomes.get(nid)
+                if o in counts:
+                    counts[o] += 1
+            rows.append((c.id, c.title, len(ids), counts["passed"], counts["failed"], counts["skipped"]))
+        return rows
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if not self.show:
+            return
+        tr = terminalreporter
+        tr.write_sep("=", "acceptance criteria coverage")
+        tr.write_line(f"{'AC':<6}{'tests':>6}{'passed':>8}{'failed':>8}{'skipped':>9}  title")
+        for ac, title, n, p, f, s in self.summary():
+            flag = "" if n else "  (no tests)"
+            tr.write_line(f"{ac:<6}{n:>6}{p:>8}{f:>8}{s:>9}  {title}{flag}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    catalog = find_catalog(config.rootpath, config.getini("bitnet_acceptance") or None)
+    criteria = load_catalog(catalog) if catalog else []
+    for c in criteria:
+        config.addinivalue_line("markers", f"{c.id}: {c.title}")
+    config.addinivalue_line("markers", "crossval: compares against the C++ reference; needs --crossval")
+    config.addinivalue_line("markers", "slow: long-running; deselect with -m 'not slow'")
+    config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped cleanly without one")
+    reporter = ACReporter(criteria, show=config.getoption("--ac-report"))
+    config.stash[_REPORT_KEY] = reporter
+    config.pluginmanager.register(reporter, "bitnet-ac-reporter")
+    if config.getoption("--bitnet-strict"):
+        os.environ["BITNET_STRICT_MODE"] = "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reporter = config.stash[_REPORT_KEY]
+    crossval = config.getoption("--crossval")
+    skip = pytest.mark.skip(reason="crossval test: pass --crossval (and --bitnet-cpp-dir) to run it")
+    for item in items:
+        for m in item.iter_markers():
+            if AC_ID.match(m.name):
+                reporter.tests[m.name].add(item.nodeid)
+        if item.get_closest_marker("crossval") and not crossval:
+            item.add_marker(skip)
+
+
+# -- fixtures -------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def bitnet_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real tiny BitNet GGUF (arch `bitnet-b1.58`, F32 weights, byte-level vocab), built by the
+    project's synthesiser once per session."""
+    from bitnet.synth import synthesize
+
+    path = tmp_path_factory.mktemp("bitnet-models") / "tiny.gguf"
+    return synthesize(path, preset="tiny", arch="bitnet-b1.58", fmt="f32", seed=0)
+
+
+@pytest.fixture(scope="session")
+def bitnet_model_factory(tmp_path_factory: pytest.TempPathFactory):
+    """Build tiny models on demand: `factory(arch=..., fmt=..., seed=...)`, cached per args."""
+    from bitnet.synth import synthesize
+
+    cache: dict[tuple, Path] = {}
+    root = tmp_path_factory.mktemp("bitnet-model-factory")
+
+    def make(*, preset: str = "tiny", arch: str = "bitnet-b1.58", fmt: str = "f32", seed: int = 0, **kw) -> Path:
+        key = (preset, arch, fmt, seed, tuple(sorted(kw.items())))
+        if key not in cache:
+            cache[key] = synthesize(root / f"{preset}-{arch}-{fmt}-{seed}-{len(cache)}.gguf",
+                                    preset=preset, arch=arch, fmt=fmt, seed=seed, **kw)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def bitnet_gguf(pytestconfig: pytest.Config) -> Path:
+    """The user's model from --bitnet-gguf / BITNET_GGUF; skipped with a reason when absent."""
+    value = pytestconfig.getoption("--bitnet-gguf")
+    if not value:
+        pytest.skip("no user model: pass --bitnet-gguf=MODEL.gguf")
+    p = Path(value)
+    if not p.is_file():
+        raise pytest.UsageError(f"--bitnet-gguf {p}: no such file")
+    return p
+
+
+@pytest.fixture(scope="session")
+def bitnet_cpp_dir(pytestconfig: pytest.Config) -> Path:
+    """The C++ reference folder from --bitnet-cpp-dir; skipped with a reason when absent."""
+    value = pytestconfig.getoption("--bitnet-cpp-dir")
+    if not value:
+        pytest.skip("no C++ reference: pass --bitnet-cpp-dir=DIR (see docs/how-to/crossval.md)")
+    return Path(value)

@@ -1,0 +1,1 @@
+"""Weight formats: encoders (ternary -> packed bytes), decoders, and kernels."""
