@@ -82,7 +82,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("bitnet_acceptance", "path of the acceptance catalog", default="")
 
 
-@dataclass
+@dataclass(eq=False)  # hashable by identity: pluggy keeps registered plugins in sets
 class ACReporter:
     """Collects which tests carry which AC marker and how each test ended.
 
