@@ -46,3 +46,7 @@ class ReceiptError(BitNetError, ValueError):
 
 class BridgeError(BitNetError):
     """The C++ reference bridge could not be built, loaded or run."""
+
+
+class ConfigError(BitNetError, ValueError):
+    """A request is inconsistent (unknown preset, arch or format; a model missing a config key)."""

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bitnet.errors import ConfigError
 from bitnet.gguf.constants import ValueType
 from bitnet.gguf.reader import GGUFReader
 from bitnet.gguf.writer import GGUFWriter
@@ -124,10 +125,10 @@ def synthesize(
 ) -> Path:
     """Write a synthetic model and return its path (written atomically)."""
     if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
-    shape = PRESETS[preset] if isinstance(preset, str) else preset
+        raise ConfigError(f"unknown arch {arch!r}; expected one of {ARCHS}")
     if isinstance(preset, str) and preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; expected one of {list(PRESETS)}")
+        raise ConfigError(f"unknown preset {preset!r}; expected one of {list(PRESETS)}")
+    shape = PRESETS[preset] if isinstance(preset, str) else preset
     wf = weight_format(fmt)  # fails early on an unknown format
     embed_dtype = {"f32": "<f4", "f16": "<f2"}[(embed_format or ("f32" if fmt == "f32" else "f16")).lower()]
 
@@ -135,7 +136,7 @@ def synthesize(
     tok_rows = _tokenizer_metadata(w, vocab_gguf)
     vocab_rows = shape.vocab_size or tok_rows
     if vocab_rows < tok_rows:
-        raise ValueError(f"vocab_size {vocab_rows} is smaller than the tokenizer's {tok_rows} tokens")
+        raise ConfigError(f"vocab_size {vocab_rows} is smaller than the tokenizer's {tok_rows} tokens")
     shape = replace(shape, vocab_size=vocab_rows)
 
     a = arch
@@ -203,6 +204,6 @@ def _tokenizer_metadata(w: GGUFWriter, vocab_gguf: str | os.PathLike[str] | None
     with GGUFReader(vocab_gguf) as r:
         fields = [f for k, f in r.fields.items() if k.startswith("tokenizer.")]
         if "tokenizer.ggml.tokens" not in r.fields:
-            raise ValueError(f"{vocab_gguf}: no tokenizer.ggml.tokens; not a vocab GGUF")
+            raise ConfigError(f"{vocab_gguf}: no tokenizer.ggml.tokens; not a vocab GGUF")
         w.add_fields(fields)
         return len(r.fields["tokenizer.ggml.tokens"].value)

@@ -322,14 +322,9 @@ class GGUFReader:
             return arr, elem
         if elem == ValueType.STRING:
             return self._string_array(cur, key, count), elem
-        # nested arrays: a list of whatever each inner array decodes to
-        out = []
-        for i in range(count):
-            inner_t = self._value_type(cur, f"element {i} type of {key!r}")
-            if inner_t != ValueType.ARRAY:
-                raise GGUFError(f"array {key!r} element {i}: expected ARRAY, found {inner_t.name}", path=self.path, offset=cur.pos - 4)
-            out.append(self._array(cur, f"{key}[{i}]"))
-        return out, elem
+        # nested arrays: each element is (elem type, count, items) with no type tag of its own,
+        # as gguf-py writes and reads them; returned as (value, elem_type) pairs
+        return [self._array(cur, f"{key}[{i}]") for i in range(count)], elem
 
     def _string_array(self, cur: _Cursor, key: str, count: int) -> StringArray:
         offsets = np.empty(count, np.int64)

@@ -104,7 +104,7 @@ def encode_value(value: Any, vtype: ValueType, elem_type: ValueType | None = Non
         chunks = [head]
         for item in value:
             inner, inner_t = item if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], ValueType) else (item, None)
-            chunks.append(struct.pack("<I", int(ValueType.ARRAY)) + encode_value(inner, ValueType.ARRAY, inner_t))
+            chunks.append(encode_value(inner, ValueType.ARRAY, inner_t))
         return b"".join(chunks)
     dt = SCALAR_DTYPES[vtype]
     if vtype == ValueType.BOOL:

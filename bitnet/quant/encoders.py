@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bitnet.errors import ConfigError
 from bitnet.gguf.constants import GGMLType, ggml_type
 
 #: (ternary int8 [out, in], scale) -> the tensor's bytes as a contiguous array
@@ -51,4 +52,4 @@ def weight_format(name: str) -> WeightFormat:
     try:
         return FORMATS[name.lower()]
     except KeyError:
-        raise ValueError(f"unknown weight format {name!r}; known: {', '.join(sorted(FORMATS))}") from None
+        raise ConfigError(f"unknown weight format {name!r}; known: {', '.join(sorted(FORMATS))}") from None
