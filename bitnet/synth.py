@@ -106,7 +106,8 @@ def _norm_weight(seed: int, name: str, n: int) -> np.ndarray:
 def _embedding(seed: int, rows: int, cols: int, dtype: str) -> Callable[[], np.ndarray]:
     def make() -> np.ndarray:
         rng = _tensor_rng(seed, "token_embd.weight")
-        return rng.standard_normal((rows, cols), dtype=np.float32).astype(dtype)
+        # small next to a layer's output, so tied logits are not dominated by the input token
+        return (0.05 * rng.standard_normal((rows, cols), dtype=np.float32)).astype(dtype)
 
     return make
 

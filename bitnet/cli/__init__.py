@@ -23,6 +23,8 @@ from bitnet.errors import BitNetError
 SUBCOMMANDS = [
     "bitnet.cli.inspect_cmd",
     "bitnet.cli.synth_cmd",
+    "bitnet.cli.run_cmd",
+    "bitnet.cli.logits_cmd",
 ]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from bitnet.atomic import atomic_open
 from bitnet.errors import GGUFError
 from bitnet.gguf.constants import (
     GGML_TYPES,
@@ -218,20 +218,8 @@ class GGUFWriter:
 
     def write(self) -> Path:
         """Write the file atomically; returns its path."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                self._stream(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_open(self.path) as fh:
+            self._stream(fh)
         return self.path
 
     def _stream(self, fh: BinaryIO) -> None:

@@ -1,0 +1,76 @@
+"""`bitnet run`: generate text with the NumPy reference engine, streaming tokens to stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from bitnet.engine import CHAT_TEMPLATE_2B4T, Engine, SamplerConfig
+from bitnet.engine.generate import DEFAULT_SYSTEM
+from bitnet.model.profiles import PROFILES
+
+DEFAULT_PROMPT = "The quick brown fox"
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="GGUF model (default: the embedded tiny model, random weights)")
+    p.add_argument("--profile", choices=sorted(PROFILES),
+                   help="numerics profile (default: bitnet.cpp for I2_S bitnet-b1.58, llama.cpp for TQ bitnet, else reference)")
+    p.add_argument("--strict", action="store_true", default=None,
+                   help="strict mode: every fallback is an error (also BITNET_STRICT_MODE=1)")
+
+
+def resolve_model(args: argparse.Namespace, io) -> str:
+    if args.model:
+        return args.model
+    from bitnet.cache import default_model_path
+
+    path = default_model_path()
+    print(f"bitnet {args.command}: no --model: using the embedded default model {path} "
+          "(tiny synthetic BitNet, random weights: its text is noise)", file=io.stderr)
+    return str(path)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="generate text (NumPy reference engine)")
+    add_model_args(p)
+    p.add_argument("--prompt", default=DEFAULT_PROMPT)
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--repeat-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, help="sampling seed (also BITNET_SEED; BITNET_DETERMINISTIC=1 means 0)")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the 2B-4T chat template")
+    p.add_argument("--system", default=DEFAULT_SYSTEM, help="system text for --chat")
+    p.add_argument("--json", action="store_true", help='print {"prompt_ids", "ids", "text", "timings"} instead of streaming')
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, io) -> int:
+    sampler = SamplerConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                            repeat_penalty=args.repeat_penalty, greedy=args.greedy)
+    engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict)
+    prompt = args.prompt
+    if args.chat:
+        prompt = CHAT_TEMPLATE_2B4T.format(system=args.system, user=prompt)
+
+    def stream(_tok: int, piece: str) -> None:
+        io.stdout.write(piece)
+        io.stdout.flush()
+
+    result = engine.generate(prompt, max_tokens=args.max_tokens, sampler=sampler, seed=args.seed,
+                             stop=args.stop, on_token=None if args.json else stream)
+    if args.json:
+        json.dump(result.to_json(), io.stdout)
+        io.stdout.write("\n")
+    else:
+        io.stdout.write("\n")
+        t = result.timings
+        n = len(t.decode_step_s)
+        rate = f"{n / t.decode_s:.1f} tok/s" if n and t.decode_s > 0 else "n/a"
+        print(f"[{len(result.prompt_ids)} prompt tokens, {len(result.ids)} generated ({result.stop_reason}); "
+              f"prefill {t.prefill_s * 1e3:.1f} ms, decode {rate}; profile {result.profile}]", file=io.stderr)
+    return 0

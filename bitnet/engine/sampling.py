@@ -1,0 +1,67 @@
+"""Token sampling: greedy, temperature, top-k, top-p, repetition penalty, from a seeded
+NumPy Generator so the same seed gives the same tokens."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from bitnet.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    repeat_penalty: float = 1.0  # llama.cpp semantics: logits of seen tokens / p if > 0, * p if < 0
+    repeat_last_n: int = 64
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ConfigError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.repeat_penalty <= 0:
+            raise ConfigError(f"repeat_penalty must be > 0, got {self.repeat_penalty}")
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.greedy or self.temperature == 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["kind"] = "greedy" if self.is_greedy else "sample"
+        return d
+
+
+def apply_repeat_penalty(logits: np.ndarray, history: list[int], penalty: float, last_n: int) -> np.ndarray:
+    if penalty == 1.0 or not history:
+        return logits
+    ids = np.unique(np.asarray(history[-last_n:] if last_n > 0 else history, dtype=np.int64))
+    out = logits.copy()
+    sel = out[ids]
+    out[ids] = np.where(sel > 0, sel / penalty, sel * penalty)
+    return out
+
+
+def sample(logits: np.ndarray, cfg: SamplerConfig, rng: np.random.Generator, history: list[int]) -> int:
+    """Pick one token id from a row of logits."""
+    z = apply_repeat_penalty(logits.astype(np.float64), history, cfg.repeat_penalty, cfg.repeat_last_n)
+    if cfg.is_greedy:
+        return int(np.argmax(z))
+    z = z / cfg.temperature
+    order = np.argsort(-z, kind="stable")
+    if cfg.top_k > 0:
+        order = order[: cfg.top_k]
+    zs = z[order]
+    p = np.exp(zs - zs.max())
+    p /= p.sum()
+    if cfg.top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(p), cfg.top_p) + 1)
+        order, p = order[:keep], p[:keep] / p[:keep].sum()
+    return int(order[rng.choice(len(order), p=p)])

@@ -1,0 +1,94 @@
+"""Numerics profiles: the rounding points that make our forward pass match one engine.
+
+A profile is data, passed down to the forward pass; nothing branches on an engine's name.
+
+- `reference`: the model's own math (BitNet b1.58 paper, HF transformers): per-token absmax
+  int8 activations before every projection, ternary weights, everything else float32, exact
+  rope, F32 KV cache, `output.weight` if present else tied embeddings.
+- `llama.cpp`: upstream llama.cpp on CPU: activations converted to each weight type's
+  `vec_dot_type` (Q8_K blocks of 256 for TQ1_0/TQ2_0, F16 for F16 weights, none for F32), F32
+  KV cache (the crossval bridge sets type_k = type_v = F32), rope angles computed iteratively in
+  float, lm_head always `token_embd`.
+- `bitnet.cpp`: Microsoft's fork: per-token int8 activations for I2_S, F16 KV cache, Q rounded
+  to F16 for Q.K, and with a single-row batch the attention probabilities and the lm_head
+  input rounded to F16 too (../shared/spec/MODEL.md, bitnet.cpp numerics).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bitnet.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class NumericsProfile:
+    name: str
+    #: weight flavor family -> activation treatment before the matmul
+    #: ("none", "f16", "per-token-absmax", "q8_k-block256")
+    act: dict[str, str] = field(hash=False)
+    kv_dtype: np.dtype = np.dtype(np.float32)
+    q_f16: bool = False
+    single_row_f16: bool = False
+    rope_iterative_f32: bool = False
+    lm_head_tok_embd: bool = False  # ignore output.weight, as both C++ engines do for BitNet
+
+    def act_for(self, flavor: str) -> str:
+        fam = flavor_family(flavor)
+        try:
+            return self.act[fam]
+        except KeyError:
+            raise ConfigError(f"numerics profile {self.name!r} has no activation path for {flavor} weights") from None
+
+
+def flavor_family(flavor: str) -> str:
+    f = flavor.lower()
+    if f.startswith("i2_s") or f.startswith("i2s"):
+        return "i2_s"
+    if f.startswith("tq"):
+        return "tq"
+    if f in ("f32", "f16", "bf16"):
+        return f
+    return "ternary"  # bitnet32, qk256, tl1, tl2: engines of the Rust-port lineage
+
+
+_ALL = ("i2_s", "tq", "f32", "f16", "bf16", "ternary")
+
+PROFILES: dict[str, NumericsProfile] = {
+    "reference": NumericsProfile("reference", {k: "per-token-absmax" for k in _ALL}),
+    "llama.cpp": NumericsProfile(
+        "llama.cpp",
+        {"tq": "q8_k-block256", "f32": "none", "f16": "f16", "bf16": "bf16"},
+        rope_iterative_f32=True,
+        lm_head_tok_embd=True,
+    ),
+    "bitnet.cpp": NumericsProfile(
+        "bitnet.cpp",
+        {"i2_s": "per-token-absmax", "f32": "none", "f16": "f16", "ternary": "per-token-absmax"},
+        kv_dtype=np.dtype(np.float16),
+        q_f16=True,
+        single_row_f16=True,
+        rope_iterative_f32=True,
+        lm_head_tok_embd=True,
+    ),
+}
+
+
+def get_profile(name: str) -> NumericsProfile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ConfigError(f"unknown numerics profile {name!r}; known: {', '.join(PROFILES)}") from None
+
+
+def default_profile(arch: str, flavors: set[str]) -> str:
+    """bitnet.cpp for an I2_S `bitnet-b1.58` model, llama.cpp for a TQ `bitnet` model, else the
+    reference math."""
+    fams = {flavor_family(f) for f in flavors}
+    if arch == "bitnet-b1.58" and "i2_s" in fams:
+        return "bitnet.cpp"
+    if arch == "bitnet" and "tq" in fams:
+        return "llama.cpp"
+    return "reference"
