@@ -1,0 +1,77 @@
+"""Docs: commands in `<!-- doc-test -->` blocks run as written; performance figures name the
+machine they were measured on (AC17)."""
+
+from __future__ import annotations
+
+import io
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from bitnet.cli import IO, main
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCK = re.compile(r"<!-- doc-test -->\s*```bash\n(.*?)```", re.S)
+FIGURE = re.compile(r"\b\d+(?:\.\d+)?\s*(?:tok/s|GB/s|MB/s|KB/s|ms\b|µs\b|s per)", re.I)
+MACHINE = re.compile(r"measured on", re.I)
+
+
+def doc_blocks():
+    for md in sorted(DOCS.rglob("*.md")):
+        for i, block in enumerate(BLOCK.findall(md.read_text(encoding="utf-8"))):
+            yield pytest.param(md, block, id=f"{md.relative_to(DOCS)}#{i}")
+
+
+@pytest.mark.ac17
+@pytest.mark.parametrize("md,block", list(doc_blocks()))
+def test_doc_commands_run(md, block, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BITNET_CACHE_DIR", str(tmp_path / "cache"))
+    for line in block.strip().splitlines():
+        argv = shlex.split(line)
+        assert argv[0] == "bitnet", f"{md}: only bitnet commands are run by this test: {line}"
+        out, err = io.StringIO(), io.StringIO()
+        rc = main(argv[1:], IO(out, err))
+        assert rc == 0, f"{md}: `{line}` exited {rc}: {err.getvalue()}"
+
+
+@pytest.mark.ac17
+@pytest.mark.parametrize("md", sorted(DOCS.rglob("*.md")) + [README], ids=lambda p: p.name)
+def test_figures_name_their_machine(md):
+    text = md.read_text(encoding="utf-8")
+    figures = FIGURE.findall(text)
+    if figures:
+        assert MACHINE.search(text), f"{md}: performance figures {figures[:3]} without 'measured on <machine>'"
+
+
+def quick_start_commands() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return [ln for b in blocks for ln in b.strip().splitlines()]
+
+
+@pytest.mark.ac8
+def test_readme_quick_start_is_install_and_run_then_pytest():
+    install_and_run, tests = quick_start_commands()
+    assert install_and_run.startswith("pip install -e '.[dev]' && bitnet ")
+    assert tests == "pytest"
+
+
+@pytest.mark.ac8
+def test_readme_main_command_runs_through_the_console_script(tmp_path):
+    import os
+    import shutil
+    import subprocess
+
+    exe = shutil.which("bitnet")
+    if exe is None:
+        pytest.skip("console script not installed (pip install -e .)")
+    main_cmd = quick_start_commands()[0].split("&&", 1)[1].strip()
+    env = dict(os.environ, BITNET_CACHE_DIR=str(tmp_path / "cache"))  # a fresh machine's cache
+    r = subprocess.run([exe, *shlex.split(main_cmd)[1:]], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
