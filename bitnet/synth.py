@@ -158,6 +158,9 @@ def synthesize(
     w.add(f"{a}.attention.head_count_kv", shape.n_head_kv, ValueType.UINT32)
     w.add(f"{a}.attention.layer_norm_rms_epsilon", shape.rms_eps, ValueType.FLOAT32)
     w.add(f"{a}.rope.freq_base", shape.rope_theta, ValueType.FLOAT32)
+    for key, value in wf.metadata:
+        w.add(key, value, ValueType.ARRAY if isinstance(value, list) else None,
+              ValueType.INT32 if isinstance(value, list) else None)
 
     w.add_tensor("token_embd.weight", _embedding(seed, shape.vocab_size, shape.n_embd, embed_dtype),
                  shape=(shape.n_embd, shape.vocab_size), gtype="F32" if embed_dtype == "<f4" else "F16")
@@ -182,7 +185,9 @@ def synthesize(
 def _add_projection(w: GGUFWriter, wf: WeightFormat, arch: str, seed: int, tname: str, out_f: int, in_f: int) -> None:
     # The callable regenerates the tensor from its own seed stream when the writer reaches it,
     # so no weight is held in memory between declaration and writing.
-    folded = arch == "bitnet-b1.58"
+    # Microsoft's layout folds the scale into the weight; upstream's (and formats that have no
+    # room for a scale) keep the bare ternary pattern and a separate `.scale` tensor
+    folded = arch == "bitnet-b1.58" and wf.holds_scale
 
     def make() -> np.ndarray:
         t, s = ternary_weight(seed, tname, out_f, in_f)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet.errors import ConfigError
 from bitnet.engine.sampling import SamplerConfig, sample
+from bitnet.errors import ConfigError
 from bitnet.model.bitnet_model import BitNetModel
 
 CHAT_TEMPLATE_2B4T = "System: {system}<|eot_id|>User: {user}<|eot_id|>Assistant: "

@@ -108,6 +108,10 @@ class GGMLType:
     origin: str = "ggml"  # "ggml" (upstream) or "bitnet.cpp" (Microsoft's fork)
     size_rule: Callable[[tuple[int, ...]], int] | None = None
     float_dtype: np.dtype | None = None  # set for types that view directly as a NumPy array
+    # True for ids that tooling fills with layouts of different sizes (I2_S: Microsoft's,
+    # and the Rust port's QK256 / BitNet32-F16): the reader then takes the tensor's span as
+    # its size and leaves the decision to bitnet.quant.flavor
+    span_sized: bool = False
 
     def nbytes(self, shape: tuple[int, ...]) -> int:
         """Bytes a tensor of GGUF shape (ne0, ne1, ...) occupies; ValueError if illegal."""
@@ -159,7 +163,7 @@ _UPSTREAM = [
 # has since removed and gives 39 to MXFP4; these ids therefore mean different things in files
 # from the two lineages. We read them as the fork's, because those are the BitNet files.
 _BITNET_CPP = [
-    _t(36, "I2_S", 1, 1, origin="bitnet.cpp", size_rule=_i2s_nbytes),
+    _t(36, "I2_S", 1, 1, origin="bitnet.cpp", size_rule=_i2s_nbytes, span_sized=True),
     _t(37, "I8_S", 1, 1, origin="bitnet.cpp"),
     _t(38, "TL1", 1, 1, origin="bitnet.cpp", size_rule=_i2s_nbytes),
     _t(39, "TL2", 1, 1, origin="bitnet.cpp", size_rule=_tl2_nbytes),

@@ -373,7 +373,7 @@ class GGUFReader:
         out: list[TensorInfo] = []
         for i, (name, dims, type_id, off, start) in enumerate(infos):
             gtype = self._resolve_type(type_id, dims, spans[i])
-            if gtype is None:
+            if gtype is None or gtype.span_sized:
                 nbytes = spans[i]
             else:
                 try:

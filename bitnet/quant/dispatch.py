@@ -1,27 +1,34 @@
-"""Kernel dispatcher (float weights only on this branch; the formats work replaces this).
+"""The kernel dispatcher: the one place that picks a kernel and the one place that records what
+ran.
 
-The dispatcher is the one place that picks a kernel and records what ran.
+`matmul(x, w, act)` quantizes the activations with the requested profile, looks up the kernel
+registered for (backend, weight flavor, activation profile), runs it, and appends a
+`KernelRecord` to `KERNEL_LOG` with the id of the kernel that actually executed, the bytes of
+packed weights it read, the rows it processed and the time measured around the call. A backend
+that has no kernel for a key falls back to NumPy only outside strict mode, and the record then
+names the NumPy kernel, so receipts cannot claim a native or GPU kernel that did not run.
+
+Kernel ids follow `<weights>_<acts>_<op>_<backend>` (lowercase words joined by `_`).
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from bitnet.errors import FormatError
-from bitnet.gguf.reader import GGUFReader
+from bitnet.errors import ConfigError, FormatError, StrictModeError
+from bitnet.quant import kernels as K
+from bitnet.quant.activations import QuantizedRows, quantize_activations
+from bitnet.quant.weights import PackedWeight, load_weight  # noqa: F401  (re-exported contract)
+from bitnet.strict import strict_enabled
 
-
-@dataclass(frozen=True)
-class PackedWeight:
-    name: str
-    flavor: str
-    out_features: int
-    in_features: int
-    raw: np.ndarray
-    scale: float | None = None
+ACT_PROFILES = ("none", "per-token-absmax", "q8_k-block256")
+_ACT_TAG = {"none": "f32act", "per-token-absmax": "i8act", "q8_k-block256": "q8k"}
 
 
 @dataclass
@@ -32,52 +39,116 @@ class KernelRecord:
     rows: int = 0
     seconds: float = 0.0
 
+    def to_dict(self) -> dict:
+        return asdict(self)
 
-@dataclass
+
 class KernelLog:
-    records: dict[str, KernelRecord] = field(default_factory=dict)
+    """Aggregated records per kernel id, thread-safe."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, KernelRecord] = {}
+        self._lock = threading.Lock()
 
     def record(self, kernel_id: str, *, bytes_read: int, rows: int, seconds: float) -> None:
-        r = self.records.setdefault(kernel_id, KernelRecord(kernel_id))
-        r.calls += 1
-        r.bytes_read += bytes_read
-        r.rows += rows
-        r.seconds += seconds
+        with self._lock:
+            r = self._records.setdefault(kernel_id, KernelRecord(kernel_id))
+            r.calls += 1
+            r.bytes_read += int(bytes_read)
+            r.rows += int(rows)
+            r.seconds += float(seconds)
 
     def snapshot(self) -> list[KernelRecord]:
-        return [KernelRecord(**vars(r)) for r in self.records.values()]
+        with self._lock:
+            return [KernelRecord(**asdict(r)) for r in self._records.values()]
 
     def reset(self) -> None:
-        self.records.clear()
+        with self._lock:
+            self._records.clear()
 
 
 KERNEL_LOG = KernelLog()
 
-
-def load_weight(reader: GGUFReader, name: str, *, strict: bool | None = None) -> PackedWeight:
-    t = reader.tensor(name)
-    if t.ggml_type is None or t.ggml_type.name not in ("F32", "F16"):
-        raise FormatError(f"{reader.path}: tensor {name!r} is {t.type_name}; no kernel on this branch")
-    arr = reader.array(t)
-    return PackedWeight(name, t.ggml_type.name.lower(), arr.shape[0], arr.shape[1], arr)
+#: (weights tag, act profile) -> kernel taking (activations, weight); numpy backend
+Kernel = Callable[[object, PackedWeight], np.ndarray]
 
 
-def _absmax_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    m = np.maximum(np.abs(x).max(axis=1, keepdims=True).astype(np.float64), 1e-5)
-    s = (127.0 / m).astype(np.float32)
-    return np.clip(np.rint(x * s), -128, 127).astype(np.int8), s
+def _weights_tag(w: PackedWeight) -> str:
+    if w.flavor == "i2_s":
+        return f"i2s_{w.layout}"
+    return w.flavor
 
 
-def matmul(x: np.ndarray, w: PackedWeight, profile: str = "per-token-absmax") -> np.ndarray:
-    t0 = time.perf_counter()
-    if profile == "none":
-        y = x.astype(np.float32) @ w.raw.T.astype(np.float32)
-        kid = f"{w.flavor}_gemm_numpy"
-    elif profile == "per-token-absmax":
-        q, s = _absmax_int8(x)
-        y = (q.astype(np.float32) @ w.raw.T.astype(np.float32)) / s
-        kid = f"{w.flavor}_i8act_gemm_numpy"
+def _numpy_kernel(w: PackedWeight, act: str) -> tuple[str, Kernel]:
+    f = w.flavor
+    if not w.is_ternary:
+        return "float_weights", lambda x, w: K.gemm_float_weights(x if act == "none" else K.dequantized_acts(x), w)
+    if act == "none":
+        return "ternary_float_acts", K.gemm_float_acts_ternary
+    if f in ("i2_s", "qk256") and act == "per-token-absmax":
+        return "per_token", K.gemm_per_token
+    if f in ("tq2_0", "tq1_0") and act == "q8_k-block256":
+        return "blocked_q8k", K.gemm_blocked_q8k
+    if f in ("tq2_0", "tq1_0", "bitnet32") and act == "per-token-absmax":
+        return "blocked_per_token", K.gemm_blocked_per_token
+    raise FormatError(f"{w.name}: no kernel for {f} weights with {act} activations")
+
+
+# -- backends -------------------------------------------------------------------------------
+#: backend name -> function(w, act) returning (kernel_id, callable(x_f32_or_quantized, w) -> y)
+#: or None when that backend has no kernel for the pair. Registered by bitnet.native/bitnet.cuda.
+BACKENDS: dict[str, Callable[[PackedWeight, str], tuple[str, Kernel] | None]] = {}
+_state = threading.local()
+
+
+def set_backend(name: str) -> None:
+    if name != "numpy" and name not in BACKENDS:
+        _load_backend(name)
+    _state.backend = name
+
+
+def get_backend() -> str:
+    b = getattr(_state, "backend", None)
+    if b is None:
+        b = os.environ.get("BITNET_BACKEND", "numpy")
+        set_backend(b)
+    return b
+
+
+def _load_backend(name: str) -> None:
+    if name == "native":
+        import bitnet.native  # noqa: F401  (registers itself when it builds)
+    elif name == "cuda":
+        import bitnet.cuda.backend  # noqa: F401
     else:
-        raise FormatError(f"activation profile {profile!r} not available for {w.flavor}")
-    KERNEL_LOG.record(kid, bytes_read=w.raw.nbytes, rows=x.shape[0], seconds=time.perf_counter() - t0)
-    return y.astype(np.float32)
+        raise ConfigError(f"unknown backend {name!r}; known: numpy, native, cuda")
+    if name not in BACKENDS:
+        raise ConfigError(f"backend {name!r} is not available")
+
+
+def matmul(x: np.ndarray, w: PackedWeight, profile: str = "per-token-absmax", *,
+           strict: bool | None = None) -> np.ndarray:
+    """y [T, out] = x [T, in] times w, activations treated by `profile`."""
+    if profile not in ACT_PROFILES:
+        raise FormatError(f"unknown activation profile {profile!r}; known: {ACT_PROFILES}")
+    x = np.ascontiguousarray(x, np.float32)
+    if x.ndim != 2 or x.shape[1] != w.in_features:
+        raise FormatError(f"{w.name}: activations of shape {x.shape} for a weight of {w.in_features} inputs")
+    backend = get_backend()
+    chosen: tuple[str, Kernel] | None = None
+    if backend != "numpy":
+        chosen = BACKENDS[backend](w, profile)
+        if chosen is None and strict_enabled(strict):
+            raise StrictModeError(f"{w.name}: backend {backend} has no kernel for {w.flavor} x {profile}; "
+                                  "strict mode refuses the NumPy fallback")
+    t0 = time.perf_counter()
+    xa: np.ndarray | QuantizedRows = x if profile == "none" else quantize_activations(x, profile)
+    if chosen is None:
+        _, fn = _numpy_kernel(w, profile)
+        kernel_id = f"{_weights_tag(w)}_{_ACT_TAG[profile]}_gemm_numpy"
+        y = fn(xa, w)
+    else:
+        kernel_id, fn = chosen
+        y = fn(xa, w)
+    KERNEL_LOG.record(kernel_id, bytes_read=w.nbytes, rows=x.shape[0], seconds=time.perf_counter() - t0)
+    return y

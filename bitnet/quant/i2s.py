@@ -1,0 +1,109 @@
+"""Microsoft I2_S (ggml type 36, bitnet.cpp `src/ggml-bitnet-mad.cpp` `quantize_i2_s`).
+
+One ternary tensor = 2-bit codes (0/1/2 = -1/0/+1; 3 unused) for all n = rows x cols elements,
+then ONE f32 scale at byte n/4; the tensor occupies n/4 + 32 bytes (the 28 bytes after the
+scale are padding, uninitialised in llama-quantize output). Three code layouts exist in
+microsoft/BitNet at revision 16da220 (2026-07-21):
+
+- `x86` (`QK_I2_S = 128`, the default build: `include/gemm-config.h` defines ACT_PARALLEL):
+  the flat element index is cut in blocks of 128; element j of block i sits in byte
+  `32*i + j % 32` at bit shift `6 - 2*(j // 32)`.
+- `arm` (`QK_I2_S = 64`, NEON builds): byte `16*i + j % 16`, shift `6 - 2*(j // 16)`.
+- `x86_1x4` (x86 builds with ACT_PARALLEL undefined): rows in groups of four, one byte per
+  column holding rows r0..r3 at shifts 6, 4, 2, 0. Needs rows % 4 == 0. The byte size is the
+  same as the others, so a file cannot say which layout it uses: this one must be asked for.
+
+Every function is a vectorised view transform; nothing loops over weights in Python.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bitnet.errors import FormatError
+
+LAYOUTS = {"x86": 128, "arm": 64, "x86_1x4": None}
+SCALE_PAD = 32  # bytes after the codes: f32 scale + 28 bytes of padding
+
+
+def nbytes(n: int) -> int:
+    return n // 4 + SCALE_PAD
+
+
+def _check(rows: int, cols: int, layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise FormatError(f"unknown I2_S layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    block = LAYOUTS[layout]
+    n = rows * cols
+    if block is not None and n % block:
+        raise FormatError(f"I2_S {layout}: element count {n} ({rows}x{cols}) is not a multiple of {block}")
+    if layout == "x86_1x4" and (rows % 4 or cols % 4):
+        raise FormatError(f"I2_S x86_1x4: rows ({rows}) must be a multiple of 4")
+
+
+def codes_from_ternary(t: np.ndarray) -> np.ndarray:
+    """-1/0/+1 (int8) -> codes 0/1/2 (uint8)."""
+    if t.size and (t.min() < -1 or t.max() > 1):
+        raise FormatError("I2_S packs ternary values (-1, 0, +1) only")
+    return (t.astype(np.int8) + 1).view(np.uint8)
+
+
+def pack_codes(codes: np.ndarray, layout: str = "x86") -> np.ndarray:
+    """codes uint8 [rows, cols] (0..2) -> packed bytes (n/4), no scale."""
+    rows, cols = codes.shape
+    _check(rows, cols, layout)
+    c = np.ascontiguousarray(codes, np.uint8)
+    if layout == "x86_1x4":
+        g = c.reshape(rows // 4, 4, cols)  # [group, row in group, col]
+        return (g[:, 0] << 6 | g[:, 1] << 4 | g[:, 2] << 2 | g[:, 3]).reshape(-1)
+    q = LAYOUTS[layout] // 4  # bytes per block
+    b = c.reshape(-1, 4, q)  # [block, group, byte]
+    return (b[:, 0] << 6 | b[:, 1] << 4 | b[:, 2] << 2 | b[:, 3]).reshape(-1)
+
+
+def unpack_codes(packed: np.ndarray, rows: int, cols: int, layout: str = "x86") -> np.ndarray:
+    """Packed bytes (at least n/4) -> codes uint8 [rows, cols]."""
+    _check(rows, cols, layout)
+    n = rows * cols
+    p = np.asarray(packed, np.uint8)[: n // 4]
+    if p.size < n // 4:
+        raise FormatError(f"I2_S: {p.size} packed bytes for {n} elements, need {n // 4}")
+    shifts = np.array([6, 4, 2, 0], np.uint8)
+    if layout == "x86_1x4":
+        g = (p.reshape(rows // 4, 1, cols) >> shifts[None, :, None]) & 3  # [group, row, col]
+        return g.reshape(rows, cols)
+    q = LAYOUTS[layout] // 4
+    b = (p.reshape(-1, 1, q) >> shifts[None, :, None]) & 3  # [block, group, byte]
+    return b.reshape(rows, cols)
+
+
+def pack(ternary: np.ndarray, scale: float, layout: str = "x86") -> np.ndarray:
+    """ternary int8 [rows, cols] and the tensor scale -> the n/4 + 32 bytes of the tensor."""
+    rows, cols = ternary.shape
+    packed = pack_codes(codes_from_ternary(ternary), layout)
+    tail = np.zeros(SCALE_PAD, np.uint8)
+    tail[:4] = np.array([scale], "<f4").view(np.uint8)
+    return np.concatenate([packed, tail])
+
+
+def read_scale(raw: np.ndarray, n: int) -> float:
+    """The f32 scale stored at byte n/4."""
+    if raw.size < n // 4 + 4:
+        raise FormatError(f"I2_S: tensor of {raw.size} bytes has no scale at byte {n // 4}")
+    return float(np.asarray(raw[n // 4 : n // 4 + 4]).view("<f4")[0])
+
+
+def quantize(w: np.ndarray, layout: str = "x86") -> np.ndarray:
+    """Float weights -> I2_S bytes, as `quantize_i2_s` does: scale = max|w| (in double), then
+    sign only: |w| < 1e-6 -> 0, else +-1. (The converter feeds already-ternary weights times
+    the scale, so the sign is all that is left to keep.)"""
+    a = np.asarray(w, np.float64)
+    scale = float(np.abs(a).max()) if a.size else 0.0
+    t = np.where(np.abs(a) < 1e-6, 0, np.where(a * scale > 0, 1, -1)).astype(np.int8)
+    return pack(t, np.float32(scale), layout)
+
+
+def dequantize(raw: np.ndarray, rows: int, cols: int, layout: str = "x86") -> np.ndarray:
+    """For tests and diagnostics only: kernels never build this float matrix."""
+    codes = unpack_codes(raw, rows, cols, layout)
+    return (codes.astype(np.float32) - 1) * np.float32(read_scale(raw, rows * cols))

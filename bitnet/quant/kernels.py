@@ -1,0 +1,169 @@
+"""NumPy reference kernels: y = W x for every weight format, computed the way the format's
+engine computes it, without ever materialising the full weight matrix as float (AC12).
+
+Exactness: a ternary code (or a QK256 table value, |v| <= 3) times an int8 activation summed
+over K terms is an integer of magnitude <= 3 * 128 * K. For every K below 2^24 / 384 = 43690
+(BitNet's largest K is 6912) every partial sum is an integer that float32 holds exactly, so a
+float32 BLAS product of the code values and the int8 activations IS the exact integer
+accumulation, in any summation order. `EXACT_K_LIMIT` guards that bound; above it the kernels
+use int64 arithmetic instead.
+
+Weights are decoded in chunks of rows (`rows_per_chunk`): at most CHUNK_ELEMENTS code values
+exist as float32 at any time, whatever the matrix size. Alternatively a PackedWeight can hold
+a cached int8 copy of its codes (4x the packed size, no decoding per call); `bench/bench_gemv.py`
+measures both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from bitnet.errors import FormatError
+from bitnet.quant import i2s, rust_port, tq
+from bitnet.quant.activations import QuantizedRows
+from bitnet.quant.weights import PackedWeight
+
+CHUNK_ELEMENTS = 1 << 22  # 4M code values (16 MB as float32) per chunk
+EXACT_K_LIMIT = (1 << 24) // (3 * 128)
+
+
+def rows_per_chunk(k: int) -> int:
+    return max(1, CHUNK_ELEMENTS // max(k, 1))
+
+
+# -- decoding rows of integer weight values (-1/0/+1, or a QK256 table) ----------------------
+def _values(w: PackedWeight, r0: int, r1: int) -> np.ndarray:
+    """Integer weight values int8 [r1 - r0, K] of output rows r0..r1."""
+    if w.int8_cache is not None:
+        return w.int8_cache[r0:r1]
+    k = w.in_features
+    f = w.flavor
+    if f == "i2_s":
+        # every layout keeps rows r0..r1 in bytes r0*k/4..r1*k/4 when K % 128 == 0 (x86, arm)
+        # or r0, r1 are multiples of 4 (x86_1x4, see _chunks)
+        part = w.raw[r0 * k // 4 : r1 * k // 4]
+        return i2s.unpack_codes(part, r1 - r0, k, w.layout).view(np.int8) - np.int8(1)
+    if f in ("tq2_0", "tq1_0"):
+        bb = tq.TQ2_BYTES if f == "tq2_0" else tq.TQ1_BYTES
+        nb = k // tq.QK
+        part = w.raw[r0 * nb * bb : r1 * nb * bb]
+        codes, _ = (tq.tq2_0_codes if f == "tq2_0" else tq.tq1_0_codes)(part, (r1 - r0) * k)
+        return codes.reshape(r1 - r0, k).view(np.int8) - np.int8(1)
+    if f == "bitnet32":
+        nb = k // rust_port.B32
+        part = w.raw[r0 * nb * rust_port.B32_BYTES : r1 * nb * rust_port.B32_BYTES]
+        codes, _ = rust_port.bitnet32_codes(part, (r1 - r0) * k)
+        return codes.reshape(r1 - r0, k).view(np.int8) - np.int8(1)
+    if f == "qk256":
+        part = w.raw[r0 * k // 4 : r1 * k // 4]
+        return rust_port.qk256_values(part, (r1 - r0) * k, w.lut).reshape(r1 - r0, k)
+    raise FormatError(f"{w.name}: no integer decoder for flavor {f}")
+
+
+def block_scales(w: PackedWeight) -> np.ndarray:
+    """Per-block weight scales float32 [out, K/block] for the blocked flavors."""
+    k = w.in_features
+    if w.flavor in ("tq2_0", "tq1_0"):
+        fn = tq.tq2_0_codes if w.flavor == "tq2_0" else tq.tq1_0_codes
+        return fn(w.raw, w.out_features * k)[1].reshape(w.out_features, k // tq.QK)
+    if w.flavor == "bitnet32":
+        return rust_port.bitnet32_codes(w.raw, w.out_features * k)[1].reshape(w.out_features, k // rust_port.B32)
+    raise FormatError(f"{w.name}: {w.flavor} has no block scales")
+
+
+def _chunks(w: PackedWeight) -> Iterator[tuple[int, int]]:
+    step = rows_per_chunk(w.in_features)
+    if w.flavor == "i2_s" and w.layout == "x86_1x4":
+        step = max(4, step // 4 * 4)
+    for r0 in range(0, w.out_features, step):
+        yield r0, min(r0 + step, w.out_features)
+
+
+def _int_dot(vals: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Exact integer dot products [rows, T] of int8 values and int8 activations."""
+    if vals.shape[1] <= EXACT_K_LIMIT:
+        return (vals.astype(np.float32) @ q.T.astype(np.float32)).astype(np.int64)
+    return vals.astype(np.int64) @ q.T.astype(np.int64)
+
+
+# -- kernels ----------------------------------------------------------------------------------
+def gemm_per_token(x: QuantizedRows, w: PackedWeight) -> np.ndarray:
+    """Per-tensor-scaled ternary weights (i2_s, qk256 + separate scale) x per-token int8:
+    y = (sum_j v_j q_j) / s_t * w_scale, the integer sum exact (bitnet.cpp's I2_S path)."""
+    y = np.empty((x.q.shape[0], w.out_features), np.float32)
+    wscale = np.float32(w.scale if w.scale is not None else 1.0)
+    for r0, r1 in _chunks(w):
+        acc = _int_dot(_values(w, r0, r1), x.q)  # [rows, T]
+        y[:, r0:r1] = (acc.T.astype(np.float32) / x.scale[:, None]) * wscale
+    return y
+
+
+def gemm_blocked_q8k(x: QuantizedRows, w: PackedWeight) -> np.ndarray:
+    """Block-scaled weights (TQ1_0, TQ2_0: 256) x Q8_K: per block an exact integer dot, then
+    `sumf += (float)sumi * (d_x * d_w)` block after block (ggml_vec_dot_tq*_q8_K_generic)."""
+    nb = w.in_features // tq.QK
+    t = x.q.shape[0]
+    dw = block_scales(w)  # [out, nb]
+    qb = x.q.reshape(t, nb, tq.QK).transpose(1, 2, 0).astype(np.float32)  # [nb, 256, T]
+    y = np.empty((t, w.out_features), np.float32)
+    for r0, r1 in _chunks(w):
+        v = _values(w, r0, r1).reshape(r1 - r0, nb, tq.QK).transpose(1, 0, 2).astype(np.float32)  # [nb, rows, 256]
+        acc = v @ qb  # [nb, rows, T]: exact (|sum| <= 256*127)
+        s = np.zeros((r1 - r0, t), np.float32)
+        for b in range(nb):  # the float accumulation order of the C loop
+            d = (x.scale[:, b][None, :] * dw[r0:r1, b][:, None]).astype(np.float32)
+            s = (s + acc[b] * d).astype(np.float32)
+        y[:, r0:r1] = s.T
+    return y
+
+
+def gemm_blocked_per_token(x: QuantizedRows, w: PackedWeight) -> np.ndarray:
+    """Block-scaled weights (TQ, BitNet32-F16) x per-token int8: exact per-block integer dots,
+    scaled by each block's d, summed in float, divided by the token scale."""
+    k = w.in_features
+    block = tq.QK if w.flavor.startswith("tq") else rust_port.B32
+    nb = k // block
+    t = x.q.shape[0]
+    dw = block_scales(w)
+    qb = x.q.reshape(t, nb, block).transpose(1, 2, 0).astype(np.float32)
+    y = np.empty((t, w.out_features), np.float32)
+    for r0, r1 in _chunks(w):
+        v = _values(w, r0, r1).reshape(r1 - r0, nb, block).transpose(1, 0, 2).astype(np.float32)
+        acc = v @ qb  # [nb, rows, T]
+        s = np.einsum("brt,rb->rt", acc, dw[r0:r1], dtype=np.float32)
+        y[:, r0:r1] = (s / x.scale[None, :]).T
+    return y
+
+
+def gemm_float_weights(x: np.ndarray, w: PackedWeight) -> np.ndarray:
+    """Float weights (F32, F16, BF16) x float activations, chunked so an F16/BF16 matrix is
+    widened a chunk at a time."""
+    y = np.empty((x.shape[0], w.out_features), np.float32)
+    for r0, r1 in _chunks(w):
+        y[:, r0:r1] = x @ w.float_rows(r0, r1).T
+    return y
+
+
+def gemm_float_acts_ternary(x: np.ndarray, w: PackedWeight) -> np.ndarray:
+    """Ternary weights x float activations (profile "none"): y = (x . v) * scale per chunk."""
+    y = np.empty((x.shape[0], w.out_features), np.float32)
+    for r0, r1 in _chunks(w):
+        v = _values(w, r0, r1).astype(np.float32)
+        if w.flavor in ("tq2_0", "tq1_0", "bitnet32"):
+            block = tq.QK if w.flavor.startswith("tq") else rust_port.B32
+            v = (v.reshape(r1 - r0, -1, block) * block_scales(w)[r0:r1, :, None]).reshape(r1 - r0, -1)
+        y[:, r0:r1] = (x @ v.T) * np.float32(w.scale if w.scale is not None else 1.0)
+    return y
+
+
+def dequantized_acts(x: QuantizedRows) -> np.ndarray:
+    """Float activations as the quantizer represents them (q / s or q * d)."""
+    if x.divide:
+        return x.q.astype(np.float32) / x.scale[:, None]
+    t, k = x.q.shape
+    return (x.q.reshape(t, -1, 256).astype(np.float32) * x.scale[:, :, None]).reshape(t, k)
+
+
+KernelFn = Callable[[object, PackedWeight], np.ndarray]

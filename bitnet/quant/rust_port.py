@@ -1,0 +1,97 @@
+"""The two I2_S "flavors" that the Rust port (EffortlessMetrics/BitNet-rs) writes under ggml
+type id 36, so that files written by that tooling can be read and diagnosed.
+
+Neither is a ggml or bitnet.cpp format; both come from the port's own documents
+(`docs/archive/ggml-i2s-implementation-status.md`, its QK256 how-to). They are told apart from
+Microsoft's I2_S only by byte size (see `bitnet.quant.flavor`):
+
+- **BitNet32-F16**: blocks of 32 elements = 10 bytes: 8 bytes of 2-bit codes, least
+  significant bits first (element j in byte j // 4 at bits 2*(j % 4)), then an f16 block
+  scale. We read codes 0/1/2 as -1/0/+1 (code 3 is refused), as I2_S does.
+- **QK256** ("GgmlQk256NoScale"): blocks of 256 elements = 64 bytes of LSB-first 2-bit codes,
+  no scale in the tensor (the port keeps one in a separate tensor). Its code -> value table is
+  NOT from ggml, and the port's own files disagree about it ({-2,-1,+1,+2} in one document,
+  {-3,-1,+1,+3} in another). We therefore never guess: decoding takes the table explicitly.
+  Files we write use the ternary table {-1, 0, +1} (code 3 unused) and say so in the metadata
+  key `bitnet_harness.qk256_lut`; the scale goes in a `<name>.scale` F32 tensor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bitnet.errors import FormatError
+
+B32 = 32
+B32_BYTES = 10
+QK256 = 256
+QK256_BYTES = 64
+TERNARY_LUT = (-1, 0, 1, 0)  # code 3 never written
+PORT_LUTS = {"port-2112": (-2, -1, 1, 2), "port-3113": (-3, -1, 1, 3)}
+
+
+def bitnet32_nbytes(n: int) -> int:
+    return n // B32 * B32_BYTES
+
+
+def qk256_nbytes(n: int) -> int:
+    return n // QK256 * QK256_BYTES
+
+
+def _lsb_pack(codes: np.ndarray) -> np.ndarray:
+    c = np.ascontiguousarray(codes, np.uint8).reshape(-1, 4)
+    return c[:, 0] | c[:, 1] << 2 | c[:, 2] << 4 | c[:, 3] << 6
+
+
+def _lsb_unpack(b: np.ndarray) -> np.ndarray:
+    return ((b.reshape(-1, 1) >> np.array([0, 2, 4, 6], np.uint8)) & 3).reshape(-1)
+
+
+def _check_ternary(t: np.ndarray) -> None:
+    if t.size and (t.min() < -1 or t.max() > 1):
+        raise FormatError("ternary values (-1, 0, +1) only")
+
+
+def pack_bitnet32(ternary: np.ndarray, scale: float) -> np.ndarray:
+    """ternary [rows, cols] -> BitNet32-F16 blocks, every block scale = scale (as f16)."""
+    n = ternary.size
+    if n % B32 or ternary.shape[-1] % B32:
+        raise FormatError(f"BitNet32-F16: row length {ternary.shape[-1]} is not a multiple of {B32}")
+    _check_ternary(ternary)
+    codes = _lsb_pack((ternary.astype(np.int8) + 1).view(np.uint8)).reshape(-1, 8)
+    d = np.full((codes.shape[0], 1), scale, "<f2").view(np.uint8)
+    return np.concatenate([codes, d], axis=1).reshape(-1)
+
+
+def bitnet32_codes(raw: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """-> (codes uint8 [n/32, 32], block scales float32 [n/32])."""
+    if n % B32:
+        raise FormatError(f"BitNet32-F16: element count {n} is not a multiple of {B32}")
+    need = bitnet32_nbytes(n)
+    r = np.asarray(raw, np.uint8)
+    if r.size < need:
+        raise FormatError(f"BitNet32-F16: {r.size} bytes for {n} elements, need {need}")
+    b = r[:need].reshape(-1, B32_BYTES)
+    codes = _lsb_unpack(b[:, :8]).reshape(-1, B32)
+    if (codes == 3).any():
+        raise FormatError("BitNet32-F16: code 3 found; this reader maps only 0/1/2 = -1/0/+1")
+    return codes, b[:, 8:10].copy().view("<f2").astype(np.float32).reshape(-1)
+
+
+def pack_qk256(ternary: np.ndarray) -> np.ndarray:
+    """ternary [rows, cols] -> QK256 codes with the ternary table (code = t + 1)."""
+    if ternary.shape[-1] % QK256:
+        raise FormatError(f"QK256: row length {ternary.shape[-1]} is not a multiple of {QK256}")
+    _check_ternary(ternary)
+    return _lsb_pack((ternary.astype(np.int8) + 1).view(np.uint8))
+
+
+def qk256_values(raw: np.ndarray, n: int, lut: tuple[int, int, int, int]) -> np.ndarray:
+    """-> integer weight values int8 [n] through an explicit code table."""
+    if n % QK256:
+        raise FormatError(f"QK256: element count {n} is not a multiple of {QK256}")
+    need = qk256_nbytes(n)
+    r = np.asarray(raw, np.uint8)
+    if r.size < need:
+        raise FormatError(f"QK256: {r.size} bytes for {n} elements, need {need}")
+    return np.asarray(lut, np.int8)[_lsb_unpack(r[:need])]
