@@ -123,8 +123,12 @@ def synthesize(
     embed_format: str | None = None,
     output_weight: bool = False,
     name: str | None = None,
+    size_deviation: int = 0,
 ) -> Path:
-    """Write a synthetic model and return its path (written atomically)."""
+    """Write a synthetic model and return its path (written atomically).
+
+    `size_deviation` adds (or, negative, removes) that many bytes at the end of every
+    projection tensor: a deliberately malformed file for strict-loader tests."""
     if arch not in ARCHS:
         raise ConfigError(f"unknown arch {arch!r}; expected one of {ARCHS}")
     if isinstance(preset, str) and preset not in PRESETS:
@@ -178,11 +182,12 @@ def synthesize(
         for proj in PROJECTIONS:
             out_f, in_f = shapes[proj]
             tname = f"{p}.{proj}.weight"
-            _add_projection(w, wf, arch, seed, tname, out_f, in_f)
+            _add_projection(w, wf, arch, seed, tname, out_f, in_f, size_deviation)
     return w.write()
 
 
-def _add_projection(w: GGUFWriter, wf: WeightFormat, arch: str, seed: int, tname: str, out_f: int, in_f: int) -> None:
+def _add_projection(w: GGUFWriter, wf: WeightFormat, arch: str, seed: int, tname: str, out_f: int, in_f: int,
+                    size_deviation: int = 0) -> None:
     # The callable regenerates the tensor from its own seed stream when the writer reaches it,
     # so no weight is held in memory between declaration and writing.
     # Microsoft's layout folds the scale into the weight; upstream's (and formats that have no
@@ -191,9 +196,12 @@ def _add_projection(w: GGUFWriter, wf: WeightFormat, arch: str, seed: int, tname
 
     def make() -> np.ndarray:
         t, s = ternary_weight(seed, tname, out_f, in_f)
-        return wf.encode(t, s if folded else 1.0)
+        data = wf.encode(t, s if folded else 1.0).view(np.uint8).reshape(-1)
+        if size_deviation > 0:
+            return np.concatenate([data, np.zeros(size_deviation, np.uint8)])
+        return data[: data.size + size_deviation]
 
-    w.add_tensor(tname, make, shape=(in_f, out_f), gtype=wf.gtype, nbytes=wf.nbytes(out_f, in_f))
+    w.add_tensor(tname, make, shape=(in_f, out_f), gtype=wf.gtype, nbytes=wf.nbytes(out_f, in_f) + size_deviation)
     if not folded:
         scale = np.array([weight_scale(seed, tname, in_f)], np.float32)
         w.add_tensor(tname.removesuffix(".weight") + ".scale", scale)

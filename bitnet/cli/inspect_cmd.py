@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="inspect the embedded default model (a tiny synthetic model, random weights)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--full-arrays", action="store_true", help="do not summarise long arrays in --json")
+    p.add_argument("--strict-loader", action="store_true", default=None,
+                   help="reject any tensor whose size deviates from its flavor's (also BITNET_STRICT_MODE=1)")
     p.set_defaults(func=run)
 
 
@@ -39,7 +41,18 @@ def _value_summary(f: Field, full: bool = False) -> Any:
     return {"type": f"array[{f.elem_type.name}]", "length": n, "head": items[:ARRAY_PREVIEW]}
 
 
-def describe(reader: GGUFReader, full_arrays: bool = False) -> dict[str, Any]:
+def _flavor(reader: GGUFReader, t, strict: bool | None) -> dict[str, Any]:
+    """The flavor decision for a weight-like tensor (None for norms and 1-D tensors)."""
+    from bitnet.quant.flavor import candidates, detect_flavor
+
+    if len(t.shape) != 2 or not candidates(t.type_id, t.shape, t.type_name if t.ggml_type else None):
+        return {"flavor": None}
+    span = np.frombuffer(reader._buf, np.uint8, t.span, t.data_offset)
+    d = detect_flavor(t, alignment=reader.alignment, raw=span, strict=strict)
+    return {"flavor": d.flavor, "flavor_exact": d.exact, "flavor_deviation": d.deviation}
+
+
+def describe(reader: GGUFReader, full_arrays: bool = False, strict: bool | None = None) -> dict[str, Any]:
     """The JSON document `inspect --json` prints (also used by tests and other commands)."""
     return {
         "path": reader.path,
@@ -60,6 +73,7 @@ def describe(reader: GGUFReader, full_arrays: bool = False) -> dict[str, Any]:
                 "type_id": t.type_id,
                 "bytes": t.nbytes,
                 "offset": t.data_offset,
+                **_flavor(reader, t, strict),
             }
             for t in reader.tensors
         ],
@@ -76,7 +90,7 @@ def run(args: argparse.Namespace, io) -> int:
 
         path = default_model_path()
     with GGUFReader(path) as reader:
-        doc = describe(reader, args.full_arrays)
+        doc = describe(reader, args.full_arrays, args.strict_loader)
     if args.json:
         json.dump(doc, io.stdout, indent=2, default=str)
         io.stdout.write("\n")
@@ -108,10 +122,14 @@ def _print_rich(doc: dict[str, Any], io) -> None:
         meta.add_row(k, m["type"], _short(m["value"]))
     console.print(meta)
     tens = Table(title=f"tensors ({len(doc['tensors'])})")
-    for col, just in (("name", "left"), ("shape", "left"), ("type", "left"), ("bytes", "right"), ("offset", "right")):
+    for col, just in (("name", "left"), ("shape", "left"), ("type", "left"), ("flavor", "left"),
+                      ("bytes", "right"), ("offset", "right")):
         tens.add_column(col, justify=just, no_wrap=True)
     for t in doc["tensors"]:
-        tens.add_row(t["name"], "x".join(map(str, t["shape"])), t["type"], f"{t['bytes']:,}", f"{t['offset']:,}")
+        flavor = t["flavor"] or ""
+        if t["flavor"] and not t["flavor_exact"]:
+            flavor += f" (~{t['flavor_deviation'] * 100:+.3f}%)"
+        tens.add_row(t["name"], "x".join(map(str, t["shape"])), t["type"], flavor, f"{t['bytes']:,}", f"{t['offset']:,}")
     console.print(tens)
     total = sum(t["bytes"] for t in doc["tensors"])
     console.print(f"total tensor bytes: {total:,}")

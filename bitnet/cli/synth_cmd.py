@@ -22,13 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vocab", help="copy tokenizer.* metadata from this vocab GGUF instead of the built-in vocab")
     p.add_argument("--embed-format", choices=("f32", "f16"), help="token embedding type (default: f32 for f32 models, else f16)")
     p.add_argument("--output-weight", action="store_true", help="write an untied output.weight")
+    p.add_argument("--size-deviation", type=int, default=0, metavar="BYTES",
+                   help="add (or remove, if negative) BYTES at the end of every projection: a malformed file for strict-loader tests")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, io) -> int:
     t0 = time.perf_counter()
     path = synthesize(args.out, preset=args.preset, arch=args.arch, fmt=args.fmt, seed=args.seed,
-                      vocab_gguf=args.vocab, embed_format=args.embed_format, output_weight=args.output_weight)
+                      vocab_gguf=args.vocab, embed_format=args.embed_format, output_weight=args.output_weight,
+                      size_deviation=args.size_deviation)
     dt = time.perf_counter() - t0
     print(f"wrote {path} ({os.path.getsize(path):,} bytes, {args.preset}, {args.arch}, {args.fmt}, "
           f"seed {args.seed}) in {dt:.2f} s -- weights are random, not a trained model", file=io.stdout)

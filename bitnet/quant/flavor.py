@@ -104,6 +104,21 @@ def candidates(type_id: int, shape: tuple[int, ...], type_name: str | None) -> l
     return []
 
 
+def _decodes(flavor: str, raw: np.ndarray, n: int) -> bool:
+    """Whether the bytes are a valid tensor of `flavor`: no code 3, finite non-negative scales."""
+    try:
+        if flavor == "i2_s":
+            scale = i2s.read_scale(raw, n)
+            codes = np.asarray(raw[: n // 4], np.uint8)
+            return bool(np.isfinite(scale) and scale > 0 and not (((codes[:, None] >> np.array([0, 2, 4, 6], np.uint8)) & 3) == 3).any())
+        if flavor == "bitnet32":
+            _, d = rust_port.bitnet32_codes(raw, n)
+            return bool(np.isfinite(d).all() and (d >= 0).all())
+    except FormatError:
+        return False
+    return True
+
+
 def _align(n: int, a: int) -> int:
     return (n + a - 1) // a * a
 
@@ -117,13 +132,24 @@ def detect_flavor(info: TensorInfo, *, alignment: int = 32, raw: np.ndarray | No
     where = f"tensor {info.name!r} (type {info.type_id} {info.type_name}, shape {list(info.shape)}, {span} bytes in file)"
     if not cands:
         raise FormatError(f"{where}: no weight format of this project has that type and shape")
-    exact = [c for c in cands if span in (c.expected_bytes, _align(c.expected_bytes, alignment))]
+    # exact: the span is the size, or the size plus the writer's alignment padding; a match
+    # that needs no padding beats one that does (only tiny tensors can have both)
+    exact = [c for c in cands if span == c.expected_bytes] or \
+        [c for c in cands if span == _align(c.expected_bytes, alignment)]
     accounting = "; ".join(f"{c.flavor}: {c.expected_bytes} bytes (dev {(span - c.expected_bytes) / c.expected_bytes * 100:+.4f}%)" for c in cands)
+    note = ""
+    if len(exact) > 1 and raw is not None:
+        # sizes can coincide (I2_S and BitNet32-F16 both take 160 bytes for n = 512): keep the
+        # candidates whose bytes decode validly, and say so
+        valid = [c for c in exact if _decodes(c.flavor, raw, _n(info.shape))]
+        if len(valid) == 1:
+            note = f"sizes of {[c.flavor for c in exact]} coincide; only {valid[0].flavor} decodes validly"
+            exact = valid
     if len(exact) > 1:
         raise FormatError(f"{where}: ambiguous, matches {[c.flavor for c in exact]} exactly: {accounting}")
     if exact:
         c = exact[0]
-        decision = FlavorDecision(info.name, info.type_id, info.shape, span, c.flavor, c.expected_bytes, True, 0.0, tuple(cands))
+        decision = FlavorDecision(info.name, info.type_id, info.shape, span, c.flavor, c.expected_bytes, True, 0.0, tuple(cands), note)
     else:
         near = [c for c in cands if abs(span - c.expected_bytes) <= SIZE_TOLERANCE * c.expected_bytes]
         if not near:
