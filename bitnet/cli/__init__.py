@@ -25,6 +25,8 @@ SUBCOMMANDS = [
     "bitnet.cli.synth_cmd",
     "bitnet.cli.run_cmd",
     "bitnet.cli.logits_cmd",
+    "bitnet.cli.tokenize_cmd",
+    "bitnet.cli.fetch_cmd",
 ]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2

@@ -1,0 +1,20 @@
+"""`bitnet fetch-vocab DEST`: llama.cpp's vocabulary test files from the llama-cpp-python sdist."""
+
+from __future__ import annotations
+
+import argparse
+
+from bitnet.sdist import LLAMA_CPP_PYTHON_VERSION, extract_vocab
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fetch-vocab", help="download llama.cpp's ggml-vocab-* test files (PyPI sdist)")
+    p.add_argument("dest", help="folder to copy the files into")
+    p.add_argument("--version", default=LLAMA_CPP_PYTHON_VERSION, help="llama-cpp-python version")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, io) -> int:
+    files = extract_vocab(args.dest, args.version)
+    print(f"copied {len(files)} files into {args.dest}", file=io.stdout)
+    return 0
