@@ -74,6 +74,10 @@ PRE_TYPES: dict[str, tuple[str, bool]] = {
 }
 
 
+#: pre-tokenizers after which llama.cpp adds BOS unless `tokenizer.ggml.add_bos_token` says no
+ADD_BOS_BY_DEFAULT = {"llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral"}
+
+
 @cache
 def _compiled(pattern: str) -> regex.Pattern:
     return regex.compile(pattern)

@@ -22,7 +22,7 @@ from typing import Any
 
 from bitnet.errors import BitNetError
 from bitnet.gguf.reader import GGUFReader
-from bitnet.tokenizer.pretokenize import PRE_TYPES, split
+from bitnet.tokenizer.pretokenize import ADD_BOS_BY_DEFAULT, PRE_TYPES, split
 from bitnet.vocab import bytes_to_unicode
 
 log = logging.getLogger("bitnet.tokenizer")
@@ -110,7 +110,7 @@ def read_vocab(r: GGUFReader) -> Vocab:
         bos_id=_special_id(r, "bos_token_id", n, 1 if spm else 11),
         eos_id=_special_id(r, "eos_token_id", n, 2 if spm else 11),
         eot_id=_special_id(r, "eot_token_id", n, None),
-        add_bos=bool(add_bos) if add_bos is not None else spm,
+        add_bos=bool(add_bos) if add_bos is not None else (spm or r.get("tokenizer.ggml.pre") in ADD_BOS_BY_DEFAULT),
         add_eos=bool(add_eos) if add_eos is not None else False,
         add_space_prefix=bool(asp) if asp is not None else spm,
         pre=r.get("tokenizer.ggml.pre"),
