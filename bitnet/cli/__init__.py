@@ -26,6 +26,7 @@ SUBCOMMANDS = [
     "bitnet.cli.run_cmd",
     "bitnet.cli.logits_cmd",
     "bitnet.cli.tokenize_cmd",
+    "bitnet.cli.benchmark_cmd",
     "bitnet.cli.fetch_cmd",
 ]
 

@@ -1,19 +1,92 @@
-"""`bitnet-verify-receipt`: lands with the receipts issue; until then it says so and exits 2."""
+"""`bitnet-verify-receipt RECEIPT [--model M.gguf] [--allowlist A.yml] [--require-gpu-kernels]
+[--json]` and `--add-to-allowlist RECEIPT`.
+
+Exit codes: 0 every rule passed, 1 a rule failed, 2 the receipt or a file is unreadable, or
+usage."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from collections.abc import Sequence
 
+from bitnet.errors import BitNetError
+from bitnet.receipts.allowlist import add_from_receipt, load_allowlist
+from bitnet.receipts.policy import default_allowlist_path
+from bitnet.receipts.verify import verify_receipt
 
-def main(argv: Sequence[str] | None = None) -> int:
-    print(
-        "bitnet-verify-receipt: not implemented yet (arrives with the receipts issue); "
-        "no receipt was checked",
-        file=sys.stderr,
-    )
-    return 2
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bitnet-verify-receipt", description="verify an inference receipt")
+    p.add_argument("receipt", nargs="?", help="receipt JSON file")
+    p.add_argument("--model", help="the model file: its sha256 and size must match the receipt")
+    p.add_argument("--allowlist", help="GPU allowlist YAML (default: policies/gpu-allowlist.yml)")
+    p.add_argument("--require-gpu-kernels", action="store_true", help="fail unless a GPU kernel ran")
+    p.add_argument("--json", action="store_true", help="machine-readable result")
+    p.add_argument("--add-to-allowlist", metavar="RECEIPT", help="add this GPU receipt's fingerprint to the allowlist")
+    return p
+
+
+def _read_json(path: str):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        raise BitNetError(f"{path}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise BitNetError(f"{path}: not JSON: {e}") from None
+
+
+def main(argv: Sequence[str] | None = None, io=None) -> int:
+    out = io.stdout if io else sys.stdout
+    err = io.stderr if io else sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    allowlist_path = args.allowlist or default_allowlist_path()
+    try:
+        if args.add_to_allowlist:
+            entry = add_from_receipt(allowlist_path, _read_json(args.add_to_allowlist))
+            print(f"added {entry['name']} ({entry['compute_capability']}) to {allowlist_path}: "
+                  f"max {entry['max_bytes_per_s']:.4g} B/s", file=out)
+            return 0
+        if not args.receipt:
+            print("bitnet-verify-receipt: error: give a RECEIPT (or --add-to-allowlist RECEIPT)", file=err)
+            return 2
+        receipt = _read_json(args.receipt)
+        allowlist = load_allowlist(allowlist_path)
+        result = verify_receipt(receipt, model=args.model, allowlist=allowlist,
+                                require_gpu_kernels=args.require_gpu_kernels)
+    except (BitNetError, FileNotFoundError) as e:
+        print(f"bitnet-verify-receipt: error: {e}", file=err)
+        return 2
+    if args.json:
+        json.dump(result.to_json(), out, indent=2)
+        out.write("\n")
+    else:
+        _table(result, args.receipt, out)
+    return 0 if result.passed else 1
+
+
+def _table(result, path: str, out) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{path}: {'PASS' if result.passed else 'FAIL'}")
+    t.add_column("rule", no_wrap=True)
+    t.add_column("status", no_wrap=True)
+    t.add_column("message", overflow="fold")
+    for r in result.results:
+        t.add_row(r.rule, "[green]pass[/green]" if r.passed else "[red]FAIL[/red]", r.message)
+    Console(file=out, width=140).print(t)
 
 
 def console_main() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

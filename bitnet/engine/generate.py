@@ -113,6 +113,7 @@ class Engine:
         return_prompt_logits: bool = False,
         on_token: Callable[[int, str], None] | None = None,
         ignore_eog: bool = False,
+        on_decode_start: Callable[[], None] | None = None,
     ) -> GenerationResult:
         """Prefill, then sample up to max_tokens. Every sampled token that does not end the run
         is evaluated (one timed decode step per token, as llama.cpp's generation loop does), so
@@ -143,6 +144,8 @@ class Engine:
         prompt_logits = logits if return_prompt_logits else None
         last = logits[-1]
 
+        if on_decode_start is not None:
+            on_decode_start()  # benchmarks snapshot the kernel log here: the decode phase starts
         history = list(prompt_ids)
         out: list[int] = []
         stop_reason = "max_tokens"

@@ -66,7 +66,17 @@ class BitNetModel:
         self.profile: NumericsProfile = get_profile(profile or default_profile(c.arch, flavors))
         for f in flavors:
             self.profile.act_for(f)  # an unsupported (profile, format) pair fails at load, not mid-run
-        self.weight_bytes = sum(w.raw.nbytes for layer in self.layers for w in layer.proj.values())
+        self.weight_bytes = sum(w.nbytes for layer in self.layers for w in layer.proj.values())
+
+    @property
+    def lm_head_matrix(self) -> np.ndarray:
+        return self.tok_embd if (self.output is None or self.profile.lm_head_tok_embd) else self.output
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Weight bytes one decode step reads: every projection, the lm_head matrix and one
+        embedding row (what a receipt's decode kernels must account for)."""
+        return int(self.weight_bytes + self.lm_head_matrix.nbytes + self.tok_embd.shape[1] * self.tok_embd.itemsize)
 
     # -- loading ---------------------------------------------------------------------------
     def _tensor_info(self, name: str):
@@ -168,7 +178,7 @@ class BitNetModel:
     def lm_head(self, x: np.ndarray, single_row_f16: bool) -> np.ndarray:
         """x [T, D] -> logits [T, V] against token_embd (or output.weight under the reference
         profile), converting LM_HEAD_CHUNK vocab rows to float at a time."""
-        head = self.tok_embd if (self.output is None or self.profile.lm_head_tok_embd) else self.output
+        head = self.lm_head_matrix
         if single_row_f16 and head.dtype == np.float16:
             x = x.astype(np.float16).astype(np.float32)
         out = np.empty((len(x), head.shape[0]), np.float32)

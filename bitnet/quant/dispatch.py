@@ -116,12 +116,15 @@ def get_backend() -> str:
 
 
 def _load_backend(name: str) -> None:
-    if name == "native":
-        import bitnet.native  # noqa: F401  (registers itself when it builds)
-    elif name == "cuda":
-        import bitnet.cuda.backend  # noqa: F401
-    else:
+    modules = {"native": "bitnet.native.backend", "cuda": "bitnet.cuda.backend"}
+    if name not in modules:
         raise ConfigError(f"unknown backend {name!r}; known: numpy, native, cuda")
+    import importlib
+
+    try:
+        importlib.import_module(modules[name])  # registers itself in BACKENDS when usable
+    except ImportError as e:
+        raise ConfigError(f"backend {name!r} is not available: {e}") from None
     if name not in BACKENDS:
         raise ConfigError(f"backend {name!r} is not available")
 

@@ -1,0 +1,117 @@
+"""`bitnet benchmark`: one warm-up, then a real timed run, written as a receipt only if the run
+succeeded (atomically; a failed run writes nothing and exits non-zero)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+
+from bitnet.cli.run_cmd import add_model_args, resolve_model
+from bitnet.engine import Engine, SamplerConfig
+from bitnet.engine.generate import deterministic_env
+from bitnet.errors import ConfigError, StrictModeError
+from bitnet.quant import dispatch
+from bitnet.receipts.build import RunMeasurement, build_receipt, write_receipt
+from bitnet.receipts.machine import peak_rss_bytes
+from bitnet.strict import strict_enabled
+
+BENCH_PROMPT = "The quick brown fox jumps over the lazy dog. " * 4
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="time a real generation run and write a receipt")
+    add_model_args(p)
+    p.add_argument("--tokens", type=int, default=32, help="tokens to decode (EOS is ignored)")
+    p.add_argument("--prompt", default=BENCH_PROMPT, help="prompt text (tokenized with the model's tokenizer)")
+    p.add_argument("--backend", choices=("cpu", "numpy", "native", "cuda"), default="cpu",
+                   help="cpu = native when it builds, else numpy (recorded in the receipt)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--deterministic", action="store_true", help="greedy decoding, seed 0")
+    p.add_argument("--out", help="receipt path (written atomically after a successful run)")
+    p.set_defaults(func=run)
+
+
+def _select_backend(name: str, strict: bool | None) -> str:
+    if name == "numpy":
+        dispatch.set_backend("numpy")
+        return "numpy"
+    if name == "cuda":
+        from bitnet.cuda import cuda_status
+
+        ok, why = cuda_status()
+        if not ok:
+            return "skip:" + why
+        dispatch.set_backend("cuda")
+        return "cuda"
+    try:
+        dispatch.set_backend("native")
+        return "native"
+    except ConfigError as e:
+        if name == "native":
+            raise
+        if strict_enabled(strict):
+            raise StrictModeError(f"--backend cpu: the native backend is unavailable ({e}); strict mode "
+                                  "refuses the NumPy fallback") from None
+        print(f"bitnet benchmark: native backend unavailable ({e}); using numpy (recorded in the receipt)",
+              file=sys.stderr)
+        dispatch.set_backend("numpy")
+        return "numpy"
+
+
+def run(args: argparse.Namespace, io) -> int:
+    if args.tokens < 1:
+        raise ConfigError("--tokens must be >= 1")
+    backend = _select_backend(args.backend, args.strict)
+    if backend.startswith("skip:"):
+        print("SKIP: no CUDA device available", file=io.stdout)
+        print(f"bitnet benchmark: {backend[5:]}; no receipt written", file=io.stderr)
+        return 0
+    deterministic = args.deterministic or deterministic_env()
+    sampler = SamplerConfig(greedy=True) if deterministic else SamplerConfig()
+    seed = 0 if deterministic and args.seed is None else args.seed
+    t_start = time.perf_counter()
+    engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict)
+    model = engine.model
+    # warm-up: caches, BLAS threads, device uploads; not measured
+    engine.generate(args.prompt, max_tokens=2, sampler=sampler, seed=seed, ignore_eog=True)
+    dispatch.KERNEL_LOG.reset()
+    marks: dict[str, list] = {}
+    t_run = time.perf_counter()
+    result = engine.generate(args.prompt, max_tokens=args.tokens, sampler=sampler, seed=seed, ignore_eog=True,
+                             on_decode_start=lambda: marks.setdefault("prefill", dispatch.KERNEL_LOG.snapshot()))
+    total = time.perf_counter() - t_run + engine.load_s
+    everything = dispatch.KERNEL_LOG.snapshot()
+    prefill = {k.id: k for k in marks.get("prefill", [])}
+    decode = []
+    for k in everything:
+        p = prefill.get(k.id)
+        calls = k.calls - (p.calls if p else 0)
+        if calls > 0:
+            decode.append({"id": k.id, "calls": calls, "bytes_read": k.bytes_read - (p.bytes_read if p else 0),
+                           "rows": k.rows - (p.rows if p else 0), "seconds": k.seconds - (p.seconds if p else 0)})
+    gpu = None
+    if backend == "cuda":
+        from bitnet.cuda import gpu_fingerprint
+
+        gpu = gpu_fingerprint().to_dict()
+    m = RunMeasurement(
+        model_path=engine.path, architecture=model.config.arch,
+        formats=dict(Counter(w.flavor for layer in model.layers for w in layer.proj.values())),
+        weight_bytes_per_token=model.bytes_per_token, backend=backend, profile=model.profile.name,
+        prompt_text=args.prompt, prompt_ids=result.prompt_ids, generated_ids=result.ids,
+        max_tokens=args.tokens, seed=result.seed, sampler=result.sampler, deterministic=deterministic,
+        load_s=engine.load_s, prefill_s=result.timings.prefill_s, decode_step_s=result.timings.decode_step_s,
+        total_s=total, kernels=[k.to_dict() for k in everything], decode_kernels=decode,
+        peak_rss_bytes=peak_rss_bytes(), gpu=gpu,
+    )
+    receipt = build_receipt(m)
+    tp = receipt["throughput"]
+    print(f"{backend}: prefill {tp['prefill_tok_s']:.2f} tok/s ({len(result.prompt_ids)} tokens), "
+          f"decode {tp['decode_tok_s']:.2f} tok/s ({len(result.ids)} tokens), profile {model.profile.name}; "
+          f"wall {time.perf_counter() - t_start:.1f} s", file=io.stdout)
+    if args.out:
+        write_receipt(args.out, receipt)
+        print(f"wrote {args.out}", file=io.stdout)
+    return 0

@@ -1,0 +1,107 @@
+"""Receipts from measurements: `RunMeasurement` holds what a benchmark run measured,
+`build_receipt` turns it into the schema's document, `write_receipt` writes it atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bitnet import __version__
+from bitnet.atomic import atomic_write_text
+from bitnet.receipts.machine import fingerprint
+
+SCHEMA_VERSION = "1.0.0"
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class RunMeasurement:
+    """Everything a receipt says, as measured by the run that writes it."""
+
+    model_path: Path
+    architecture: str
+    formats: dict[str, int]  # weight flavor -> number of projection tensors
+    weight_bytes_per_token: int
+    backend: str
+    profile: str
+    prompt_text: str
+    prompt_ids: list[int]
+    generated_ids: list[int]
+    max_tokens: int
+    seed: int | None
+    sampler: dict
+    deterministic: bool
+    load_s: float
+    prefill_s: float
+    decode_step_s: list[float]
+    total_s: float
+    kernels: list[dict]  # whole measured run, as the dispatcher recorded it
+    decode_kernels: list[dict]  # the decode phase only
+    peak_rss_bytes: int
+    gpu: dict | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def build_receipt(m: RunMeasurement) -> dict:
+    decode_s = float(sum(m.decode_step_s))
+    n_gen = len(m.generated_ids)
+
+    def rate(n: int, s: float) -> float:
+        return n / s if s > 0 else 0.0
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "bitnet-harness", "version": __version__},
+        "created_at": m.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "compute_path": "real",
+        "backend": m.backend,
+        "profile": m.profile,
+        "model": {
+            "path": str(m.model_path),
+            "sha256": sha256_file(m.model_path),
+            "bytes": os.path.getsize(m.model_path),
+            "architecture": m.architecture,
+            "formats": dict(m.formats),
+            "weight_bytes_per_token": int(m.weight_bytes_per_token),
+        },
+        "prompt": {"tokens": len(m.prompt_ids), "sha256": hashlib.sha256(m.prompt_text.encode("utf-8")).hexdigest()},
+        "generation": {
+            "max_tokens": m.max_tokens,
+            "generated_tokens": n_gen,
+            "token_ids": list(map(int, m.generated_ids)),
+            "seed": m.seed,
+            "sampler": m.sampler,
+            "deterministic": m.deterministic,
+        },
+        "timings": {
+            "load_s": m.load_s,
+            "prefill_s": m.prefill_s,
+            "decode_s": decode_s,
+            "total_s": m.total_s,
+            "decode_step_s": list(m.decode_step_s),
+        },
+        "throughput": {
+            "prefill_tok_s": rate(len(m.prompt_ids), m.prefill_s),
+            "decode_tok_s": rate(len(m.decode_step_s), decode_s),
+            "e2e_tok_s": rate(n_gen, m.total_s),
+        },
+        "kernels": m.kernels,
+        "decode_kernels": m.decode_kernels,
+        "machine": fingerprint(m.gpu),
+        "peak_rss_bytes": int(m.peak_rss_bytes),
+    }
+
+
+def write_receipt(path: str | os.PathLike[str], receipt: dict) -> Path:
+    return atomic_write_text(path, json.dumps(receipt, indent=2, sort_keys=False) + "\n")
