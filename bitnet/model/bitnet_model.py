@@ -1,7 +1,7 @@
 """The BitNet b1.58 transformer: weights bound to the kernel dispatcher, one forward pass.
 
 Both arch strings share the layer; they differ in the FFN activation (ReLU^2 for
-`bitnet-b1.58`, `{arch}.hidden_act` else SiLU for upstream `bitnet`) and in where the weight
+`bitnet-b1.58`, `{arch}.hidden_activation` else SiLU for upstream `bitnet`) and in where the weight
 scale lives (inside the I2_S tensor, or an optional `blk.N.<proj>.scale` tensor multiplied after
 the matmul). Projections never exist as float matrices here: `matmul` hands the packed tensor
 to a kernel (AC12).

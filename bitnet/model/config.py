@@ -91,11 +91,13 @@ def read_config(reader: GGUFReader, *, strict: bool | None = None) -> ModelConfi
     n_vocab = emb.shape[1] if len(emb.shape) > 1 else 1
     if arch == "bitnet-b1.58":
         act = "relu2"
-    else:  # upstream reads an optional hidden_act and defaults to SiLU (src/models/bitnet.cpp)
-        act = str(reader.get(f"{arch}.hidden_act", "silu")).lower()
+    else:
+        # upstream's graph (src/models/bitnet.cpp) uses SiLU; revisions after llama-cpp-python
+        # 0.3.36 read an optional `{arch}.hidden_activation` (LLM_KV_HIDDEN_ACT) first
+        act = str(reader.get(f"{arch}.hidden_activation", "silu")).lower()
         act = {"relu2": "relu2", "relu_squared": "relu2", "silu": "silu", "swish": "silu"}.get(act, act)
         if act not in ("relu2", "silu"):
-            raise ConfigError(f"{reader.path}: {arch}.hidden_act {act!r} is not supported (relu2, silu)")
+            raise ConfigError(f"{reader.path}: {arch}.hidden_activation {act!r} is not supported (relu2, silu)")
     cfg = ModelConfig(
         arch=arch,
         n_embd=n_embd,

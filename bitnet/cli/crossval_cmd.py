@@ -1,0 +1,63 @@
+"""`bitnet crossval --cpp-dir DIR --model M --prompt "..."`: our logits against libllama's,
+position by position. Exit 0 pass, 1 fail, 2 error (the reference or our engine broke)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+from bitnet.cli.logits_cmd import parse_ids
+from bitnet.model.profiles import PROFILES
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("crossval", help="compare our logits with a C++ reference (libllama)")
+    p.add_argument("--cpp-dir", required=True, help="reference folder (python -m crossval.setup prints one)")
+    p.add_argument("--model", required=True)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt")
+    src.add_argument("--ids")
+    p.add_argument("--gate", choices=("exact", "cross"), default="exact", help="parity thresholds (policies/parity.yml)")
+    p.add_argument("--profile", choices=sorted(PROFILES), help="our numerics profile (default: the model's)")
+    p.add_argument("--greedy", type=int, default=8, help="greedy tokens to compare")
+    p.add_argument("--no-strict", action="store_true", help="allow fallbacks on our side (default: strict)")
+    p.add_argument("--receipt", help="write a parity receipt here (atomically)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, io) -> int:
+    from crossval.compare import crossval_model
+
+    if args.ids is not None:
+        ids = parse_ids(args.ids)
+    else:
+        from bitnet.tokenizer import load_tokenizer
+
+        ids = load_tokenizer(args.model).encode(args.prompt, add_special=True, parse_special=True)
+    r = crossval_model(args.cpp_dir, args.model, ids, profile=args.gate, numerics=args.profile,
+                       n_greedy=args.greedy, strict=not args.no_strict, receipt=args.receipt)
+    if args.json:
+        json.dump({"verdict": r.verdict, "reason": r.reason, "first_divergence": r.first_divergence,
+                   "greedy_match": r.greedy_match, "positions": [asdict(p) for p in r.positions]}, io.stdout, indent=2)
+        io.stdout.write("\n")
+    else:
+        _table(r, io)
+    return {"pass": 0, "fail": 1}.get(r.verdict, 2)
+
+
+def _table(r, io) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"crossval: {r.verdict.upper()} ({r.profile}) - {r.reason}")
+    for c in ("pos", "cosine", "max_abs", "KL", "top-1 ours/ref", "top-5 overlap"):
+        t.add_column(c, justify="right")
+    for p in r.positions:
+        mark = " <" if p.position == r.first_divergence else ""
+        t.add_row(str(p.position), f"{p.cosine:.7f}", f"{p.max_abs:.3g}", f"{p.kl:.2e}",
+                  f"{p.top1_ours}/{p.top1_ref}{mark}", f"{p.top5_overlap:.1f}")
+    Console(file=io.stdout, width=120).print(t)
+    if r.greedy_match is not None:
+        print(f"greedy: {r.greedy_match:.3f} exact match; ours {r.greedy_ours}; reference {r.greedy_ref}", file=io.stdout)

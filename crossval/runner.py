@@ -1,0 +1,56 @@
+"""Run the C++ side in a worker subprocess under the shared timeout (AC4); a crash or a hang
+becomes an `error` outcome with the signal or the timeout, never an exception in the caller."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bitnet.timeouts import PARITY_TIMEOUT_S
+
+
+@dataclass
+class ReferenceRun:
+    ok: bool
+    error: str | None = None
+    data: dict = field(default_factory=dict)
+
+
+def run_reference(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], *, ids: Sequence[int] = (),
+                  n_greedy: int = 0, texts: Sequence[str] = (), add_special: bool = False,
+                  parse_special: bool = False, n_threads: int | None = None,
+                  timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None) -> ReferenceRun:
+    """`worker_argv` replaces `python -m crossval.worker` (tests use it to plant crashes)."""
+    with tempfile.TemporaryDirectory(prefix="bitnet-crossval-") as tmp:
+        req = Path(tmp) / "req.json"
+        out = Path(tmp) / "out.npz"
+        req.write_text(json.dumps({
+            "cpp_dir": str(cpp_dir), "model": str(model), "ids": [int(i) for i in ids], "n_greedy": n_greedy,
+            "texts": list(texts), "add_special": add_special, "parse_special": parse_special,
+            "n_ctx": max(len(ids) + n_greedy, 8), "n_threads": n_threads or os.cpu_count() or 1,
+        }))
+        argv = list(worker_argv) if worker_argv else [sys.executable, "-m", "crossval.worker"]
+        try:
+            p = subprocess.run([*argv, str(req), str(out)], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return ReferenceRun(False, f"timeout: the C++ worker ran past {timeout:g} s and was killed")
+        if p.returncode < 0:
+            try:
+                name = signal.Signals(-p.returncode).name
+            except ValueError:
+                name = f"signal {-p.returncode}"
+            return ReferenceRun(False, f"crash: the C++ worker died with {name}; stderr: {p.stderr.strip()[-400:]}")
+        if p.returncode != 0:
+            return ReferenceRun(False, f"the C++ worker exited {p.returncode}: {p.stderr.strip()[-800:]}")
+        with np.load(out) as z:
+            data = {k: z[k] for k in z.files}
+        return ReferenceRun(True, None, data)

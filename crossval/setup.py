@@ -1,0 +1,106 @@
+"""Build the C++ reference: `python -m crossval.setup [--cache DIR] [--jobs N] [--print-dir]`.
+
+Obtains upstream llama.cpp from the llama-cpp-python sdist on PyPI (pinned version, see
+bitnet.sdist), builds `libllama` CPU-only with CMake into the cache, copies llama.cpp's vocab
+test files next to it, and prints the folder to pass as `--bitnet-cpp-dir`. A second run finds
+the stamp file and reuses the build. Expect about 12 minutes on 2 cores the first time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bitnet.cache import cache_dir
+from bitnet.errors import BridgeError
+from bitnet.sdist import LLAMA_CPP_PYTHON_VERSION, extract_vocab, sdist_root
+
+CMAKE_FLAGS = [
+    "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DGGML_NATIVE=ON", "-DGGML_OPENMP=ON",
+    "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_BUILD_TOOLS=OFF", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_BUILD_COMMON=OFF", "-DGGML_CUDA=OFF",
+]
+STAMP = "bitnet-reference.json"
+
+
+def reference_dir(version: str = LLAMA_CPP_PYTHON_VERSION, cache: str | None = None) -> Path:
+    base = Path(cache) if cache else cache_dir("reference")
+    return base / f"llama.cpp-{version}"
+
+
+def is_built(root: Path) -> bool:
+    stamp = root / STAMP
+    if not stamp.is_file():
+        return False
+    try:
+        data = json.loads(stamp.read_text())
+    except json.JSONDecodeError:
+        return False
+    return data.get("flags") == CMAKE_FLAGS and Path(data.get("libllama", "")).is_file()
+
+
+def build(version: str = LLAMA_CPP_PYTHON_VERSION, cache: str | None = None, jobs: int | None = None,
+          log=sys.stderr) -> Path:
+    root = reference_dir(version, cache)
+    if is_built(root):
+        return root
+    for tool in ("cmake", "c++"):
+        if shutil.which(tool) is None:
+            raise BridgeError(f"building the reference needs {tool!r} on PATH")
+    src = sdist_root(version)
+    root.mkdir(parents=True, exist_ok=True)
+    # the source tree the build uses, next to the build (headers are read from here later)
+    tree = root / "llama.cpp"
+    if not (tree / "include" / "llama.h").is_file():
+        if tree.exists():
+            shutil.rmtree(tree)
+        shutil.copytree(src, tree, ignore=shutil.ignore_patterns("build", ".git"))
+    bdir = tree / "build"
+    t0 = time.perf_counter()
+    print(f"crossval.setup: configuring llama.cpp (llama-cpp-python {version}) in {bdir}", file=log)
+    _run(["cmake", "-S", str(tree), "-B", str(bdir), *CMAKE_FLAGS], log)
+    print(f"crossval.setup: building libllama with {jobs or os.cpu_count()} jobs (about 12 min on 2 cores)", file=log)
+    _run(["cmake", "--build", str(bdir), "-j", str(jobs or os.cpu_count() or 2), "--target", "llama"], log)
+    lib = next((p for p in bdir.rglob("libllama.so") if p.is_file()), None) or \
+        next((p for p in bdir.rglob("libllama.dylib") if p.is_file()), None)
+    if lib is None:
+        raise BridgeError(f"the build in {bdir} produced no libllama shared library")
+    extract_vocab(root / "vocab", version)
+    (root / STAMP).write_text(json.dumps({
+        "llama_cpp_python": version, "flags": CMAKE_FLAGS, "libllama": str(lib),
+        "build_seconds": round(time.perf_counter() - t0, 1),
+    }, indent=2))
+    print(f"crossval.setup: built in {time.perf_counter() - t0:.0f} s", file=log)
+    return root
+
+
+def _run(cmd: list[str], log) -> None:
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise BridgeError(f"{' '.join(cmd[:3])} ... failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m crossval.setup", description=__doc__.splitlines()[0])
+    ap.add_argument("--version", default=LLAMA_CPP_PYTHON_VERSION, help="llama-cpp-python sdist version")
+    ap.add_argument("--cache", help="cache folder (default: ~/.cache/bitnet-harness/reference)")
+    ap.add_argument("--jobs", type=int, help="parallel build jobs (default: cores)")
+    ap.add_argument("--print-dir", action="store_true", help="only print the folder (build if needed)")
+    args = ap.parse_args(argv)
+    try:
+        root = build(args.version, args.cache, args.jobs)
+    except BridgeError as e:
+        print(f"crossval.setup: error: {e}", file=sys.stderr)
+        return 2
+    print(root)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+/* bitnet-harness crossval shim: a flat, stable C interface over libllama.
+ *
+ * Compiled against the target's own llama.h by bitnet.ffi.build_shim. BH_OLD_API selects the
+ * older API of bitnet.cpp's llama.cpp fork (llama_load_model_from_file, ...); otherwise the
+ * current upstream API (llama_model_load_from_file, llama_init_from_model, vocab objects).
+ * Every evaluation uses a fresh context: F32 K/V cache, no flash attention, causal attention,
+ * logits for every position, the whole sequence in one batch.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include "llama.h"
+
+typedef struct {
+    struct llama_model *model;
+    int n_ctx;
+    int n_threads;
+} bh_handle;
+
+static void bh_quiet(enum ggml_log_level level, const char *text, void *user) {
+    (void) level; (void) text; (void) user;
+}
+
+static int bh_initialised = 0;
+
+int bh_api(void) {
+#ifdef BH_OLD_API
+    return 2;
+#else
+    return 1;
+#endif
+}
+
+void *bh_load(const char *path, int n_ctx, int n_threads, int verbose) {
+    if (!bh_initialised) {
+        if (!verbose) llama_log_set(bh_quiet, NULL);
+        llama_backend_init();
+        bh_initialised = 1;
+    }
+    struct llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = 0;
+#ifdef BH_OLD_API
+    struct llama_model *m = llama_load_model_from_file(path, mp);
+#else
+    struct llama_model *m = llama_model_load_from_file(path, mp);
+#endif
+    if (!m) return NULL;
+    bh_handle *h = (bh_handle *) calloc(1, sizeof(bh_handle));
+    h->model = m;
+    h->n_ctx = n_ctx;
+    h->n_threads = n_threads;
+    return h;
+}
+
+int bh_n_vocab(void *hp) {
+    bh_handle *h = (bh_handle *) hp;
+#ifdef BH_OLD_API
+    return llama_n_vocab(h->model);
+#else
+    return llama_vocab_n_tokens(llama_model_get_vocab(h->model));
+#endif
+}
+
+int bh_tokenize(void *hp, const char *text, int len, int *out, int max, int add_special, int parse_special) {
+    bh_handle *h = (bh_handle *) hp;
+#ifdef BH_OLD_API
+    return llama_tokenize(h->model, text, len, out, max, add_special, parse_special);
+#else
+    return llama_tokenize(llama_model_get_vocab(h->model), text, len, out, max, add_special, parse_special);
+#endif
+}
+
+static struct llama_context *bh_context(bh_handle *h, int n) {
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = (uint32_t) (h->n_ctx > n ? h->n_ctx : n);
+    cp.n_batch = cp.n_ctx;
+    cp.n_ubatch = cp.n_ctx;
+    cp.n_threads = h->n_threads;
+    cp.n_threads_batch = h->n_threads;
+    cp.type_k = GGML_TYPE_F32;
+    cp.type_v = GGML_TYPE_F32;
+#ifdef BH_OLD_API
+    cp.logits_all = 1;
+    cp.flash_attn = 0;
+    return llama_new_context_with_model(h->model, cp);
+#else
+    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    cp.attention_type = LLAMA_ATTENTION_TYPE_CAUSAL;
+    cp.no_perf = 1;
+    return llama_init_from_model(h->model, cp);
+#endif
+}
+
+static int bh_decode(struct llama_context *ctx, const int *ids, int n, int pos0, int all_logits) {
+    struct llama_batch b = llama_batch_init(n, 0, 1);
+    for (int i = 0; i < n; i++) {
+        b.token[i] = ids[i];
+        b.pos[i] = pos0 + i;
+        b.n_seq_id[i] = 1;
+        b.seq_id[i][0] = 0;
+        b.logits[i] = (int8_t) (all_logits || i == n - 1);
+    }
+    b.n_tokens = n;
+    int rc = llama_decode(ctx, b);
+    llama_batch_free(b);
+    return rc;
+}
+
+/* logits of every position of ids into out[n * n_vocab]; 0 on success */
+int bh_eval(void *hp, const int *ids, int n, float *out) {
+    bh_handle *h = (bh_handle *) hp;
+    struct llama_context *ctx = bh_context(h, n);
+    if (!ctx) return -1;
+    int rc = bh_decode(ctx, ids, n, 0, 1);
+    if (rc == 0) {
+        int nv = bh_n_vocab(h);
+        for (int i = 0; i < n; i++) {
+            const float *l = llama_get_logits_ith(ctx, i);
+            if (!l) { rc = -2; break; }
+            memcpy(out + (size_t) i * nv, l, sizeof(float) * (size_t) nv);
+        }
+    }
+    llama_free(ctx);
+    return rc;
+}
+
+/* greedy generation of n_gen tokens after ids; 0 on success */
+int bh_greedy(void *hp, const int *ids, int n, int n_gen, int *out) {
+    bh_handle *h = (bh_handle *) hp;
+    struct llama_context *ctx = bh_context(h, n + n_gen);
+    if (!ctx) return -1;
+    int nv = bh_n_vocab(h);
+    int rc = bh_decode(ctx, ids, n, 0, 0);
+    int pos = n;
+    for (int g = 0; rc == 0 && g < n_gen; g++) {
+        const float *l = llama_get_logits_ith(ctx, -1);
+        int best = 0;
+        for (int v = 1; v < nv; v++) if (l[v] > l[best]) best = v;
+        out[g] = best;
+        if (g + 1 < n_gen) rc = bh_decode(ctx, &best, 1, pos++, 0);
+    }
+    llama_free(ctx);
+    return rc;
+}
+
+void bh_free(void *hp) {
+    bh_handle *h = (bh_handle *) hp;
+    if (!h) return;
+#ifdef BH_OLD_API
+    llama_free_model(h->model);
+#else
+    llama_model_free(h->model);
+#endif
+    free(h);
+}
