@@ -95,9 +95,9 @@ def _numpy_kernel(w: PackedWeight, act: str) -> tuple[str, Kernel]:
 
 
 # -- backends -------------------------------------------------------------------------------
-#: backend name -> function(w, act) returning (kernel_id, callable(x_f32_or_quantized, w) -> y)
-#: or None when that backend has no kernel for the pair. Registered by bitnet.native/bitnet.cuda.
-BACKENDS: dict[str, Callable[[PackedWeight, str], tuple[str, Kernel] | None]] = {}
+#: backend name -> select(w, act) returning a kernel `(x_f32, w) -> (y, kernel_id)` or None when
+#: that backend has no kernel for the pair. Registered by bitnet.native.backend / bitnet.cuda.backend.
+BACKENDS: dict[str, Callable[[PackedWeight, str], Callable[[np.ndarray, PackedWeight], tuple[np.ndarray, str]] | None]] = {}
 _state = threading.local()
 
 
@@ -138,20 +138,20 @@ def matmul(x: np.ndarray, w: PackedWeight, profile: str = "per-token-absmax", *,
     if x.ndim != 2 or x.shape[1] != w.in_features:
         raise FormatError(f"{w.name}: activations of shape {x.shape} for a weight of {w.in_features} inputs")
     backend = get_backend()
-    chosen: tuple[str, Kernel] | None = None
+    native_fn = None
     if backend != "numpy":
-        chosen = BACKENDS[backend](w, profile)
-        if chosen is None and strict_enabled(strict):
+        native_fn = BACKENDS[backend](w, profile)
+        if native_fn is None and strict_enabled(strict):
             raise StrictModeError(f"{w.name}: backend {backend} has no kernel for {w.flavor} x {profile}; "
                                   "strict mode refuses the NumPy fallback")
     t0 = time.perf_counter()
-    xa: np.ndarray | QuantizedRows = x if profile == "none" else quantize_activations(x, profile)
-    if chosen is None:
+    if native_fn is not None:
+        # backend kernels quantize the activations themselves and say which variant ran
+        y, kernel_id = native_fn(x, w)
+    else:
+        xa: np.ndarray | QuantizedRows = x if profile == "none" else quantize_activations(x, profile)
         _, fn = _numpy_kernel(w, profile)
         kernel_id = f"{_weights_tag(w)}_{_ACT_TAG[profile]}_gemm_numpy"
-        y = fn(xa, w)
-    else:
-        kernel_id, fn = chosen
         y = fn(xa, w)
     KERNEL_LOG.record(kernel_id, bytes_read=w.nbytes, rows=x.shape[0], seconds=time.perf_counter() - t0)
     return y

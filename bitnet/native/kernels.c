@@ -1,0 +1,307 @@
+/* bitnet-harness native kernels: ternary GEMM on the packed formats as they sit in the file.
+ *
+ * Integer parts are exact (int32 accumulation of code x int8 activation); the float steps
+ * follow the NumPy reference kernels operation by operation (compiled with
+ * -ffp-contract=off, so no fused multiply-add changes a rounding), which makes the results
+ * bit-identical to bitnet.quant.kernels.
+ *
+ * Each GEMM returns the variant that ran (1 = AVX2, 0 = scalar) so the dispatcher records the
+ * kernel that actually executed. Threads split the output rows (OpenMP).
+ */
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+static int bn_force_scalar = 0;
+void bn_set_force_scalar(int v) { bn_force_scalar = v; }
+
+int bn_has_avx2(void) {
+#if defined(__AVX2__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int bn_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+static inline float bn_f16_to_f32(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+    if (exp == 0) {
+        if (mant == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            exp = 127 - 15 + 1;
+            while (!(mant & 0x400)) { mant <<= 1; exp--; }
+            mant &= 0x3ff;
+            bits = sign | (exp << 23) | (mant << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000 | (mant << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* ---- activation quantizers ------------------------------------------------------------- */
+
+/* bitnet.cpp quantize_row_i8_s: max in double (floor 1e-5), s = (float)(127/max),
+ * q = nearest-even(x*s) clamped to [-128, 127], plus the row sum */
+void bn_quant_i8_s(const float *x, int64_t T, int64_t K, int8_t *q, float *s, int32_t *sums) {
+    for (int64_t t = 0; t < T; t++) {
+        const float *xr = x + t * K;
+        double mx = 1e-5;
+        for (int64_t i = 0; i < K; i++) { double a = fabs((double) xr[i]); if (a > mx) mx = a; }
+        const float sc = (float) (127.0 / mx);
+        int32_t sum = 0;
+        for (int64_t i = 0; i < K; i++) {
+            float v = nearbyintf(xr[i] * sc);
+            if (v > 127.0f) v = 127.0f;
+            if (v < -128.0f) v = -128.0f;
+            q[t * K + i] = (int8_t) v;
+            sum += (int32_t) v;
+        }
+        s[t] = sc;
+        sums[t] = sum;
+    }
+}
+
+/* llama.cpp quantize_row_q8_K_ref: per 256-block, max = signed value of largest magnitude
+ * (first on ties), iscale = -127/max, q = min(127, nearest(iscale*x)), d = 1/iscale */
+void bn_quant_q8k(const float *x, int64_t T, int64_t K, int8_t *q, float *d, int32_t *bsums) {
+    const int64_t nb = K / 256;
+    for (int64_t t = 0; t < T; t++) {
+        for (int64_t b = 0; b < nb; b++) {
+            const float *xb = x + t * K + b * 256;
+            int8_t *qb = q + t * K + b * 256;
+            float amax = 0.0f, mx = 0.0f;
+            for (int j = 0; j < 256; j++) { float a = fabsf(xb[j]); if (a > amax) { amax = a; mx = xb[j]; } }
+            if (amax == 0.0f) {
+                d[t * nb + b] = 0.0f;
+                memset(qb, 0, 256);
+                for (int g = 0; g < 16; g++) bsums[(t * nb + b) * 16 + g] = 0;
+                continue;
+            }
+            const float iscale = -127.0f / mx;
+            for (int j = 0; j < 256; j++) {
+                float v = nearbyintf(iscale * xb[j]);
+                qb[j] = (int8_t) (v < 127.0f ? v : 127.0f);
+            }
+            for (int g = 0; g < 16; g++) {
+                int32_t s = 0;
+                for (int j = 0; j < 16; j++) s += qb[g * 16 + j];
+                bsums[(t * nb + b) * 16 + g] = s;
+            }
+            d[t * nb + b] = 1.0f / iscale;
+        }
+    }
+}
+
+/* ---- I2_S (x86 layout: 128-element blocks, element j in byte j%32 at shift 6-2*(j/32)) --- */
+
+static void i2s_row_scalar(const uint8_t *w, int64_t K, const int8_t *xq, int64_t T, int32_t *acc) {
+    for (int64_t t = 0; t < T; t++) acc[t] = 0;
+    for (int64_t blk = 0; blk < K / 128; blk++) {
+        const uint8_t *wb = w + blk * 32;
+        for (int g = 0; g < 4; g++) {
+            const int shift = 6 - 2 * g;
+            for (int m = 0; m < 32; m++) {
+                const int c = ((wb[m] >> shift) & 3) - 1;
+                if (!c) continue;
+                const int64_t j = blk * 128 + g * 32 + m;
+                for (int64_t t = 0; t < T; t++) acc[t] += c * xq[t * K + j];
+            }
+        }
+    }
+}
+
+#if defined(__AVX2__)
+static inline int32_t hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* sum(code * x) over one 32-byte group of codes (values 0..2) against 32 int8 activations */
+static inline __m256i dot_u2_i8(__m256i codes, const int8_t *x, __m256i ones) {
+    const __m256i xv = _mm256_loadu_si256((const __m256i *) x);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(codes, xv), ones);  /* |pair| <= 512: no saturation */
+}
+
+static void i2s_row_avx2(const uint8_t *w, int64_t K, const int8_t *xq, const int32_t *xsum, int64_t T, int32_t *acc) {
+    const __m256i mask = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    for (int64_t t = 0; t < T; t++) {
+        __m256i a = _mm256_setzero_si256();
+        const int8_t *xr = xq + t * K;
+        for (int64_t blk = 0; blk < K / 128; blk++) {
+            const __m256i b = _mm256_loadu_si256((const __m256i *) (w + blk * 32));
+            const int8_t *xb = xr + blk * 128;
+            a = _mm256_add_epi32(a, dot_u2_i8(_mm256_and_si256(_mm256_srli_epi16(b, 6), mask), xb, ones));
+            a = _mm256_add_epi32(a, dot_u2_i8(_mm256_and_si256(_mm256_srli_epi16(b, 4), mask), xb + 32, ones));
+            a = _mm256_add_epi32(a, dot_u2_i8(_mm256_and_si256(_mm256_srli_epi16(b, 2), mask), xb + 64, ones));
+            a = _mm256_add_epi32(a, dot_u2_i8(_mm256_and_si256(b, mask), xb + 96, ones));
+        }
+        acc[t] = hsum_i32(a) - xsum[t];  /* sum((code - 1) * x) */
+    }
+}
+#endif
+
+/* y[t, r] = (sum_j (code-1) x_tj) / s_t * wscale */
+int bn_gemm_i2s(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xs, const int32_t *xsum,
+                int64_t T, float wscale, float *y, int threads) {
+    int variant = 0;
+#if defined(__AVX2__)
+    variant = bn_force_scalar ? 0 : 1;
+#endif
+    #pragma omp parallel for num_threads(threads) schedule(static) if(threads > 1)
+    for (int64_t r = 0; r < out; r++) {
+        int32_t acc[64];
+        for (int64_t t0 = 0; t0 < T; t0 += 64) {
+            const int64_t tn = T - t0 < 64 ? T - t0 : 64;
+#if defined(__AVX2__)
+            if (variant) i2s_row_avx2(w + r * (K / 4), K, xq + t0 * K, xsum + t0, tn, acc);
+            else
+#endif
+            i2s_row_scalar(w + r * (K / 4), K, xq + t0 * K, tn, acc);
+            for (int64_t t = 0; t < tn; t++) y[(t0 + t) * out + r] = ((float) acc[t] / xs[t0 + t]) * wscale;
+        }
+    }
+    return variant;
+}
+
+/* ---- TQ2_0 / TQ1_0 x Q8_K: per block an exact int dot, then sumf += acc * (dx * dw) ------ */
+
+/* codes (0..2) of one TQ2_0 block in element order */
+static inline void tq2_codes(const uint8_t *qs, uint8_t *c) {
+    for (int h = 0; h < 2; h++)
+        for (int n = 0; n < 4; n++)
+            for (int m = 0; m < 32; m++) c[128 * h + 32 * n + m] = (qs[32 * h + m] >> (2 * n)) & 3;
+}
+
+static uint8_t bn_pow3_lut[256][5];
+static int bn_pow3_ready = 0;
+
+static void tq1_init(void) {
+    if (bn_pow3_ready) return;
+    static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
+    for (int b = 0; b < 256; b++)
+        for (int l = 0; l < 5; l++) {
+            const uint8_t q = (uint8_t) (b * pow3[l]);
+            bn_pow3_lut[b][l] = (uint8_t) (((uint16_t) q * 3) >> 8);
+        }
+    bn_pow3_ready = 1;
+}
+
+static inline void tq1_codes(const uint8_t *blk, uint8_t *c) {
+    for (int l = 0; l < 5; l++)
+        for (int m = 0; m < 32; m++) c[m + 32 * l] = bn_pow3_lut[blk[m]][l];
+    for (int l = 0; l < 5; l++)
+        for (int m = 0; m < 16; m++) c[160 + m + 16 * l] = bn_pow3_lut[blk[32 + m]][l];
+    for (int l = 0; l < 4; l++)
+        for (int j = 0; j < 4; j++) c[240 + j + 4 * l] = bn_pow3_lut[blk[48 + j]][l];
+}
+
+/* sum((code - 1) * x) over one block of decoded codes; xs = sum(x) of the block (from bsums) */
+static inline int32_t block_dot(const uint8_t *c, const int8_t *x, int32_t xs, int avx2) {
+#if defined(__AVX2__)
+    if (avx2) {
+        const __m256i ones = _mm256_set1_epi16(1);
+        __m256i a = _mm256_setzero_si256();
+        for (int i = 0; i < 256; i += 32)
+            a = _mm256_add_epi32(a, dot_u2_i8(_mm256_loadu_si256((const __m256i *) (c + i)), x + i, ones));
+        return hsum_i32(a) - xs;
+    }
+#else
+    (void) avx2;
+#endif
+    int32_t s = 0;
+    for (int i = 0; i < 256; i++) s += (int) c[i] * x[i];
+    return s - xs;
+}
+
+#if defined(__AVX2__)
+/* TQ2_0 straight from the packed block: byte 32h+m holds elements 128h+32n+m at bits 2n */
+static inline int32_t tq2_block_dot_avx2(const uint8_t *qs, const int8_t *x, int32_t xs) {
+    const __m256i mask = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    __m256i a = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        const __m256i b = _mm256_loadu_si256((const __m256i *) (qs + 32 * h));
+        const int8_t *xh = x + 128 * h;
+        a = _mm256_add_epi32(a, dot_u2_i8(_mm256_and_si256(b, mask), xh, ones));
+        a = _mm256_add_epi32(a, dot_u2_i8(_mm256_and_si256(_mm256_srli_epi16(b, 2), mask), xh + 32, ones));
+        a = _mm256_add_epi32(a, dot_u2_i8(_mm256_and_si256(_mm256_srli_epi16(b, 4), mask), xh + 64, ones));
+        a = _mm256_add_epi32(a, dot_u2_i8(_mm256_and_si256(_mm256_srli_epi16(b, 6), mask), xh + 96, ones));
+    }
+    return hsum_i32(a) - xs;
+}
+#endif
+
+static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xd,
+                   const int32_t *bsums, int64_t T, float *y, int threads) {
+    int variant = 0;
+#if defined(__AVX2__)
+    variant = bn_force_scalar ? 0 : 1;
+#endif
+    if (tq1) tq1_init();
+    const int64_t nb = K / 256, bb = tq1 ? 54 : 66;
+    #pragma omp parallel for num_threads(threads) schedule(static) if(threads > 1)
+    for (int64_t r = 0; r < out; r++) {
+        uint8_t codes[256];
+        float sum[64];
+        for (int64_t t0 = 0; t0 < T; t0 += 64) {
+            const int64_t tn = T - t0 < 64 ? T - t0 : 64;
+            for (int64_t t = 0; t < tn; t++) sum[t] = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *blk = w + (r * nb + b) * bb;
+                const int direct = !tq1 && variant;  /* TQ2_0 on AVX2 reads the packed bytes */
+                if (!direct) { if (tq1) tq1_codes(blk, codes); else tq2_codes(blk, codes); }
+                uint16_t dbits;
+                memcpy(&dbits, blk + bb - 2, 2);
+                const float dw = bn_f16_to_f32(dbits);
+                for (int64_t t = 0; t < tn; t++) {
+                    const int32_t *bs = bsums + ((t0 + t) * nb + b) * 16;
+                    int32_t xs = 0;
+                    for (int g = 0; g < 16; g++) xs += bs[g];
+                    const int8_t *xb = xq + (t0 + t) * K + b * 256;
+                    int32_t acc;
+#if defined(__AVX2__)
+                    if (direct) acc = tq2_block_dot_avx2(blk, xb, xs);
+                    else
+#endif
+                    acc = block_dot(codes, xb, xs, variant);
+                    const float d = xd[(t0 + t) * nb + b] * dw;
+                    sum[t] = sum[t] + (float) acc * d;
+                }
+            }
+            for (int64_t t = 0; t < tn; t++) y[(t0 + t) * out + r] = sum[t];
+        }
+    }
+    return variant;
+}
+
+int bn_gemm_tq2_q8k(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xd,
+                    const int32_t *bsums, int64_t T, float *y, int threads) {
+    return tq_gemm(0, w, out, K, xq, xd, bsums, T, y, threads);
+}
+
+int bn_gemm_tq1_q8k(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xd,
+                    const int32_t *bsums, int64_t T, float *y, int threads) {
+    return tq_gemm(1, w, out, K, xq, xd, bsums, T, y, threads);
+}
