@@ -35,9 +35,8 @@ def test_every_upstream_format_passes_the_exact_gate_in_strict_mode(bitnet_cpp_d
 @pytest.mark.ac16
 def test_f32_logits_within_1e_4_relative(bitnet_cpp_dir, models):
     """With F32 weights the only differences are float summation orders."""
-    from crossval.runner import run_reference
-
     from bitnet.model import BitNetModel
+    from crossval.runner import run_reference
 
     ref = run_reference(bitnet_cpp_dir, models["f32"], ids=PROMPT)
     assert ref.ok, ref.error

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from bitnet.timeouts import PARITY_TIMEOUT_S
-from crossval.parity import compare, parity_receipt, position_metrics, skipped, thresholds, write_parity_receipt
+from crossval.parity import (
+    compare,
+    parity_receipt,
+    position_metrics,
+    skipped,
+    thresholds,
+    write_parity_receipt,
+)
 from crossval.runner import run_reference
 
 
