@@ -108,6 +108,8 @@ def test_parity_receipt_is_schema_valid_and_atomic(tmp_path, bitnet_tiny_model):
     write_parity_receipt(out, doc)
     assert json.loads(out.read_text())["verdict"] == "pass"
     doc["verdict"] = "maybe"
-    with pytest.raises(Exception):
+    import jsonschema
+
+    with pytest.raises(jsonschema.ValidationError):
         write_parity_receipt(tmp_path / "q.json", doc)
     assert not (tmp_path / "q.json").exists()

@@ -188,7 +188,9 @@ def test_allowlist_add_keeps_comments_and_admits_the_gpu(tmp_path, real_run):
     text = al.read_text()
     assert "# top comment that must survive" in text and "# inline comment" in text
     assert verify_receipt(r, allowlist=load_allowlist(al)).passed
-    with pytest.raises(Exception, match="already listed"):
+    from bitnet.errors import ReceiptError
+
+    with pytest.raises(ReceiptError, match="already listed"):
         add_from_receipt(al, r)
 
 
