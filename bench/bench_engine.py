@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--decode-tokens", type=int, default=16)
     ap.add_argument("--profile", default=None)
+    ap.add_argument("--backend", default="numpy", choices=("numpy", "native"))
     ap.add_argument("--out", type=Path, default=Path("bench/out"))
     args = ap.parse_args()
     path = args.model
@@ -55,6 +56,9 @@ def main() -> None:
         if not path.exists():
             args.out.mkdir(parents=True, exist_ok=True)
             synthesize(path, preset=args.preset, arch="bitnet-b1.58", fmt=fmt, seed=0)
+    from bitnet.quant import dispatch
+
+    dispatch.set_backend(args.backend)
     engine = Engine(path, profile=args.profile)
     prompt = [int(i) % engine.model.config.n_vocab for i in range(1, args.prompt_tokens + 1)]
     greedy = SamplerConfig(greedy=True)
@@ -69,7 +73,8 @@ def main() -> None:
         per[component(rec.id)] += rec.seconds
     print(json.dumps({
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
-        "model": str(path), "weight_bytes": engine.model.weight_bytes, "profile": r.profile,
+        "model": str(path), "backend": args.backend, "weight_bytes": engine.model.weight_bytes,
+        "bytes_per_token": engine.model.bytes_per_token, "profile": r.profile,
         "prompt_tokens": len(prompt), "decode_tokens": len(r.ids),
         "load_s": engine.load_s, "prefill_s": t.prefill_s, "decode_s": t.decode_s, "wall_s": wall,
         "prefill_tok_s": len(prompt) / t.prefill_s,

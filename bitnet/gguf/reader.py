@@ -265,6 +265,12 @@ class GGUFReader:
             cur.need(8 * n_dims, f"dims of {name!r}")
             dims = struct.unpack_from(f"<{n_dims}Q", self._buf, cur.pos)
             cur.pos += 8 * n_dims
+            n_el = 1
+            for d in dims:
+                n_el *= d
+            if max(dims) >= 2**63 or n_el >= 2**63:
+                raise GGUFError(f"tensor {name!r} has dims {list(dims)}: element count overflows int64",
+                                path=self.path, offset=cur.pos - 8 * n_dims)
             type_id = cur.unpack("<I", f"type of {name!r}")
             offset = cur.unpack("<Q", f"data offset of {name!r}")
             infos.append((name, tuple(int(d) for d in dims), type_id, offset, start))

@@ -28,7 +28,6 @@ from bitnet.strict import strict_enabled
 
 PROJ = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 NORMS = ("attn_norm", "attn_sub_norm", "ffn_norm", "ffn_sub_norm")
-LM_HEAD_CHUNK = 8192  # vocab rows converted to float at a time: bounds the lm_head's staging
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,9 @@ class BitNetModel:
         for f in flavors:
             self.profile.act_for(f)  # an unsupported (profile, format) pair fails at load, not mid-run
         self.weight_bytes = sum(w.nbytes for layer in self.layers for w in layer.proj.values())
+        head = self.lm_head_matrix
+        self.head_weight = PackedWeight("lm_head", "f16" if head.dtype == np.float16 else "f32",
+                                        head.shape[0], head.shape[1], head)
 
     @property
     def lm_head_matrix(self) -> np.ndarray:
@@ -177,15 +179,11 @@ class BitNetModel:
 
     def lm_head(self, x: np.ndarray, single_row_f16: bool) -> np.ndarray:
         """x [T, D] -> logits [T, V] against token_embd (or output.weight under the reference
-        profile), converting LM_HEAD_CHUNK vocab rows to float at a time."""
-        head = self.lm_head_matrix
-        if single_row_f16 and head.dtype == np.float16:
+        profile), through the dispatcher as a float-weight matmul (the NumPy kernel widens
+        the F16 matrix a chunk of rows at a time)."""
+        if single_row_f16 and self.head_weight.flavor == "f16":
             x = x.astype(np.float16).astype(np.float32)
-        out = np.empty((len(x), head.shape[0]), np.float32)
-        with _kernel(f"lm_head_{head.dtype.name}_numpy", head.nbytes, len(x)):
-            for s in range(0, head.shape[0], LM_HEAD_CHUNK):
-                out[:, s:s + LM_HEAD_CHUNK] = x @ head[s:s + LM_HEAD_CHUNK].astype(np.float32).T
-        return out
+        return matmul(x, self.head_weight, "none")
 
     def close(self) -> None:
         self.reader.close()

@@ -71,6 +71,14 @@ def _tq(fn_name: str, tag: str):
     return kernel
 
 
+def _f16(x: np.ndarray, w: PackedWeight):
+    y = np.empty((x.shape[0], w.out_features), np.float32)
+    raw = np.ascontiguousarray(w.raw).view(np.uint16)
+    v = lib().bn_gemm_f16(_p(raw, "uint16_t *"), w.out_features, w.in_features, _p(x, "float *"), x.shape[0],
+                          _p(y, "float *"), THREADS[0])
+    return y, f"f16_f32act_{_variant(v)}_{'gemv' if x.shape[0] == 1 else 'gemm'}"
+
+
 def select(w: PackedWeight, act: str):
     if w.flavor == "i2_s" and w.layout == "x86" and act == "per-token-absmax":
         return _i2s
@@ -78,6 +86,8 @@ def select(w: PackedWeight, act: str):
         return _tq("bn_gemm_tq2_q8k", "tq2_0")
     if w.flavor == "tq1_0" and act == "q8_k-block256":
         return _tq("bn_gemm_tq1_q8k", "tq1_0")
+    if w.flavor == "f16" and act == "none":
+        return _f16
     return None
 
 

@@ -305,3 +305,38 @@ int bn_gemm_tq1_q8k(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, 
                     const int32_t *bsums, int64_t T, float *y, int threads) {
     return tq_gemm(1, w, out, K, xq, xd, bsums, T, y, threads);
 }
+
+/* ---- F16 weights x float activations (the lm_head against token_embd) -------------------
+ * Not bit-identical to NumPy's BLAS (the summation order differs); its tests use a tolerance. */
+int bn_gemm_f16(const uint16_t *w, int64_t rows, int64_t K, const float *x, int64_t T, float *y, int threads) {
+    int variant = 0;
+#if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+    variant = bn_force_scalar ? 0 : 1;
+#endif
+    #pragma omp parallel for num_threads(threads) schedule(static) if(threads > 1)
+    for (int64_t r = 0; r < rows; r++) {
+        const uint16_t *wr = w + r * K;
+        for (int64_t t = 0; t < T; t++) {
+            const float *xr = x + t * K;
+            float s = 0.0f;
+            int64_t i = 0;
+#if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+            if (variant) {
+                __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+                for (; i + 16 <= K; i += 16) {
+                    a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (wr + i))), _mm256_loadu_ps(xr + i), a0);
+                    a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (wr + i + 8))), _mm256_loadu_ps(xr + i + 8), a1);
+                }
+                __m256 a = _mm256_add_ps(a0, a1);
+                __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+                h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+                h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+                s = _mm_cvtss_f32(h);
+            }
+#endif
+            for (; i < K; i++) s += bn_f16_to_f32(wr[i]) * xr[i];
+            y[t * rows + r] = s;
+        }
+    }
+    return variant;
+}
