@@ -102,6 +102,9 @@ def test_real_and_padded_vocab_size(llama3, bitnet_model_factory):
     p = synthesize(bitnet_model_factory().parent / "padded.gguf", preset=shape)
     t = load_tokenizer(p)
     assert t.real_vocab_size == 384 and t.vocab_size == 512
+    assert t.decode([400, 72]) == t.decode([72])  # padding rows decode to nothing
+    with pytest.raises(TokenizerError, match="outside the vocabulary"):
+        t.decode([512])
 
 
 @settings(max_examples=200, deadline=None)

@@ -350,8 +350,10 @@ class Tokenizer:
     # -- decode ------------------------------------------------------------------------------
     def token_to_piece(self, token: int, special: bool = False) -> bytes:
         v = self.vocab
+        if len(v.tokens) <= token < v.n_vocab:
+            return b""  # a padding row of the embedding: a real logit, but no text
         if not 0 <= token < len(v.tokens):
-            raise TokenizerError(f"token id {token} is outside the vocabulary (0..{len(v.tokens) - 1})")
+            raise TokenizerError(f"token id {token} is outside the vocabulary (0..{v.n_vocab - 1})")
         ty, text = v.types[token], v.tokens[token]
         if ty in (CONTROL, UNKNOWN):
             return text.encode("utf-8", "surrogateescape") if special else b""
