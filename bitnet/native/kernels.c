@@ -145,18 +145,29 @@ static inline __m256i dot_u2_i8(__m256i codes, const int8_t *x, __m256i ones) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(codes, xv), ones);  /* |pair| <= 512: no saturation */
 }
 
+/* maddubs gives int16 lanes of code*x pairs, |lane| <= 2*128 + 2*128 = 512; summing at most 32
+ * of them (8 blocks x 4 groups) stays within 16384 < 32767, so the int16 accumulator is exact
+ * (unlike bitnet.cpp's kernel, which lets it wrap) and is widened to int32 every 8 blocks. */
+#define I2S_FLUSH_BLOCKS 8
 static void i2s_row_avx2(const uint8_t *w, int64_t K, const int8_t *xq, const int32_t *xsum, int64_t T, int32_t *acc) {
     const __m256i mask = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    const int64_t nb = K / 128;
     for (int64_t t = 0; t < T; t++) {
         __m256i a = _mm256_setzero_si256();
         const int8_t *xr = xq + t * K;
-        for (int64_t blk = 0; blk < K / 128; blk++) {
-            const __m256i b = _mm256_loadu_si256((const __m256i *) (w + blk * 32));
-            const int8_t *xb = xr + blk * 128;
-            a = _mm256_add_epi32(a, dot_u2_i8(_mm256_and_si256(_mm256_srli_epi16(b, 6), mask), xb, ones));
-            a = _mm256_add_epi32(a, dot_u2_i8(_mm256_and_si256(_mm256_srli_epi16(b, 4), mask), xb + 32, ones));
-            a = _mm256_add_epi32(a, dot_u2_i8(_mm256_and_si256(_mm256_srli_epi16(b, 2), mask), xb + 64, ones));
-            a = _mm256_add_epi32(a, dot_u2_i8(_mm256_and_si256(b, mask), xb + 96, ones));
+        for (int64_t b0 = 0; b0 < nb; b0 += I2S_FLUSH_BLOCKS) {
+            const int64_t b1 = b0 + I2S_FLUSH_BLOCKS < nb ? b0 + I2S_FLUSH_BLOCKS : nb;
+            __m256i a16 = _mm256_setzero_si256();
+            for (int64_t blk = b0; blk < b1; blk++) {
+                const __m256i b = _mm256_loadu_si256((const __m256i *) (w + blk * 32));
+                const int8_t *xb = xr + blk * 128;
+                const __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 6), mask), _mm256_loadu_si256((const __m256i *) xb));
+                const __m256i p1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 4), mask), _mm256_loadu_si256((const __m256i *) (xb + 32)));
+                const __m256i p2 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 2), mask), _mm256_loadu_si256((const __m256i *) (xb + 64)));
+                const __m256i p3 = _mm256_maddubs_epi16(_mm256_and_si256(b, mask), _mm256_loadu_si256((const __m256i *) (xb + 96)));
+                a16 = _mm256_add_epi16(a16, _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3)));
+            }
+            a = _mm256_add_epi32(a, _mm256_madd_epi16(a16, ones));
         }
         acc[t] = hsum_i32(a) - xsum[t];  /* sum((code - 1) * x) */
     }
