@@ -23,6 +23,19 @@ if not _ok:
 THREADS: list[int] = [default_threads()]
 
 
+def limit_blas_threads() -> None:
+    """With the native backend the heavy math runs in our OpenMP threads; OpenBLAS's own
+    threads (busy-waiting after each small attention matmul) would compete with them for the
+    same cores. threadpoolctl finds the BLAS NumPy links and caps it at one thread."""
+    from threadpoolctl import threadpool_limits
+
+    global _BLAS_LIMIT
+    _BLAS_LIMIT = threadpool_limits(limits=1, user_api="blas")
+
+
+_BLAS_LIMIT = None
+
+
 def set_threads(n: int) -> None:
     if n < 1:
         raise ConfigError(f"threads must be >= 1, got {n}")
@@ -92,3 +105,4 @@ def select(w: PackedWeight, act: str):
 
 
 dispatch.BACKENDS["native"] = select
+limit_blas_threads()

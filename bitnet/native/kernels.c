@@ -9,6 +9,7 @@
  * kernel that actually executed. Threads split the output rows (OpenMP).
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <math.h>
 #ifdef _OPENMP
@@ -159,6 +160,7 @@ static void i2s_row_avx2(const uint8_t *w, int64_t K, const int8_t *xq, const in
             const int64_t b1 = b0 + I2S_FLUSH_BLOCKS < nb ? b0 + I2S_FLUSH_BLOCKS : nb;
             __m256i a16 = _mm256_setzero_si256();
             for (int64_t blk = b0; blk < b1; blk++) {
+                _mm_prefetch((const char *) (w + blk * 32 + 1024), _MM_HINT_T0);
                 const __m256i b = _mm256_loadu_si256((const __m256i *) (w + blk * 32));
                 const int8_t *xb = xr + blk * 128;
                 const __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 6), mask), _mm256_loadu_si256((const __m256i *) xb));
@@ -249,9 +251,35 @@ static inline int32_t block_dot(const uint8_t *c, const int8_t *x, int32_t xs, i
 
 #if defined(__AVX2__)
 /* TQ2_0 straight from the packed block: byte 32h+m holds elements 128h+32n+m at bits 2n */
+/* the un-reduced int32 lanes of one TQ2_0 block's dot product (sum(code * x), codes 0..2) */
+static inline __m256i tq2_block_lanes_avx2(const uint8_t *qs, const int8_t *x) {
+    const __m256i mask = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    __m256i a16 = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        const __m256i b = _mm256_loadu_si256((const __m256i *) (qs + 32 * h));
+        const int8_t *xh = x + 128 * h;
+        /* |lane| <= 512 per maddubs, 8 of them <= 4096: exact in int16 */
+        a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(_mm256_and_si256(b, mask), _mm256_loadu_si256((const __m256i *) xh)));
+        a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 2), mask), _mm256_loadu_si256((const __m256i *) (xh + 32))));
+        a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 4), mask), _mm256_loadu_si256((const __m256i *) (xh + 64))));
+        a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 6), mask), _mm256_loadu_si256((const __m256i *) (xh + 96))));
+    }
+    return _mm256_madd_epi16(a16, ones);
+}
+
+/* horizontal sums of 8 vectors at once: lane i of the result = sum of v[i]'s lanes */
+static inline __m256i hsum8_i32(const __m256i v[8]) {
+    const __m256i s01 = _mm256_hadd_epi32(v[0], v[1]), s23 = _mm256_hadd_epi32(v[2], v[3]);
+    const __m256i s45 = _mm256_hadd_epi32(v[4], v[5]), s67 = _mm256_hadd_epi32(v[6], v[7]);
+    const __m256i s0123 = _mm256_hadd_epi32(s01, s23), s4567 = _mm256_hadd_epi32(s45, s67);
+    const __m256i lo = _mm256_permute2x128_si256(s0123, s4567, 0x20), hi = _mm256_permute2x128_si256(s0123, s4567, 0x31);
+    return _mm256_add_epi32(lo, hi);
+}
+
 static inline int32_t tq2_block_dot_avx2(const uint8_t *qs, const int8_t *x, int32_t xs) {
     const __m256i mask = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
     __m256i a = _mm256_setzero_si256();
+    _mm_prefetch((const char *) (qs + 1056), _MM_HINT_T0);  /* 16 blocks ahead */
     for (int h = 0; h < 2; h++) {
         const __m256i b = _mm256_loadu_si256((const __m256i *) (qs + 32 * h));
         const int8_t *xh = x + 128 * h;
@@ -272,6 +300,14 @@ static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8
 #endif
     if (tq1) tq1_init();
     const int64_t nb = K / 256, bb = tq1 ? 54 : 66;
+    /* per (t, block) sum of the activations, from Q8_K's bsums, once for all rows */
+    int32_t *xsb = (int32_t *) malloc(sizeof(int32_t) * (size_t) (T * nb));
+    if (!xsb) return -1;
+    for (int64_t i = 0; i < T * nb; i++) {
+        int32_t s = 0;
+        for (int g = 0; g < 16; g++) s += bsums[i * 16 + g];
+        xsb[i] = s;
+    }
     #pragma omp parallel for num_threads(threads) schedule(static) if(threads > 1)
     for (int64_t r = 0; r < out; r++) {
         uint8_t codes[256];
@@ -279,6 +315,42 @@ static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8
         for (int64_t t0 = 0; t0 < T; t0 += 64) {
             const int64_t tn = T - t0 < 64 ? T - t0 : 64;
             for (int64_t t = 0; t < tn; t++) sum[t] = 0.0f;
+#if defined(__AVX2__)
+            if (!tq1 && variant) {
+                /* 8 blocks at a time: one batched horizontal sum instead of eight; the float
+                 * accumulation below still goes block by block, as the reference does */
+                for (int64_t t = 0; t < tn; t++) {
+                    const int8_t *xr = xq + (t0 + t) * K;
+                    int64_t b = 0;
+                    for (; b + 8 <= nb; b += 8) {
+                        __m256i lanes[8];
+                        for (int j = 0; j < 8; j++) {
+                            const uint8_t *blk = w + (r * nb + b + j) * bb;
+                            _mm_prefetch((const char *) (blk + 8 * 66), _MM_HINT_T0);
+                            lanes[j] = tq2_block_lanes_avx2(blk, xr + (b + j) * 256);
+                        }
+                        int32_t acc[8];
+                        _mm256_storeu_si256((__m256i *) acc, hsum8_i32(lanes));
+                        for (int j = 0; j < 8; j++) {
+                            const uint8_t *blk = w + (r * nb + b + j) * bb;
+                            uint16_t dbits;
+                            memcpy(&dbits, blk + 64, 2);
+                            const float d = xd[(t0 + t) * nb + b + j] * bn_f16_to_f32(dbits);
+                            sum[t] = sum[t] + (float) (acc[j] - xsb[(t0 + t) * nb + b + j]) * d;
+                        }
+                    }
+                    for (; b < nb; b++) {
+                        const uint8_t *blk = w + (r * nb + b) * bb;
+                        uint16_t dbits;
+                        memcpy(&dbits, blk + 64, 2);
+                        const float d = xd[(t0 + t) * nb + b] * bn_f16_to_f32(dbits);
+                        sum[t] = sum[t] + (float) tq2_block_dot_avx2(blk, xr + b * 256, xsb[(t0 + t) * nb + b]) * d;
+                    }
+                }
+                for (int64_t t = 0; t < tn; t++) y[(t0 + t) * out + r] = sum[t];
+                continue;
+            }
+#endif
             for (int64_t b = 0; b < nb; b++) {
                 const uint8_t *blk = w + (r * nb + b) * bb;
                 const int direct = !tq1 && variant;  /* TQ2_0 on AVX2 reads the packed bytes */
@@ -287,9 +359,7 @@ static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8
                 memcpy(&dbits, blk + bb - 2, 2);
                 const float dw = bn_f16_to_f32(dbits);
                 for (int64_t t = 0; t < tn; t++) {
-                    const int32_t *bs = bsums + ((t0 + t) * nb + b) * 16;
-                    int32_t xs = 0;
-                    for (int g = 0; g < 16; g++) xs += bs[g];
+                    const int32_t xs = xsb[(t0 + t) * nb + b];
                     const int8_t *xb = xq + (t0 + t) * K + b * 256;
                     int32_t acc;
 #if defined(__AVX2__)
@@ -304,6 +374,7 @@ static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8
             for (int64_t t = 0; t < tn; t++) y[(t0 + t) * out + r] = sum[t];
         }
     }
+    free(xsb);
     return variant;
 }
 
@@ -335,6 +406,7 @@ int bn_gemm_f16(const uint16_t *w, int64_t rows, int64_t K, const float *x, int6
             if (variant) {
                 __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
                 for (; i + 16 <= K; i += 16) {
+                    _mm_prefetch((const char *) (wr + i + 512), _MM_HINT_T0);
                     a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (wr + i))), _mm256_loadu_ps(xr + i), a0);
                     a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (wr + i + 8))), _mm256_loadu_ps(xr + i + 8), a1);
                 }
