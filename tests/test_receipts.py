@@ -222,3 +222,16 @@ def test_console_script(real_run):
     assert r.returncode == 0 and json.loads(r.stdout)["passed"] is True
     r = subprocess.run([exe, str(HERE / "bad" / "mock_kernel.json")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "R-KERNEL-MOCK" in r.stdout
+
+
+@pytest.mark.ac14
+@pytest.mark.ac15
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "ci").glob("*.json")), ids=lambda p: p.name)
+def test_committed_receipts_of_real_runs_verify(path):
+    """ci/ holds receipts of real runs (CPU native on this machine; CUDA on an H100): each passes
+    every rule that does not need the model file."""
+    receipt = json.loads(path.read_text())
+    result = verify_receipt(receipt)
+    assert result.passed, result.failed_rules
+    if receipt["backend"] == "cuda":
+        assert receipt["machine"]["gpu"]["name"] and any("_cuda" in k["id"] for k in receipt["decode_kernels"])
