@@ -3,8 +3,9 @@
  * Compiled against the target's own llama.h by bitnet.ffi.build_shim. BH_OLD_API selects the
  * older API of bitnet.cpp's llama.cpp fork (llama_load_model_from_file, ...); otherwise the
  * current upstream API (llama_model_load_from_file, llama_init_from_model, vocab objects).
- * Every evaluation uses a fresh context: F32 K/V cache, no flash attention, causal attention,
- * logits for every position, the whole sequence in one batch.
+ * Every evaluation uses a fresh context: no flash attention, causal attention, logits for every
+ * position, the whole sequence in one batch; an F32 K/V cache upstream, the fork's F16 one
+ * (it refuses any other V type without flash attention).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -77,13 +78,15 @@ static struct llama_context *bh_context(bh_handle *h, int n) {
     cp.n_ubatch = cp.n_ctx;
     cp.n_threads = h->n_threads;
     cp.n_threads_batch = h->n_threads;
-    cp.type_k = GGML_TYPE_F32;
-    cp.type_v = GGML_TYPE_F32;
 #ifdef BH_OLD_API
+    /* the fork refuses a non-F16 V cache without flash attention ("V cache quantization
+     * requires flash_attn"): keep its F16 K/V cache, which the bitnet.cpp numerics profile mirrors */
     cp.logits_all = 1;
     cp.flash_attn = 0;
     return llama_new_context_with_model(h->model, cp);
 #else
+    cp.type_k = GGML_TYPE_F32;
+    cp.type_v = GGML_TYPE_F32;
     cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
     cp.attention_type = LLAMA_ATTENTION_TYPE_CAUSAL;
     cp.no_perf = 1;

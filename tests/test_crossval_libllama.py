@@ -16,7 +16,20 @@ UPSTREAM_FORMATS = ["f32", "f16", "tq1_0", "tq2_0"]
 
 
 @pytest.fixture(scope="module")
-def models(bitnet_model_factory):
+def reference_api(bitnet_cpp_dir):
+    from crossval.reference import locate
+
+    return locate(bitnet_cpp_dir).api
+
+
+@pytest.fixture(scope="module")
+def upstream(reference_api):
+    if reference_api != "upstream":
+        pytest.skip("these formats need upstream llama.cpp; the reference given is bitnet.cpp's fork")
+
+
+@pytest.fixture(scope="module")
+def models(bitnet_model_factory, upstream):
     return {fmt: bitnet_model_factory(arch="bitnet", fmt=fmt, seed=7) for fmt in UPSTREAM_FORMATS}
 
 
@@ -44,6 +57,22 @@ def test_f32_logits_within_1e_4_relative(bitnet_cpp_dir, models):
     ours = m.forward(np.array(PROMPT), m.new_cache(), 0)
     rel = np.abs(ours - ref.data["logits"]).max() / np.abs(ref.data["logits"]).max()
     assert rel < 1e-4, rel
+
+
+@pytest.mark.ac7
+@pytest.mark.ac16
+@pytest.mark.parametrize("fmt", ["i2_s", "f32"])
+def test_bitnet_cpp_fork_passes_the_exact_gate(bitnet_cpp_dir, reference_api, bitnet_model_factory, fmt, monkeypatch):
+    """Against bitnet.cpp's llama.cpp fork (pass its checkout as --bitnet-cpp-dir): I2_S under
+    the bitnet.cpp numerics profile. The fork revisions we could build know arch `bitnet`."""
+    if reference_api != "bitnet.cpp-fork":
+        pytest.skip("needs a bitnet.cpp build as --bitnet-cpp-dir")
+    monkeypatch.setenv("BITNET_STRICT_MODE", "1")
+    model = bitnet_model_factory(arch="bitnet", fmt=fmt, seed=3)
+    r = crossval_model(bitnet_cpp_dir, model, PROMPT, profile="exact", numerics="bitnet.cpp", n_greedy=8, strict=True)
+    assert r.verdict == "pass", r.reason
+    # the model's reference math is a different scheme: the same gate must catch it
+    assert crossval_model(bitnet_cpp_dir, model, PROMPT, profile="exact", numerics="reference", strict=True).verdict == "fail"
 
 
 @pytest.mark.ac5
