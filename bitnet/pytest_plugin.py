@@ -103,6 +103,12 @@ class ACReporter:
         elif report.passed and report.when == "call" and prev is None:
             self.outcomes[report.nodeid] = "passed"
 
+    def pytest_deselected(self, items) -> None:
+        """Deselected tests (`-m`, `-k`) do not run: they are not this run's coverage."""
+        gone = {i.nodeid for i in items}
+        for ids in self.tests.values():
+            ids -= gone
+
     def summary(self) -> list[tuple[str, str, int, int, int, int]]:
         """Rows (id, title, tests, passed, failed, skipped) in catalog order."""
         rows = []

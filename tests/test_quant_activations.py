@@ -14,7 +14,7 @@ from bitnet.errors import FormatError
 from bitnet.quant.activations import per_token_absmax, q8_k, quantize_activations
 
 rows = hnp.arrays(np.float32, st.tuples(st.integers(1, 4), st.sampled_from([256, 512])),
-                  elements=st.floats(-1e4, 1e4, width=32, allow_subnormal=False))  # a block of only subnormals overflows iscale to inf in llama.cpp too (undefined there)
+                  elements=st.floats(-1e4, 1e4, width=32).filter(lambda v: v == 0 or abs(v) > 1e-30))  # a block of only tiny values overflows iscale to inf in llama.cpp too (undefined there)
 
 
 def test_per_token_matches_the_c_definition_on_ties_and_floor():
