@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from bitnet.errors import FormatError
+from bitnet.quant.blocks import raw_blocks
 
 B32 = 32
 B32_BYTES = 10
@@ -65,13 +66,7 @@ def pack_bitnet32(ternary: np.ndarray, scale: float) -> np.ndarray:
 
 def bitnet32_codes(raw: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """-> (codes uint8 [n/32, 32], block scales float32 [n/32])."""
-    if n % B32:
-        raise FormatError(f"BitNet32-F16: element count {n} is not a multiple of {B32}")
-    need = bitnet32_nbytes(n)
-    r = np.asarray(raw, np.uint8)
-    if r.size < need:
-        raise FormatError(f"BitNet32-F16: {r.size} bytes for {n} elements, need {need}")
-    b = r[:need].reshape(-1, B32_BYTES)
+    b = raw_blocks(raw, n, B32, B32_BYTES, "BitNet32-F16")
     codes = _lsb_unpack(b[:, :8]).reshape(-1, B32)
     if (codes == 3).any():
         raise FormatError("BitNet32-F16: code 3 found; this reader maps only 0/1/2 = -1/0/+1")
@@ -88,10 +83,5 @@ def pack_qk256(ternary: np.ndarray) -> np.ndarray:
 
 def qk256_values(raw: np.ndarray, n: int, lut: tuple[int, int, int, int]) -> np.ndarray:
     """-> integer weight values int8 [n] through an explicit code table."""
-    if n % QK256:
-        raise FormatError(f"QK256: element count {n} is not a multiple of {QK256}")
-    need = qk256_nbytes(n)
-    r = np.asarray(raw, np.uint8)
-    if r.size < need:
-        raise FormatError(f"QK256: {r.size} bytes for {n} elements, need {need}")
-    return np.asarray(lut, np.int8)[_lsb_unpack(r[:need])]
+    b = raw_blocks(raw, n, QK256, QK256_BYTES, "QK256")
+    return np.asarray(lut, np.int8)[_lsb_unpack(b.reshape(-1))]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from bitnet.errors import FormatError
+from bitnet.quant.blocks import raw_blocks
 
 QK = 256
 TQ2_BYTES = 66
@@ -106,13 +107,7 @@ def dequantize_tq1_0(raw: np.ndarray, n: int) -> np.ndarray:
 
 
 def _raw_blocks(raw: np.ndarray, n: int, block_bytes: int, what: str) -> np.ndarray:
-    if n % QK:
-        raise FormatError(f"{what}: element count {n} is not a multiple of {QK}")
-    need = n // QK * block_bytes
-    r = np.asarray(raw, np.uint8)
-    if r.size < need:
-        raise FormatError(f"{what}: {r.size} bytes for {n} elements, need {need}")
-    return r[:need].reshape(-1, block_bytes)
+    return raw_blocks(raw, n, QK, block_bytes, what)
 
 
 def ternary_tq2_0(ternary: np.ndarray, scale: float) -> np.ndarray:
