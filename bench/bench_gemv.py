@@ -52,20 +52,20 @@ def main() -> None:
         t = rng.integers(-1, 2, (out, k)).astype(np.int8)
         x = rng.standard_normal((1, k)).astype(np.float32)
         wf = t.astype(np.float32) * 0.5
-        blas = timed(lambda: wf @ x[0], args.repeat * 5)
+        blas = timed(lambda wf=wf, x=x: wf @ x[0], args.repeat * 5)
         for fmt in ("i2_s", "tq2_0", "tq1_0"):
             w, prof = weight(fmt, t)
             row = {"shape": f"{out}x{k}", "format": fmt, "packed_bytes": w.nbytes, "f32_blas_ms": blas * 1e3}
             dispatch.set_backend("numpy")
-            d = timed(lambda: dispatch.matmul(x, w, prof), args.repeat)
+            d = timed(lambda w=w, x=x, prof=prof: dispatch.matmul(x, w, prof), args.repeat)
             row.update(numpy_packed_ms=d * 1e3, numpy_packed_GBps=w.nbytes / d / 1e9, numpy_vs_blas=d / blas)
             if native:
                 dispatch.set_backend("native")
-                d = timed(lambda: dispatch.matmul(x, w, prof), args.repeat * 20)
+                d = timed(lambda w=w, x=x, prof=prof: dispatch.matmul(x, w, prof), args.repeat * 20)
                 row.update(native_ms=d * 1e3, native_GBps=w.nbytes / d / 1e9, native_vs_blas=d / blas)
             dispatch.set_backend("numpy")
             w.cache_int8()
-            d = timed(lambda: dispatch.matmul(x, w, prof), args.repeat)
+            d = timed(lambda w=w, x=x, prof=prof: dispatch.matmul(x, w, prof), args.repeat)
             row.update(numpy_int8_cache_ms=d * 1e3, numpy_int8_cache_bytes=int(w.int8_cache.nbytes))
             print(json.dumps({k2: (round(v, 4) if isinstance(v, float) else v) for k2, v in row.items()}))
 
