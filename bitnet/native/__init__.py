@@ -28,6 +28,10 @@ int bn_gemm_tq2_q8k(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, 
 int bn_gemm_tq1_q8k(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xd,
                     const int32_t *bsums, int64_t T, float *y, int threads);
 int bn_gemm_f16(const uint16_t *w, int64_t rows, int64_t K, const float *x, int64_t T, float *y, int threads);
+int bn_linear_i2s(const uint8_t *w, int64_t out, int64_t K, const float *x, int64_t T, float wscale,
+                  float *y, int threads);
+int bn_linear_tq_q8k(int tq1, const uint8_t *w, int64_t out, int64_t K, const float *x, int64_t T,
+                     float *y, int threads);
 """
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
 

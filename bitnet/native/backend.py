@@ -61,44 +61,64 @@ def quant_q8k(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _variant(v: int) -> str:
+    if v < 0:
+        raise MemoryError("native kernel could not allocate its activation buffers")
     return "avx2" if v == 1 else "scalar"
 
 
-def _i2s(x: np.ndarray, w: PackedWeight):
-    q, s, sums = quant_i8_s(x)
-    y = np.empty((x.shape[0], w.out_features), np.float32)
-    raw = np.ascontiguousarray(w.raw)
-    v = lib().bn_gemm_i2s(_p(raw, "uint8_t *"), w.out_features, w.in_features, _p(q, "int8_t *"), _p(s, "float *"),
-                          _p(sums, "int32_t *"), x.shape[0], float(np.float32(w.scale)), _p(y, "float *"), THREADS[0])
-    return y, f"i2s_x86_{_variant(v)}_{'gemv' if x.shape[0] == 1 else 'gemm'}"
+_FFI, _LIB = ffi(), lib()
 
 
-def _tq(fn_name: str, tag: str):
-    def kernel(x: np.ndarray, w: PackedWeight):
-        q, d, bs = quant_q8k(x)
-        y = np.empty((x.shape[0], w.out_features), np.float32)
+def _wptr(w: PackedWeight, ctype: str):
+    """The weight's C pointer, made once per tensor (the mmap view does not move)."""
+    p = w.__dict__.get("_native_ptr")
+    if p is None:
         raw = np.ascontiguousarray(w.raw)
-        v = getattr(lib(), fn_name)(_p(raw, "uint8_t *"), w.out_features, w.in_features, _p(q, "int8_t *"),
-                                    _p(d, "float *"), _p(bs, "int32_t *"), x.shape[0], _p(y, "float *"), THREADS[0])
-        return y, f"{tag}_{_variant(v)}_{'gemv' if x.shape[0] == 1 else 'gemm'}"
+        p = (_FFI.cast(ctype, raw.ctypes.data), raw)  # keep raw alive with the pointer
+        w.__dict__["_native_ptr"] = p
+    return p[0]
+
+
+def _op(t: int) -> str:
+    return "gemv" if t == 1 else "gemm"
+
+
+def _i2s(x: np.ndarray, w: PackedWeight):
+    t = x.shape[0]
+    y = np.empty((t, w.out_features), np.float32)
+    v = _LIB.bn_linear_i2s(_wptr(w, "uint8_t *"), w.out_features, w.in_features, _FFI.cast("float *", x.ctypes.data),
+                           t, float(np.float32(w.scale)), _FFI.cast("float *", y.ctypes.data), THREADS[0])
+    return y, f"i2s_x86_{_variant(v)}_{_op(t)}"
+
+
+def _tq(tq1: int, tag: str):
+    def kernel(x: np.ndarray, w: PackedWeight):
+        t = x.shape[0]
+        y = np.empty((t, w.out_features), np.float32)
+        v = _LIB.bn_linear_tq_q8k(tq1, _wptr(w, "uint8_t *"), w.out_features, w.in_features,
+                                  _FFI.cast("float *", x.ctypes.data), t, _FFI.cast("float *", y.ctypes.data), THREADS[0])
+        return y, f"{tag}_{_variant(v)}_{_op(t)}"
     return kernel
 
 
 def _f16(x: np.ndarray, w: PackedWeight):
-    y = np.empty((x.shape[0], w.out_features), np.float32)
-    raw = np.ascontiguousarray(w.raw).view(np.uint16)
-    v = lib().bn_gemm_f16(_p(raw, "uint16_t *"), w.out_features, w.in_features, _p(x, "float *"), x.shape[0],
-                          _p(y, "float *"), THREADS[0])
-    return y, f"f16_f32act_{_variant(v)}_{'gemv' if x.shape[0] == 1 else 'gemm'}"
+    t = x.shape[0]
+    y = np.empty((t, w.out_features), np.float32)
+    v = _LIB.bn_gemm_f16(_wptr(w, "uint16_t *"), w.out_features, w.in_features, _FFI.cast("float *", x.ctypes.data),
+                         t, _FFI.cast("float *", y.ctypes.data), THREADS[0])
+    return y, f"f16_f32act_{_variant(v)}_{_op(t)}"
+
+
+_TQ2, _TQ1 = _tq(0, "tq2_0"), _tq(1, "tq1_0")
 
 
 def select(w: PackedWeight, act: str):
     if w.flavor == "i2_s" and w.layout == "x86" and act == "per-token-absmax":
         return _i2s
     if w.flavor == "tq2_0" and act == "q8_k-block256":
-        return _tq("bn_gemm_tq2_q8k", "tq2_0")
+        return _TQ2
     if w.flavor == "tq1_0" and act == "q8_k-block256":
-        return _tq("bn_gemm_tq1_q8k", "tq1_0")
+        return _TQ1
     if w.flavor == "f16" and act == "none":
         return _f16
     return None
