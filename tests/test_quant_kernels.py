@@ -159,3 +159,48 @@ def test_rust_port_values_table_is_explicit():
     assert (rust_port.qk256_values(raw, 256, rust_port.TERNARY_LUT) == 0).all()
     assert (rust_port.qk256_values(raw, 256, rust_port.PORT_LUTS["port-2112"]) == -1).all()
     assert i2s.nbytes(256) == 96
+
+
+@pytest.mark.ac12
+def test_record_names_the_int8_cache_path_and_its_bytes(tmp_path):
+    """The id comes from the kernel that ran: the cached int8 path says so and reports the
+    cache's bytes, with results identical to the packed-decode path."""
+    rng = np.random.default_rng(5)
+    t = rng.integers(-1, 2, (16, 256)).astype(np.int8)
+    x = rng.standard_normal((2, 256)).astype(np.float32)
+    with GGUFReader(write_weight(tmp_path / "a.gguf", "i2_s", t, 0.5)) as r:
+        w = load_weight(r, "w")
+        KERNEL_LOG.reset()
+        y_packed = matmul(x, w)
+        w.cache_int8()
+        y_cached = matmul(x, w)
+    np.testing.assert_array_equal(y_packed, y_cached)
+    recs = {r.id: r for r in KERNEL_LOG.snapshot()}
+    assert set(recs) == {"i2s_x86_i8act_gemm_numpy", "i2s_x86_i8cache_i8act_gemm_numpy"}
+    assert recs["i2s_x86_i8act_gemm_numpy"].bytes_read == 16 * 256 // 4
+    assert recs["i2s_x86_i8cache_i8act_gemm_numpy"].bytes_read == 16 * 256
+
+
+def test_float_weights_are_recorded_with_their_own_ids(tmp_path):
+    t = np.random.default_rng(6).integers(-1, 2, (8, 256)).astype(np.int8)
+    x = np.ones((1, 256), np.float32)
+    with GGUFReader(write_weight(tmp_path / "a.gguf", "f16", t, 0.5)) as r:
+        w = load_weight(r, "w")
+        KERNEL_LOG.reset()
+        np.testing.assert_array_equal(matmul(x, w, "none"), x @ (t.astype(np.float32) * 0.5).T)
+        matmul(x, w, "per-token-absmax")
+    assert sorted(r.id for r in KERNEL_LOG.snapshot()) == ["f16_f32act_gemm_numpy", "f16_i8act_gemm_numpy"]
+
+
+@pytest.mark.parametrize("fmt", ["bitnet32", "tq2_0", "tq1_0"])
+def test_blocked_weights_with_per_token_acts_match_the_integer_sum(tmp_path, fmt):
+    """Per-block exact integer dots, scaled per block in float: equal to the int64 product up
+    to float32 rounding of the block sum (one scale for all blocks here)."""
+    rng = np.random.default_rng(7)
+    t = rng.integers(-1, 2, (12, 512)).astype(np.int8)
+    x = rng.standard_normal((3, 512)).astype(np.float32)
+    with GGUFReader(write_weight(tmp_path / "a.gguf", fmt, t, 0.25)) as r:
+        y = matmul(x, load_weight(r, "w"), "per-token-absmax")
+    a = per_token_absmax(x)
+    ref = (t.astype(np.int64) @ a.q.T.astype(np.int64)).T * 0.25 / a.scale[:, None].astype(np.float64)
+    np.testing.assert_allclose(y, ref, rtol=1e-6, atol=1e-6)

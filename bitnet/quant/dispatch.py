@@ -3,12 +3,15 @@ ran.
 
 `matmul(x, w, act)` quantizes the activations with the requested profile, looks up the kernel
 registered for (backend, weight flavor, activation profile), runs it, and appends a
-`KernelRecord` to `KERNEL_LOG` with the id of the kernel that actually executed, the bytes of
-packed weights it read, the rows it processed and the time measured around the call. A backend
+`KernelRecord` to `KERNEL_LOG` with the id of the kernel that actually executed (the kernel
+returns it: ids are never chosen before the call), the weight bytes it read (the packed tensor,
+or the int8 cache when `PackedWeight.cache_int8()` made one), the rows it processed and the
+time measured around the activation quantization and the kernel. A backend
 that has no kernel for a key falls back to NumPy only outside strict mode, and the record then
 names the NumPy kernel, so receipts cannot claim a native or GPU kernel that did not run.
 
-Kernel ids follow `<weights>_<acts>_<op>_<backend>` (lowercase words joined by `_`).
+Kernel ids follow `<weights>[_i8cache]_<acts>_<op>_<backend>` (lowercase words joined by `_`),
+e.g. `i2s_x86_i8act_gemm_numpy`, `tq2_0_q8k_gemm_numpy`, `f16_f32act_gemm_numpy`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from bitnet.quant.weights import PackedWeight, load_weight  # noqa: F401  (re-ex
 from bitnet.strict import strict_enabled
 
 ACT_PROFILES = ("none", "per-token-absmax", "q8_k-block256")
-_ACT_TAG = {"none": "f32act", "per-token-absmax": "i8act", "q8_k-block256": "q8k"}
 
 
 @dataclass
@@ -69,28 +71,28 @@ class KernelLog:
 
 KERNEL_LOG = KernelLog()
 
-#: (weights tag, act profile) -> kernel taking (activations, weight); numpy backend
-Kernel = Callable[[object, PackedWeight], np.ndarray]
+#: a NumPy kernel: (activations as the profile left them, weight) -> KernelRun
+Kernel = Callable[[object, PackedWeight], K.KernelRun]
 
 
-def _weights_tag(w: PackedWeight) -> str:
-    if w.flavor == "i2_s":
-        return f"i2s_{w.layout}"
-    return w.flavor
+def _numpy_kernel(w: PackedWeight, act: str) -> Kernel:
+    """The one choice of NumPy kernel for a (weight flavor, activation profile) pair.
 
-
-def _numpy_kernel(w: PackedWeight, act: str) -> tuple[str, Kernel]:
+    Float weights (F32/F16/BF16) always multiply in float; with an int8 profile their
+    activations are first rounded through that quantizer (the `reference` profile quantizes
+    the input of every projection, as BitLinear does). A ternary weight with profile "none"
+    multiplies float activations by the decoded integer values (no activation rounding)."""
     f = w.flavor
     if not w.is_ternary:
-        return "float_weights", lambda x, w: K.gemm_float_weights(x if act == "none" else K.dequantized_acts(x), w)
+        return K.gemm_float_weights
     if act == "none":
-        return "ternary_float_acts", K.gemm_float_acts_ternary
+        return K.gemm_float_acts_ternary
     if f in ("i2_s", "qk256") and act == "per-token-absmax":
-        return "per_token", K.gemm_per_token
+        return K.gemm_per_token
     if f in ("tq2_0", "tq1_0") and act == "q8_k-block256":
-        return "blocked_q8k", K.gemm_blocked_q8k
+        return K.gemm_blocked_q8k
     if f in ("tq2_0", "tq1_0", "bitnet32") and act == "per-token-absmax":
-        return "blocked_per_token", K.gemm_blocked_per_token
+        return K.gemm_blocked_per_token
     raise FormatError(f"{w.name}: no kernel for {f} weights with {act} activations")
 
 
@@ -144,14 +146,15 @@ def matmul(x: np.ndarray, w: PackedWeight, profile: str = "per-token-absmax", *,
         if native_fn is None and strict_enabled(strict):
             raise StrictModeError(f"{w.name}: backend {backend} has no kernel for {w.flavor} x {profile}; "
                                   "strict mode refuses the NumPy fallback")
+    fn = None if native_fn is not None else _numpy_kernel(w, profile)  # refuse before timing
     t0 = time.perf_counter()
     if native_fn is not None:
         # backend kernels quantize the activations themselves and say which variant ran
         y, kernel_id = native_fn(x, w)
+        bytes_read = w.nbytes
     else:
         xa: np.ndarray | QuantizedRows = x if profile == "none" else quantize_activations(x, profile)
-        _, fn = _numpy_kernel(w, profile)
-        kernel_id = f"{_weights_tag(w)}_{_ACT_TAG[profile]}_gemm_numpy"
-        y = fn(xa, w)
-    KERNEL_LOG.record(kernel_id, bytes_read=w.nbytes, rows=x.shape[0], seconds=time.perf_counter() - t0)
+        run = fn(xa, w)  # the kernel names itself and the bytes it read
+        y, kernel_id, bytes_read = run.y, run.kernel_id, run.bytes_read
+    KERNEL_LOG.record(kernel_id, bytes_read=bytes_read, rows=x.shape[0], seconds=time.perf_counter() - t0)
     return y

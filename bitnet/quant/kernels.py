@@ -12,11 +12,16 @@ Weights are decoded in chunks of rows (`rows_per_chunk`): at most CHUNK_ELEMENTS
 exist as float32 at any time, whatever the matrix size. Alternatively a PackedWeight can hold
 a cached int8 copy of its codes (4x the packed size, no decoding per call); `bench/bench_gemv.py`
 measures both.
+
+Every kernel returns a `KernelRun`: the output AND its own id and the bytes it read, so the
+dispatcher records what executed (the id says `i8cache` when the cached int8 copy was read
+instead of the packed bytes), never a label chosen before the call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,6 +32,33 @@ from bitnet.quant.weights import PackedWeight
 
 CHUNK_ELEMENTS = 1 << 22  # 4M code values (16 MB as float32) per chunk
 EXACT_K_LIMIT = (1 << 24) // (3 * 128)
+
+
+ACT_TAG = {"none": "f32act", "per-token-absmax": "i8act", "q8_k-block256": "q8k"}
+
+
+@dataclass(frozen=True)
+class KernelRun:
+    """What one kernel call produced and what it was: its id and the weight bytes it read."""
+
+    y: np.ndarray  # float32 [T, out]
+    kernel_id: str
+    bytes_read: int
+
+
+def weights_tag(w: PackedWeight) -> str:
+    """The weight part of a kernel id: format (and I2_S layout), plus `i8cache` when the
+    kernel reads the cached int8 copy rather than the packed bytes."""
+    tag = f"i2s_{w.layout}" if w.flavor == "i2_s" else w.flavor
+    return f"{tag}_i8cache" if w.int8_cache is not None else tag
+
+
+def _run(y: np.ndarray, w: PackedWeight, act: str) -> KernelRun:
+    """Called by each kernel on its way out: the id is built from the weight data the kernel
+    actually decoded (packed bytes or the int8 cache) and the activations it was given."""
+    cached = w.int8_cache is not None
+    read = int(w.int8_cache.nbytes) if cached else w.nbytes
+    return KernelRun(y, f"{weights_tag(w)}_{ACT_TAG[act]}_gemm_numpy", read)
 
 
 def rows_per_chunk(k: int) -> int:
@@ -89,7 +121,7 @@ def _int_dot(vals: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 # -- kernels ----------------------------------------------------------------------------------
-def gemm_per_token(x: QuantizedRows, w: PackedWeight) -> np.ndarray:
+def gemm_per_token(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     """Per-tensor-scaled ternary weights (i2_s, qk256 + separate scale) x per-token int8:
     y = (sum_j v_j q_j) / s_t * w_scale, the integer sum exact (bitnet.cpp's I2_S path)."""
     y = np.empty((x.q.shape[0], w.out_features), np.float32)
@@ -97,10 +129,10 @@ def gemm_per_token(x: QuantizedRows, w: PackedWeight) -> np.ndarray:
     for r0, r1 in _chunks(w):
         acc = _int_dot(_values(w, r0, r1), x.q)  # [rows, T]
         y[:, r0:r1] = (acc.T.astype(np.float32) / x.scale[:, None]) * wscale
-    return y
+    return _run(y, w, x.profile)
 
 
-def gemm_blocked_q8k(x: QuantizedRows, w: PackedWeight) -> np.ndarray:
+def gemm_blocked_q8k(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     """Block-scaled weights (TQ1_0, TQ2_0: 256) x Q8_K: per block an exact integer dot, then
     `sumf += (float)sumi * (d_x * d_w)` block after block (ggml_vec_dot_tq*_q8_K_generic)."""
     nb = w.in_features // tq.QK
@@ -116,10 +148,10 @@ def gemm_blocked_q8k(x: QuantizedRows, w: PackedWeight) -> np.ndarray:
             d = (x.scale[:, b][None, :] * dw[r0:r1, b][:, None]).astype(np.float32)
             s = (s + acc[b] * d).astype(np.float32)
         y[:, r0:r1] = s.T
-    return y
+    return _run(y, w, x.profile)
 
 
-def gemm_blocked_per_token(x: QuantizedRows, w: PackedWeight) -> np.ndarray:
+def gemm_blocked_per_token(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     """Block-scaled weights (TQ, BitNet32-F16) x per-token int8: exact per-block integer dots,
     scaled by each block's d, summed in float, divided by the token scale."""
     k = w.in_features
@@ -134,19 +166,23 @@ def gemm_blocked_per_token(x: QuantizedRows, w: PackedWeight) -> np.ndarray:
         acc = v @ qb  # [nb, rows, T]
         s = np.einsum("brt,rb->rt", acc, dw[r0:r1], dtype=np.float32)
         y[:, r0:r1] = (s / x.scale[None, :]).T
-    return y
+    return _run(y, w, x.profile)
 
 
-def gemm_float_weights(x: np.ndarray, w: PackedWeight) -> np.ndarray:
-    """Float weights (F32, F16, BF16) x float activations, chunked so an F16/BF16 matrix is
-    widened a chunk at a time."""
+def gemm_float_weights(x: np.ndarray | QuantizedRows, w: PackedWeight) -> KernelRun:
+    """Float weights (F32, F16, BF16), chunked so an F16/BF16 matrix is widened a chunk at a
+    time. Quantized activations are used as their quantizer represents them (q / s or q * d):
+    the matmul itself is float, the activation rounding is the profile's."""
+    act = "none"
+    if isinstance(x, QuantizedRows):
+        act, x = x.profile, dequantized_acts(x)
     y = np.empty((x.shape[0], w.out_features), np.float32)
     for r0, r1 in _chunks(w):
         y[:, r0:r1] = x @ w.float_rows(r0, r1).T
-    return y
+    return _run(y, w, act)
 
 
-def gemm_float_acts_ternary(x: np.ndarray, w: PackedWeight) -> np.ndarray:
+def gemm_float_acts_ternary(x: np.ndarray, w: PackedWeight) -> KernelRun:
     """Ternary weights x float activations (profile "none"): y = (x . v) * scale per chunk."""
     y = np.empty((x.shape[0], w.out_features), np.float32)
     for r0, r1 in _chunks(w):
@@ -155,7 +191,7 @@ def gemm_float_acts_ternary(x: np.ndarray, w: PackedWeight) -> np.ndarray:
             block = tq.QK if w.flavor.startswith("tq") else rust_port.B32
             v = (v.reshape(r1 - r0, -1, block) * block_scales(w)[r0:r1, :, None]).reshape(r1 - r0, -1)
         y[:, r0:r1] = (x @ v.T) * np.float32(w.scale if w.scale is not None else 1.0)
-    return y
+    return _run(y, w, "none")
 
 
 def dequantized_acts(x: QuantizedRows) -> np.ndarray:
@@ -166,4 +202,4 @@ def dequantized_acts(x: QuantizedRows) -> np.ndarray:
     return (x.q.reshape(t, -1, 256).astype(np.float32) * x.scale[:, :, None]).reshape(t, k)
 
 
-KernelFn = Callable[[object, PackedWeight], np.ndarray]
+KernelFn = Callable[[object, PackedWeight], KernelRun]
