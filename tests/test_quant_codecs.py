@@ -148,3 +148,21 @@ def test_bf16_encoder_matches_gguf_py():
     ours = FORMATS["bf16"].encode(t, 0.123)
     ref = quants.quantize(t.astype(np.float32) * np.float32(0.123), Q.BF16).view(np.uint16).reshape(ours.shape)
     np.testing.assert_array_equal(ours, ref)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")
+@pytest.mark.parametrize("fmt,qtype", [("f32", Q.F32), ("f16", Q.F16), ("bf16", Q.BF16)])
+def test_float_passthrough_byte_exact_with_gguf_py(fmt, qtype):
+    """Random values plus the edges: zeros, +-inf, NaN, bf16 rounding ties, f16 overflow."""
+    from bitnet.quant import floats
+
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((4, 64)) * 10).astype(np.float32)
+    x[0, :8] = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e30, 1.00390625, 1.01171875]  # ties at bf16
+    ours = floats.pack(x, fmt)
+    ref = quants.quantize(x, qtype)
+    assert ours.tobytes() == np.ascontiguousarray(ref).tobytes()
+    back = floats.unpack(ours.view(np.uint8), fmt, 4, 64)
+    np.testing.assert_array_equal(back, quants.dequantize(np.ascontiguousarray(ref).view(np.uint8).reshape(4, -1), qtype))
+    with pytest.raises(FormatError, match="need"):
+        floats.unpack(ours.view(np.uint8)[:-1], fmt, 4, 64)

@@ -57,9 +57,10 @@ def register(fmt: WeightFormat) -> None:
 
 
 def _bf16(ternary: np.ndarray, scale: float) -> np.ndarray:
-    # round to nearest even, as ggml's FP32_TO_BF16 (values are finite)
-    u = _float("<f4")(ternary, scale).view(np.uint32)
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2")
+    # round to nearest even, as ggml's FP32_TO_BF16 (bitnet.quant.floats)
+    from bitnet.quant.floats import to_bf16_bits
+
+    return to_bf16_bits(_float("<f4")(ternary, scale))
 
 
 def _register_ternary() -> None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from bitnet.errors import FormatError, StrictModeError
 from bitnet.gguf.reader import GGUFReader, TensorInfo
-from bitnet.quant import i2s, rust_port
+from bitnet.quant import floats, i2s, rust_port
 from bitnet.quant.flavor import FlavorDecision, detect_flavor
 from bitnet.strict import strict_enabled
 
@@ -48,13 +48,9 @@ class PackedWeight:
 
     def float_rows(self, r0: int, r1: int) -> np.ndarray:
         """Rows of a FLOAT weight as float32 (never called for ternary flavors)."""
-        if self.flavor == "f32":
-            return self.raw[r0:r1]
-        if self.flavor == "f16":
-            return self.raw[r0:r1].astype(np.float32)
-        if self.flavor == "bf16":
-            return (self.raw[r0:r1].astype(np.uint32) << 16).view(np.float32)
-        raise FormatError(f"{self.name}: {self.flavor} is not a float weight")
+        if self.flavor not in floats.DTYPES:
+            raise FormatError(f"{self.name}: {self.flavor} is not a float weight")
+        return floats.rows(self.raw, self.flavor, r0, r1)
 
     def cache_int8(self) -> None:
         """Keep the decoded integer values as int8 [out, in] (4 bytes per packed byte): no
