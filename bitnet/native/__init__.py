@@ -12,6 +12,8 @@ import functools
 import os
 from pathlib import Path
 
+import numpy as np
+
 from bitnet.errors import BridgeError
 
 SOURCE = Path(__file__).with_name("kernels.c")
@@ -32,27 +34,89 @@ int bn_linear_i2s(const uint8_t *w, int64_t out, int64_t K, const float *x, int6
                   float *y, int threads);
 int bn_linear_tq_q8k(int tq1, const uint8_t *w, int64_t out, int64_t K, const float *x, int64_t T,
                      float *y, int threads);
+int bn_linear(int fmt, const uint8_t *w, int64_t out, int64_t K, const float *x, int64_t T, float wscale,
+              float *y, int threads, int force_scalar);
 """
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
+#: tried in order: the first that compiles is used (a compiler without OpenMP, or one that does
+#: not know -march=native, still gets kernels; their variant shows in native_status())
+FLAG_SETS: tuple[tuple[list[str], list[str]], ...] = (
+    (FLAGS, ["-fopenmp"]),
+    (["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math"], []),
+    (["-O3", "-ffp-contract=off", "-fno-fast-math"], []),
+)
+#: force the portable scalar variant in every call (tests, A/B timing): BITNET_NATIVE_SCALAR=1
+SCALAR_ENV = "BITNET_NATIVE_SCALAR"
+#: skip the native kernels altogether (as if no compiler were there): BITNET_NATIVE=0
+DISABLE_ENV = "BITNET_NATIVE"
+
+
+def cpu_signature() -> str:
+    """What -march=native compiles for: the CPU model and feature flags. It goes into the
+    build's cache key (as a comment in the source), so a cache directory shared between
+    machines never hands one CPU an extension built for another's instruction set."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            k, _, v = line.partition(":")
+            k = k.strip()
+            if k in ("model name", "Processor", "CPU part") and model in ("", platform.machine(), platform.processor()):
+                model = v.strip()
+            if k in ("flags", "Features") and not flags:
+                flags = " ".join(sorted(v.split()))
+    except OSError:
+        pass
+    return f"{platform.machine()} | {model} | {flags}"
 
 
 @functools.cache
 def _module():
     from bitnet.ffi import build_shim
 
-    return build_shim("bitnet_native_kernels", SOURCE.read_text(), CDEF,
-                      extra_compile_args=FLAGS, extra_link_args=["-fopenmp"])
+    if os.environ.get(DISABLE_ENV, "1") == "0":
+        raise BridgeError(f"native kernels disabled by {DISABLE_ENV}=0")
+    source = f"/* built for: {cpu_signature()} */\n" + SOURCE.read_text()
+    errors = []
+    for cflags, lflags in FLAG_SETS:
+        try:
+            m = build_shim("bitnet_native_kernels", source, CDEF,
+                           extra_compile_args=cflags, extra_link_args=lflags)
+            m.lib.bn_set_force_scalar(int(_force_scalar()))  # the fused/dispatcher entry points
+            return m
+        except BridgeError as e:
+            if "no C compiler" in str(e):
+                raise
+            errors.append(f"{' '.join(cflags)}: {e}")
+    raise BridgeError("the native kernels did not compile with any flag set:\n" + "\n".join(errors))
 
 
 def native_status() -> tuple[bool, str]:
-    """(available, reason)."""
+    """(available, reason): whether the native kernels built here, and which variant they run
+    or why they did not build (no compiler, a compile error: the message says)."""
     try:
         m = _module()
     except BridgeError as e:
         return False, str(e)
     simd = "AVX2" if m.lib.bn_has_avx2() else "scalar"
+    if os.environ.get(SCALAR_ENV, "0") not in ("", "0"):
+        simd += f", scalar forced by {SCALAR_ENV}"
     omp = "OpenMP" if m.lib.bn_openmp() else "single-threaded"
     return True, f"native kernels built ({simd}, {omp})"
+
+
+def require_native(strict: bool | None = None) -> bool:
+    """True when the native kernels are usable. When they are not: in strict mode a
+    StrictModeError (a NumPy fallback would be a silent downgrade), otherwise False, and the
+    reason stays readable through native_status() (callers record it)."""
+    from bitnet.errors import StrictModeError
+    from bitnet.strict import strict_enabled
+
+    ok, why = native_status()
+    if not ok and strict_enabled(strict):
+        raise StrictModeError(f"native kernels unavailable ({why}); strict mode refuses the NumPy fallback")
+    return ok
 
 
 def lib():
@@ -66,3 +130,66 @@ def ffi():
 def default_threads() -> int:
     v = os.environ.get("BITNET_THREADS")
     return int(v) if v else (os.cpu_count() or 1)
+
+
+def _force_scalar() -> bool:
+    return os.environ.get(SCALAR_ENV, "0") not in ("", "0")
+
+
+#: (format, activation profile) -> (C fmt code, kernel id stem, block elements)
+KERNELS = {
+    ("i2_s", "per-token-absmax"): (0, "i2s_x86", 128),
+    ("tq2_0", "q8_k-block256"): (1, "tq2_0", 256),
+    ("tq1_0", "q8_k-block256"): (2, "tq1_0", 256),
+}
+_BYTES = {"i2_s": lambda n: n // 4 + 4, "tq2_0": lambda n: n // 256 * 66, "tq1_0": lambda n: n // 256 * 54}
+
+
+def native_matmul(x: np.ndarray, raw: np.ndarray, fmt: str, out_features: int, in_features: int,
+                  profile: str, threads: int | None = None, *, variant: str = "auto") -> tuple[np.ndarray, str]:
+    """y [T, out] f32 = x [T, in] f32 times a packed weight, as it sits in the GGUF file.
+
+    `raw` is the tensor's bytes (`GGUFReader.raw(name)`, zero-copy): for `i2_s` (Microsoft x86
+    layout) the n/4 code bytes followed by the f32 weight scale; for `tq2_0`/`tq1_0` the blocks
+    with their f16 scales. The activations are quantized in C with `profile`'s quantizer
+    (`per-token-absmax` for I2_S, `q8_k-block256` for TQ*), bit-identical to the definitions in
+    FORMATS.md; integer dot products are exact (int32). `variant`: "auto" (AVX2 when compiled
+    in, unless BITNET_NATIVE_SCALAR=1) or "scalar". Returns (y, kernel_id), the id naming the
+    variant that actually ran, e.g. `i2s_x86_avx2_gemv`, `tq1_0_scalar_gemm`.
+    Raises BridgeError when the kernels are unavailable (see native_status()), FormatError for
+    a (fmt, profile) pair without a kernel or a mis-sized buffer."""
+    from bitnet.errors import ConfigError, FormatError
+
+    key = KERNELS.get((fmt, profile))
+    if key is None:
+        raise FormatError(f"no native kernel for {fmt} weights with {profile} activations; "
+                          f"native pairs: {sorted(KERNELS)}")
+    code, stem, blk = key
+    if in_features % blk or in_features <= 0 or out_features <= 0:
+        raise FormatError(f"{fmt}: in_features {in_features} must be a positive multiple of {blk}")
+    if variant not in ("auto", "scalar"):
+        raise ConfigError(f"variant must be 'auto' or 'scalar', got {variant!r}")
+    x = np.ascontiguousarray(x, np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[1] != in_features:
+        raise FormatError(f"activations of shape {x.shape} for a weight of {in_features} inputs")
+    raw = np.ascontiguousarray(raw).view(np.uint8).reshape(-1)
+    n = out_features * in_features
+    need = _BYTES[fmt](n)
+    if raw.size < need:
+        raise FormatError(f"{fmt} [{out_features}x{in_features}] needs {need} bytes, got {raw.size}")
+    wscale = float(raw[n // 4: n // 4 + 4].view(np.float32)[0]) if fmt == "i2_s" else 0.0
+    threads = default_threads() if threads is None else int(threads)
+    if threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    m = _module()
+    t = x.shape[0]
+    y = np.empty((t, out_features), np.float32)
+    scalar = variant == "scalar" or _force_scalar()
+    v = m.lib.bn_linear(code, m.ffi.from_buffer("uint8_t[]", raw), out_features, in_features,
+                        m.ffi.from_buffer("float[]", x), t, wscale, m.ffi.from_buffer("float[]", y),
+                        threads, int(scalar))
+    if v < 0:
+        raise MemoryError("native kernel could not allocate its activation buffers")
+    return y, f"{stem}_{'avx2' if v == 1 else 'scalar'}_{'gemv' if t == 1 else 'gemm'}"

@@ -177,11 +177,13 @@ static void i2s_row_avx2(const uint8_t *w, int64_t K, const int8_t *xq, const in
 #endif
 
 /* y[t, r] = (sum_j (code-1) x_tj) / s_t * wscale */
-int bn_gemm_i2s(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xs, const int32_t *xsum,
-                int64_t T, float wscale, float *y, int threads) {
+static int i2s_gemm(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xs, const int32_t *xsum,
+                    int64_t T, float wscale, float *y, int threads, int force_scalar) {
     int variant = 0;
 #if defined(__AVX2__)
-    variant = bn_force_scalar ? 0 : 1;
+    variant = force_scalar ? 0 : 1;
+#else
+    (void) force_scalar;
 #endif
     #pragma omp parallel for num_threads(threads) schedule(static) if(threads > 1)
     for (int64_t r = 0; r < out; r++) {
@@ -197,6 +199,11 @@ int bn_gemm_i2s(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, cons
         }
     }
     return variant;
+}
+
+int bn_gemm_i2s(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xs, const int32_t *xsum,
+                int64_t T, float wscale, float *y, int threads) {
+    return i2s_gemm(w, out, K, xq, xs, xsum, T, wscale, y, threads, bn_force_scalar);
 }
 
 /* ---- TQ2_0 / TQ1_0 x Q8_K: per block an exact int dot, then sumf += acc * (dx * dw) ------ */
@@ -267,6 +274,50 @@ static inline __m256i tq2_block_lanes_avx2(const uint8_t *qs, const int8_t *x) {
     return _mm256_madd_epi16(a16, ones);
 }
 
+/* bytes of v times per-byte multipliers m, modulo 256 (AVX2 has no 8-bit multiply: the even and
+ * the odd bytes each go through a 16-bit multiply whose carry cannot reach the byte kept) */
+static inline __m256i mul_u8(__m256i v, __m256i m) {
+    const __m256i lo = _mm256_set1_epi16(0x00ff), hi = _mm256_set1_epi16((short) 0xff00);
+    const __m256i pe = _mm256_and_si256(_mm256_mullo_epi16(_mm256_and_si256(v, lo), _mm256_and_si256(m, lo)), lo);
+    const __m256i po = _mm256_mullo_epi16(_mm256_and_si256(v, hi), _mm256_srli_epi16(m, 8));
+    return _mm256_or_si256(pe, po);
+}
+
+/* base-3 digit of a TQ1_0 byte already multiplied by 3^l: (q * 3) >> 8 = (q >= 86) + (q >= 171) */
+static inline __m256i trit_u8(__m256i q) {
+    const __m256i one = _mm256_set1_epi8(1);
+    return _mm256_add_epi8(_mm256_min_epu8(_mm256_subs_epu8(q, _mm256_set1_epi8(85)), one),
+                           _mm256_min_epu8(_mm256_subs_epu8(q, _mm256_set1_epi8((char) 170)), one));
+}
+
+/* the un-reduced int32 lanes of one TQ1_0 block's dot product, decoded from the packed bytes:
+ * qs[0..32) hold elements 32l+m (l = 0..4), qs[32..48) hold 160+16l+m, qh[0..4) hold 240+4l+j */
+static inline __m256i tq1_block_lanes_avx2(const uint8_t *blk, const int8_t *x) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i q0 = _mm256_loadu_si256((const __m256i *) blk);
+    const __m128i q1 = _mm_loadu_si128((const __m128i *) (blk + 32));
+    uint32_t qh;
+    memcpy(&qh, blk + 48, 4);
+    const __m256i q11 = _mm256_broadcastsi128_si256(q1);
+    const __m256i qlast = _mm256_inserti128_si256(_mm256_castsi128_si256(q1), _mm_set1_epi32((int) qh), 1);
+    __m256i a16 = _mm256_maddubs_epi16(trit_u8(q0), _mm256_loadu_si256((const __m256i *) x));
+    a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(trit_u8(mul_u8(q0, _mm256_set1_epi8(3))), _mm256_loadu_si256((const __m256i *) (x + 32))));
+    a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(trit_u8(mul_u8(q0, _mm256_set1_epi8(9))), _mm256_loadu_si256((const __m256i *) (x + 64))));
+    a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(trit_u8(mul_u8(q0, _mm256_set1_epi8(27))), _mm256_loadu_si256((const __m256i *) (x + 96))));
+    a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(trit_u8(mul_u8(q0, _mm256_set1_epi8(81))), _mm256_loadu_si256((const __m256i *) (x + 128))));
+    const __m256i m56 = _mm256_setr_epi8(1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                                         3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i m67 = _mm256_setr_epi8(9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9,
+                                         27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27);
+    const __m256i m8 = _mm256_setr_epi8(81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81,
+                                        1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27);
+    a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(trit_u8(mul_u8(q11, m56)), _mm256_loadu_si256((const __m256i *) (x + 160))));
+    a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(trit_u8(mul_u8(q11, m67)), _mm256_loadu_si256((const __m256i *) (x + 192))));
+    /* 8 maddubs of |lane| <= 512: <= 4096, exact in int16 */
+    a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(trit_u8(mul_u8(qlast, m8)), _mm256_loadu_si256((const __m256i *) (x + 224))));
+    return _mm256_madd_epi16(a16, ones);
+}
+
 /* horizontal sums of 8 vectors at once: lane i of the result = sum of v[i]'s lanes */
 static inline __m256i hsum8_i32(const __m256i v[8]) {
     const __m256i s01 = _mm256_hadd_epi32(v[0], v[1]), s23 = _mm256_hadd_epi32(v[2], v[3]);
@@ -293,10 +344,12 @@ static inline int32_t tq2_block_dot_avx2(const uint8_t *qs, const int8_t *x, int
 #endif
 
 static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xd,
-                   const int32_t *bsums, int64_t T, float *y, int threads) {
+                   const int32_t *bsums, int64_t T, float *y, int threads, int force_scalar) {
     int variant = 0;
 #if defined(__AVX2__)
-    variant = bn_force_scalar ? 0 : 1;
+    variant = force_scalar ? 0 : 1;
+#else
+    (void) force_scalar;
 #endif
     if (tq1) tq1_init();
     const int64_t nb = K / 256, bb = tq1 ? 54 : 66;
@@ -316,7 +369,7 @@ static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8
             const int64_t tn = T - t0 < 64 ? T - t0 : 64;
             for (int64_t t = 0; t < tn; t++) sum[t] = 0.0f;
 #if defined(__AVX2__)
-            if (!tq1 && variant) {
+            if (variant) {
                 /* 8 blocks at a time: one batched horizontal sum instead of eight; the float
                  * accumulation below still goes block by block, as the reference does */
                 for (int64_t t = 0; t < tn; t++) {
@@ -326,15 +379,16 @@ static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8
                         __m256i lanes[8];
                         for (int j = 0; j < 8; j++) {
                             const uint8_t *blk = w + (r * nb + b + j) * bb;
-                            _mm_prefetch((const char *) (blk + 8 * 66), _MM_HINT_T0);
-                            lanes[j] = tq2_block_lanes_avx2(blk, xr + (b + j) * 256);
+                            _mm_prefetch((const char *) (blk + 8 * bb), _MM_HINT_T0);
+                            lanes[j] = tq1 ? tq1_block_lanes_avx2(blk, xr + (b + j) * 256)
+                                           : tq2_block_lanes_avx2(blk, xr + (b + j) * 256);
                         }
                         int32_t acc[8];
                         _mm256_storeu_si256((__m256i *) acc, hsum8_i32(lanes));
                         for (int j = 0; j < 8; j++) {
                             const uint8_t *blk = w + (r * nb + b + j) * bb;
                             uint16_t dbits;
-                            memcpy(&dbits, blk + 64, 2);
+                            memcpy(&dbits, blk + bb - 2, 2);
                             const float d = xd[(t0 + t) * nb + b + j] * bn_f16_to_f32(dbits);
                             sum[t] = sum[t] + (float) (acc[j] - xsb[(t0 + t) * nb + b + j]) * d;
                         }
@@ -342,9 +396,10 @@ static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8
                     for (; b < nb; b++) {
                         const uint8_t *blk = w + (r * nb + b) * bb;
                         uint16_t dbits;
-                        memcpy(&dbits, blk + 64, 2);
+                        memcpy(&dbits, blk + bb - 2, 2);
                         const float d = xd[(t0 + t) * nb + b] * bn_f16_to_f32(dbits);
-                        sum[t] = sum[t] + (float) tq2_block_dot_avx2(blk, xr + b * 256, xsb[(t0 + t) * nb + b]) * d;
+                        const __m256i l1 = tq1 ? tq1_block_lanes_avx2(blk, xr + b * 256) : tq2_block_lanes_avx2(blk, xr + b * 256);
+                        sum[t] = sum[t] + (float) (hsum_i32(l1) - xsb[(t0 + t) * nb + b]) * d;
                     }
                 }
                 for (int64_t t = 0; t < tn; t++) y[(t0 + t) * out + r] = sum[t];
@@ -380,12 +435,12 @@ static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8
 
 int bn_gemm_tq2_q8k(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xd,
                     const int32_t *bsums, int64_t T, float *y, int threads) {
-    return tq_gemm(0, w, out, K, xq, xd, bsums, T, y, threads);
+    return tq_gemm(0, w, out, K, xq, xd, bsums, T, y, threads, bn_force_scalar);
 }
 
 int bn_gemm_tq1_q8k(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xd,
                     const int32_t *bsums, int64_t T, float *y, int threads) {
-    return tq_gemm(1, w, out, K, xq, xd, bsums, T, y, threads);
+    return tq_gemm(1, w, out, K, xq, xd, bsums, T, y, threads, bn_force_scalar);
 }
 
 /* ---- F16 weights x float activations (the lm_head against token_embd) -------------------
@@ -434,7 +489,7 @@ int bn_linear_i2s(const uint8_t *w, int64_t out, int64_t K, const float *x, int6
     int v = -1;
     if (q && s && sums) {
         bn_quant_i8_s(x, T, K, q, s, sums);
-        v = bn_gemm_i2s(w, out, K, q, s, sums, T, wscale, y, threads);
+        v = i2s_gemm(w, out, K, q, s, sums, T, wscale, y, threads, bn_force_scalar);
     }
     free(q); free(s); free(sums);
     return v;
@@ -449,7 +504,37 @@ int bn_linear_tq_q8k(int tq1, const uint8_t *w, int64_t out, int64_t K, const fl
     int v = -1;
     if (q && d && bs) {
         bn_quant_q8k(x, T, K, q, d, bs);
-        v = tq_gemm(tq1, w, out, K, q, d, bs, T, y, threads);
+        v = tq_gemm(tq1, w, out, K, q, d, bs, T, y, threads, bn_force_scalar);
+    }
+    free(q); free(d); free(bs);
+    return v;
+}
+
+/* one entry for the Python API: fmt 0 = I2_S (x86) x per-token int8, 1 = TQ2_0 x Q8_K,
+ * 2 = TQ1_0 x Q8_K; force_scalar picks the portable variant for this call only.
+ * Returns the variant that ran (1 = AVX2, 0 = scalar), -1 if out of memory, -2 bad fmt. */
+int bn_linear(int fmt, const uint8_t *w, int64_t out, int64_t K, const float *x, int64_t T, float wscale,
+              float *y, int threads, int force_scalar) {
+    int v = -1;
+    if (fmt == 0) {
+        int8_t *q = (int8_t *) malloc((size_t) (T * K));
+        float *s = (float *) malloc(sizeof(float) * (size_t) T);
+        int32_t *sums = (int32_t *) malloc(sizeof(int32_t) * (size_t) T);
+        if (q && s && sums) {
+            bn_quant_i8_s(x, T, K, q, s, sums);
+            v = i2s_gemm(w, out, K, q, s, sums, T, wscale, y, threads, force_scalar);
+        }
+        free(q); free(s); free(sums);
+        return v;
+    }
+    if (fmt != 1 && fmt != 2) return -2;
+    const int64_t nb = K / 256;
+    int8_t *q = (int8_t *) malloc((size_t) (T * K));
+    float *d = (float *) malloc(sizeof(float) * (size_t) (T * nb));
+    int32_t *bs = (int32_t *) malloc(sizeof(int32_t) * (size_t) (T * nb * 16));
+    if (q && d && bs) {
+        bn_quant_q8k(x, T, K, q, d, bs);
+        v = tq_gemm(fmt == 2, w, out, K, q, d, bs, T, y, threads, force_scalar);
     }
     free(q); free(d); free(bs);
     return v;
