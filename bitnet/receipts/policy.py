@@ -4,7 +4,9 @@ One source of truth each: `schemas/*.schema.json` and `policies/*.yml` at the re
 Nothing under `bitnet/` is a second copy that could drift. Lookup order:
 
 1. `BITNET_SCHEMA_DIR` / `BITNET_POLICY_DIR`, when set;
-2. the repository folders next to the package (a source checkout or an editable install);
+2. the repository folders next to the package (a source checkout or an editable install,
+   recognised by the repository's pyproject.toml beside them, so a stray `schemas/` folder in
+   site-packages is never taken for ours);
 3. `bitnet/_resources/{schemas,policies}` inside an installed wheel. `setup.py`'s `build_py`
    step copies the repository folders there at build time. The copy exists only in build
    output, never in the source tree, so the repository folders stay the one source.
@@ -41,7 +43,7 @@ def _find(kind: str, env: str) -> Path:
     if os.environ.get(env):
         return Path(os.environ[env])
     repo = _ROOT / kind
-    if repo.is_dir():
+    if repo.is_dir() and (_ROOT / "pyproject.toml").is_file():
         return repo
     return _packaged(kind) or repo
 
