@@ -32,3 +32,35 @@ def libggml_base(pytestconfig):
     import ctypes
 
     return ctypes.CDLL(str(path))
+
+
+# -- receipts (tests/test_receipts_*.py) -------------------------------------------------------
+RECEIPTS = Path(__file__).resolve().parent / "receipts"
+
+
+@pytest.fixture(scope="session")
+def receipt_base_model(tmp_path_factory) -> Path:
+    """The model `tests/receipts/good/base.json` was measured on: the default tiny I2_S model,
+    which the synthesiser reproduces byte for byte (its sha256 is checked by the tests)."""
+    from bitnet.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("receipt-base") / "base.gguf", fmt="i2_s", seed=0)
+
+
+@pytest.fixture(scope="session")
+def measured_receipt(tmp_path_factory, bitnet_model_factory):
+    """(model, receipt path, receipt) of a real `bitnet benchmark` run made in this session on a
+    freshly synthesised I2_S model: the one place tests get a live measurement from."""
+    import io
+    import json
+
+    from bitnet.cli import IO
+    from bitnet.cli import main as bitnet_main
+
+    model = bitnet_model_factory(fmt="i2_s", seed=3)
+    out = tmp_path_factory.mktemp("receipt") / "inference.json"
+    o, e = io.StringIO(), io.StringIO()
+    rc = bitnet_main(["benchmark", "--model", str(model), "--tokens", "6", "--deterministic",
+                      "--backend", "numpy", "--out", str(out)], IO(o, e))
+    assert rc == 0, e.getvalue()
+    return model, out, json.loads(out.read_text())

@@ -9,7 +9,7 @@ from typing import Any
 
 from bitnet.atomic import atomic_write_text
 from bitnet.errors import ReceiptError
-from bitnet.receipts.policy import load_schema, receipt_policy
+from bitnet.receipts.policy import is_packaged_copy, load_schema, receipt_policy
 
 
 def _yaml():
@@ -63,6 +63,9 @@ def add_from_receipt(path: str | os.PathLike[str], receipt: dict) -> dict:
     if blocking:
         raise ReceiptError(f"the receipt fails {blocking}: fix the receipt before trusting its figures")
     p = Path(path)
+    if is_packaged_copy(p):
+        raise ReceiptError(f"{p} is the installed package's read-only copy: pass --allowlist PATH to the "
+                           "repository's policies/gpu-allowlist.yml (or your own file)")
     data = load_allowlist(p)
     for e in data["gpus"]:
         if e["name"] == gpu["name"] and str(e["compute_capability"]) == gpu["compute_capability"]:

@@ -1,5 +1,5 @@
 """Receipts from measurements: `RunMeasurement` holds what a benchmark run measured,
-`build_receipt` turns it into the schema's document, `write_receipt` writes it atomically."""
+`build_receipt` turns it into the schema's document, `write_receipt_atomic` writes it (temp file in the same folder, fsync, os.replace)."""
 
 from __future__ import annotations
 
@@ -103,5 +103,10 @@ def build_receipt(m: RunMeasurement) -> dict:
     }
 
 
-def write_receipt(path: str | os.PathLike[str], receipt: dict) -> Path:
+def write_receipt_atomic(path: str | os.PathLike[str], receipt: dict) -> Path:
+    """Write `receipt` as JSON: a temporary file in the target's folder, fsync, os.replace.
+    A reader sees the previous file or the complete new one, never a partial write."""
     return atomic_write_text(path, json.dumps(receipt, indent=2, sort_keys=False) + "\n")
+
+
+write_receipt = write_receipt_atomic  # the name bitnet benchmark imports

@@ -1,11 +1,8 @@
 """Receipt verification: every rule has an id, a check that recomputes what can be recomputed,
 and a message that says what was expected and what was found.
 
-Rules (see docs/reference/receipts.md): R-SCHEMA-MAJOR, R-SCHEMA, R-COMPUTE-PATH,
-R-KERNELS-EMPTY, R-KERNEL-ID, R-KERNEL-MOCK, R-KERNEL-STATS, R-CPU-QUANT-KERNEL,
-R-BACKEND-KERNELS, R-GPU-KERNEL, R-GPU-FINGERPRINT, R-TOKEN-COUNT, R-TPS-POSITIVE,
-R-DECODE-SUM, R-DECODE-TPS, R-PREFILL-TPS, R-E2E-TPS, R-TIMING-SUM, R-BYTES-PER-TOKEN,
-R-FILE-FRACTION, R-BANDWIDTH-CEILING, R-GPU-ALLOWLIST, R-MODEL-SHA256, R-MODEL-SIZE.
+`RULES` below is the list of rule ids with what each checks; docs/reference/receipts.md lists
+the same ids (a test keeps them equal). Policy values come from policies/receipt-policy.yml.
 """
 
 from __future__ import annotations
@@ -19,7 +16,41 @@ from typing import Any
 from bitnet.receipts.build import sha256_file
 from bitnet.receipts.policy import load_schema, receipt_policy
 
+#: Kernel id grammar: lowercase ASCII words of [a-z0-9] joined by single underscores, e.g.
+#: `i2s_x86_avx2_gemv`, `lm_head_float16_numpy`. No spaces, dashes, capitals or empty words.
 KERNEL_ID = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")
+SEMVER = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
+
+#: Every rule id, in the order the verifier applies them, with what it checks.
+RULES: dict[str, str] = {
+    "R-SCHEMA-MAJOR": "schema_version is semver with a MAJOR this verifier knows (an unknown major stops verification)",
+    "R-SCHEMA": "the receipt validates against inference-receipt.schema.json; created_at is a real UTC RFC 3339 instant",
+    "R-COMPUTE-PATH": "compute_path is 'real'",
+    "R-KERNELS-EMPTY": "kernels and decode_kernels are both non-empty",
+    "R-KERNEL-ID": "every kernel id matches the grammar ^[a-z0-9]+(_[a-z0-9]+)*$",
+    "R-KERNEL-MOCK": "no kernel id contains a mock marker (policy mock_markers)",
+    "R-KERNEL-STATS": "every kernel record has calls >= 1, rows >= 1, seconds > 0, bytes_read >= 0",
+    "R-KERNEL-SUBSET": "each decode_kernels record is part of the kernels record with the same id (calls, bytes, rows, seconds no larger)",
+    "R-KERNEL-TIME": "kernel seconds fit inside the timed phases: decode kernels <= decode_s, all kernels <= total_s (policy kernel_time_tolerance)",
+    "R-CPU-QUANT-KERNEL": "a numpy/native receipt names a quantized (ternary) kernel (policy quantized_kernel_prefixes)",
+    "R-BACKEND-KERNELS": "a CPU receipt lists no GPU kernel; a native receipt lists a native kernel (policy native_kernel_markers)",
+    "R-GPU-KERNEL": "a cuda receipt (or --require-gpu-kernels) lists a GPU kernel (policy gpu_kernel_markers)",
+    "R-GPU-FINGERPRINT": "a cuda receipt (or --require-gpu-kernels) carries machine.gpu",
+    "R-TOKEN-COUNT": "generated_tokens == len(token_ids) == number of timed decode steps",
+    "R-TPS-POSITIVE": "every throughput is > 0",
+    "R-DECODE-SUM": "decode_s equals the sum of decode_step_s (policy tps_tolerance)",
+    "R-DECODE-TPS": "decode_tok_s equals decode steps / decode_s (policy tps_tolerance)",
+    "R-PREFILL-TPS": "prefill_tok_s equals prompt tokens / prefill_s (policy tps_tolerance)",
+    "R-E2E-TPS": "e2e_tok_s equals generated tokens / total_s (policy tps_tolerance)",
+    "R-TIMING-SUM": "total_s >= load_s + prefill_s + decode_s",
+    "R-BYTES-PER-TOKEN": "weight bytes the decode kernels read per step match model.weight_bytes_per_token (policy bytes_per_token_tolerance)",
+    "R-FILE-FRACTION": "model.weight_bytes_per_token is at least a fraction of the model file (policy min_file_fraction_per_token)",
+    "R-BANDWIDTH-CEILING": "decode tok/s x weight bytes per step <= the backend's ceiling (policy bandwidth_ceiling_bytes_per_s), tightened to the allowlist entry's max_bytes_per_s for a listed GPU",
+    "R-GPU-ALLOWLIST": "a cuda receipt above the generic bound (policy gpu_plausible_bytes_per_s) has its GPU (name, compute capability) in the allowlist",
+    "R-MODEL-SIZE": "with --model: the file's size equals model.bytes",
+    "R-MODEL-SHA256": "with --model: the file's sha256 equals model.sha256",
+    "R-MODEL-FACTS": "with --model: architecture, weight formats and weight_bytes_per_token recomputed from the file match the receipt",
+}
 
 
 @dataclass(frozen=True)
@@ -60,20 +91,26 @@ def verify_receipt(receipt: Any, *, model: str | os.PathLike[str] | None = None,
     if not isinstance(receipt, dict):
         res.add("R-SCHEMA", False, f"expected a JSON object, found {type(receipt).__name__}")
         return res
-    version = str(receipt.get("schema_version", ""))
-    major = version.split(".", 1)[0]
-    if major != str(pol["schema_major"]):
-        res.add("R-SCHEMA-MAJOR", False, f"expected schema_version {pol['schema_major']}.x.y, found {version!r}")
-        return res
-    res.add("R-SCHEMA-MAJOR", True, f"schema_version {version}")
+    version = receipt.get("schema_version")
+    if isinstance(version, str) and SEMVER.match(version):
+        major = version.split(".", 1)[0]
+        if major != str(pol["schema_major"]):
+            res.add("R-SCHEMA-MAJOR", False, f"expected schema_version {pol['schema_major']}.x.y, found {version!r}: "
+                    "a receipt of an unknown major version is not verified further")
+            return res
+        res.add("R-SCHEMA-MAJOR", True, f"schema_version {version}")
+    # a missing or malformed schema_version is a schema error, reported by R-SCHEMA below
 
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(load_schema("inference-receipt.schema.json"))
-    errors = sorted(validator.iter_errors(receipt), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(receipt), key=lambda e: [str(x) for x in e.absolute_path])
     for e in errors:
         where = "/".join(map(str, e.absolute_path)) or "(root)"
         res.add("R-SCHEMA", False, f"{where}: {e.message}")
+    if not errors and (why := _bad_timestamp(receipt["created_at"])):
+        res.add("R-SCHEMA", False, f"created_at: expected a UTC RFC 3339 instant, found {receipt['created_at']!r} ({why})")
+        errors = [why]
     if errors:
         return res
     res.add("R-SCHEMA", True, "valid against inference-receipt.schema.json")
@@ -93,6 +130,19 @@ def verify_receipt(receipt: Any, *, model: str | os.PathLike[str] | None = None,
     res.add("R-KERNEL-STATS", not bad_stats,
             f"kernels with calls < 1, rows < 1, seconds <= 0 or negative bytes: {bad_stats}" if bad_stats else "kernel records are measurements")
 
+    run_by_id = {k["id"]: k for k in kernels}
+    not_sub = [k["id"] for k in decode_kernels if k["id"] not in run_by_id
+               or any(k[f] > run_by_id[k["id"]][f] for f in ("calls", "bytes_read", "rows", "seconds"))]
+    res.add("R-KERNEL-SUBSET", not not_sub,
+            f"decode records larger than (or absent from) the whole run's records: {not_sub}" if not_sub
+            else "decode records are part of the run's records")
+    t = r["timings"]
+    ktol = pol["kernel_time_tolerance"]
+    k_dec, k_all = sum(k["seconds"] for k in decode_kernels), sum(k["seconds"] for k in kernels)
+    res.add("R-KERNEL-TIME", k_dec <= t["decode_s"] * (1 + ktol) and k_all <= t["total_s"] * (1 + ktol),
+            f"decode kernels ran {k_dec:.6g} s within decode_s {t['decode_s']:.6g} s; all kernels {k_all:.6g} s "
+            f"within total_s {t['total_s']:.6g} s (tolerance {ktol:.0%})")
+
     backend = r["backend"]
     quant = [i for i in ids if i.startswith(tuple(pol["quantized_kernel_prefixes"]))]
     cuda_ids = [i for i in ids if any(mk in i for mk in pol["gpu_kernel_markers"])]
@@ -108,7 +158,7 @@ def verify_receipt(receipt: Any, *, model: str | os.PathLike[str] | None = None,
         res.add("R-GPU-KERNEL", bool(cuda_ids), f"a GPU receipt must name a GPU kernel; found {sorted(set(ids))}")
         res.add("R-GPU-FINGERPRINT", gpu is not None, "a GPU receipt must carry machine.gpu" if gpu is None else f"GPU {gpu['name']} ({gpu['compute_capability']})")
 
-    g, t, tp = r["generation"], r["timings"], r["throughput"]
+    g, tp = r["generation"], r["throughput"]
     n_ids, n_steps = len(g["token_ids"]), len(t["decode_step_s"])
     res.add("R-TOKEN-COUNT", g["generated_tokens"] == n_ids == n_steps,
             f"generated_tokens {g['generated_tokens']}, token ids {n_ids}, timed decode steps {n_steps} must be equal")
@@ -147,17 +197,21 @@ def verify_receipt(receipt: Any, *, model: str | os.PathLike[str] | None = None,
             f"weight_bytes_per_token {m['weight_bytes_per_token']:,} must be >= {frac:.0%} of the {m['bytes']:,}-byte model file")
     rate = tp["decode_tok_s"] * per_step
     ceiling = float(pol["bandwidth_ceiling_bytes_per_s"][backend])
-    res.add("R-BANDWIDTH-CEILING", rate <= ceiling, f"decode reads {rate:.3g} B/s; the {backend} ceiling is {ceiling:.3g} B/s")
+    where = f"the {backend} ceiling"
+    entry = _allowlist_match(allowlist, gpu) if backend == "cuda" else None
+    if entry is not None and float(entry["max_bytes_per_s"]) < ceiling:
+        ceiling, where = float(entry["max_bytes_per_s"]), f"the allowlist bound for {entry['name']} ({entry['compute_capability']})"
+    res.add("R-BANDWIDTH-CEILING", rate <= ceiling,
+            f"decode reads {rate:.3g} B/s ({tp['decode_tok_s']:.4g} tok/s x {per_step:,.0f} B/step); {where} is {ceiling:.3g} B/s")
     if backend == "cuda":
         bound = float(pol["gpu_plausible_bytes_per_s"])
-        if rate > bound:
-            entry = _allowlist_match(allowlist, gpu)
-            if entry is None:
-                res.add("R-GPU-ALLOWLIST", False, f"{rate:.3g} B/s exceeds the generic GPU bound {bound:.3g} B/s and GPU "
-                        f"{gpu and (gpu['name'], gpu['compute_capability'])} is not in the allowlist")
-            else:
-                res.add("R-GPU-ALLOWLIST", rate <= entry["max_bytes_per_s"],
-                        f"{rate:.3g} B/s vs the allowlist bound {entry['max_bytes_per_s']:.3g} B/s for {entry['name']}")
+        fp = gpu and f"{gpu['name']} ({gpu['compute_capability']})"
+        if rate <= bound:
+            res.add("R-GPU-ALLOWLIST", True, f"{rate:.3g} B/s is within the generic GPU bound {bound:.3g} B/s")
+        else:
+            res.add("R-GPU-ALLOWLIST", entry is not None,
+                    f"{rate:.3g} B/s exceeds the generic GPU bound {bound:.3g} B/s; GPU {fp} "
+                    + ("is in the allowlist" if entry else "is not in the allowlist"))
 
     if model is not None:
         p = Path(model)
@@ -165,7 +219,42 @@ def verify_receipt(receipt: Any, *, model: str | os.PathLike[str] | None = None,
         res.add("R-MODEL-SIZE", size == m["bytes"], f"model file has {size:,} bytes, the receipt says {m['bytes']:,}")
         digest = sha256_file(p)
         res.add("R-MODEL-SHA256", digest == m["sha256"], f"model sha256 {digest}, the receipt says {m['sha256']}")
+        _model_facts(res, p, r)
     return res
+
+
+def _model_facts(res: VerifyResult, path: Path, r: dict) -> None:
+    """Recompute from the file what the receipt says about the model's weights."""
+    from collections import Counter
+
+    from bitnet.errors import BitNetError
+    from bitnet.model.bitnet_model import BitNetModel
+
+    m = r["model"]
+    try:
+        model = BitNetModel(path, profile=r["profile"])
+    except BitNetError as e:
+        res.add("R-MODEL-FACTS", False, f"the model file does not load under profile {r['profile']!r}: {e}")
+        return
+    facts = {
+        "architecture": model.config.arch,
+        "formats": dict(Counter(w.flavor for layer in model.layers for w in layer.proj.values())),
+        "weight_bytes_per_token": model.bytes_per_token,
+    }
+    wrong = {k: (m[k], v) for k, v in facts.items() if m[k] != v}
+    res.add("R-MODEL-FACTS", not wrong,
+            "; ".join(f"{k}: the receipt says {a!r}, the file gives {b!r}" for k, (a, b) in wrong.items())
+            if wrong else f"architecture, formats and weight_bytes_per_token ({facts['weight_bytes_per_token']:,}) match the file")
+
+
+def _bad_timestamp(text: str) -> str | None:
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def _allowlist_match(allowlist: dict | None, gpu: dict | None) -> dict | None:

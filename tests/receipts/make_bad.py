@@ -1,11 +1,15 @@
-"""Generate the adversarial receipt corpus: one lie per file, each with the rule that must
+"""Generate the adversarial receipt corpus: one lie per file, each with the rules that must
 reject it.
 
     python tests/receipts/make_bad.py        # rewrites tests/receipts/bad/ from good/base.json
 
 `good/base.json` is the receipt of a real `bitnet benchmark --backend numpy --deterministic
---tokens 8` run on the default model. Every mutation keeps the rest of the receipt consistent
-where it can, so the named rule, not a side effect, is what catches it.
+--tokens 8` run on the default model (`synthesize(fmt="i2_s", seed=0)`, reproducible byte for
+byte, so `--model` lies are checked against the real file). Each mutation tells one lie and
+forges everything derivable from it consistently: timings, throughputs, kernel seconds and bytes.
+So the named rule is what catches it, not a side effect. `bad/expected.yml` names, for each file,
+the exact set of rules that fail (almost always one) and whether the check needs `--model` or
+an allowlist.
 """
 
 from __future__ import annotations
@@ -38,14 +42,21 @@ def _del(path: str) -> Callable[[dict], None]:
         *head, last = path.split(".")
         d = r
         for k in head:
-            d = d[k]
-        del d[last]
+            d = d[int(k)] if isinstance(d, list) else d[k]
+        del d[int(last) if isinstance(d, list) else last]
     return f
 
 
 def _retime(r: dict, steps: list[float]) -> None:
-    """Replace the decode steps and recompute every derived figure consistently."""
+    """Replace the decode steps and recompute every derived figure consistently, kernel
+    seconds included (scaled with the decode time they are part of)."""
     t, tp = r["timings"], r["throughput"]
+    scale = sum(steps) / t["decode_s"]
+    run = {k["id"]: k for k in r["kernels"]}
+    for k in r["decode_kernels"]:
+        new = k["seconds"] * scale
+        run[k["id"]]["seconds"] += new - k["seconds"]
+        k["seconds"] = new
     t["decode_step_s"] = steps
     t["decode_s"] = sum(steps)
     t["total_s"] = t["load_s"] + t["prefill_s"] + t["decode_s"] + 1e-6
@@ -91,7 +102,74 @@ def _drop_token(r: dict) -> None:
 
 
 def _drop_step(r: dict) -> None:
-    _retime(r, r["timings"]["decode_step_s"][:-1])
+    """One timed step fewer, its kernel work removed too: only the count disagrees."""
+    steps = r["timings"]["decode_step_s"]
+    keep = (len(steps) - 1) / len(steps)
+    run = {k["id"]: k for k in r["kernels"]}
+    for k in r["decode_kernels"]:
+        for f in ("calls", "bytes_read", "rows"):
+            new = int(round(k[f] * keep))
+            run[k["id"]][f] -= k[f] - new
+            k[f] = new
+    _retime(r, steps[:-1])
+
+
+def _claim_more_tokens(r: dict) -> None:
+    """generated_tokens + 1, with e2e tok/s forged to match the claim."""
+    g = r["generation"]
+    g["generated_tokens"] += 1
+    r["throughput"]["e2e_tok_s"] = g["generated_tokens"] / r["timings"]["total_s"]
+
+
+def _halve_decode_s(r: dict) -> None:
+    """decode_s halved, decode tok/s doubled and kernel seconds halved to match; the steps
+    still say otherwise."""
+    r["timings"]["decode_s"] *= 0.5
+    r["throughput"]["decode_tok_s"] *= 2
+    run = {k["id"]: k for k in r["kernels"]}
+    for k in r["decode_kernels"]:
+        run[k["id"]]["seconds"] -= k["seconds"] / 2
+        k["seconds"] /= 2
+
+
+def _total_below_parts(r: dict) -> None:
+    t = r["timings"]
+    t["total_s"] = t["prefill_s"] + t["decode_s"]  # load_s left out of the total
+    r["throughput"]["e2e_tok_s"] = r["generation"]["generated_tokens"] / t["total_s"]
+
+
+def _claim_bigger_model(factor: int) -> Callable[[dict], None]:
+    """weight_bytes_per_token x factor with the decode kernels' bytes forged to match (file size
+    too, so R-FILE-FRACTION holds): only the model file can expose it."""
+    def f(r: dict) -> None:
+        r["model"]["weight_bytes_per_token"] *= factor
+        r["model"]["bytes"] *= factor
+        run = {k["id"]: k for k in r["kernels"]}
+        for k in r["decode_kernels"]:
+            extra = k["bytes_read"] * (factor - 1)
+            k["bytes_read"] += extra
+            run[k["id"]]["bytes_read"] += extra
+    return f
+
+
+def _inflate_decode_kernel(field_: str) -> Callable[[dict], None]:
+    """A decode record claims more than the run's record of the same kernel."""
+    def f(r: dict) -> None:
+        k = r["decode_kernels"][0]
+        run = next(x for x in r["kernels"] if x["id"] == k["id"])
+        k[field_] = run[field_] * 2
+    return f
+
+
+def _kernel_seconds_beyond_decode(r: dict) -> None:
+    """The decode kernels say they ran 3x longer than the decode phase the steps timed."""
+    t = r["timings"]
+    total = sum(k["seconds"] for k in r["decode_kernels"])
+    run = {k["id"]: k for k in r["kernels"]}
+    for k in r["decode_kernels"]:
+        new = k["seconds"] / total * t["decode_s"] * 3
+        run[k["id"]]["seconds"] += new - k["seconds"]
+        k["seconds"] = new
 
 
 def _double(path: str) -> Callable[[dict], None]:
@@ -101,47 +179,75 @@ def _double(path: str) -> Callable[[dict], None]:
     return f
 
 
-#: name -> (rule that must reject it, mutation, needs --model)
-MUTATIONS: dict[str, tuple[str, Callable[[dict], None], bool]] = {
-    "mock_kernel": ("R-KERNEL-MOCK", _set("decode_kernels.0.id", "i2s_mock_gemm_numpy"), False),
-    "placeholder_kernel": ("R-KERNEL-MOCK", _set("kernels.0.id", "placeholder_gemm"), False),
-    "fake_kernel": ("R-KERNEL-MOCK", _rename_kernels("i2s_x86", "i2s_fake"), False),
-    "empty_kernels": ("R-KERNELS-EMPTY", _set("kernels", []), False),
-    "empty_decode_kernels": ("R-KERNELS-EMPTY", _set("decode_kernels", []), False),
-    "zero_decode_tps": ("R-TPS-POSITIVE", _set("throughput.decode_tok_s", 0.0), False),
-    "decode_tps_inflated": ("R-DECODE-TPS", _double("throughput.decode_tok_s"), False),
-    "prefill_tps_inflated": ("R-PREFILL-TPS", _double("throughput.prefill_tok_s"), False),
-    "e2e_tps_inflated": ("R-E2E-TPS", _double("throughput.e2e_tok_s"), False),
-    "generated_count_mismatch": ("R-TOKEN-COUNT", lambda r: r["generation"].update(generated_tokens=r["generation"]["generated_tokens"] + 1), False),
-    "token_ids_short": ("R-TOKEN-COUNT", _drop_token, False),
-    "decode_steps_short": ("R-TOKEN-COUNT", _drop_step, False),
-    "decode_sum_mismatch": ("R-DECODE-SUM", lambda r: r["timings"].update(decode_s=r["timings"]["decode_s"] * 0.5), False),
-    "total_below_parts": ("R-TIMING-SUM", lambda r: r["timings"].update(total_s=r["timings"]["prefill_s"]), False),
-    "claims_bigger_model_than_read": ("R-BYTES-PER-TOKEN", lambda r: r["model"].update(weight_bytes_per_token=r["model"]["weight_bytes_per_token"] * 10), False),
-    "bytes_per_token_far_below": ("R-BYTES-PER-TOKEN", _scale_decode_bytes(0.01), False),
-    "model_file_larger_than_read": ("R-FILE-FRACTION", lambda r: r["model"].update(bytes=r["model"]["bytes"] * 10), False),
-    "faster_than_bandwidth_ceiling": ("R-BANDWIDTH-CEILING", _too_fast(1e-10), False),
-    "gpu_receipt_with_cpu_kernels": ("R-GPU-KERNEL", _as_gpu(with_gpu_kernels=False), False),
-    "cpu_receipt_with_gpu_kernels": ("R-BACKEND-KERNELS", _rename_kernels("lm_head_float16_numpy", "lm_head_f16_cuda_gemm"), False),
-    "cpu_receipt_without_quantized_kernel": ("R-CPU-QUANT-KERNEL", _rename_kernels("i2s_x86_i8act", "f32_f32act"), False),
-    "native_receipt_without_native_kernel": ("R-BACKEND-KERNELS", _set("backend", "native"), False),
-    "fast_gpu_not_in_allowlist": ("R-GPU-ALLOWLIST", _as_gpu(with_gpu_kernels=True, fast=1e-7), False),
-    "gpu_receipt_without_fingerprint": ("R-GPU-FINGERPRINT", _as_gpu(with_gpu_kernels=True, fingerprint=False), False),
-    "wrong_sha256": ("R-MODEL-SHA256", _set("model.sha256", "0" * 64), True),
-    "wrong_model_size": ("R-MODEL-SIZE", lambda r: r["model"].update(bytes=r["model"]["bytes"] + 1), True),
-    "unknown_schema_major": ("R-SCHEMA-MAJOR", _set("schema_version", "2.0.0"), False),
-    "missing_throughput": ("R-SCHEMA", _del("throughput"), False),
-    "missing_machine": ("R-SCHEMA", _del("machine"), False),
-    "wrong_type_generated": ("R-SCHEMA", lambda r: r["generation"].update(generated_tokens=str(r["generation"]["generated_tokens"])), False),
-    "created_at_not_utc": ("R-SCHEMA", _set("created_at", "2026-11-22T12:00:00+02:00"), False),
-    "negative_prefill": ("R-SCHEMA", _set("timings.prefill_s", -1.0), False),
-    "unknown_field": ("R-SCHEMA", lambda r: r.update(verified_by="trust me"), False),
-    "unknown_backend": ("R-SCHEMA", _set("backend", "tpu"), False),
-    "malformed_sha256": ("R-SCHEMA", _set("model.sha256", "abc"), False),
-    "compute_path_mock": ("R-COMPUTE-PATH", _set("compute_path", "mock"), False),
-    "bad_kernel_id_grammar": ("R-KERNEL-ID", _set("kernels.0.id", "I2S-Kernel"), False),
-    "kernel_zero_calls": ("R-KERNEL-STATS", _set("decode_kernels.0.calls", 0), False),
-    "kernel_zero_seconds": ("R-KERNEL-STATS", _set("decode_kernels.0.seconds", 0.0), False),
+#: An allowlist that lists the corpus GPU with a bound of 2e12 B/s. A test input, not a
+#: measured figure: it exercises "listed, but faster than its own entry".
+TEST_ALLOWLIST = {"schema_version": "1.0.0", "gpus": [dict(name=GPU["name"], compute_capability=GPU["compute_capability"],
+                                                          max_bytes_per_s=2.0e12, source="test fixture, not a measurement")]}
+
+
+def _rename_gpu(r: dict) -> None:
+    r["machine"]["gpu"]["name"] = "NVIDIA Imaginary 9000"
+
+
+#: name -> (rules that must fail, exactly; mutation; needs --model; allowlist to verify with)
+MUTATIONS: dict[str, tuple[list[str], Callable[[dict], None], bool, dict | None]] = {
+    "mock_kernel": (["R-KERNEL-MOCK"], _rename_kernels("i2s_x86_i8act_gemm_numpy", "i2s_mock_gemm_numpy"), False, None),
+    "placeholder_kernel": (["R-KERNEL-MOCK"], _rename_kernels("rms_norm_f32_numpy", "placeholder_rms_norm"), False, None),
+    "fake_kernel": (["R-KERNEL-MOCK"], _rename_kernels("i2s_x86", "i2s_fake"), False, None),
+    "fallback_only_kernel": (["R-KERNEL-MOCK"], _rename_kernels("i2s_x86_i8act_gemm_numpy", "i2s_fallback_only_gemm"), False, None),
+    "empty_kernels": (["R-KERNELS-EMPTY", "R-KERNEL-SUBSET"], _set("kernels", []), False, None),
+    "empty_decode_kernels": (["R-KERNELS-EMPTY", "R-BYTES-PER-TOKEN"], _set("decode_kernels", []), False, None),
+    "zero_decode_tps": (["R-TPS-POSITIVE", "R-DECODE-TPS"], _set("throughput.decode_tok_s", 0.0), False, None),
+    "negative_e2e_tps": (["R-TPS-POSITIVE", "R-E2E-TPS"], _set("throughput.e2e_tok_s", -1.0), False, None),
+    "decode_tps_inflated": (["R-DECODE-TPS"], _double("throughput.decode_tok_s"), False, None),
+    "prefill_tps_inflated": (["R-PREFILL-TPS"], _double("throughput.prefill_tok_s"), False, None),
+    "e2e_tps_inflated": (["R-E2E-TPS"], _double("throughput.e2e_tok_s"), False, None),
+    "generated_count_mismatch": (["R-TOKEN-COUNT"], _claim_more_tokens, False, None),
+    "token_ids_short": (["R-TOKEN-COUNT"], _drop_token, False, None),
+    "decode_steps_short": (["R-TOKEN-COUNT"], _drop_step, False, None),
+    "decode_sum_mismatch": (["R-DECODE-SUM"], _halve_decode_s, False, None),
+    "total_below_parts": (["R-TIMING-SUM"], _total_below_parts, False, None),
+    "claims_bigger_model_than_read": (["R-BYTES-PER-TOKEN"], lambda r: r["model"].update(weight_bytes_per_token=r["model"]["weight_bytes_per_token"] * 10), False, None),
+    "bytes_per_token_far_below": (["R-BYTES-PER-TOKEN"], _scale_decode_bytes(0.01), False, None),
+    "model_file_larger_than_read": (["R-FILE-FRACTION"], lambda r: r["model"].update(bytes=r["model"]["bytes"] * 10), False, None),
+    "faster_than_bandwidth_ceiling": (["R-BANDWIDTH-CEILING"], _too_fast(1e-10), False, None),
+    "decode_kernel_exceeds_run_bytes": (["R-KERNEL-SUBSET"], _inflate_decode_kernel("bytes_read"), False, None),
+    "decode_kernel_exceeds_run_calls": (["R-KERNEL-SUBSET"], _inflate_decode_kernel("calls"), False, None),
+    "kernel_seconds_beyond_decode": (["R-KERNEL-TIME"], _kernel_seconds_beyond_decode, False, None),
+    "gpu_receipt_with_cpu_kernels": (["R-GPU-KERNEL"], _as_gpu(with_gpu_kernels=False), False, None),
+    "cpu_receipt_with_gpu_kernels": (["R-BACKEND-KERNELS"], _rename_kernels("lm_head_float16_numpy", "lm_head_f16_cuda_gemm"), False, None),
+    "cpu_receipt_without_quantized_kernel": (["R-CPU-QUANT-KERNEL"], _rename_kernels("i2s_x86_i8act", "f32_f32act"), False, None),
+    "native_receipt_without_native_kernel": (["R-BACKEND-KERNELS"], _set("backend", "native"), False, None),
+    "fast_gpu_not_in_allowlist": (["R-GPU-ALLOWLIST"], _as_gpu(with_gpu_kernels=True, fast=1e-7), False, None),
+    "fast_gpu_other_name_than_listed": (["R-GPU-ALLOWLIST"], lambda r: (_as_gpu(with_gpu_kernels=True, fast=1e-7)(r), _rename_gpu(r)), False, TEST_ALLOWLIST),
+    "listed_gpu_beyond_its_bound": (["R-BANDWIDTH-CEILING"], _as_gpu(with_gpu_kernels=True, fast=1e-7), False, TEST_ALLOWLIST),
+    "gpu_receipt_without_fingerprint": (["R-GPU-FINGERPRINT"], _as_gpu(with_gpu_kernels=True, fingerprint=False), False, None),
+    "wrong_sha256": (["R-MODEL-SHA256"], _set("model.sha256", "0" * 64), True, None),
+    "wrong_model_size": (["R-MODEL-SIZE"], lambda r: r["model"].update(bytes=r["model"]["bytes"] + 1), True, None),
+    "forged_bigger_model": (["R-MODEL-FACTS", "R-MODEL-SIZE"], _claim_bigger_model(3), True, None),
+    "wrong_architecture": (["R-MODEL-FACTS"], _set("model.architecture", "llama"), True, None),
+    "wrong_formats": (["R-MODEL-FACTS"], _set("model.formats", {"tq2_0": 14}), True, None),
+    "unknown_schema_major": (["R-SCHEMA-MAJOR"], _set("schema_version", "2.0.0"), False, None),
+    "missing_schema_version": (["R-SCHEMA"], _del("schema_version"), False, None),
+    "schema_version_not_semver": (["R-SCHEMA"], _set("schema_version", "1.0"), False, None),
+    "missing_throughput": (["R-SCHEMA"], _del("throughput"), False, None),
+    "missing_machine": (["R-SCHEMA"], _del("machine"), False, None),
+    "missing_kernel_seconds": (["R-SCHEMA"], _del("decode_kernels.0.seconds"), False, None),
+    "wrong_type_generated": (["R-SCHEMA"], lambda r: r["generation"].update(generated_tokens=str(r["generation"]["generated_tokens"])), False, None),
+    "wrong_type_token_ids": (["R-SCHEMA"], _set("generation.token_ids", "83 204 357"), False, None),
+    "negative_token_id": (["R-SCHEMA"], _set("generation.token_ids.0", -5), False, None),
+    "created_at_not_utc": (["R-SCHEMA"], _set("created_at", "2026-11-22T12:00:00+02:00"), False, None),
+    "created_at_impossible_date": (["R-SCHEMA"], _set("created_at", "2026-13-45T25:61:00Z"), False, None),
+    "negative_prefill": (["R-SCHEMA"], _set("timings.prefill_s", -1.0), False, None),
+    "negative_decode_step": (["R-SCHEMA"], _set("timings.decode_step_s.0", -0.001), False, None),
+    "unknown_field": (["R-SCHEMA"], lambda r: r.update(verified_by="trust me"), False, None),
+    "unknown_backend": (["R-SCHEMA"], _set("backend", "tpu"), False, None),
+    "malformed_sha256": (["R-SCHEMA"], _set("model.sha256", "abc"), False, None),
+    "compute_path_mock": (["R-COMPUTE-PATH"], _set("compute_path", "mock"), False, None),
+    "bad_kernel_id_grammar": (["R-KERNEL-ID", "R-KERNEL-SUBSET"], _set("kernels.0.id", "I2S-Kernel"), False, None),
+    "kernel_zero_calls": (["R-KERNEL-STATS"], _set("decode_kernels.0.calls", 0), False, None),
+    "kernel_zero_seconds": (["R-KERNEL-STATS"], _set("decode_kernels.0.seconds", 0.0), False, None),
+    "kernel_negative_bytes": (["R-KERNEL-STATS"], _set("decode_kernels.1.bytes_read", -1), False, None),
 }
 
 
@@ -149,6 +255,20 @@ def mutate(base: dict, name: str) -> dict:
     r = copy.deepcopy(base)
     MUTATIONS[name][1](r)
     return r
+
+
+def expected_yaml() -> str:
+    """bad/expected.yml: for each file, the rules that must fail (exactly these), and what the
+    check needs. Plain YAML, written without a library so the generator has no dependencies."""
+    lines = ["# Generated by tests/receipts/make_bad.py: do not edit by hand.",
+             "# FILE: {rules: the exact set of rule ids that fail, model: verify with --model <the base",
+             "#        model>, allowlist: verify with this allowlist (else an empty one)}"]
+    for name, (rules, _, needs_model, allowlist) in MUTATIONS.items():
+        lines.append(f"{name}.json:")
+        lines.append(f"  rules: [{', '.join(rules)}]")
+        lines.append(f"  model: {'true' if needs_model else 'false'}")
+        lines.append(f"  allowlist: {json.dumps(allowlist) if allowlist else 'null'}")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -159,6 +279,7 @@ def main() -> None:
         old.unlink()
     for name in MUTATIONS:
         (out / f"{name}.json").write_text(json.dumps(mutate(base, name), indent=2) + "\n")
+    (out / "expected.yml").write_text(expected_yaml())
     print(f"wrote {len(MUTATIONS)} receipts into {out}")
 
 
