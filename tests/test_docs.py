@@ -17,6 +17,17 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"<!-- doc-test -->\s*```bash\n(.*?)```", re.S)
 FIGURE = re.compile(r"\b\d+(?:\.\d+)?\s*(?:tok/s|GB/s|MB/s|KB/s|ms\b|µs\b|s per)", re.I)
 MACHINE = re.compile(r"measured on", re.I)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _verify_receipt(argv, io_):
+    from bitnet.cli.verify_receipt import main as verify_main
+
+    # doc commands name repository paths (policies/...) relative to the checkout
+    return verify_main([str(ROOT / a) if a.startswith(("policies/", "schemas/")) else a for a in argv], io_)
+
+
+RUNNERS = {"bitnet": main, "bitnet-verify-receipt": _verify_receipt}
 
 
 def doc_blocks():
@@ -32,9 +43,9 @@ def test_doc_commands_run(md, block, tmp_path, monkeypatch):
     monkeypatch.setenv("BITNET_CACHE_DIR", str(tmp_path / "cache"))
     for line in block.strip().splitlines():
         argv = shlex.split(line)
-        assert argv[0] == "bitnet", f"{md}: only bitnet commands are run by this test: {line}"
+        assert argv[0] in RUNNERS, f"{md}: only {sorted(RUNNERS)} commands are run by this test: {line}"
         out, err = io.StringIO(), io.StringIO()
-        rc = main(argv[1:], IO(out, err))
+        rc = RUNNERS[argv[0]](argv[1:], IO(out, err))
         assert rc == 0, f"{md}: `{line}` exited {rc}: {err.getvalue()}"
 
 
