@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from bitnet.errors import TokenizerError
 from bitnet.gguf.reader import GGUFReader
-from bitnet.tokenizer.pretokenize import ADD_BOS_BY_DEFAULT, PRE_TYPES
+from bitnet.tokenizer.pretokenize import ADD_BOS_BY_DEFAULT, CLEAN_SPACES_OFF, PRE_TYPES
 
 log = logging.getLogger("bitnet.tokenizer")
 
@@ -41,6 +41,20 @@ EOG_TEXTS = frozenset({
     "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
     "<\uff5cend\u2581of\u2581sentence\uff5c>", "[e~[",
 })
+#: fill-in-the-middle tokens llama.cpp finds by text (and retypes as CONTROL); the PAD, REPO and
+#: SEP ones also end generation
+FIM_TEXTS = {
+    "fim_pre": ("<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<\uff5cfim\u2581begin\uff5c>", "<PRE>",
+                "\u2581<PRE>", "<|code_prefix|>", "<|prefix|>"),
+    "fim_suf": ("<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<\uff5cfim\u2581hole\uff5c>", "<SUF>",
+                "\u2581<SUF>", "<|code_suffix|>", "<|suffix|>"),
+    "fim_mid": ("<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<\uff5cfim\u2581end\uff5c>", "<MID>",
+                "\u2581<MID>", "<|code_middle|>", "<|middle|>"),
+    "fim_pad": ("<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"),
+    "fim_rep": ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
+    "fim_sep": ("<|file_sep|>",),
+}
+_FIM_DEPRECATED = {"fim_pre": "prefix_token_id", "fim_suf": "suffix_token_id", "fim_mid": "middle_token_id"}
 #: gpt-oss tokens llama.cpp always renders (retyped USER_DEFINED)
 ALWAYS_RENDERED = ("<|channel|>", "<|message|>", "<|start|>", "<|constrain|>")
 
@@ -155,7 +169,18 @@ def read_vocab(r: GGUFReader) -> Vocab:
     eom_id = _special_id(r, "eom_token_id", n, None)
     if eom_id is None:
         eom_id = token_to_id.get("<|eom_id|>")
-    eog = {token_to_id[t] for t in EOG_TEXTS if t in token_to_id}
+    fim: dict[str, int | None] = {}
+    for kind, texts in FIM_TEXTS.items():
+        tid = _special_id(r, f"{kind}_token_id", n, None)
+        if tid is None and kind in _FIM_DEPRECATED:
+            tid = _special_id(r, _FIM_DEPRECATED[kind], n, None)
+        if tid is None:
+            tid = next((token_to_id[t] for t in texts if t in token_to_id), None)
+            if tid is not None:
+                types[tid] = CONTROL
+        fim[kind] = tid
+    eog = {tid for k in ("fim_pad", "fim_rep", "fim_sep") if (tid := fim[k]) is not None}
+    eog |= {token_to_id[t] for t in EOG_TEXTS if t in token_to_id}
     for tid in (eot_id, eom_id):
         if tid is not None:
             eog.add(tid)
@@ -194,15 +219,8 @@ def read_vocab(r: GGUFReader) -> Vocab:
         add_bos=bool(add_bos) if add_bos is not None else (spm or pre in ADD_BOS_BY_DEFAULT),
         add_eos=bool(add_eos) if add_eos is not None else False,
         add_space_prefix=(bool(asp) if asp is not None else True) if spm else False,
-        clean_spaces=not spm and pre_family not in ("deepseek-llm", "deepseek-coder") and pre not in _NO_CLEAN_SPACES,
+        clean_spaces=not spm and (pre or "default") not in CLEAN_SPACES_OFF,
         pre=pre, pre_family=pre_family, ignore_merges=ignore_merges, n_vocab=n_vocab,
         eog_ids=frozenset(eog), lstrip=frozenset(lstrip), rstrip=frozenset(rstrip),
     )
 
-
-#: BPE pre-tokenizers for which llama.cpp sets clean_spaces = false (besides the deepseek ones)
-_NO_CLEAN_SPACES = frozenset({
-    "qwen2", "stablelm2", "deepseek-r1-qwen", "qwen35", "starcoder", "refact", "command-r",
-    "smollm", "codeshell", "exaone", "minerva-7b", "dbrx", "smaug-bpe", "olmo", "jais",
-    "roberta-bpe", "falcon3", "pixtral",
-})

@@ -66,26 +66,34 @@ PATTERNS: dict[str, tuple[str, ...]] = {
 }
 
 #: `tokenizer.ggml.pre` value -> (family, ignore_merges) as llama.cpp maps them
+#: (`llama_vocab::impl::load`; aliases that only pick a family are included)
 PRE_TYPES: dict[str, tuple[str, bool]] = {
     "default": ("default", False),
-    "llama3": ("llama3", True), "llama-v3": ("llama3", True), "llama-bpe": ("llama3", True),
-    "falcon3": ("llama3", True), "pixtral": ("llama3", True), "dbrx": ("llama3", False),
-    "smaug-bpe": ("llama3", False),
-    "gpt-2": ("gpt2", False), "phi-2": ("gpt2", False), "mpt": ("gpt2", False), "olmo": ("gpt2", False),
-    "jais": ("gpt2", False), "roberta-bpe": ("gpt2", False),
-    "qwen2": ("qwen2", False), "stablelm2": ("qwen2", False), "deepseek-r1-qwen": ("qwen2", False),
+    **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0",
+                     "lfm2", "jina-v5-nano"), ("llama3", True)),
+    "dbrx": ("llama3", False), "smaug-bpe": ("llama3", False),
+    **dict.fromkeys(("gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de",
+                     "a.x-4.0", "mellum", "modern-bert", "jina-v1-en", "jina-v2-code", "roberta-bpe",
+                     "exaone4", "mpt", "olmo", "jais", "trillion", "granite-docling"), ("gpt2", False)),
+    **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "stablelm2"), ("qwen2", False)),
     "qwen35": ("qwen35", False),
-    "starcoder": ("starcoder", False), "refact": ("starcoder", False), "command-r": ("starcoder", False),
-    "smollm": ("starcoder", False), "codeshell": ("starcoder", False), "exaone": ("starcoder", False),
-    "minerva-7b": ("starcoder", False),
+    **dict.fromkeys(("starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b",
+                     "mellum2"), ("starcoder", False)),
     "falcon": ("falcon", False),
     "deepseek-coder": ("deepseek-coder", False),
     "deepseek-llm": ("deepseek-llm", False),
 }
 
+#: pre-tokenizers for which llama.cpp turns `clean_spaces` off (llama_detokenize leaves spaces
+#: before punctuation alone); every other BPE vocabulary cleans them
+CLEAN_SPACES_OFF = frozenset({
+    "command-r", "deepseek-coder", "deepseek-llm", "deepseek-r1-qwen", "qwen2", "kormo", "f2llmv2",
+    "qwen35", "smollm", "trillion", "granite-docling",
+})
+
 
 #: pre-tokenizers after which llama.cpp adds BOS unless `tokenizer.ggml.add_bos_token` says no
-ADD_BOS_BY_DEFAULT = {"llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral"}
+ADD_BOS_BY_DEFAULT = frozenset(k for k, (fam, ignore) in PRE_TYPES.items() if fam == "llama3" and ignore)
 
 
 @cache
