@@ -13,7 +13,8 @@ llama.cpp runs the gpt2 and llama3 patterns through hand-written matchers
 text (one byte per codepoint standing for its class); both only ever ask a codepoint's class
 from that table, so running the same patterns with `regex` on the pinned text gives the same
 pieces (fuzzed against libllama; see docs/reference/tokenizers.md). Patterns without
-`\\p{..}` (deepseek's literal ranges) run on the original codepoints, as std::wregex does there.
+`\\p{..}` (deepseek's literal ranges) run on the original codepoints with non-ASCII whitespace
+turned into U+000B, as llama.cpp feeds std::wregex.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from functools import cache
 
 import regex
 
-from bitnet.tokenizer.unicode import pin_to_15_1
+from bitnet.tokenizer.unicode import as_wregex_sees, pin_to_15_1
 
 _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
 _LLAMA3 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
@@ -106,15 +107,20 @@ def split(text: str, family: str) -> list[str]:
     """Apply a family's patterns in turn; matches and the gaps between them become pieces.
 
     Every pattern cuts every piece left by the previous one (`unicode_regex_split_stl`), so the
-    pieces always concatenate back to `text`. Matching runs on `pin_to_15_1(text)` for patterns
-    with Unicode classes; pieces are cut from `text` at the same offsets.
+    pieces always concatenate back to `text`. Matching runs on the text as llama.cpp's matcher
+    sees it -- `pin_to_15_1(text)` for patterns with Unicode classes, `as_wregex_sees(text)`
+    for the others -- and pieces are cut from `text` at the same offsets (both views keep one
+    codepoint per codepoint).
     """
     if not text:
         return []
-    pinned = pin_to_15_1(text)
+    pinned = wide = None
     spans = [(0, len(text))]
     for rx, uses_classes in _compiled(family):
-        src = pinned if uses_classes else text
+        if uses_classes:
+            src = pinned = pin_to_15_1(text) if pinned is None else pinned
+        else:
+            src = wide = as_wregex_sees(text) if wide is None else wide
         out: list[tuple[int, int]] = []
         for a, b in spans:
             start = a

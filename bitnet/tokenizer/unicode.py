@@ -135,6 +135,20 @@ def pin_to_15_1(text: str) -> str:
     return _CN_RX.sub(UNASSIGNED, text)
 
 
+#: llama.cpp's non-ASCII whitespace (`unicode_set_whitespace` above U+007F)
+_WIDE_WS_RX = regex.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+
+
+def as_wregex_sees(text: str) -> str:
+    """`text` as llama.cpp hands it to std::wregex for patterns without `\p{..}`: every
+    non-ASCII whitespace codepoint replaced by U+000B ("std::wregex \s does not match non-ASCII
+    whitespaces, using 0x0B as fallback"). Matters when a pattern names such a codepoint
+    literally: deepseek-llm's `[!-/:-~...\u3000-\u3002]` then no longer matches U+3000."""
+    if _WIDE_WS_RX.search(text) is None:
+        return text
+    return _WIDE_WS_RX.sub("\x0b", text)
+
+
 def regex_knows_15_1() -> bool:
     """Whether the installed `regex` classifies the newest 15.1 letters (CJK Extension I)."""
     return regex.match(r"\p{L}", "\U0002ebf0") is not None
