@@ -216,10 +216,29 @@ def _clean_spaces(text: bytes) -> bytes:
     return bytes(out)
 
 
+#: (real path, mtime_ns, size) -> Tokenizer: reading LLaMA-3's 128k tokens and 280k merges
+#: takes ~0.6 s, and a process (the CLI, a test session, the engine) often loads one file again
+_LOADED: dict[tuple[str, int, int], Tokenizer] = {}
+_LOADED_MAX = 8
+
+
 def load_tokenizer(source: GGUFReader | str | os.PathLike[str]) -> Tokenizer:
     """A tokenizer from a GGUF reader or path (a vocab-only file works); `TokenizerError` when
-    the file carries no usable tokenizer."""
+    the file carries no usable tokenizer. Paths are cached per (file, mtime, size)."""
     if isinstance(source, GGUFReader):
         return Tokenizer(read_vocab(source))
+    path = os.path.realpath(os.fspath(source))
+    try:
+        st = os.stat(path)
+        key: tuple[str, int, int] | None = (path, st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = None  # let the reader raise its own error
+    if key is not None and key in _LOADED:
+        return _LOADED[key]
     with GGUFReader(source) as r:
-        return Tokenizer(read_vocab(r))
+        tok = Tokenizer(read_vocab(r))
+    if key is not None:
+        if len(_LOADED) >= _LOADED_MAX:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = tok
+    return tok
