@@ -32,17 +32,17 @@ class BPE:
         b2u = bytes_to_unicode()
         # bytes.translate can't map to str; a latin-1 decode then str.translate can
         self._byte_map = {b: b2u[b] for b in range(256)}
-        self._cache: dict[str, list[int]] = {}
+        self.cache: dict[str, list[int]] = {}
 
     def encode_piece(self, piece: str) -> list[int]:
         """Token ids for one pre-token piece (cached)."""
-        ids = self._cache.get(piece)
+        ids = self.cache.get(piece)
         if ids is None:
             mapped = piece.encode("utf-8", "surrogatepass").decode("latin-1").translate(self._byte_map)
             ids = self.merge(mapped)
-            if len(self._cache) >= CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[piece] = ids
+            if len(self.cache) >= CACHE_LIMIT:
+                self.cache.clear()
+            self.cache[piece] = ids
         return ids
 
     def merge(self, word: str) -> list[int]:

@@ -99,41 +99,37 @@ ADD_BOS_BY_DEFAULT = frozenset(k for k, (fam, ignore) in PRE_TYPES.items() if fa
 
 @cache
 def _compiled(family: str) -> tuple[tuple[regex.Pattern, bool], ...]:
-    """The family's patterns, each with whether it uses Unicode classes (and so the pinned text)."""
-    return tuple((regex.compile(p), "\\p{" in p) for p in PATTERNS[family])
+    """The family's patterns wrapped in one capturing group (so `split` returns the matches
+    between the gaps), each with whether it uses Unicode classes (and so the pinned text)."""
+    return tuple((regex.compile(f"({p})"), "\\p{" in p) for p in PATTERNS[family])
 
 
 def split(text: str, family: str) -> list[str]:
     """Apply a family's patterns in turn; matches and the gaps between them become pieces.
 
     Every pattern cuts every piece left by the previous one (`unicode_regex_split_stl`), so the
-    pieces always concatenate back to `text`. Matching runs on the text as llama.cpp's matcher
-    sees it -- `pin_to_15_1(text)` for patterns with Unicode classes, `as_wregex_sees(text)`
-    for the others -- and pieces are cut from `text` at the same offsets (both views keep one
-    codepoint per codepoint).
+    pieces always concatenate back to `text`. Matching runs on the piece as llama.cpp's matcher
+    sees it -- `pin_to_15_1` for patterns with Unicode classes, `as_wregex_sees` for the others
+    -- and, where that view differs, pieces are cut from the original at the same offsets (both
+    views keep one codepoint per codepoint). `regex.split` with the capturing group does the
+    match/gap bookkeeping in C: this function is the encoder's hot path.
     """
     if not text:
         return []
-    pinned = wide = None
-    spans = [(0, len(text))]
+    pieces = [text]
     for rx, uses_classes in _compiled(family):
-        if uses_classes:
-            src = pinned = pin_to_15_1(text) if pinned is None else pinned
-        else:
-            src = wide = as_wregex_sees(text) if wide is None else wide
-        out: list[tuple[int, int]] = []
-        for a, b in spans:
-            start = a
-            for m in rx.finditer(src if (a, b) == (0, len(src)) else src[a:b]):
-                s, e = m.span()
-                s += a
-                e += a
-                if s > start:
-                    out.append((start, s))
-                if e > s:
-                    out.append((s, e))
-                start = e
-            if start < b:
-                out.append((start, b))
-        spans = out
-    return [text[a:b] for a, b in spans]
+        view_of = pin_to_15_1 if uses_classes else as_wregex_sees
+        out: list[str] = []
+        for piece in pieces:
+            view = view_of(piece)
+            parts = rx.split(view)
+            if view is piece:
+                out += filter(None, parts)
+            else:
+                pos = 0
+                for p in parts:
+                    if p:
+                        out.append(piece[pos:pos + len(p)])
+                        pos += len(p)
+        pieces = out
+    return pieces

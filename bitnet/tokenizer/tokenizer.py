@@ -92,14 +92,15 @@ class Tokenizer:
                 prev_special = False
         else:
             assert self._bpe is not None
-            encode_piece, family = self._bpe.encode_piece, v.pre_family
+            encode_piece, cache, family = self._bpe.encode_piece, self._bpe.cache, v.pre_family
             assert family is not None
             for frag in fragments:
                 if isinstance(frag, int):
                     out.append(frag)
-                else:
-                    for piece in split(frag, family):
-                        out.extend(encode_piece(piece))
+                    continue
+                for piece in split(frag, family):
+                    ids = cache.get(piece)  # inlined cache hit: most pieces of real text repeat
+                    out += ids if ids is not None else encode_piece(piece)
         if add_special and v.add_eos and v.eos_id is not None:
             out.append(v.eos_id)
         return out
