@@ -140,7 +140,7 @@ def ceilings(pool_mb: int) -> dict:
     dst = np.empty_like(src)
     t = min(_t(lambda: np.copyto(dst, src)) for _ in range(5))
     res = {"copy_rw_GBps": 2 * src.size / t / 1e9, "copy_read_GBps": src.size / t / 1e9}
-    del dst
+    dst = None  # free the 1 GiB before the streaming test
     try:
         from bitnet.ffi import build_shim
 
@@ -211,7 +211,7 @@ def main() -> None:
             row = {"shape": f"{out}x{k}", "format": fmt, "packed_bytes": nbytes, "f32_bytes": out * k * 4}
             for th in (1, 2):
                 for mode in ("hot", "cold"):
-                    def call(i, th=th, mode=mode, raw=raw, copies=copies, fmt=fmt):
+                    def call(i, th=th, mode=mode, raw=raw, copies=copies, fmt=fmt, x=x, out=out, k=k):
                         w = raw if mode == "hot" else copies[i % len(copies)]
                         return native_matmul(x, w, fmt, out, k, PROFILE[fmt], th)
                     sec = per_call(call, args.calls)
@@ -223,7 +223,7 @@ def main() -> None:
                 row["cold_2t_of_stream_ceiling"] = row["native_cold_2t_GBps"] / head["stream_read_2t_GBps"]
             row["cold_2t_of_copy_read"] = row["native_cold_2t_GBps"] / head["copy_read_GBps"]
             if not args.no_numpy:
-                sec = per_call(lambda i, raw=raw, fmt=fmt: reference.matmul(x, raw, fmt, out, k), 3)
+                sec = per_call(lambda i, raw=raw, fmt=fmt, x=x, out=out, k=k: reference.matmul(x, raw, fmt, out, k), 3)
                 row["numpy_int_ms"] = sec * 1e3
                 row["numpy_int_GBps"] = nbytes / sec / 1e9
             if gg is not None and fmt in GGML_TYPE:
@@ -236,7 +236,7 @@ def main() -> None:
                 pc = [gg.ffi.from_buffer("uint8_t[]", c) for c in copies]
                 for th in (1, 2):
                     for mode in ("hot", "cold"):
-                        def gcall(i, th=th, mode=mode, pw=pw, pc=pc):
+                        def gcall(i, th=th, mode=mode, pw=pw, pc=pc, ty=ty, out=out, k=k, px=px, py=py, pq=pq):
                             gg.lib.gg_gemv(ty, pw if mode == "hot" else pc[i % len(pc)], out, k, px, py, th, pq)
                         sec = per_call(gcall, args.calls)
                         row[f"ggml_{mode}_{th}t_ms"] = sec * 1e3
@@ -254,8 +254,8 @@ def main() -> None:
         blas = {}
         for th in (1, 2):
             with threadpool_limits(limits=th, user_api="blas"):
-                blas[f"hot_{th}t"] = per_call(lambda i, wf=wf: wf @ x[0], args.calls)
-                blas[f"cold_{th}t"] = per_call(lambda i, fc=fcopies: fc[i % len(fc)] @ x[0], args.calls)
+                blas[f"hot_{th}t"] = per_call(lambda i, wf=wf, x=x: wf @ x[0], args.calls)
+                blas[f"cold_{th}t"] = per_call(lambda i, fc=fcopies, x=x: fc[i % len(fc)] @ x[0], args.calls)
         del fcopies
         time.sleep(1.0)
         for row in shape_rows:
