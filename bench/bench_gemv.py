@@ -103,8 +103,12 @@ def main() -> None:
             if native:
                 dispatch.set_backend("native")
                 try:
+                    dispatch.KERNEL_LOG.reset()
                     d = timed(call, args.repeat * 20)
-                    row.update(native_ms=d * 1e3, native_GBps=w.nbytes / d / 1e9, native_vs_blas=d / blas)
+                    # what actually ran: a format without a native kernel falls back to NumPy
+                    ran = sorted(r.id for r in dispatch.KERNEL_LOG.snapshot())
+                    row.update(native_ms=d * 1e3, native_GBps=w.nbytes / d / 1e9, native_vs_blas=d / blas,
+                               native_kernel=",".join(ran))
                 except Exception as e:  # a format the native backend lacks: say so, keep going
                     row.update(native_error=type(e).__name__)
                 dispatch.set_backend("numpy")
