@@ -50,3 +50,8 @@ class BridgeError(BitNetError):
 
 class ConfigError(BitNetError, ValueError):
     """A request is inconsistent (unknown preset, arch or format; a model missing a config key)."""
+
+
+class TokenizerError(BitNetError, ValueError):
+    """A GGUF's tokenizer metadata is missing or inconsistent, or a request cannot be served
+    (an unknown pre-tokenizer, a token id outside the vocabulary)."""
