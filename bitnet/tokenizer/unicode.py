@@ -140,8 +140,8 @@ _WIDE_WS_RX = regex.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205
 
 
 def as_wregex_sees(text: str) -> str:
-    """`text` as llama.cpp hands it to std::wregex for patterns without `\p{..}`: every
-    non-ASCII whitespace codepoint replaced by U+000B ("std::wregex \s does not match non-ASCII
+    """`text` as llama.cpp hands it to std::wregex for patterns without `\\p{..}`: every
+    non-ASCII whitespace codepoint replaced by U+000B ("std::wregex \\s does not match non-ASCII
     whitespaces, using 0x0B as fallback"). Matters when a pattern names such a codepoint
     literally: deepseek-llm's `[!-/:-~...\u3000-\u3002]` then no longer matches U+3000."""
     if _WIDE_WS_RX.search(text) is None:
