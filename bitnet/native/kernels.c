@@ -15,7 +15,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__AVX2__)
+#if defined(__AVX2__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
 
@@ -39,6 +39,9 @@ int bn_openmp(void) {
 }
 
 static inline float bn_f16_to_f32(uint16_t h) {
+#if defined(__F16C__)
+    return _cvtsh_ss(h);  /* exact, like the portable path below */
+#endif
     const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
     if (exp == 0) {
@@ -343,6 +346,37 @@ static inline int32_t tq2_block_dot_avx2(const uint8_t *qs, const int8_t *x, int
 }
 #endif
 
+#if defined(__AVX2__)
+/* eight output rows at once: the integer dot of each row's block goes into one lane of a
+ * batched horizontal sum, and the float accumulation runs in eight float lanes, one row per
+ * lane, block after block: per row exactly the reference's order of operations
+ * (sumf = sumf + f32(sumi) * (d_x * d_w)), without a scalar dependency chain. */
+static void tq_rows8_avx2(int tq1, const uint8_t *w, int64_t r0, int64_t out, int64_t K, const int8_t *xq,
+                          const float *xd, const int32_t *xsb, int64_t T, float *y) {
+    const int64_t nb = K / 256, bb = tq1 ? 54 : 66, rb = nb * bb;
+    for (int64_t t = 0; t < T; t++) {
+        const int8_t *xr = xq + t * K;
+        __m256 sum = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; b++) {
+            __m256i lanes[8];
+            float dw[8];
+            for (int j = 0; j < 8; j++) {
+                const uint8_t *blk = w + (r0 + j) * rb + b * bb;
+                uint16_t dh;
+                _mm_prefetch((const char *) (blk + 4 * bb), _MM_HINT_T0);
+                lanes[j] = tq1 ? tq1_block_lanes_avx2(blk, xr + b * 256) : tq2_block_lanes_avx2(blk, xr + b * 256);
+                memcpy(&dh, blk + bb - 2, 2);
+                dw[j] = bn_f16_to_f32(dh);
+            }
+            const __m256i acc = _mm256_sub_epi32(hsum8_i32(lanes), _mm256_set1_epi32(xsb[t * nb + b]));
+            const __m256 d = _mm256_mul_ps(_mm256_set1_ps(xd[t * nb + b]), _mm256_loadu_ps(dw));
+            sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_cvtepi32_ps(acc), d));
+        }
+        _mm256_storeu_ps(y + t * out + r0, sum);
+    }
+}
+#endif
+
 static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xd,
                    const int32_t *bsums, int64_t T, float *y, int threads, int force_scalar) {
     int variant = 0;
@@ -361,8 +395,18 @@ static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8
         for (int g = 0; g < 16; g++) s += bsums[i * 16 + g];
         xsb[i] = s;
     }
-    #pragma omp parallel for num_threads(threads) schedule(static) if(threads > 1)
-    for (int64_t r = 0; r < out; r++) {
+    /* AVX2: groups of eight rows, then the remaining rows one by one */
+    const int64_t r8 = variant ? out / 8 * 8 : 0;
+    #pragma omp parallel num_threads(threads) if(threads > 1)
+    {
+#if defined(__AVX2__)
+    if (variant) {
+        #pragma omp for schedule(static) nowait
+        for (int64_t g = 0; g < out / 8; g++) tq_rows8_avx2(tq1, w, 8 * g, out, K, xq, xd, xsb, T, y);
+    }
+#endif
+    #pragma omp for schedule(static)
+    for (int64_t r = r8; r < out; r++) {
         uint8_t codes[256];
         float sum[64];
         for (int64_t t0 = 0; t0 < T; t0 += 64) {
@@ -428,6 +472,7 @@ static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8
             }
             for (int64_t t = 0; t < tn; t++) y[(t0 + t) * out + r] = sum[t];
         }
+    }
     }
     free(xsb);
     return variant;

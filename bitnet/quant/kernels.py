@@ -28,9 +28,10 @@ import numpy as np
 from bitnet.errors import FormatError
 from bitnet.quant import i2s, rust_port, tq
 from bitnet.quant.activations import QuantizedRows
+from bitnet.quant.blocks import raw_blocks
 from bitnet.quant.weights import PackedWeight
 
-CHUNK_ELEMENTS = 1 << 22  # 4M code values (16 MB as float32) per chunk
+CHUNK_ELEMENTS = 1 << 18  # 256K code values (1 MB as float32) per chunk: see docs/explanation/kernels.md
 EXACT_K_LIMIT = (1 << 24) // (3 * 128)
 
 
@@ -95,14 +96,18 @@ def _values(w: PackedWeight, r0: int, r1: int) -> np.ndarray:
 
 
 def block_scales(w: PackedWeight) -> np.ndarray:
-    """Per-block weight scales float32 [out, K/block] for the blocked flavors."""
+    """Per-block weight scales float32 [out, K/block] for the blocked flavors, read from the
+    scale bytes of each block only (a strided view: no code is decoded to get them)."""
     k = w.in_features
     if w.flavor in ("tq2_0", "tq1_0"):
-        fn = tq.tq2_0_codes if w.flavor == "tq2_0" else tq.tq1_0_codes
-        return fn(w.raw, w.out_features * k)[1].reshape(w.out_features, k // tq.QK)
-    if w.flavor == "bitnet32":
-        return rust_port.bitnet32_codes(w.raw, w.out_features * k)[1].reshape(w.out_features, k // rust_port.B32)
-    raise FormatError(f"{w.name}: {w.flavor} has no block scales")
+        bb, block = (tq.TQ2_BYTES if w.flavor == "tq2_0" else tq.TQ1_BYTES), tq.QK
+    elif w.flavor == "bitnet32":
+        bb, block = rust_port.B32_BYTES, rust_port.B32
+    else:
+        raise FormatError(f"{w.name}: {w.flavor} has no block scales")
+    blocks = raw_blocks(w.raw, w.out_features * k, block, bb, w.flavor)
+    d = np.ascontiguousarray(blocks[:, bb - 2:]).view("<f2")  # the f16 d closes every block
+    return d.astype(np.float32).reshape(w.out_features, k // block)
 
 
 def _chunks(w: PackedWeight) -> Iterator[tuple[int, int]]:

@@ -81,7 +81,16 @@ def pack_qk256(ternary: np.ndarray) -> np.ndarray:
     return _lsb_pack((ternary.astype(np.int8) + 1).view(np.uint8))
 
 
+def byte_table(lut: tuple[int, int, int, int]) -> np.ndarray:
+    """int8 [256, 4]: the four values an LSB-first byte holds, element order. One gather per
+    byte replaces four shifts, four masks and a per-element table lookup."""
+    return np.asarray(lut, np.int8)[_lsb_unpack(np.arange(256, dtype=np.uint8)).reshape(256, 4)]
+
+
 def qk256_values(raw: np.ndarray, n: int, lut: tuple[int, int, int, int]) -> np.ndarray:
     """-> integer weight values int8 [n] through an explicit code table."""
     b = raw_blocks(raw, n, QK256, QK256_BYTES, "QK256")
-    return np.asarray(lut, np.int8)[_lsb_unpack(b.reshape(-1))]
+    # the 4 values of a byte as one int32 word: a 1-D gather of words is ~5x faster than
+    # fancy-indexing the [256, 4] table's rows
+    words = byte_table(lut).view(np.int32).reshape(-1)
+    return np.take(words, b.reshape(-1)).view(np.int8)
