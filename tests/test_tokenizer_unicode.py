@@ -13,7 +13,13 @@ import pytest
 import regex
 
 from bitnet.tokenizer.pretokenize import PATTERNS, split
-from bitnet.tokenizer.unicode import UNASSIGNED, as_wregex_sees, cn_ranges, pin_to_15_1, regex_knows_15_1
+from bitnet.tokenizer.unicode import (
+    UNASSIGNED,
+    as_wregex_sees,
+    cn_ranges,
+    pin_to_15_1,
+    regex_knows_15_1,
+)
 from tests._vocab import tokenizer, vocab_files, vocab_path
 
 #: (vocab, text, libllama's ids with add_special=false)
