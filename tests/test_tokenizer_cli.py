@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import shlex
 
 import pytest
 
 from bitnet.cli import IO, main
-from tests._vocab import vocab_path
+from tests._vocab import REPO, vocab_path
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -73,3 +75,20 @@ def test_bad_file_and_model(tmp_path, vocab):
     assert rc == 2 and "nope.gguf" in err
     rc, _, err = run("tokenize", vocab, "--decode", "x")  # argparse: usage + one error line, exit 2
     assert rc == 2
+
+
+HOWTO = REPO / "docs" / "how-to" / "tokenize.md"
+
+
+def test_howto_transcript_is_what_the_commands_print(tmp_path, monkeypatch):
+    """docs/how-to/tokenize.md shows output for its commands; they must print exactly that."""
+    text = HOWTO.read_text(encoding="utf-8")
+    transcript = re.search(r"```text\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    assert run("synth", "m.gguf")[0] == 0
+    commands = re.findall(r"^\$ bitnet (.*)\n((?:(?!\$ ).*\n)*)", transcript, re.M)
+    assert len(commands) >= 5
+    for command, expected in commands:
+        rc, out, err = run(*shlex.split(command))
+        assert rc == 0, err
+        assert out == expected, command
