@@ -189,7 +189,11 @@ class Engine:
         """End-of-generation ids straight from the metadata (no tokenizer needed)."""
         r = self.model.reader
         keys = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
-        return {int(r.get(k)) for k in keys if r.get(k) is not None}
+        ids = {int(r.get(k)) for k in keys if r.get(k) is not None}
+        if self._has_tokenizer():  # llama.cpp also finds EOT/EOG tokens by their text
+            tok = self.tokenizer
+            ids |= {i for i in range(tok.real_vocab_size) if tok.is_eog(i)}
+        return ids
 
     def _piece(self, tok: int) -> str:
         return self.tokenizer.decode([tok]) if self._has_tokenizer() else ""
