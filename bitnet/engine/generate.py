@@ -79,6 +79,7 @@ class Engine:
         self.path = Path(model_path)
         self.max_ctx = max_ctx or self.model.config.n_ctx
         self._tokenizer = None
+        self._eog: set[int] | None = None  # computed once: scanning a 128k vocabulary per call is waste
         self.load_s = time.perf_counter() - t0
 
     @property
@@ -186,6 +187,11 @@ class Engine:
         return "tokenizer.ggml.tokens" in self.model.reader.fields
 
     def _eog_ids(self) -> set[int]:
+        if self._eog is None:
+            self._eog = self._find_eog_ids()
+        return self._eog
+
+    def _find_eog_ids(self) -> set[int]:
         """End-of-generation ids straight from the metadata (no tokenizer needed)."""
         r = self.model.reader
         keys = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")

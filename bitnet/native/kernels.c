@@ -524,37 +524,6 @@ int bn_gemm_f16(const uint16_t *w, int64_t rows, int64_t K, const float *x, int6
     return variant;
 }
 
-/* ---- fused entry points: quantize the activations and multiply in one call ----------------
- * (one crossing of the Python/C boundary per projection instead of two, no NumPy temporaries) */
-int bn_linear_i2s(const uint8_t *w, int64_t out, int64_t K, const float *x, int64_t T, float wscale,
-                  float *y, int threads) {
-    int8_t *q = (int8_t *) malloc((size_t) (T * K));
-    float *s = (float *) malloc(sizeof(float) * (size_t) T);
-    int32_t *sums = (int32_t *) malloc(sizeof(int32_t) * (size_t) T);
-    int v = -1;
-    if (q && s && sums) {
-        bn_quant_i8_s(x, T, K, q, s, sums);
-        v = i2s_gemm(w, out, K, q, s, sums, T, wscale, y, threads, bn_force_scalar);
-    }
-    free(q); free(s); free(sums);
-    return v;
-}
-
-int bn_linear_tq_q8k(int tq1, const uint8_t *w, int64_t out, int64_t K, const float *x, int64_t T,
-                     float *y, int threads) {
-    const int64_t nb = K / 256;
-    int8_t *q = (int8_t *) malloc((size_t) (T * K));
-    float *d = (float *) malloc(sizeof(float) * (size_t) (T * nb));
-    int32_t *bs = (int32_t *) malloc(sizeof(int32_t) * (size_t) (T * nb * 16));
-    int v = -1;
-    if (q && d && bs) {
-        bn_quant_q8k(x, T, K, q, d, bs);
-        v = tq_gemm(tq1, w, out, K, q, d, bs, T, y, threads, bn_force_scalar);
-    }
-    free(q); free(d); free(bs);
-    return v;
-}
-
 /* one entry for the Python API: fmt 0 = I2_S (x86) x per-token int8, 1 = TQ2_0 x Q8_K,
  * 2 = TQ1_0 x Q8_K; force_scalar picks the portable variant for this call only.
  * Returns the variant that ran (1 = AVX2, 0 = scalar), -1 if out of memory, -2 bad fmt. */
@@ -583,4 +552,16 @@ int bn_linear(int fmt, const uint8_t *w, int64_t out, int64_t K, const float *x,
     }
     free(q); free(d); free(bs);
     return v;
+}
+
+/* the dispatcher's fused entry points (one crossing of the Python/C boundary per projection):
+ * thin names over bn_linear, honouring bn_set_force_scalar */
+int bn_linear_i2s(const uint8_t *w, int64_t out, int64_t K, const float *x, int64_t T, float wscale,
+                  float *y, int threads) {
+    return bn_linear(0, w, out, K, x, T, wscale, y, threads, bn_force_scalar);
+}
+
+int bn_linear_tq_q8k(int tq1, const uint8_t *w, int64_t out, int64_t K, const float *x, int64_t T,
+                     float *y, int threads) {
+    return bn_linear(tq1 ? 2 : 1, w, out, K, x, T, 0.0f, y, threads, bn_force_scalar);
 }
