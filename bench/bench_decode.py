@@ -1,8 +1,11 @@
 """Decode speed side by side, in one run: our engine (native and NumPy backends) vs upstream
 llama.cpp (libllama through the crossval shim) on the same 2B-4T-shaped TQ2_0 `bitnet` model,
 plus our engine on the I2_S `bitnet-b1.58` twin, and the ratio to the memory-bandwidth ceiling.
+With --bitnet-cpp-dir (a local build of microsoft/BitNet: its libllama fork), also bitnet.cpp
+vs our engine on one I2_S model with arch `bitnet` (the only BitNet arch that fork loads).
 
-Usage: python bench/bench_decode.py [--cpp-dir DIR] [--tokens 16] [--prompt-tokens 16] [--skip-numpy]
+Usage: python bench/bench_decode.py [--cpp-dir DIR] [--bitnet-cpp-dir DIR] [--tokens 16]
+                                    [--prompt-tokens 16] [--skip-numpy] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -64,6 +67,18 @@ def ours(path: Path, backend: str, profile: str, prompt: list[int], n: int) -> d
 
 
 def llama_cpp(cpp_dir: str, path: Path, prompt: list[int], n: int) -> dict:
+    """libllama's decode speed, measured in a child process: upstream llama.cpp and the
+    bitnet.cpp fork both ship a `libllama.so`, and one process can hold only one of them."""
+    import subprocess
+
+    cmd = [sys.executable, __file__, "--measure-ref", cpp_dir, str(path), ",".join(map(str, prompt)), str(n)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if p.returncode:
+        raise SystemExit(f"measuring {cpp_dir} on {path} failed:\n{p.stderr[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _measure_ref(cpp_dir: str, path: Path, prompt: list[int], n: int) -> dict:
     from crossval.reference import locate, shim_for
 
     mod = shim_for(locate(cpp_dir))
@@ -85,11 +100,16 @@ def llama_cpp(cpp_dir: str, path: Path, prompt: list[int], n: int) -> dict:
 
 
 def main() -> None:
+    if len(sys.argv) == 6 and sys.argv[1] == "--measure-ref":
+        _, _, d, path, prompt, n = sys.argv
+        print(json.dumps(_measure_ref(d, Path(path), [int(i) for i in prompt.split(",")], int(n))))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--cpp-dir", default=None, help="reference folder (python -m crossval.setup --print-dir)")
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--prompt-tokens", type=int, default=16)
     ap.add_argument("--skip-numpy", action="store_true")
+    ap.add_argument("--bitnet-cpp-dir", default=None, help="a microsoft/BitNet checkout with its build/ (optional)")
     args = ap.parse_args()
     vocab = None
     for cand in (Path(args.cpp_dir) / "vocab" if args.cpp_dir else None, Path("../shared/vocab")):
@@ -111,7 +131,15 @@ def main() -> None:
     if args.cpp_dir:
         res["llama_cpp_tq2_0"] = llama_cpp(args.cpp_dir, tq2, prompt, args.tokens)
         res["ratio_native_vs_llama_cpp_decode"] = res["ours_native_tq2_0"]["decode_tok_s"] / res["llama_cpp_tq2_0"]["decode_tok_s"]
-    for k in ("ours_native_tq2_0", "ours_native_i2_s"):
+    ceiling_keys = ["ours_native_tq2_0", "ours_native_i2_s"]
+    if args.bitnet_cpp_dir:
+        i2s_up = model("bitnet", "i2_s", vocab)
+        res["ours_native_i2_s_arch_bitnet"] = ours(i2s_up, "native", "bitnet.cpp", prompt, args.tokens)
+        res["bitnet_cpp_i2_s"] = llama_cpp(args.bitnet_cpp_dir, i2s_up, prompt, args.tokens)
+        res["ratio_native_vs_bitnet_cpp_decode"] = (res["ours_native_i2_s_arch_bitnet"]["decode_tok_s"]
+                                                    / res["bitnet_cpp_i2_s"]["decode_tok_s"])
+        ceiling_keys.append("ours_native_i2_s_arch_bitnet")
+    for k in ceiling_keys:
         r = res[k]
         r["ceiling_tok_s"] = bw / r["bytes_per_token"]
         r["fraction_of_ceiling"] = r["decode_tok_s"] / r["ceiling_tok_s"]

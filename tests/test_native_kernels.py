@@ -87,13 +87,15 @@ def check(fmt, variant, out, k, T, xscale, seed, threads=None, zero_frac=0.3):
     y, kid = native_matmul(x, raw, fmt, out, k, PROFILE[fmt], threads, variant=variant)
     ref = reference.matmul(x, raw, fmt, out, k)
     np.testing.assert_array_equal(y.view(np.uint32), ref.view(np.uint32))
-    simd = "scalar" if variant == "scalar" or not native.lib().bn_has_avx2() else "avx2"
+    best = native.VARIANTS[native.lib().bn_simd_level()]
+    simd = {"auto": best, "avx2": "avx2" if best != "scalar" else "scalar", "scalar": "scalar"}[variant]
     assert kid == f"{STEM[fmt]}_{simd}_{'gemv' if T == 1 else 'gemm'}"
 
 
 @needs_native
 @pytest.mark.ac10
-@pytest.mark.parametrize("variant", ["auto", "scalar"])
+@pytest.mark.ac20
+@pytest.mark.parametrize("variant", ["auto", "avx2", "scalar"])
 @settings(max_examples=40, deadline=None)
 @given(out=st.integers(1, 48), blocks=st.integers(1, 24), T=st.integers(1, 8),
        xscale=st.sampled_from([1e-6, 1e-2, 1.0, 300.0]), seed=st.integers(0, 2**20))
@@ -102,8 +104,9 @@ def test_i2s_bit_identical(variant, out, blocks, T, xscale, seed):
 
 
 @needs_native
+@pytest.mark.ac20
 @pytest.mark.parametrize("fmt", ["tq2_0", "tq1_0"])
-@pytest.mark.parametrize("variant", ["auto", "scalar"])
+@pytest.mark.parametrize("variant", ["auto", "avx2", "scalar"])
 @settings(max_examples=30, deadline=None)
 @given(out=st.integers(1, 40), blocks=st.integers(1, 12), T=st.integers(1, 8),
        xscale=st.sampled_from([1e-6, 1e-2, 1.0, 300.0]), seed=st.integers(0, 2**20))
@@ -159,6 +162,7 @@ def test_quantizers_bit_identical(T, blocks, scale, seed):
 
 
 @needs_native
+@pytest.mark.ac20
 def test_scalar_forced_by_env(monkeypatch):
     t = ternary_weight(np.random.default_rng(3), 8, 256, 0.3)
     raw = pack_i2s(t, 0.5)
@@ -166,8 +170,13 @@ def test_scalar_forced_by_env(monkeypatch):
     monkeypatch.setenv(native.SCALAR_ENV, "1")
     assert native_matmul(x, raw, "i2_s", 8, 256, "per-token-absmax")[1] == "i2s_x86_scalar_gemv"
     monkeypatch.delenv(native.SCALAR_ENV)
-    want = "avx2" if native.lib().bn_has_avx2() else "scalar"
+    want = native.VARIANTS[native.lib().bn_simd_level()]
     assert native_matmul(x, raw, "i2_s", 8, 256, "per-token-absmax")[1] == f"i2s_x86_{want}_gemv"
+    assert native.best_variant() == want
+    monkeypatch.setenv(native.NO_VNNI_ENV, "1")  # AVX2 without vpdpbusd, where AVX2 is there
+    no_vnni = "scalar" if want == "scalar" else "avx2"
+    assert native_matmul(x, raw, "i2_s", 8, 256, "per-token-absmax")[1] == f"i2s_x86_{no_vnni}_gemv"
+    assert native.best_variant() == no_vnni
 
 
 @needs_native

@@ -20,6 +20,7 @@ SOURCE = Path(__file__).with_name("kernels.c")
 CDEF = """
 void bn_set_force_scalar(int v);
 int bn_has_avx2(void);
+int bn_simd_level(void);
 int bn_openmp(void);
 void bn_quant_i8_s(const float *x, int64_t T, int64_t K, int8_t *q, float *s, int32_t *sums);
 void bn_quant_q8k(const float *x, int64_t T, int64_t K, int8_t *q, float *d, int32_t *bsums);
@@ -35,7 +36,7 @@ int bn_linear_i2s(const uint8_t *w, int64_t out, int64_t K, const float *x, int6
 int bn_linear_tq_q8k(int tq1, const uint8_t *w, int64_t out, int64_t K, const float *x, int64_t T,
                      float *y, int threads);
 int bn_linear(int fmt, const uint8_t *w, int64_t out, int64_t K, const float *x, int64_t T, float wscale,
-              float *y, int threads, int force_scalar);
+              float *y, int threads, int cap);
 """
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
 #: tried in order: the first that compiles is used (a compiler without OpenMP, or one that does
@@ -47,6 +48,12 @@ FLAG_SETS: tuple[tuple[list[str], list[str]], ...] = (
 )
 #: force the portable scalar variant in every call (tests, A/B timing): BITNET_NATIVE_SCALAR=1
 SCALAR_ENV = "BITNET_NATIVE_SCALAR"
+#: keep AVX2 but not its VNNI form (vpdpbusd) where both were compiled in: BITNET_NATIVE_NO_VNNI=1
+NO_VNNI_ENV = "BITNET_NATIVE_NO_VNNI"
+#: what a kernel's return value means: the variant that ran, as it appears in kernel ids
+VARIANTS = {0: "scalar", 1: "avx2", 2: "avxvnni"}
+#: native_matmul(variant=...) -> the C cap argument (0 = best compiled in, 1 = scalar, 2 = AVX2 without VNNI)
+CAPS = {"auto": 0, "scalar": 1, "avx2": 2}
 #: skip the native kernels altogether (as if no compiler were there): BITNET_NATIVE=0
 DISABLE_ENV = "BITNET_NATIVE"
 
@@ -83,7 +90,7 @@ def _module():
         try:
             m = build_shim("bitnet_native_kernels", source, CDEF,
                            extra_compile_args=cflags, extra_link_args=lflags)
-            m.lib.bn_set_force_scalar(int(_force_scalar()))  # the fused/dispatcher entry points
+            m.lib.bn_set_force_scalar(_env_cap())  # the fused/dispatcher entry points
             return m
         except BridgeError as e:
             if "no C compiler" in str(e):
@@ -99,9 +106,11 @@ def native_status() -> tuple[bool, str]:
         m = _module()
     except BridgeError as e:
         return False, str(e)
-    simd = "AVX2" if m.lib.bn_has_avx2() else "scalar"
-    if os.environ.get(SCALAR_ENV, "0") not in ("", "0"):
+    simd = {0: "scalar", 1: "AVX2", 2: "AVX2 + VNNI"}[m.lib.bn_simd_level()]
+    if _env_cap() == 1:
         simd += f", scalar forced by {SCALAR_ENV}"
+    elif _env_cap() == 2:
+        simd += f", VNNI off by {NO_VNNI_ENV}"
     omp = "OpenMP" if m.lib.bn_openmp() else "single-threaded"
     return True, f"native kernels built ({simd}, {omp})"
 
@@ -132,8 +141,31 @@ def default_threads() -> int:
     return int(v) if v else (os.cpu_count() or 1)
 
 
-def _force_scalar() -> bool:
-    return os.environ.get(SCALAR_ENV, "0") not in ("", "0")
+def _env_cap() -> int:
+    if os.environ.get(SCALAR_ENV, "0") not in ("", "0"):
+        return CAPS["scalar"]
+    if os.environ.get(NO_VNNI_ENV, "0") not in ("", "0"):
+        return CAPS["avx2"]
+    return CAPS["auto"]
+
+
+def best_variant() -> str:
+    """The variant an unconstrained call runs here: `avxvnni`, `avx2` or `scalar` (after the
+    BITNET_NATIVE_SCALAR / BITNET_NATIVE_NO_VNNI caps)."""
+    level = lib().bn_simd_level()
+    cap = _env_cap()
+    if cap == 1:
+        level = 0
+    elif cap == 2:
+        level = min(level, 1)
+    return VARIANTS[level]
+
+
+def variant_name(v: int) -> str:
+    """The name of a kernel's return value (the variant that ran); negative = out of memory."""
+    if v < 0:
+        raise MemoryError("native kernel could not allocate its activation buffers")
+    return VARIANTS[v]
 
 
 #: (format, activation profile) -> (C fmt code, kernel id stem, block elements)
@@ -154,8 +186,9 @@ def native_matmul(x: np.ndarray, raw: np.ndarray, fmt: str, out_features: int, i
     with their f16 scales. The activations are quantized in C with `profile`'s quantizer
     (`per-token-absmax` for I2_S, `q8_k-block256` for TQ*), bit-identical to the definitions in
     FORMATS.md; integer dot products are exact (int32). `variant`: "auto" (AVX2 when compiled
-    in, unless BITNET_NATIVE_SCALAR=1) or "scalar". Returns (y, kernel_id), the id naming the
-    variant that actually ran, e.g. `i2s_x86_avx2_gemv`, `tq1_0_scalar_gemm`.
+    in: AVX2 with VNNI where the CPU has it, unless BITNET_NATIVE_SCALAR=1 or
+    BITNET_NATIVE_NO_VNNI=1), "avx2" (no VNNI) or "scalar". Returns (y, kernel_id), the id naming
+    the variant that actually ran, e.g. `i2s_x86_avxvnni_gemv`, `tq1_0_scalar_gemm`.
     Raises BridgeError when the kernels are unavailable (see native_status()), FormatError for
     a (fmt, profile) pair without a kernel or a mis-sized buffer."""
     from bitnet.errors import ConfigError, FormatError
@@ -167,8 +200,8 @@ def native_matmul(x: np.ndarray, raw: np.ndarray, fmt: str, out_features: int, i
     code, stem, blk = key
     if in_features % blk or in_features <= 0 or out_features <= 0:
         raise FormatError(f"{fmt}: in_features {in_features} must be a positive multiple of {blk}")
-    if variant not in ("auto", "scalar"):
-        raise ConfigError(f"variant must be 'auto' or 'scalar', got {variant!r}")
+    if variant not in CAPS:
+        raise ConfigError(f"variant must be one of {sorted(CAPS)}, got {variant!r}")
     x = np.ascontiguousarray(x, np.float32)
     if x.ndim == 1:
         x = x[None, :]
@@ -186,10 +219,10 @@ def native_matmul(x: np.ndarray, raw: np.ndarray, fmt: str, out_features: int, i
     m = _module()
     t = x.shape[0]
     y = np.empty((t, out_features), np.float32)
-    scalar = variant == "scalar" or _force_scalar()
+    cap = CAPS[variant] or _env_cap()  # an explicit variant wins; "auto" obeys the environment
+    if variant == "avx2" and _env_cap() == 1:
+        cap = 1
     v = m.lib.bn_linear(code, m.ffi.from_buffer("uint8_t[]", raw), out_features, in_features,
                         m.ffi.from_buffer("float[]", x), t, wscale, m.ffi.from_buffer("float[]", y),
-                        threads, int(scalar))
-    if v < 0:
-        raise MemoryError("native kernel could not allocate its activation buffers")
-    return y, f"{stem}_{'avx2' if v == 1 else 'scalar'}_{'gemv' if t == 1 else 'gemm'}"
+                        threads, cap)
+    return y, f"{stem}_{variant_name(v)}_{'gemv' if t == 1 else 'gemm'}"

@@ -2,7 +2,7 @@
 
 A native kernel takes the float activations, quantizes them in C with the profile's quantizer
 (bit-identical to bitnet.quant.activations) and returns (y, kernel_id) where the id names the
-variant that ran: `i2s_x86_avx2_gemv`, `i2s_x86_scalar_gemv`, `tq2_0_avx2_gemv`, ... Pairs it
+variant that ran: `i2s_x86_avxvnni_gemv`, `i2s_x86_avx2_gemv`, `i2s_x86_scalar_gemv`, `tq2_0_avx2_gemv`, ... Pairs it
 does not cover (other flavors and profiles) return None, and the dispatcher falls back to NumPy
 outside strict mode.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from bitnet.errors import ConfigError
-from bitnet.native import default_threads, ffi, lib, native_status
+from bitnet.native import default_threads, ffi, lib, native_status, variant_name
 from bitnet.quant import dispatch
 from bitnet.quant.weights import PackedWeight
 
@@ -60,10 +60,7 @@ def quant_q8k(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return q, d, bs
 
 
-def _variant(v: int) -> str:
-    if v < 0:
-        raise MemoryError("native kernel could not allocate its activation buffers")
-    return "avx2" if v == 1 else "scalar"
+_variant = variant_name
 
 
 _FFI, _LIB = ffi(), lib()

@@ -19,6 +19,17 @@
 #include <immintrin.h>
 #endif
 
+#if defined(__AVX2__) && (defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__)))
+#define BN_VNNI 1
+#define BN_LEVEL 2
+#elif defined(__AVX2__)
+#define BN_LEVEL 1
+#else
+#define BN_LEVEL 0
+#endif
+
+/* the variant cap of the dispatcher's entry points: 0 = the best compiled in, 1 = scalar,
+ * 2 = AVX2 without VNNI (A/B timing and the tests that check every variant bit for bit) */
 static int bn_force_scalar = 0;
 void bn_set_force_scalar(int v) { bn_force_scalar = v; }
 
@@ -28,6 +39,16 @@ int bn_has_avx2(void) {
 #else
     return 0;
 #endif
+}
+
+/* the best variant compiled in: 2 = AVX2 + VNNI (vpdpbusd), 1 = AVX2, 0 = scalar */
+int bn_simd_level(void) { return BN_LEVEL; }
+
+/* the variant a call runs under a cap (see bn_set_force_scalar) */
+static int bn_pick(int cap) {
+    if (cap == 1) return 0;
+    if (cap == 2 && BN_LEVEL > 1) return 1;
+    return BN_LEVEL;
 }
 
 int bn_openmp(void) {
@@ -135,6 +156,17 @@ static void i2s_row_scalar(const uint8_t *w, int64_t K, const int8_t *xq, int64_
     }
 }
 
+#if defined(BN_VNNI)
+/* u8 x s8 products summed four at a time into int32 lanes: exact, no int16 stage */
+static inline __m256i bn_dpbusd(__m256i acc, __m256i u8, __m256i s8) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(acc, u8, s8);
+#else
+    return _mm256_dpbusd_avx_epi32(acc, u8, s8);
+#endif
+}
+#endif
+
 #if defined(__AVX2__)
 static inline int32_t hsum_i32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -179,22 +211,45 @@ static void i2s_row_avx2(const uint8_t *w, int64_t K, const int8_t *xq, const in
 }
 #endif
 
+#if defined(BN_VNNI)
+/* bytes of weights the I2_S kernels prefetch ahead of the row they read (a linear stream) */
+#define I2S_PREFETCH 2048
+/* four independent int32 accumulators (one per code shift) keep vpdpbusd's latency hidden */
+static void i2s_row_vnni(const uint8_t *w, int64_t K, const int8_t *xq, const int32_t *xsum, int64_t T, int32_t *acc) {
+    const __m256i mask = _mm256_set1_epi8(3);
+    const int64_t nb = K / 128;
+    for (int64_t t = 0; t < T; t++) {
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+        const int8_t *xr = xq + t * K;
+        for (int64_t blk = 0; blk < nb; blk++) {
+            _mm_prefetch((const char *) (w + blk * 32 + I2S_PREFETCH), _MM_HINT_T0);
+            const __m256i b = _mm256_loadu_si256((const __m256i *) (w + blk * 32));
+            const int8_t *xb = xr + blk * 128;
+            a0 = bn_dpbusd(a0, _mm256_and_si256(_mm256_srli_epi16(b, 6), mask), _mm256_loadu_si256((const __m256i *) xb));
+            a1 = bn_dpbusd(a1, _mm256_and_si256(_mm256_srli_epi16(b, 4), mask), _mm256_loadu_si256((const __m256i *) (xb + 32)));
+            a2 = bn_dpbusd(a2, _mm256_and_si256(_mm256_srli_epi16(b, 2), mask), _mm256_loadu_si256((const __m256i *) (xb + 64)));
+            a3 = bn_dpbusd(a3, _mm256_and_si256(b, mask), _mm256_loadu_si256((const __m256i *) (xb + 96)));
+        }
+        acc[t] = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3))) - xsum[t];
+    }
+}
+#endif
+
 /* y[t, r] = (sum_j (code-1) x_tj) / s_t * wscale */
 static int i2s_gemm(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xs, const int32_t *xsum,
-                    int64_t T, float wscale, float *y, int threads, int force_scalar) {
-    int variant = 0;
-#if defined(__AVX2__)
-    variant = force_scalar ? 0 : 1;
-#else
-    (void) force_scalar;
-#endif
+                    int64_t T, float wscale, float *y, int threads, int cap) {
+    const int variant = bn_pick(cap);
     #pragma omp parallel for num_threads(threads) schedule(static) if(threads > 1)
     for (int64_t r = 0; r < out; r++) {
         int32_t acc[64];
         for (int64_t t0 = 0; t0 < T; t0 += 64) {
             const int64_t tn = T - t0 < 64 ? T - t0 : 64;
+#if defined(BN_VNNI)
+            if (variant == 2) i2s_row_vnni(w + r * (K / 4), K, xq + t0 * K, xsum + t0, tn, acc);
+            else
+#endif
 #if defined(__AVX2__)
-            if (variant) i2s_row_avx2(w + r * (K / 4), K, xq + t0 * K, xsum + t0, tn, acc);
+            if (variant == 1) i2s_row_avx2(w + r * (K / 4), K, xq + t0 * K, xsum + t0, tn, acc);
             else
 #endif
             i2s_row_scalar(w + r * (K / 4), K, xq + t0 * K, tn, acc);
@@ -242,26 +297,15 @@ static inline void tq1_codes(const uint8_t *blk, uint8_t *c) {
 }
 
 /* sum((code - 1) * x) over one block of decoded codes; xs = sum(x) of the block (from bsums) */
-static inline int32_t block_dot(const uint8_t *c, const int8_t *x, int32_t xs, int avx2) {
-#if defined(__AVX2__)
-    if (avx2) {
-        const __m256i ones = _mm256_set1_epi16(1);
-        __m256i a = _mm256_setzero_si256();
-        for (int i = 0; i < 256; i += 32)
-            a = _mm256_add_epi32(a, dot_u2_i8(_mm256_loadu_si256((const __m256i *) (c + i)), x + i, ones));
-        return hsum_i32(a) - xs;
-    }
-#else
-    (void) avx2;
-#endif
+static inline int32_t block_dot(const uint8_t *c, const int8_t *x, int32_t xs) {
     int32_t s = 0;
     for (int i = 0; i < 256; i++) s += (int) c[i] * x[i];
     return s - xs;
 }
 
 #if defined(__AVX2__)
-/* TQ2_0 straight from the packed block: byte 32h+m holds elements 128h+32n+m at bits 2n */
-/* the un-reduced int32 lanes of one TQ2_0 block's dot product (sum(code * x), codes 0..2) */
+/* TQ2_0 straight from the packed block: byte 32h+m holds elements 128h+32n+m at bits 2n;
+ * the un-reduced int32 lanes of one TQ2_0 block's dot product (sum(code * x), codes 0..2) */
 static inline __m256i tq2_block_lanes_avx2(const uint8_t *qs, const int8_t *x) {
     const __m256i mask = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
     __m256i a16 = _mm256_setzero_si256();
@@ -330,61 +374,163 @@ static inline __m256i hsum8_i32(const __m256i v[8]) {
     return _mm256_add_epi32(lo, hi);
 }
 
-static inline int32_t tq2_block_dot_avx2(const uint8_t *qs, const int8_t *x, int32_t xs) {
-    const __m256i mask = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
-    __m256i a = _mm256_setzero_si256();
-    _mm_prefetch((const char *) (qs + 1056), _MM_HINT_T0);  /* 16 blocks ahead */
+#endif
+
+#if defined(BN_VNNI)
+/* the same lanes as tq2_block_lanes_avx2 sums (different per-lane split, equal total), with
+ * vpdpbusd into two int32 accumulators instead of maddubs + an int16 stage */
+static inline __m256i tq2_block_lanes_vnni(const uint8_t *qs, const int8_t *x) {
+    const __m256i mask = _mm256_set1_epi8(3);
+    __m256i a = _mm256_setzero_si256(), c = _mm256_setzero_si256();
     for (int h = 0; h < 2; h++) {
         const __m256i b = _mm256_loadu_si256((const __m256i *) (qs + 32 * h));
         const int8_t *xh = x + 128 * h;
-        a = _mm256_add_epi32(a, dot_u2_i8(_mm256_and_si256(b, mask), xh, ones));
-        a = _mm256_add_epi32(a, dot_u2_i8(_mm256_and_si256(_mm256_srli_epi16(b, 2), mask), xh + 32, ones));
-        a = _mm256_add_epi32(a, dot_u2_i8(_mm256_and_si256(_mm256_srli_epi16(b, 4), mask), xh + 64, ones));
-        a = _mm256_add_epi32(a, dot_u2_i8(_mm256_and_si256(_mm256_srli_epi16(b, 6), mask), xh + 96, ones));
+        a = bn_dpbusd(a, _mm256_and_si256(b, mask), _mm256_loadu_si256((const __m256i *) xh));
+        c = bn_dpbusd(c, _mm256_and_si256(_mm256_srli_epi16(b, 2), mask), _mm256_loadu_si256((const __m256i *) (xh + 32)));
+        a = bn_dpbusd(a, _mm256_and_si256(_mm256_srli_epi16(b, 4), mask), _mm256_loadu_si256((const __m256i *) (xh + 64)));
+        c = bn_dpbusd(c, _mm256_and_si256(_mm256_srli_epi16(b, 6), mask), _mm256_loadu_si256((const __m256i *) (xh + 96)));
     }
-    return hsum_i32(a) - xs;
+    return _mm256_add_epi32(a, c);
+}
+
+static inline __m256i tq1_block_lanes_vnni(const uint8_t *blk, const int8_t *x) {
+    const __m256i q0 = _mm256_loadu_si256((const __m256i *) blk);
+    const __m128i q1 = _mm_loadu_si128((const __m128i *) (blk + 32));
+    uint32_t qh;
+    memcpy(&qh, blk + 48, 4);
+    const __m256i q11 = _mm256_broadcastsi128_si256(q1);
+    const __m256i qlast = _mm256_inserti128_si256(_mm256_castsi128_si256(q1), _mm_set1_epi32((int) qh), 1);
+    const __m256i m56 = _mm256_setr_epi8(1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                                         3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i m67 = _mm256_setr_epi8(9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9,
+                                         27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27);
+    const __m256i m8 = _mm256_setr_epi8(81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81,
+                                        1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27);
+#define XV(o) _mm256_loadu_si256((const __m256i *) (x + (o)))
+    __m256i a = bn_dpbusd(_mm256_setzero_si256(), trit_u8(q0), XV(0));
+    __m256i c = bn_dpbusd(_mm256_setzero_si256(), trit_u8(mul_u8(q0, _mm256_set1_epi8(3))), XV(32));
+    a = bn_dpbusd(a, trit_u8(mul_u8(q0, _mm256_set1_epi8(9))), XV(64));
+    c = bn_dpbusd(c, trit_u8(mul_u8(q0, _mm256_set1_epi8(27))), XV(96));
+    a = bn_dpbusd(a, trit_u8(mul_u8(q0, _mm256_set1_epi8(81))), XV(128));
+    c = bn_dpbusd(c, trit_u8(mul_u8(q11, m56)), XV(160));
+    a = bn_dpbusd(a, trit_u8(mul_u8(q11, m67)), XV(192));
+    c = bn_dpbusd(c, trit_u8(mul_u8(qlast, m8)), XV(224));
+#undef XV
+    return _mm256_add_epi32(a, c);
 }
 #endif
 
 #if defined(__AVX2__)
+/* the un-reduced int32 lanes of one block (sum(code * x)) in the variant asked for; with a
+ * constant `vnni` the branch folds away where this is inlined */
+static inline __attribute__((always_inline)) __m256i tq_lanes(int tq1, int vnni, const uint8_t *blk, const int8_t *x) {
+#if defined(BN_VNNI)
+    if (vnni) return tq1 ? tq1_block_lanes_vnni(blk, x) : tq2_block_lanes_vnni(blk, x);
+#else
+    (void) vnni;
+#endif
+    return tq1 ? tq1_block_lanes_avx2(blk, x) : tq2_block_lanes_avx2(blk, x);
+}
+
 /* eight output rows at once: the integer dot of each row's block goes into one lane of a
  * batched horizontal sum, and the float accumulation runs in eight float lanes, one row per
  * lane, block after block: per row exactly the reference's order of operations
- * (sumf = sumf + f32(sumi) * (d_x * d_w)), without a scalar dependency chain. */
-static void tq_rows8_avx2(int tq1, const uint8_t *w, int64_t r0, int64_t out, int64_t K, const int8_t *xq,
-                          const float *xd, const int32_t *xsb, int64_t T, float *y) {
+ * (sumf = sumf + f32(sumi) * (d_x * d_w)), without a scalar dependency chain.
+ *
+ * The eight rows are one contiguous run of 8 * row-bytes; while it is computed, the next
+ * group's run is prefetched linearly, an equal slice per block, so DRAM reads overlap the
+ * arithmetic (eight short per-row streams are more than the hardware prefetcher follows
+ * well: without this, cold-cache time was the sum of compute and transfer time). */
+static inline __attribute__((always_inline)) void tq_rows8(int tq1, int vnni, const uint8_t *w, int64_t r0, int64_t out,
+                                                          int64_t K, const int8_t *xq, const float *xd, const int32_t *xsb,
+                                                          int64_t T, float *y) {
     const int64_t nb = K / 256, bb = tq1 ? 54 : 66, rb = nb * bb;
+    const uint8_t *g = w + r0 * rb, *next = g + 8 * rb;
     for (int64_t t = 0; t < T; t++) {
         const int8_t *xr = xq + t * K;
         __m256 sum = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
+            if (t == 0)
+                for (int64_t i = 0; i < 8 * bb; i += 64) _mm_prefetch((const char *) (next + b * 8 * bb + i), _MM_HINT_T0);
             __m256i lanes[8];
-            float dw[8];
+            for (int j = 0; j < 8; j++) lanes[j] = tq_lanes(tq1, vnni, g + j * rb + b * bb, xr + b * 256);
+#if defined(__F16C__)
+            uint16_t h[8];
+            for (int j = 0; j < 8; j++) memcpy(&h[j], g + j * rb + b * bb + bb - 2, 2);
+            const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16((short) h[0], (short) h[1], (short) h[2], (short) h[3],
+                                                             (short) h[4], (short) h[5], (short) h[6], (short) h[7]));
+#else
+            float f[8];
             for (int j = 0; j < 8; j++) {
-                const uint8_t *blk = w + (r0 + j) * rb + b * bb;
-                uint16_t dh;
-                _mm_prefetch((const char *) (blk + 4 * bb), _MM_HINT_T0);
-                lanes[j] = tq1 ? tq1_block_lanes_avx2(blk, xr + b * 256) : tq2_block_lanes_avx2(blk, xr + b * 256);
-                memcpy(&dh, blk + bb - 2, 2);
-                dw[j] = bn_f16_to_f32(dh);
+                uint16_t h;
+                memcpy(&h, g + j * rb + b * bb + bb - 2, 2);
+                f[j] = bn_f16_to_f32(h);
             }
+            const __m256 dw = _mm256_loadu_ps(f);
+#endif
             const __m256i acc = _mm256_sub_epi32(hsum8_i32(lanes), _mm256_set1_epi32(xsb[t * nb + b]));
-            const __m256 d = _mm256_mul_ps(_mm256_set1_ps(xd[t * nb + b]), _mm256_loadu_ps(dw));
+            const __m256 d = _mm256_mul_ps(_mm256_set1_ps(xd[t * nb + b]), dw);
             sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_cvtepi32_ps(acc), d));
         }
         _mm256_storeu_ps(y + t * out + r0, sum);
     }
 }
+
+/* one row (the rows left over after the groups of eight), blocks eight at a time */
+static inline __attribute__((always_inline)) void tq_row1(int tq1, int vnni, const uint8_t *w, int64_t r, int64_t K,
+                                                         const int8_t *xq, const float *xd, const int32_t *xsb,
+                                                         int64_t T, int64_t out, float *y) {
+    const int64_t nb = K / 256, bb = tq1 ? 54 : 66;
+    for (int64_t t = 0; t < T; t++) {
+        const int8_t *xr = xq + t * K;
+        float sum = 0.0f;
+        int64_t b = 0;
+        for (; b + 8 <= nb; b += 8) {
+            __m256i lanes[8];
+            for (int j = 0; j < 8; j++) lanes[j] = tq_lanes(tq1, vnni, w + (r * nb + b + j) * bb, xr + (b + j) * 256);
+            int32_t acc[8];
+            _mm256_storeu_si256((__m256i *) acc, hsum8_i32(lanes));
+            for (int j = 0; j < 8; j++) {
+                uint16_t dbits;
+                memcpy(&dbits, w + (r * nb + b + j) * bb + bb - 2, 2);
+                const float d = xd[t * nb + b + j] * bn_f16_to_f32(dbits);
+                sum = sum + (float) (acc[j] - xsb[t * nb + b + j]) * d;
+            }
+        }
+        for (; b < nb; b++) {
+            const uint8_t *blk = w + (r * nb + b) * bb;
+            uint16_t dbits;
+            memcpy(&dbits, blk + bb - 2, 2);
+            const float d = xd[t * nb + b] * bn_f16_to_f32(dbits);
+            sum = sum + (float) (hsum_i32(tq_lanes(tq1, vnni, blk, xr + b * 256)) - xsb[t * nb + b]) * d;
+        }
+        y[t * out + r] = sum;
+    }
+}
+
+static void tq_simd(int tq1, int vnni, const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xd,
+                    const int32_t *xsb, int64_t T, float *y, int threads) {
+    const int64_t r8 = out / 8 * 8;
+    #pragma omp parallel num_threads(threads) if(threads > 1)
+    {
+        if (vnni) {
+            #pragma omp for schedule(static) nowait
+            for (int64_t g = 0; g < out / 8; g++) tq_rows8(tq1, 1, w, 8 * g, out, K, xq, xd, xsb, T, y);
+            #pragma omp for schedule(static)
+            for (int64_t r = r8; r < out; r++) tq_row1(tq1, 1, w, r, K, xq, xd, xsb, T, out, y);
+        } else {
+            #pragma omp for schedule(static) nowait
+            for (int64_t g = 0; g < out / 8; g++) tq_rows8(tq1, 0, w, 8 * g, out, K, xq, xd, xsb, T, y);
+            #pragma omp for schedule(static)
+            for (int64_t r = r8; r < out; r++) tq_row1(tq1, 0, w, r, K, xq, xd, xsb, T, out, y);
+        }
+    }
+}
 #endif
 
 static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xd,
-                   const int32_t *bsums, int64_t T, float *y, int threads, int force_scalar) {
-    int variant = 0;
-#if defined(__AVX2__)
-    variant = force_scalar ? 0 : 1;
-#else
-    (void) force_scalar;
-#endif
+                   const int32_t *bsums, int64_t T, float *y, int threads, int cap) {
+    const int variant = bn_pick(cap);
     if (tq1) tq1_init();
     const int64_t nb = K / 256, bb = tq1 ? 54 : 66;
     /* per (t, block) sum of the activations, from Q8_K's bsums, once for all rows */
@@ -395,84 +541,34 @@ static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8
         for (int g = 0; g < 16; g++) s += bsums[i * 16 + g];
         xsb[i] = s;
     }
-    /* AVX2: groups of eight rows, then the remaining rows one by one */
-    const int64_t r8 = variant ? out / 8 * 8 : 0;
-    #pragma omp parallel num_threads(threads) if(threads > 1)
-    {
 #if defined(__AVX2__)
     if (variant) {
-        #pragma omp for schedule(static) nowait
-        for (int64_t g = 0; g < out / 8; g++) tq_rows8_avx2(tq1, w, 8 * g, out, K, xq, xd, xsb, T, y);
+        tq_simd(tq1, variant == 2, w, out, K, xq, xd, xsb, T, y, threads);
+        free(xsb);
+        return variant;
     }
 #endif
-    #pragma omp for schedule(static)
-    for (int64_t r = r8; r < out; r++) {
+    #pragma omp parallel for num_threads(threads) schedule(static) if(threads > 1)
+    for (int64_t r = 0; r < out; r++) {
         uint8_t codes[256];
         float sum[64];
         for (int64_t t0 = 0; t0 < T; t0 += 64) {
             const int64_t tn = T - t0 < 64 ? T - t0 : 64;
             for (int64_t t = 0; t < tn; t++) sum[t] = 0.0f;
-#if defined(__AVX2__)
-            if (variant) {
-                /* 8 blocks at a time: one batched horizontal sum instead of eight; the float
-                 * accumulation below still goes block by block, as the reference does */
-                for (int64_t t = 0; t < tn; t++) {
-                    const int8_t *xr = xq + (t0 + t) * K;
-                    int64_t b = 0;
-                    for (; b + 8 <= nb; b += 8) {
-                        __m256i lanes[8];
-                        for (int j = 0; j < 8; j++) {
-                            const uint8_t *blk = w + (r * nb + b + j) * bb;
-                            _mm_prefetch((const char *) (blk + 8 * bb), _MM_HINT_T0);
-                            lanes[j] = tq1 ? tq1_block_lanes_avx2(blk, xr + (b + j) * 256)
-                                           : tq2_block_lanes_avx2(blk, xr + (b + j) * 256);
-                        }
-                        int32_t acc[8];
-                        _mm256_storeu_si256((__m256i *) acc, hsum8_i32(lanes));
-                        for (int j = 0; j < 8; j++) {
-                            const uint8_t *blk = w + (r * nb + b + j) * bb;
-                            uint16_t dbits;
-                            memcpy(&dbits, blk + bb - 2, 2);
-                            const float d = xd[(t0 + t) * nb + b + j] * bn_f16_to_f32(dbits);
-                            sum[t] = sum[t] + (float) (acc[j] - xsb[(t0 + t) * nb + b + j]) * d;
-                        }
-                    }
-                    for (; b < nb; b++) {
-                        const uint8_t *blk = w + (r * nb + b) * bb;
-                        uint16_t dbits;
-                        memcpy(&dbits, blk + bb - 2, 2);
-                        const float d = xd[(t0 + t) * nb + b] * bn_f16_to_f32(dbits);
-                        const __m256i l1 = tq1 ? tq1_block_lanes_avx2(blk, xr + b * 256) : tq2_block_lanes_avx2(blk, xr + b * 256);
-                        sum[t] = sum[t] + (float) (hsum_i32(l1) - xsb[(t0 + t) * nb + b]) * d;
-                    }
-                }
-                for (int64_t t = 0; t < tn; t++) y[(t0 + t) * out + r] = sum[t];
-                continue;
-            }
-#endif
             for (int64_t b = 0; b < nb; b++) {
                 const uint8_t *blk = w + (r * nb + b) * bb;
-                const int direct = !tq1 && variant;  /* TQ2_0 on AVX2 reads the packed bytes */
-                if (!direct) { if (tq1) tq1_codes(blk, codes); else tq2_codes(blk, codes); }
+                if (tq1) tq1_codes(blk, codes); else tq2_codes(blk, codes);
                 uint16_t dbits;
                 memcpy(&dbits, blk + bb - 2, 2);
                 const float dw = bn_f16_to_f32(dbits);
                 for (int64_t t = 0; t < tn; t++) {
-                    const int32_t xs = xsb[(t0 + t) * nb + b];
-                    const int8_t *xb = xq + (t0 + t) * K + b * 256;
-                    int32_t acc;
-#if defined(__AVX2__)
-                    if (direct) acc = tq2_block_dot_avx2(blk, xb, xs);
-                    else
-#endif
-                    acc = block_dot(codes, xb, xs, variant);
+                    const int32_t acc = block_dot(codes, xq + (t0 + t) * K + b * 256, xsb[(t0 + t) * nb + b]);
                     const float d = xd[(t0 + t) * nb + b] * dw;
                     sum[t] = sum[t] + (float) acc * d;
                 }
             }
             for (int64_t t = 0; t < tn; t++) y[(t0 + t) * out + r] = sum[t];
         }
-    }
     }
     free(xsb);
     return variant;
@@ -490,10 +586,11 @@ int bn_gemm_tq1_q8k(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, 
 
 /* ---- F16 weights x float activations (the lm_head against token_embd) -------------------
  * Not bit-identical to NumPy's BLAS (the summation order differs); its tests use a tolerance. */
+#define F16_PREFETCH 2048  /* elements (4 KiB) ahead */
 int bn_gemm_f16(const uint16_t *w, int64_t rows, int64_t K, const float *x, int64_t T, float *y, int threads) {
     int variant = 0;
 #if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
-    variant = bn_force_scalar ? 0 : 1;
+    variant = bn_pick(bn_force_scalar) ? 1 : 0;
 #endif
     #pragma omp parallel for num_threads(threads) schedule(static) if(threads > 1)
     for (int64_t r = 0; r < rows; r++) {
@@ -504,13 +601,19 @@ int bn_gemm_f16(const uint16_t *w, int64_t rows, int64_t K, const float *x, int6
             int64_t i = 0;
 #if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
             if (variant) {
-                __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-                for (; i + 16 <= K; i += 16) {
-                    _mm_prefetch((const char *) (wr + i + 512), _MM_HINT_T0);
+                __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = a0, a3 = a0;
+                for (; i + 32 <= K; i += 32) {
+                    if (t == 0) {  /* a linear stream: rows are contiguous */
+                        _mm_prefetch((const char *) (wr + i + F16_PREFETCH), _MM_HINT_T0);
+                    }
                     a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (wr + i))), _mm256_loadu_ps(xr + i), a0);
                     a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (wr + i + 8))), _mm256_loadu_ps(xr + i + 8), a1);
+                    a2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (wr + i + 16))), _mm256_loadu_ps(xr + i + 16), a2);
+                    a3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (wr + i + 24))), _mm256_loadu_ps(xr + i + 24), a3);
                 }
-                __m256 a = _mm256_add_ps(a0, a1);
+                for (; i + 8 <= K; i += 8)
+                    a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (wr + i))), _mm256_loadu_ps(xr + i), a0);
+                __m256 a = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
                 __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
                 h = _mm_add_ps(h, _mm_movehl_ps(h, h));
                 h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
@@ -525,10 +628,11 @@ int bn_gemm_f16(const uint16_t *w, int64_t rows, int64_t K, const float *x, int6
 }
 
 /* one entry for the Python API: fmt 0 = I2_S (x86) x per-token int8, 1 = TQ2_0 x Q8_K,
- * 2 = TQ1_0 x Q8_K; force_scalar picks the portable variant for this call only.
- * Returns the variant that ran (1 = AVX2, 0 = scalar), -1 if out of memory, -2 bad fmt. */
+ * 2 = TQ1_0 x Q8_K; cap limits the variant for this call only (0 = best compiled in,
+ * 1 = scalar, 2 = AVX2 without VNNI). Returns the variant that ran (2 = AVX2 + VNNI,
+ * 1 = AVX2, 0 = scalar), -1 if out of memory, -2 bad fmt. */
 int bn_linear(int fmt, const uint8_t *w, int64_t out, int64_t K, const float *x, int64_t T, float wscale,
-              float *y, int threads, int force_scalar) {
+              float *y, int threads, int cap) {
     int v = -1;
     if (fmt == 0) {
         int8_t *q = (int8_t *) malloc((size_t) (T * K));
@@ -536,7 +640,7 @@ int bn_linear(int fmt, const uint8_t *w, int64_t out, int64_t K, const float *x,
         int32_t *sums = (int32_t *) malloc(sizeof(int32_t) * (size_t) T);
         if (q && s && sums) {
             bn_quant_i8_s(x, T, K, q, s, sums);
-            v = i2s_gemm(w, out, K, q, s, sums, T, wscale, y, threads, force_scalar);
+            v = i2s_gemm(w, out, K, q, s, sums, T, wscale, y, threads, cap);
         }
         free(q); free(s); free(sums);
         return v;
@@ -548,7 +652,7 @@ int bn_linear(int fmt, const uint8_t *w, int64_t out, int64_t K, const float *x,
     int32_t *bs = (int32_t *) malloc(sizeof(int32_t) * (size_t) (T * nb * 16));
     if (q && d && bs) {
         bn_quant_q8k(x, T, K, q, d, bs);
-        v = tq_gemm(fmt == 2, w, out, K, q, d, bs, T, y, threads, force_scalar);
+        v = tq_gemm(fmt == 2, w, out, K, q, d, bs, T, y, threads, cap);
     }
     free(q); free(d); free(bs);
     return v;
