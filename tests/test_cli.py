@@ -68,3 +68,61 @@ def test_console_script_demo():
     assert json.loads(r.stdout)["metadata"]["general.architecture"]["value"] == "bitnet-b1.58"
     r = subprocess.run([exe, "inspect", "/nonexistent.gguf"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+# ---- --backend / --threads (run, logits, benchmark share bitnet.cli.backend_args) ------------
+
+
+@pytest.fixture
+def restore_backend():
+    from bitnet.quant import dispatch
+
+    yield
+    dispatch.set_backend("numpy")
+
+
+def test_run_reports_the_backend_that_ran(tmp_path, restore_backend):
+    from bitnet.native import native_status
+
+    path = tmp_path / "m.gguf"
+    assert run("synth", str(path), "--seed", "3")[0] == 0
+    rc, out, _ = run("run", "--model", str(path), "--max-tokens", "3", "--greedy", "--backend", "numpy", "--json")
+    assert rc == 0 and json.loads(out)["backend"] == "numpy"
+    rc, out, err = run("run", "--model", str(path), "--max-tokens", "3", "--greedy", "--backend", "cpu", "--json")
+    assert rc == 0
+    want = "native" if native_status()[0] else "numpy"
+    assert json.loads(out)["backend"] == want
+    if want == "numpy":
+        assert "native backend unavailable" in err  # a fallback is said, never silent
+
+
+def test_threads_and_backend_are_checked(tmp_path, restore_backend, monkeypatch):
+    path = tmp_path / "m.gguf"
+    assert run("synth", str(path), "--seed", "3")[0] == 0
+    rc, _, err = run("run", "--model", str(path), "--threads", "0")
+    assert rc == 2 and "--threads must be >= 1" in err
+    monkeypatch.setenv("BITNET_BACKEND", "cuda")  # the benchmark's choice only
+    rc, _, err = run("run", "--model", str(path))
+    assert rc == 2 and "BITNET_BACKEND" in err
+    rc, _, err = run("logits", "--model", str(path), "--ids", "1,2", "--out", str(tmp_path / "l.npz"), "--backend", "bogus")
+    assert rc == 2
+
+
+@pytest.mark.ac9
+def test_cpu_backend_without_native_kernels_falls_back_out_loud_and_strict_refuses(tmp_path):
+    exe = shutil.which("bitnet")
+    if exe is None:
+        pytest.skip("console script not installed (pip install -e .)")
+    import os
+
+    path = tmp_path / "m.gguf"
+    assert run("synth", str(path), "--seed", "3")[0] == 0
+    env = {**os.environ, "BITNET_NATIVE": "0"}
+    env.pop("BITNET_BACKEND", None)
+    r = subprocess.run([exe, "run", "--model", str(path), "--max-tokens", "2", "--greedy", "--json"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["backend"] == "numpy" and "native backend unavailable" in r.stderr
+    r = subprocess.run([exe, "run", "--model", str(path), "--max-tokens", "2", "--strict"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2 and "strict mode refuses" in r.stderr and "Traceback" not in r.stderr

@@ -131,3 +131,27 @@ def test_failed_run_writes_nothing(tmp_path):
     out, err = io.StringIO(), io.StringIO()
     assert bitnet_main(["benchmark", "--model", str(bad), "--out", str(target)], IO(out, err)) == 2
     assert not target.exists()
+
+
+@pytest.mark.ac14
+@pytest.mark.ac20
+def test_native_benchmark_receipt_names_the_variant_and_threads(tmp_path, bitnet_model_factory):
+    from bitnet.native import best_variant, native_status
+    from bitnet.quant import dispatch
+
+    if not native_status()[0]:
+        pytest.skip(f"native kernels unavailable: {native_status()[1]}")
+    model = bitnet_model_factory(fmt="tq2_0", arch="bitnet", seed=5)
+    target = tmp_path / "native.json"
+    try:
+        rc = bitnet_main(["benchmark", "--model", str(model), "--tokens", "4", "--deterministic",
+                          "--backend", "native", "--threads", "1", "--out", str(target)], IO(io.StringIO(), io.StringIO()))
+    finally:
+        dispatch.set_backend("numpy")
+    assert rc == 0
+    receipt = json.loads(target.read_text())
+    assert receipt["backend"] == "native" and receipt["threads"] == 1
+    ids = {k["id"] for k in receipt["decode_kernels"]}
+    assert f"tq2_0_{best_variant()}_gemv" in ids, ids
+    result = verify_receipt(receipt, model=model)
+    assert result.passed, result.failed_rules

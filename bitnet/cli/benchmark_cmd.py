@@ -8,6 +8,7 @@ import sys
 import time
 from collections import Counter
 
+from bitnet.cli.backend_args import add_backend_args, native_threads, select_backend
 from bitnet.cli.run_cmd import add_model_args, resolve_model
 from bitnet.engine import Engine, SamplerConfig
 from bitnet.engine.generate import deterministic_env
@@ -25,45 +26,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--tokens", type=int, default=32, help="tokens to decode (EOS is ignored)")
     p.add_argument("--prompt", default=BENCH_PROMPT, help="prompt text (tokenized with the model's tokenizer)")
-    p.add_argument("--backend", choices=("cpu", "numpy", "native", "cuda"), default="cpu",
-                   help="cpu = native when it builds, else numpy (recorded in the receipt)")
+    add_backend_args(p, cuda=True)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--deterministic", action="store_true", help="greedy decoding, seed 0")
     p.add_argument("--out", help="receipt path (written atomically after a successful run)")
     p.set_defaults(func=run)
 
 
-def _select_backend(name: str, strict: bool | None) -> str:
-    if name == "numpy":
-        dispatch.set_backend("numpy")
-        return "numpy"
-    if name == "cuda":
-        from bitnet.cuda import cuda_status
-
-        ok, why = cuda_status()
-        if not ok:
-            return "skip:" + why
-        dispatch.set_backend("cuda")
-        return "cuda"
-    try:
-        dispatch.set_backend("native")
-        return "native"
-    except ConfigError as e:
-        if name == "native":
-            raise
-        if strict_enabled(strict):
-            raise StrictModeError(f"--backend cpu: the native backend is unavailable ({e}); strict mode "
-                                  "refuses the NumPy fallback") from None
-        print(f"bitnet benchmark: native backend unavailable ({e}); using numpy (recorded in the receipt)",
-              file=sys.stderr)
-        dispatch.set_backend("numpy")
-        return "numpy"
-
-
 def run(args: argparse.Namespace, io) -> int:
     if args.tokens < 1:
         raise ConfigError("--tokens must be >= 1")
-    backend = _select_backend(args.backend, args.strict)
+    backend = select_backend(args, io, "benchmark")
     if backend.startswith("skip:"):
         print("SKIP: no CUDA device available", file=io.stdout)
         print(f"bitnet benchmark: {backend[5:]}; no receipt written", file=io.stderr)
@@ -104,7 +77,7 @@ def run(args: argparse.Namespace, io) -> int:
         max_tokens=args.tokens, seed=result.seed, sampler=result.sampler, deterministic=deterministic,
         load_s=engine.load_s, prefill_s=result.timings.prefill_s, decode_step_s=result.timings.decode_step_s,
         total_s=total, kernels=[k.to_dict() for k in everything], decode_kernels=decode,
-        peak_rss_bytes=peak_rss_bytes(), gpu=gpu,
+        peak_rss_bytes=peak_rss_bytes(), gpu=gpu, threads=native_threads(backend),
     )
     receipt = build_receipt(m)
     tp = receipt["throughput"]

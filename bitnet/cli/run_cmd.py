@@ -1,10 +1,12 @@
-"""`bitnet run`: generate text with the NumPy reference engine, streaming tokens to stdout."""
+"""`bitnet run`: generate text, streaming tokens to stdout (native C kernels when they build, else
+the NumPy reference kernels; --backend chooses)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from bitnet.cli.backend_args import add_backend_args, select_backend
 from bitnet.engine import CHAT_TEMPLATE_2B4T, Engine, SamplerConfig
 from bitnet.engine.generate import DEFAULT_SYSTEM
 from bitnet.model.profiles import PROFILES
@@ -32,8 +34,9 @@ def resolve_model(args: argparse.Namespace, io) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="generate text (NumPy reference engine)")
+    p = sub.add_parser("run", help="generate text")
     add_model_args(p)
+    add_backend_args(p)
     p.add_argument("--prompt", default=DEFAULT_PROMPT)
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--temperature", type=float, default=0.8)
@@ -52,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, io) -> int:
     sampler = SamplerConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                             repeat_penalty=args.repeat_penalty, greedy=args.greedy)
+    backend = select_backend(args, io, "run")
     engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict)
     prompt = args.prompt
     if args.chat:
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace, io) -> int:
     result = engine.generate(prompt, max_tokens=args.max_tokens, sampler=sampler, seed=args.seed,
                              stop=args.stop, on_token=None if args.json else stream)
     if args.json:
-        json.dump(result.to_json(), io.stdout)
+        json.dump({**result.to_json(), "backend": backend}, io.stdout)
         io.stdout.write("\n")
     else:
         io.stdout.write("\n")
@@ -72,5 +76,5 @@ def run(args: argparse.Namespace, io) -> int:
         n = len(t.decode_step_s)
         rate = f"{n / t.decode_s:.1f} tok/s" if n and t.decode_s > 0 else "n/a"
         print(f"[{len(result.prompt_ids)} prompt tokens, {len(result.ids)} generated ({result.stop_reason}); "
-              f"prefill {t.prefill_s * 1e3:.1f} ms, decode {rate}; profile {result.profile}]", file=io.stderr)
+              f"prefill {t.prefill_s * 1e3:.1f} ms, decode {rate}; profile {result.profile}; backend {backend}]", file=io.stderr)
     return 0

@@ -50,6 +50,7 @@ class RunMeasurement:
     decode_kernels: list[dict]  # the decode phase only
     peak_rss_bytes: int
     gpu: dict | None = None
+    threads: int | None = None  # the native kernels' thread count (None for other backends)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -100,6 +101,7 @@ def build_receipt(m: RunMeasurement) -> dict:
         "decode_kernels": m.decode_kernels,
         "machine": fingerprint(m.gpu),
         "peak_rss_bytes": int(m.peak_rss_bytes),
+        **({"threads": int(m.threads)} if m.threads is not None else {}),
     }
 
 

@@ -1,0 +1,77 @@
+"""`--backend` and `--threads` for the commands that run the model (run, logits, benchmark).
+
+One place decides which kernels run, so `bitnet run` and the receipt of `bitnet benchmark`
+can never disagree about it: `cpu` (the default, or BITNET_BACKEND) takes the native C kernels
+when they build here and otherwise the NumPy reference kernels, saying so on stderr (never
+silently) and refusing in strict mode; `numpy` and `native` are explicit; `cuda` exists for the
+benchmark only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from bitnet.errors import ConfigError, StrictModeError
+from bitnet.quant import dispatch
+from bitnet.strict import strict_enabled
+
+BACKEND_ENV = "BITNET_BACKEND"
+
+
+def add_backend_args(p: argparse.ArgumentParser, *, cuda: bool = False) -> None:
+    choices = ("cpu", "numpy", "native") + (("cuda",) if cuda else ())
+    p.add_argument("--backend", choices=choices, default=None,
+                   help=f"kernels to run (default: ${BACKEND_ENV}, else cpu): cpu = native C kernels when they "
+                        "build here, else numpy with a note on stderr; numpy = reference kernels; "
+                        "native = C kernels or an error" + ("; cuda = CuPy kernels (SKIP without a GPU)" if cuda else ""))
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for the native kernels (default: $BITNET_THREADS, else every core)")
+
+
+def select_backend(args: argparse.Namespace, io, command: str) -> str:
+    """Set the dispatcher's backend for this process from --backend / BITNET_BACKEND and return
+    the one that will run: `numpy`, `native`, `cuda`, or `skip:<why>` for cuda without a GPU."""
+    name = args.backend or os.environ.get(BACKEND_ENV) or "cpu"
+    allowed = ("cpu", "numpy", "native", "cuda") if command == "benchmark" else ("cpu", "numpy", "native")
+    if name not in allowed:
+        raise ConfigError(f"backend {name!r} (from ${BACKEND_ENV}) is not one of {', '.join(allowed)}")
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    if name == "numpy":
+        dispatch.set_backend("numpy")
+        return "numpy"
+    if name == "cuda":
+        from bitnet.cuda import cuda_status
+
+        ok, why = cuda_status()
+        if not ok:
+            return "skip:" + why
+        dispatch.set_backend("cuda")
+        return "cuda"
+    try:
+        dispatch.set_backend("native")
+    except ConfigError as e:
+        if name == "native":
+            raise
+        if strict_enabled(getattr(args, "strict", None)):
+            raise StrictModeError(f"--backend cpu: the native backend is unavailable ({e}); strict mode "
+                                  "refuses the NumPy fallback") from None
+        print(f"bitnet {command}: native backend unavailable ({e}); using numpy", file=io.stderr)
+        dispatch.set_backend("numpy")
+        return "numpy"
+    if threads is not None:
+        from bitnet.native.backend import set_threads
+
+        set_threads(threads)
+    return "native"
+
+
+def native_threads(backend: str) -> int | None:
+    """The thread count the native kernels run with, or None for another backend."""
+    if backend != "native":
+        return None
+    from bitnet.native.backend import THREADS
+
+    return THREADS[0]
