@@ -476,6 +476,123 @@ static inline __attribute__((always_inline)) void tq_rows8(int tq1, int vnni, co
     }
 }
 
+/* the 2-bit codes (0..2) of one block as eight vectors, code vector i pairing with activations
+ * x[32i, 32i + 32): TQ2_0 byte 32h+m holds element 128h+32n+m at bits 2n; TQ1_0 as in
+ * tq1_block_lanes_avx2 */
+static inline __attribute__((always_inline)) void tq_codes8(int tq1, const uint8_t *blk, __m256i c[8]) {
+    const __m256i mask = _mm256_set1_epi8(3);
+    if (!tq1) {
+        for (int h = 0; h < 2; h++) {
+            const __m256i b = _mm256_loadu_si256((const __m256i *) (blk + 32 * h));
+            c[4 * h] = _mm256_and_si256(b, mask);
+            c[4 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(b, 2), mask);
+            c[4 * h + 2] = _mm256_and_si256(_mm256_srli_epi16(b, 4), mask);
+            c[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16(b, 6), mask);
+        }
+        return;
+    }
+    const __m256i q0 = _mm256_loadu_si256((const __m256i *) blk);
+    const __m128i q1 = _mm_loadu_si128((const __m128i *) (blk + 32));
+    uint32_t qh;
+    memcpy(&qh, blk + 48, 4);
+    const __m256i q11 = _mm256_broadcastsi128_si256(q1);
+    const __m256i qlast = _mm256_inserti128_si256(_mm256_castsi128_si256(q1), _mm_set1_epi32((int) qh), 1);
+    const __m256i m56 = _mm256_setr_epi8(1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                                         3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i m67 = _mm256_setr_epi8(9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9,
+                                         27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27);
+    const __m256i m8 = _mm256_setr_epi8(81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81,
+                                        1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27);
+    c[0] = trit_u8(q0);
+    c[1] = trit_u8(mul_u8(q0, _mm256_set1_epi8(3)));
+    c[2] = trit_u8(mul_u8(q0, _mm256_set1_epi8(9)));
+    c[3] = trit_u8(mul_u8(q0, _mm256_set1_epi8(27)));
+    c[4] = trit_u8(mul_u8(q0, _mm256_set1_epi8(81)));
+    c[5] = trit_u8(mul_u8(q11, m56));
+    c[6] = trit_u8(mul_u8(q11, m67));
+    c[7] = trit_u8(mul_u8(qlast, m8));
+}
+
+/* the un-reduced int32 lanes of sum(code * x) over one block of decoded codes */
+static inline __attribute__((always_inline)) __m256i tq_dot8(int vnni, const __m256i c[8], const int8_t *x) {
+#if defined(BN_VNNI)
+    if (vnni) {
+        __m256i a = _mm256_setzero_si256(), b = _mm256_setzero_si256();
+        for (int i = 0; i < 8; i += 2) {
+            a = bn_dpbusd(a, c[i], _mm256_loadu_si256((const __m256i *) (x + 32 * i)));
+            b = bn_dpbusd(b, c[i + 1], _mm256_loadu_si256((const __m256i *) (x + 32 * i + 32)));
+        }
+        return _mm256_add_epi32(a, b);
+    }
+#else
+    (void) vnni;
+#endif
+    __m256i a16 = _mm256_setzero_si256();  /* 8 maddubs of |lane| <= 512: exact in int16 */
+    for (int i = 0; i < 8; i++)
+        a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(c[i], _mm256_loadu_si256((const __m256i *) (x + 32 * i))));
+    return _mm256_madd_epi16(a16, _mm256_set1_epi16(1));
+}
+
+/* eight rows x TT tokens (prefill): each block's codes are decoded once and used for TT tokens
+ * (the decode is most of TQ1_0's work and a third of TQ2_0's); per (token, row) the float
+ * steps are exactly those of tq_rows8 */
+#define TQ_TILE 4
+static inline __attribute__((always_inline)) void tq_rows8_tile(int tq1, int vnni, const uint8_t *w, int64_t r0,
+                                                               int64_t out, int64_t K, const int8_t *xq, const float *xd,
+                                                               const int32_t *xsb, int64_t t0, float *y) {
+    const int64_t nb = K / 256, bb = tq1 ? 54 : 66, rb = nb * bb;
+    const uint8_t *g = w + r0 * rb, *next = g + 8 * rb;
+    __m256 sum[TQ_TILE];
+    for (int t = 0; t < TQ_TILE; t++) sum[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        if (t0 == 0)  /* the next group's bytes, as in tq_rows8 */
+            for (int64_t i = 0; i < 8 * bb; i += 64) _mm_prefetch((const char *) (next + b * 8 * bb + i), _MM_HINT_T0);
+        /* rows in pairs, each pair folded at once (the first step of hsum8_i32), so only four
+         * vectors per token stay live instead of eight */
+        __m256i pair[TQ_TILE][4];
+        for (int j = 0; j < 8; j += 2) {
+            __m256i c[8], a[TQ_TILE];
+            tq_codes8(tq1, g + j * rb + b * bb, c);
+            for (int t = 0; t < TQ_TILE; t++) a[t] = tq_dot8(vnni, c, xq + (t0 + t) * K + b * 256);
+            tq_codes8(tq1, g + (j + 1) * rb + b * bb, c);
+            for (int t = 0; t < TQ_TILE; t++) pair[t][j / 2] = _mm256_hadd_epi32(a[t], tq_dot8(vnni, c, xq + (t0 + t) * K + b * 256));
+        }
+#if defined(__F16C__)
+        uint16_t h[8];
+        for (int j = 0; j < 8; j++) memcpy(&h[j], g + j * rb + b * bb + bb - 2, 2);
+        const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16((short) h[0], (short) h[1], (short) h[2], (short) h[3],
+                                                         (short) h[4], (short) h[5], (short) h[6], (short) h[7]));
+#else
+        float f[8];
+        for (int j = 0; j < 8; j++) {
+            uint16_t h;
+            memcpy(&h, g + j * rb + b * bb + bb - 2, 2);
+            f[j] = bn_f16_to_f32(h);
+        }
+        const __m256 dw = _mm256_loadu_ps(f);
+#endif
+        for (int t = 0; t < TQ_TILE; t++) {
+            const __m256i s0123 = _mm256_hadd_epi32(pair[t][0], pair[t][1]), s4567 = _mm256_hadd_epi32(pair[t][2], pair[t][3]);
+            const __m256i h8 = _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
+                                                _mm256_permute2x128_si256(s0123, s4567, 0x31));  /* = hsum8_i32 */
+            const __m256i acc = _mm256_sub_epi32(h8, _mm256_set1_epi32(xsb[(t0 + t) * nb + b]));
+            const __m256 d = _mm256_mul_ps(_mm256_set1_ps(xd[(t0 + t) * nb + b]), dw);
+            sum[t] = _mm256_add_ps(sum[t], _mm256_mul_ps(_mm256_cvtepi32_ps(acc), d));
+        }
+    }
+    for (int t = 0; t < TQ_TILE; t++) _mm256_storeu_ps(y + (t0 + t) * out + r0, sum[t]);
+}
+
+/* one group of eight rows for all T tokens: tiles of TQ_TILE tokens, the rest one by one */
+static inline __attribute__((always_inline)) void tq_group8(int tq1, int vnni, const uint8_t *w, int64_t r0, int64_t out,
+                                                           int64_t K, const int8_t *xq, const float *xd, const int32_t *xsb,
+                                                           int64_t T, float *y) {
+    const int64_t nb = K / 256;
+    int64_t t0 = 0;
+    for (; t0 + TQ_TILE <= T; t0 += TQ_TILE) tq_rows8_tile(tq1, vnni, w, r0, out, K, xq, xd, xsb, t0, y);
+    if (t0 < T) tq_rows8(tq1, vnni, w, r0, out, K, xq + t0 * K, xd + t0 * nb, xsb + t0 * nb, T - t0, y + t0 * out);
+}
+
 /* one row (the rows left over after the groups of eight), blocks eight at a time */
 static inline __attribute__((always_inline)) void tq_row1(int tq1, int vnni, const uint8_t *w, int64_t r, int64_t K,
                                                          const int8_t *xq, const float *xd, const int32_t *xsb,
@@ -515,12 +632,12 @@ static void tq_simd(int tq1, int vnni, const uint8_t *w, int64_t out, int64_t K,
     {
         if (vnni) {
             #pragma omp for schedule(static) nowait
-            for (int64_t g = 0; g < out / 8; g++) tq_rows8(tq1, 1, w, 8 * g, out, K, xq, xd, xsb, T, y);
+            for (int64_t g = 0; g < out / 8; g++) tq_group8(tq1, 1, w, 8 * g, out, K, xq, xd, xsb, T, y);
             #pragma omp for schedule(static)
             for (int64_t r = r8; r < out; r++) tq_row1(tq1, 1, w, r, K, xq, xd, xsb, T, out, y);
         } else {
             #pragma omp for schedule(static) nowait
-            for (int64_t g = 0; g < out / 8; g++) tq_rows8(tq1, 0, w, 8 * g, out, K, xq, xd, xsb, T, y);
+            for (int64_t g = 0; g < out / 8; g++) tq_group8(tq1, 0, w, 8 * g, out, K, xq, xd, xsb, T, y);
             #pragma omp for schedule(static)
             for (int64_t r = r8; r < out; r++) tq_row1(tq1, 0, w, r, K, xq, xd, xsb, T, out, y);
         }
