@@ -175,12 +175,6 @@ static inline int32_t hsum_i32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
-/* sum(code * x) over one 32-byte group of codes (values 0..2) against 32 int8 activations */
-static inline __m256i dot_u2_i8(__m256i codes, const int8_t *x, __m256i ones) {
-    const __m256i xv = _mm256_loadu_si256((const __m256i *) x);
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(codes, xv), ones);  /* |pair| <= 512: no saturation */
-}
-
 /* maddubs gives int16 lanes of code*x pairs, |lane| <= 2*128 + 2*128 = 512; summing at most 32
  * of them (8 blocks x 4 groups) stays within 16384 < 32767, so the int16 accumulator is exact
  * (unlike bitnet.cpp's kernel, which lets it wrap) and is widened to int32 every 8 blocks. */
@@ -304,23 +298,6 @@ static inline int32_t block_dot(const uint8_t *c, const int8_t *x, int32_t xs) {
 }
 
 #if defined(__AVX2__)
-/* TQ2_0 straight from the packed block: byte 32h+m holds elements 128h+32n+m at bits 2n;
- * the un-reduced int32 lanes of one TQ2_0 block's dot product (sum(code * x), codes 0..2) */
-static inline __m256i tq2_block_lanes_avx2(const uint8_t *qs, const int8_t *x) {
-    const __m256i mask = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
-    __m256i a16 = _mm256_setzero_si256();
-    for (int h = 0; h < 2; h++) {
-        const __m256i b = _mm256_loadu_si256((const __m256i *) (qs + 32 * h));
-        const int8_t *xh = x + 128 * h;
-        /* |lane| <= 512 per maddubs, 8 of them <= 4096: exact in int16 */
-        a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(_mm256_and_si256(b, mask), _mm256_loadu_si256((const __m256i *) xh)));
-        a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 2), mask), _mm256_loadu_si256((const __m256i *) (xh + 32))));
-        a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 4), mask), _mm256_loadu_si256((const __m256i *) (xh + 64))));
-        a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 6), mask), _mm256_loadu_si256((const __m256i *) (xh + 96))));
-    }
-    return _mm256_madd_epi16(a16, ones);
-}
-
 /* bytes of v times per-byte multipliers m, modulo 256 (AVX2 has no 8-bit multiply: the even and
  * the odd bytes each go through a 16-bit multiply whose carry cannot reach the byte kept) */
 static inline __m256i mul_u8(__m256i v, __m256i m) {
@@ -337,34 +314,6 @@ static inline __m256i trit_u8(__m256i q) {
                            _mm256_min_epu8(_mm256_subs_epu8(q, _mm256_set1_epi8((char) 170)), one));
 }
 
-/* the un-reduced int32 lanes of one TQ1_0 block's dot product, decoded from the packed bytes:
- * qs[0..32) hold elements 32l+m (l = 0..4), qs[32..48) hold 160+16l+m, qh[0..4) hold 240+4l+j */
-static inline __m256i tq1_block_lanes_avx2(const uint8_t *blk, const int8_t *x) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    const __m256i q0 = _mm256_loadu_si256((const __m256i *) blk);
-    const __m128i q1 = _mm_loadu_si128((const __m128i *) (blk + 32));
-    uint32_t qh;
-    memcpy(&qh, blk + 48, 4);
-    const __m256i q11 = _mm256_broadcastsi128_si256(q1);
-    const __m256i qlast = _mm256_inserti128_si256(_mm256_castsi128_si256(q1), _mm_set1_epi32((int) qh), 1);
-    __m256i a16 = _mm256_maddubs_epi16(trit_u8(q0), _mm256_loadu_si256((const __m256i *) x));
-    a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(trit_u8(mul_u8(q0, _mm256_set1_epi8(3))), _mm256_loadu_si256((const __m256i *) (x + 32))));
-    a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(trit_u8(mul_u8(q0, _mm256_set1_epi8(9))), _mm256_loadu_si256((const __m256i *) (x + 64))));
-    a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(trit_u8(mul_u8(q0, _mm256_set1_epi8(27))), _mm256_loadu_si256((const __m256i *) (x + 96))));
-    a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(trit_u8(mul_u8(q0, _mm256_set1_epi8(81))), _mm256_loadu_si256((const __m256i *) (x + 128))));
-    const __m256i m56 = _mm256_setr_epi8(1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-                                         3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i m67 = _mm256_setr_epi8(9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9,
-                                         27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27);
-    const __m256i m8 = _mm256_setr_epi8(81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81,
-                                        1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27);
-    a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(trit_u8(mul_u8(q11, m56)), _mm256_loadu_si256((const __m256i *) (x + 160))));
-    a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(trit_u8(mul_u8(q11, m67)), _mm256_loadu_si256((const __m256i *) (x + 192))));
-    /* 8 maddubs of |lane| <= 512: <= 4096, exact in int16 */
-    a16 = _mm256_add_epi16(a16, _mm256_maddubs_epi16(trit_u8(mul_u8(qlast, m8)), _mm256_loadu_si256((const __m256i *) (x + 224))));
-    return _mm256_madd_epi16(a16, ones);
-}
-
 /* horizontal sums of 8 vectors at once: lane i of the result = sum of v[i]'s lanes */
 static inline __m256i hsum8_i32(const __m256i v[8]) {
     const __m256i s01 = _mm256_hadd_epi32(v[0], v[1]), s23 = _mm256_hadd_epi32(v[2], v[3]);
@@ -374,111 +323,9 @@ static inline __m256i hsum8_i32(const __m256i v[8]) {
     return _mm256_add_epi32(lo, hi);
 }
 
-#endif
-
-#if defined(BN_VNNI)
-/* the same lanes as tq2_block_lanes_avx2 sums (different per-lane split, equal total), with
- * vpdpbusd into two int32 accumulators instead of maddubs + an int16 stage */
-static inline __m256i tq2_block_lanes_vnni(const uint8_t *qs, const int8_t *x) {
-    const __m256i mask = _mm256_set1_epi8(3);
-    __m256i a = _mm256_setzero_si256(), c = _mm256_setzero_si256();
-    for (int h = 0; h < 2; h++) {
-        const __m256i b = _mm256_loadu_si256((const __m256i *) (qs + 32 * h));
-        const int8_t *xh = x + 128 * h;
-        a = bn_dpbusd(a, _mm256_and_si256(b, mask), _mm256_loadu_si256((const __m256i *) xh));
-        c = bn_dpbusd(c, _mm256_and_si256(_mm256_srli_epi16(b, 2), mask), _mm256_loadu_si256((const __m256i *) (xh + 32)));
-        a = bn_dpbusd(a, _mm256_and_si256(_mm256_srli_epi16(b, 4), mask), _mm256_loadu_si256((const __m256i *) (xh + 64)));
-        c = bn_dpbusd(c, _mm256_and_si256(_mm256_srli_epi16(b, 6), mask), _mm256_loadu_si256((const __m256i *) (xh + 96)));
-    }
-    return _mm256_add_epi32(a, c);
-}
-
-static inline __m256i tq1_block_lanes_vnni(const uint8_t *blk, const int8_t *x) {
-    const __m256i q0 = _mm256_loadu_si256((const __m256i *) blk);
-    const __m128i q1 = _mm_loadu_si128((const __m128i *) (blk + 32));
-    uint32_t qh;
-    memcpy(&qh, blk + 48, 4);
-    const __m256i q11 = _mm256_broadcastsi128_si256(q1);
-    const __m256i qlast = _mm256_inserti128_si256(_mm256_castsi128_si256(q1), _mm_set1_epi32((int) qh), 1);
-    const __m256i m56 = _mm256_setr_epi8(1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-                                         3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i m67 = _mm256_setr_epi8(9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9,
-                                         27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27);
-    const __m256i m8 = _mm256_setr_epi8(81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81,
-                                        1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27);
-#define XV(o) _mm256_loadu_si256((const __m256i *) (x + (o)))
-    __m256i a = bn_dpbusd(_mm256_setzero_si256(), trit_u8(q0), XV(0));
-    __m256i c = bn_dpbusd(_mm256_setzero_si256(), trit_u8(mul_u8(q0, _mm256_set1_epi8(3))), XV(32));
-    a = bn_dpbusd(a, trit_u8(mul_u8(q0, _mm256_set1_epi8(9))), XV(64));
-    c = bn_dpbusd(c, trit_u8(mul_u8(q0, _mm256_set1_epi8(27))), XV(96));
-    a = bn_dpbusd(a, trit_u8(mul_u8(q0, _mm256_set1_epi8(81))), XV(128));
-    c = bn_dpbusd(c, trit_u8(mul_u8(q11, m56)), XV(160));
-    a = bn_dpbusd(a, trit_u8(mul_u8(q11, m67)), XV(192));
-    c = bn_dpbusd(c, trit_u8(mul_u8(qlast, m8)), XV(224));
-#undef XV
-    return _mm256_add_epi32(a, c);
-}
-#endif
-
-#if defined(__AVX2__)
-/* the un-reduced int32 lanes of one block (sum(code * x)) in the variant asked for; with a
- * constant `vnni` the branch folds away where this is inlined */
-static inline __attribute__((always_inline)) __m256i tq_lanes(int tq1, int vnni, const uint8_t *blk, const int8_t *x) {
-#if defined(BN_VNNI)
-    if (vnni) return tq1 ? tq1_block_lanes_vnni(blk, x) : tq2_block_lanes_vnni(blk, x);
-#else
-    (void) vnni;
-#endif
-    return tq1 ? tq1_block_lanes_avx2(blk, x) : tq2_block_lanes_avx2(blk, x);
-}
-
-/* eight output rows at once: the integer dot of each row's block goes into one lane of a
- * batched horizontal sum, and the float accumulation runs in eight float lanes, one row per
- * lane, block after block: per row exactly the reference's order of operations
- * (sumf = sumf + f32(sumi) * (d_x * d_w)), without a scalar dependency chain.
- *
- * The eight rows are one contiguous run of 8 * row-bytes; while it is computed, the next
- * group's run is prefetched linearly, an equal slice per block, so DRAM reads overlap the
- * arithmetic (eight short per-row streams are more than the hardware prefetcher follows
- * well: without this, cold-cache time was the sum of compute and transfer time). */
-static inline __attribute__((always_inline)) void tq_rows8(int tq1, int vnni, const uint8_t *w, int64_t r0, int64_t out,
-                                                          int64_t K, const int8_t *xq, const float *xd, const int32_t *xsb,
-                                                          int64_t T, float *y) {
-    const int64_t nb = K / 256, bb = tq1 ? 54 : 66, rb = nb * bb;
-    const uint8_t *g = w + r0 * rb, *next = g + 8 * rb;
-    for (int64_t t = 0; t < T; t++) {
-        const int8_t *xr = xq + t * K;
-        __m256 sum = _mm256_setzero_ps();
-        for (int64_t b = 0; b < nb; b++) {
-            if (t == 0)
-                for (int64_t i = 0; i < 8 * bb; i += 64) _mm_prefetch((const char *) (next + b * 8 * bb + i), _MM_HINT_T0);
-            __m256i lanes[8];
-            for (int j = 0; j < 8; j++) lanes[j] = tq_lanes(tq1, vnni, g + j * rb + b * bb, xr + b * 256);
-#if defined(__F16C__)
-            uint16_t h[8];
-            for (int j = 0; j < 8; j++) memcpy(&h[j], g + j * rb + b * bb + bb - 2, 2);
-            const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16((short) h[0], (short) h[1], (short) h[2], (short) h[3],
-                                                             (short) h[4], (short) h[5], (short) h[6], (short) h[7]));
-#else
-            float f[8];
-            for (int j = 0; j < 8; j++) {
-                uint16_t h;
-                memcpy(&h, g + j * rb + b * bb + bb - 2, 2);
-                f[j] = bn_f16_to_f32(h);
-            }
-            const __m256 dw = _mm256_loadu_ps(f);
-#endif
-            const __m256i acc = _mm256_sub_epi32(hsum8_i32(lanes), _mm256_set1_epi32(xsb[t * nb + b]));
-            const __m256 d = _mm256_mul_ps(_mm256_set1_ps(xd[t * nb + b]), dw);
-            sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_cvtepi32_ps(acc), d));
-        }
-        _mm256_storeu_ps(y + t * out + r0, sum);
-    }
-}
-
 /* the 2-bit codes (0..2) of one block as eight vectors, code vector i pairing with activations
- * x[32i, 32i + 32): TQ2_0 byte 32h+m holds element 128h+32n+m at bits 2n; TQ1_0 as in
- * tq1_block_lanes_avx2 */
+ * x[32i, 32i + 32): TQ2_0 byte 32h+m holds element 128h+32n+m at bits 2n; TQ1_0 qs[0..32) hold
+ * elements 32l+m (l = 0..4), qs[32..48) hold 160+16l+m, qh[0..4) hold 240+4l+j */
 static inline __attribute__((always_inline)) void tq_codes8(int tq1, const uint8_t *blk, __m256i c[8]) {
     const __m256i mask = _mm256_set1_epi8(3);
     if (!tq1) {
@@ -533,6 +380,59 @@ static inline __attribute__((always_inline)) __m256i tq_dot8(int vnni, const __m
     return _mm256_madd_epi16(a16, _mm256_set1_epi16(1));
 }
 
+/* the un-reduced int32 lanes of one block (sum(code * x)) in the variant asked for; with a
+ * constant `vnni` the branch folds away where this is inlined */
+static inline __attribute__((always_inline)) __m256i tq_lanes(int tq1, int vnni, const uint8_t *blk, const int8_t *x) {
+    __m256i c[8];
+    tq_codes8(tq1, blk, c);
+    return tq_dot8(vnni, c, x);
+}
+
+/* the f16 block scales of eight rows (row stride rb) at byte offset off, as eight floats */
+static inline __attribute__((always_inline)) __m256 tq_scales8(const uint8_t *g, int64_t rb, int64_t off) {
+    uint16_t h[8];
+    for (int j = 0; j < 8; j++) memcpy(&h[j], g + j * rb + off, 2);
+#if defined(__F16C__)  /* in a register: a store of eight floats and a vector reload would stall */
+    return _mm256_cvtph_ps(_mm_setr_epi16((short) h[0], (short) h[1], (short) h[2], (short) h[3],
+                                          (short) h[4], (short) h[5], (short) h[6], (short) h[7]));
+#else
+    float f[8];
+    for (int j = 0; j < 8; j++) f[j] = bn_f16_to_f32(h[j]);
+    return _mm256_loadu_ps(f);
+#endif
+}
+
+/* eight output rows at once: the integer dot of each row's block goes into one lane of a
+ * batched horizontal sum, and the float accumulation runs in eight float lanes, one row per
+ * lane, block after block: per row exactly the reference's order of operations
+ * (sumf = sumf + f32(sumi) * (d_x * d_w)), without a scalar dependency chain.
+ *
+ * The eight rows are one contiguous run of 8 * row-bytes; while it is computed, the next
+ * group's run is prefetched linearly, an equal slice per block, so DRAM reads overlap the
+ * arithmetic (eight short per-row streams are more than the hardware prefetcher follows
+ * well: without this, cold-cache time was the sum of compute and transfer time). */
+static inline __attribute__((always_inline)) void tq_rows8(int tq1, int vnni, const uint8_t *w, int64_t r0, int64_t out,
+                                                          int64_t K, const int8_t *xq, const float *xd, const int32_t *xsb,
+                                                          int64_t T, float *y) {
+    const int64_t nb = K / 256, bb = tq1 ? 54 : 66, rb = nb * bb;
+    const uint8_t *g = w + r0 * rb, *next = g + 8 * rb;
+    for (int64_t t = 0; t < T; t++) {
+        const int8_t *xr = xq + t * K;
+        __m256 sum = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; b++) {
+            if (t == 0)
+                for (int64_t i = 0; i < 8 * bb; i += 64) _mm_prefetch((const char *) (next + b * 8 * bb + i), _MM_HINT_T0);
+            __m256i lanes[8];
+            for (int j = 0; j < 8; j++) lanes[j] = tq_lanes(tq1, vnni, g + j * rb + b * bb, xr + b * 256);
+            const __m256 dw = tq_scales8(g, rb, b * bb + bb - 2);
+            const __m256i acc = _mm256_sub_epi32(hsum8_i32(lanes), _mm256_set1_epi32(xsb[t * nb + b]));
+            const __m256 d = _mm256_mul_ps(_mm256_set1_ps(xd[t * nb + b]), dw);
+            sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_cvtepi32_ps(acc), d));
+        }
+        _mm256_storeu_ps(y + t * out + r0, sum);
+    }
+}
+
 /* eight rows x TT tokens (prefill): each block's codes are decoded once and used for TT tokens
  * (the decode is most of TQ1_0's work and a third of TQ2_0's); per (token, row) the float
  * steps are exactly those of tq_rows8 */
@@ -557,20 +457,7 @@ static inline __attribute__((always_inline)) void tq_rows8_tile(int tq1, int vnn
             tq_codes8(tq1, g + (j + 1) * rb + b * bb, c);
             for (int t = 0; t < TQ_TILE; t++) pair[t][j / 2] = _mm256_hadd_epi32(a[t], tq_dot8(vnni, c, xq + (t0 + t) * K + b * 256));
         }
-#if defined(__F16C__)
-        uint16_t h[8];
-        for (int j = 0; j < 8; j++) memcpy(&h[j], g + j * rb + b * bb + bb - 2, 2);
-        const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16((short) h[0], (short) h[1], (short) h[2], (short) h[3],
-                                                         (short) h[4], (short) h[5], (short) h[6], (short) h[7]));
-#else
-        float f[8];
-        for (int j = 0; j < 8; j++) {
-            uint16_t h;
-            memcpy(&h, g + j * rb + b * bb + bb - 2, 2);
-            f[j] = bn_f16_to_f32(h);
-        }
-        const __m256 dw = _mm256_loadu_ps(f);
-#endif
+        const __m256 dw = tq_scales8(g, rb, b * bb + bb - 2);
         for (int t = 0; t < TQ_TILE; t++) {
             const __m256i s0123 = _mm256_hadd_epi32(pair[t][0], pair[t][1]), s4567 = _mm256_hadd_epi32(pair[t][2], pair[t][3]);
             const __m256i h8 = _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
