@@ -272,3 +272,31 @@ def test_disabled_native_is_refused_in_strict_mode(fresh_build):
     assert native.native_status() == (False, "native kernels disabled by BITNET_NATIVE=0")
     with pytest.raises(StrictModeError):
         native.require_native(strict=True)
+
+
+@needs_native
+@pytest.mark.ac20
+def test_an_avx2_build_without_vnni_is_bit_identical_too():
+    """-march=native on this machine may compile the VNNI variant in; a CPU with AVX2 but no VNNI
+    gets a build without it, whose code the `variant="avx2"` cap only partly stands in for
+    (the compile-time branches differ). Build that configuration explicitly and check it."""
+    flags = set(native.cpu_signature().split("|")[-1].split())
+    if not {"avx2", "fma", "f16c"} <= flags:
+        pytest.skip("this CPU lacks AVX2/FMA/F16C")
+    from bitnet.ffi import build_shim
+
+    m = build_shim("bitnet_native_kernels_avx2only", native.SOURCE.read_text(), native.CDEF,
+                   extra_compile_args=["-O3", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fno-fast-math"])
+    assert m.lib.bn_simd_level() == 1
+    rng = np.random.default_rng(11)
+    for fmt, code in (("i2_s", 0), ("tq2_0", 1), ("tq1_0", 2)):
+        for out, k, T in ((19, 512, 1), (24, 768, 6), (8, 2304, 4)):
+            t = ternary_weight(rng, out, k, 0.3)
+            raw = make_weight(fmt, t, rng.uniform(0.01, 2, max(1, out * k // 256)).astype(np.float32))
+            x = (rng.standard_normal((T, k)) * 3).astype(np.float32)
+            y = np.empty((T, out), np.float32)
+            wscale = float(raw[out * k // 4: out * k // 4 + 4].view(np.float32)[0]) if fmt == "i2_s" else 0.0
+            v = m.lib.bn_linear(code, m.ffi.from_buffer("uint8_t[]", raw), out, k, m.ffi.from_buffer("float[]", x), T,
+                                wscale, m.ffi.from_buffer("float[]", y), 2, 0)
+            assert v == 1, (fmt, v)
+            np.testing.assert_array_equal(y.view(np.uint32), reference.matmul(x, raw, fmt, out, k).view(np.uint32))
