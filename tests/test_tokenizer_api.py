@@ -184,7 +184,9 @@ def test_byte_level_round_trip_gpt2(gpt2, text):
 @given(text=TEXT)
 def test_spm_round_trip(spm, text):
     """SentencePiece with byte fallback is lossless too, except that it cannot tell a leading
-    space it added from one the text had."""
+    space it added from one the text had, nor a literal U+2581 from the space it escapes to
+    U+2581 (llama.cpp's detokenizer turns both into " "); Hypothesis found the second."""
+    text = text.replace("\u2581", " ")
     if text.startswith(" "):
         text = "x" + text
     assert spm.decode(spm.encode(text, add_special=True)) == text
