@@ -227,6 +227,29 @@ static void i2s_row_vnni(const uint8_t *w, int64_t K, const int8_t *xq, const in
         acc[t] = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3))) - xsum[t];
     }
 }
+
+/* four tokens against one row (prefill): the codes of each 32-byte group are unpacked once
+ * and used four times */
+static void i2s_row_vnni_x4(const uint8_t *w, int64_t K, const int8_t *xq, const int32_t *xsum, int32_t *acc) {
+    const __m256i mask = _mm256_set1_epi8(3);
+    const int64_t nb = K / 128;
+    __m256i a[4], c[4];
+    for (int t = 0; t < 4; t++) a[t] = c[t] = _mm256_setzero_si256();
+    for (int64_t blk = 0; blk < nb; blk++) {
+        _mm_prefetch((const char *) (w + blk * 32 + I2S_PREFETCH), _MM_HINT_T0);
+        const __m256i b = _mm256_loadu_si256((const __m256i *) (w + blk * 32));
+        const __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(b, 6), mask), c1 = _mm256_and_si256(_mm256_srli_epi16(b, 4), mask);
+        const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(b, 2), mask), c3 = _mm256_and_si256(b, mask);
+        for (int t = 0; t < 4; t++) {
+            const int8_t *xb = xq + t * K + blk * 128;
+            a[t] = bn_dpbusd(a[t], c0, _mm256_loadu_si256((const __m256i *) xb));
+            c[t] = bn_dpbusd(c[t], c1, _mm256_loadu_si256((const __m256i *) (xb + 32)));
+            a[t] = bn_dpbusd(a[t], c2, _mm256_loadu_si256((const __m256i *) (xb + 64)));
+            c[t] = bn_dpbusd(c[t], c3, _mm256_loadu_si256((const __m256i *) (xb + 96)));
+        }
+    }
+    for (int t = 0; t < 4; t++) acc[t] = hsum_i32(_mm256_add_epi32(a[t], c[t])) - xsum[t];
+}
 #endif
 
 /* y[t, r] = (sum_j (code-1) x_tj) / s_t * wscale */
@@ -239,8 +262,11 @@ static int i2s_gemm(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, 
         for (int64_t t0 = 0; t0 < T; t0 += 64) {
             const int64_t tn = T - t0 < 64 ? T - t0 : 64;
 #if defined(BN_VNNI)
-            if (variant == 2) i2s_row_vnni(w + r * (K / 4), K, xq + t0 * K, xsum + t0, tn, acc);
-            else
+            if (variant == 2) {
+                int64_t t = 0;
+                for (; t + 4 <= tn; t += 4) i2s_row_vnni_x4(w + r * (K / 4), K, xq + (t0 + t) * K, xsum + t0 + t, acc + t);
+                if (t < tn) i2s_row_vnni(w + r * (K / 4), K, xq + (t0 + t) * K, xsum + t0 + t, tn - t, acc + t);
+            } else
 #endif
 #if defined(__AVX2__)
             if (variant == 1) i2s_row_avx2(w + r * (K / 4), K, xq + t0 * K, xsum + t0, tn, acc);
