@@ -32,6 +32,7 @@ SUBCOMMANDS = [
 ]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 141
 
 
 @dataclass
@@ -44,8 +45,25 @@ class IO:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse exits 2 on usage errors; keep that, one line
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        from bitnet.cli.args import plain
+
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {plain(message)} (see {self.prog} --help)\n")
+
+
+def quiet_broken_pipe(stream: TextIO) -> int:
+    """The reader of stdout went away (`bitnet inspect --json | head`): no traceback, and no
+    second BrokenPipeError when the interpreter flushes stdout at exit. Exit 141 (128 + SIGPIPE),
+    as a shell reports a writer killed by SIGPIPE: the output was not all delivered, and it is
+    neither a pass (0) nor a failed check (1)."""
+    import os
+
+    if stream is sys.stdout:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+    return EXIT_BROKEN_PIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,15 +87,28 @@ def main(argv: Sequence[str] | None = None, io: IO | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args, io))
+    except BrokenPipeError:
+        return quiet_broken_pipe(io.stdout)
     except BitNetError as e:
-        print(f"bitnet {args.command}: error: {e}", file=io.stderr)
-        return EXIT_USAGE
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        print(f"bitnet {args.command}: error: {e.filename}: {e.strerror}", file=io.stderr)
-        return EXIT_USAGE
+        return error_line(f"bitnet {args.command}", e, io.stderr)
+    except OSError as e:  # a file named on the command line could not be read or written
+        return error_line(f"bitnet {args.command}", f"{e.filename}: {e.strerror or e}", io.stderr)
     except KeyboardInterrupt:
         print(f"bitnet {args.command}: interrupted", file=io.stderr)
         return 130
+
+
+def error_line(prog: str, err: object, stream: TextIO) -> int:
+    """Print one line `prog: error: reason` (newlines and control characters from the error
+    folded so it stays one line) and return exit code 2."""
+    from bitnet.cli.args import plain
+
+    text = plain(str(err).replace("\r\n", " ").replace("\n", " "))
+    try:
+        print(f"{prog}: error: {text}", file=stream)
+    except BrokenPipeError:
+        pass
+    return EXIT_USAGE
 
 
 def console_main() -> None:

@@ -11,31 +11,26 @@ import json
 import sys
 from collections.abc import Sequence
 
+from bitnet.cli import _Parser, error_line, quiet_broken_pipe
+from bitnet.cli.args import console, input_file, markup_safe
 from bitnet.errors import BitNetError
 from bitnet.receipts.allowlist import add_from_receipt, load_allowlist
+from bitnet.receipts.load import load_receipt
 from bitnet.receipts.policy import default_allowlist_path
 from bitnet.receipts.verify import verify_receipt
 
+PROG = "bitnet-verify-receipt"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bitnet-verify-receipt", description="verify an inference receipt")
-    p.add_argument("receipt", nargs="?", help="receipt JSON file")
-    p.add_argument("--model", help="the model file: its sha256 and size must match the receipt")
-    p.add_argument("--allowlist", help="GPU allowlist YAML (default: policies/gpu-allowlist.yml)")
+    p = _Parser(prog=PROG, description="verify an inference receipt")
+    p.add_argument("receipt", nargs="?", type=input_file, help="receipt JSON file")
+    p.add_argument("--model", type=input_file, help="the model file: its sha256 and size must match the receipt")
+    p.add_argument("--allowlist", type=input_file, help="GPU allowlist YAML (default: policies/gpu-allowlist.yml)")
     p.add_argument("--require-gpu-kernels", action="store_true", help="fail unless a GPU kernel ran")
     p.add_argument("--json", action="store_true", help="machine-readable result")
-    p.add_argument("--add-to-allowlist", metavar="RECEIPT", help="add this GPU receipt's fingerprint to the allowlist")
+    p.add_argument("--add-to-allowlist", metavar="RECEIPT", type=input_file, help="add this GPU receipt's fingerprint to the allowlist")
     return p
-
-
-def _read_json(path: str):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except OSError as e:
-        raise BitNetError(f"{path}: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise BitNetError(f"{path}: not JSON: {e}") from None
 
 
 def main(argv: Sequence[str] | None = None, io=None) -> int:
@@ -49,39 +44,44 @@ def main(argv: Sequence[str] | None = None, io=None) -> int:
     allowlist_path = args.allowlist or default_allowlist_path()
     try:
         if args.add_to_allowlist:
-            entry = add_from_receipt(allowlist_path, _read_json(args.add_to_allowlist))
+            entry = add_from_receipt(allowlist_path, load_receipt(args.add_to_allowlist))
             print(f"added {entry['name']} ({entry['compute_capability']}) to {allowlist_path}: "
                   f"max {entry['max_bytes_per_s']:.4g} B/s", file=out)
             return 0
         if not args.receipt:
             print("bitnet-verify-receipt: error: give a RECEIPT (or --add-to-allowlist RECEIPT)", file=err)
             return 2
-        receipt = _read_json(args.receipt)
+        receipt = load_receipt(args.receipt)
         allowlist = load_allowlist(allowlist_path)
         result = verify_receipt(receipt, model=args.model, allowlist=allowlist,
                                 require_gpu_kernels=args.require_gpu_kernels)
-    except (BitNetError, FileNotFoundError) as e:
-        print(f"bitnet-verify-receipt: error: {e}", file=err)
-        return 2
-    if args.json:
-        json.dump(result.to_json(), out, indent=2)
-        out.write("\n")
-    else:
-        _table(result, args.receipt, out)
+    except BitNetError as e:
+        return error_line(PROG, e, err)
+    except OSError as e:  # the model or allowlist could not be read
+        return error_line(PROG, f"{e.filename}: {e.strerror or e}", err)
+    try:
+        if args.json:
+            json.dump(result.to_json(), out, indent=2)
+            out.write("\n")
+        else:
+            _table(result, args.receipt, out)
+        out.flush()
+    except BrokenPipeError:
+        quiet_broken_pipe(out)
     return 0 if result.passed else 1
 
 
 def _table(result, path: str, out) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"{path}: {'PASS' if result.passed else 'FAIL'}")
+    # every string here may come from the receipt file: escaped, so `[/bold]` prints as itself
+    t = Table(title=f"{markup_safe(path)}: {'PASS' if result.passed else 'FAIL'}")
     t.add_column("rule", no_wrap=True)
     t.add_column("status", no_wrap=True)
     t.add_column("message", overflow="fold")
     for r in result.results:
-        t.add_row(r.rule, "[green]pass[/green]" if r.passed else "[red]FAIL[/red]", r.message)
-    Console(file=out, width=140).print(t)
+        t.add_row(markup_safe(r.rule), "[green]pass[/green]" if r.passed else "[red]FAIL[/red]", markup_safe(r.message))
+    console(out).print(t)
 
 
 def console_main() -> None:
