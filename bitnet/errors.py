@@ -55,3 +55,9 @@ class ConfigError(BitNetError, ValueError):
 class TokenizerError(BitNetError, ValueError):
     """A GGUF's tokenizer metadata is missing or inconsistent, or a request cannot be served
     (an unknown pre-tokenizer, a token id outside the vocabulary)."""
+
+
+class NonFiniteLogitsError(BitNetError, ValueError):
+    """The model produced NaN or infinite logits (corrupt weights, a NaN in the metadata): no
+    token can be sampled from them, and picking one anyway would hide the corruption. The
+    message names the first non-finite position."""

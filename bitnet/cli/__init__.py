@@ -43,11 +43,17 @@ class IO:
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
 
 
+class UsageError(Exception):
+    """A command line argparse refused; `main` prints it as one line and returns 2."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(f"{message} (see {prog} --help)")
+        self.prog = prog
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse exits 2 on usage errors; keep that, one line
-        from bitnet.cli.args import plain
-
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {plain(message)} (see {self.prog} --help)\n")
+        raise UsageError(self.prog, message)
 
 
 def quiet_broken_pipe(stream: TextIO) -> int:
@@ -80,7 +86,9 @@ def main(argv: Sequence[str] | None = None, io: IO | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # usage errors and --help/--version
+    except UsageError as e:
+        return error_line(e.prog, e, io.stderr)
+    except SystemExit as e:  # --help/--version
         return int(e.code or 0)
     if not getattr(args, "func", None):
         parser.print_help(io.stdout)

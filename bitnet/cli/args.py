@@ -88,6 +88,17 @@ def input_file(text: str) -> str:
     return text
 
 
+def input_dir(text: str) -> str:
+    """A path that must name an existing directory."""
+    utf8(text)
+    p = Path(text)
+    if not p.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such directory")
+    if not p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a file, expected a directory")
+    return text
+
+
 def output_file(text: str) -> str:
     """A file to write (atomically): not an existing directory, and its folder must exist or be
     creatable (checked when written)."""

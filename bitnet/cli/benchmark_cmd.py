@@ -4,19 +4,18 @@ succeeded (atomically; a failed run writes nothing and exits non-zero)."""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import Counter
 
+from bitnet.cli.args import output_file, positive, seed, utf8
 from bitnet.cli.backend_args import add_backend_args, native_threads, select_backend
 from bitnet.cli.run_cmd import add_model_args, resolve_model
 from bitnet.engine import Engine, SamplerConfig
 from bitnet.engine.generate import deterministic_env
-from bitnet.errors import ConfigError, StrictModeError
+from bitnet.errors import ConfigError
 from bitnet.quant import dispatch
 from bitnet.receipts.build import RunMeasurement, build_receipt, write_receipt
 from bitnet.receipts.machine import peak_rss_bytes
-from bitnet.strict import strict_enabled
 
 BENCH_PROMPT = "The quick brown fox jumps over the lazy dog. " * 4
 
@@ -24,12 +23,12 @@ BENCH_PROMPT = "The quick brown fox jumps over the lazy dog. " * 4
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="time a real generation run and write a receipt")
     add_model_args(p)
-    p.add_argument("--tokens", type=int, default=32, help="tokens to decode (EOS is ignored)")
-    p.add_argument("--prompt", default=BENCH_PROMPT, help="prompt text (tokenized with the model's tokenizer)")
+    p.add_argument("--tokens", type=positive, default=32, help="tokens to decode (EOS is ignored)")
+    p.add_argument("--prompt", type=utf8, default=BENCH_PROMPT, help="prompt text (tokenized with the model's tokenizer)")
     add_backend_args(p, cuda=True)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=seed, default=None)
     p.add_argument("--deterministic", action="store_true", help="greedy decoding, seed 0")
-    p.add_argument("--out", help="receipt path (written atomically after a successful run)")
+    p.add_argument("--out", type=output_file, help="receipt path (written atomically after a successful run)")
     p.set_defaults(func=run)
 
 

@@ -7,22 +7,23 @@ import argparse
 import json
 from dataclasses import asdict
 
+from bitnet.cli.args import console, count, input_dir, input_file, markup_safe, output_file, utf8
 from bitnet.cli.logits_cmd import parse_ids
 from bitnet.model.profiles import PROFILES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("crossval", help="compare our logits with a C++ reference (libllama)")
-    p.add_argument("--cpp-dir", required=True, help="reference folder (python -m crossval.setup prints one)")
-    p.add_argument("--model", required=True)
+    p.add_argument("--cpp-dir", type=input_dir, required=True, help="reference folder (python -m crossval.setup prints one)")
+    p.add_argument("--model", type=input_file, required=True)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt")
+    src.add_argument("--prompt", type=utf8)
     src.add_argument("--ids")
     p.add_argument("--gate", choices=("exact", "cross"), default="exact", help="parity thresholds (policies/parity.yml)")
     p.add_argument("--profile", choices=sorted(PROFILES), help="our numerics profile (default: the model's)")
-    p.add_argument("--greedy", type=int, default=8, help="greedy tokens to compare")
+    p.add_argument("--greedy", type=count, default=8, help="greedy tokens to compare")
     p.add_argument("--no-strict", action="store_true", help="allow fallbacks on our side (default: strict)")
-    p.add_argument("--receipt", help="write a parity receipt here (atomically)")
+    p.add_argument("--receipt", type=output_file, help="write a parity receipt here (atomically)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -48,16 +49,15 @@ def run(args: argparse.Namespace, io) -> int:
 
 
 def _table(r, io) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"crossval: {r.verdict.upper()} ({r.profile}) - {r.reason}")
+    t = Table(title=markup_safe(f"crossval: {r.verdict.upper()} ({r.profile}) - {r.reason}"))
     for c in ("pos", "cosine", "max_abs", "KL", "top-1 ours/ref", "top-5 overlap"):
         t.add_column(c, justify="right")
     for p in r.positions:
         mark = " <" if p.position == r.first_divergence else ""
         t.add_row(str(p.position), f"{p.cosine:.7f}", f"{p.max_abs:.3g}", f"{p.kl:.2e}",
                   f"{p.top1_ours}/{p.top1_ref}{mark}", f"{p.top5_overlap:.1f}")
-    Console(file=io.stdout, width=120).print(t)
+    console(io.stdout, width=120).print(t)
     if r.greedy_match is not None:
         print(f"greedy: {r.greedy_match:.3f} exact match; ours {r.greedy_ours}; reference {r.greedy_ref}", file=io.stdout)

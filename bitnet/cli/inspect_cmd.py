@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from bitnet.cli.args import console, input_file, markup_safe
 from bitnet.gguf.reader import Field, GGUFReader, StringArray
 
 ARRAY_PREVIEW = 8
@@ -15,7 +16,7 @@ ARRAY_PREVIEW = 8
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="show a GGUF file's metadata and tensors")
-    p.add_argument("model", nargs="?", help="path of a .gguf file")
+    p.add_argument("model", nargs="?", type=input_file, help="path of a .gguf file")
     p.add_argument("--demo", action="store_true",
                    help="inspect the embedded default model (a tiny synthetic model, random weights)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -108,19 +109,20 @@ def _short(v: Any) -> str:
 
 
 def _print_rich(doc: dict[str, Any], io) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=io.stdout, width=140, soft_wrap=False)
-    console.print(f"[bold]{doc['path']}[/bold]  GGUF v{doc['version']}  {doc['file_bytes']:,} bytes  "
+    # every name, key and value below comes from the file: escaped (`[/INST]` in a chat template
+    # is text, not markup) and made printable (no terminal escapes, no lone surrogates)
+    out = console(io.stdout)
+    out.print(f"[bold]{markup_safe(doc['path'])}[/bold]  GGUF v{doc['version']}  {doc['file_bytes']:,} bytes  "
                   f"alignment {doc['alignment']}  data at {doc['data_offset']}")
     meta = Table(title=f"metadata ({len(doc['metadata'])} keys)", show_lines=False)
     meta.add_column("key", style="cyan", no_wrap=True)
     meta.add_column("type")
     meta.add_column("value", overflow="fold")
     for k, m in doc["metadata"].items():
-        meta.add_row(k, m["type"], _short(m["value"]))
-    console.print(meta)
+        meta.add_row(markup_safe(k), markup_safe(m["type"]), markup_safe(_short(m["value"])))
+    out.print(meta)
     tens = Table(title=f"tensors ({len(doc['tensors'])})")
     for col, just in (("name", "left"), ("shape", "left"), ("type", "left"), ("flavor", "left"),
                       ("bytes", "right"), ("offset", "right")):
@@ -129,7 +131,8 @@ def _print_rich(doc: dict[str, Any], io) -> None:
         flavor = t["flavor"] or ""
         if t["flavor"] and not t["flavor_exact"]:
             flavor += f" (~{t['flavor_deviation'] * 100:+.3f}%)"
-        tens.add_row(t["name"], "x".join(map(str, t["shape"])), t["type"], flavor, f"{t['bytes']:,}", f"{t['offset']:,}")
-    console.print(tens)
+        tens.add_row(markup_safe(t["name"]), "x".join(map(str, t["shape"])), markup_safe(t["type"]), flavor,
+                     f"{t['bytes']:,}", f"{t['offset']:,}")
+    out.print(tens)
     total = sum(t["bytes"] for t in doc["tensors"])
-    console.print(f"total tensor bytes: {total:,}")
+    out.print(f"total tensor bytes: {total:,}")

@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from bitnet.cli import _Parser, error_line, quiet_broken_pipe
+from bitnet.cli import UsageError, _Parser, error_line, quiet_broken_pipe
 from bitnet.cli.args import console, input_file, markup_safe
 from bitnet.errors import BitNetError
 from bitnet.receipts.allowlist import add_from_receipt, load_allowlist
@@ -39,6 +39,8 @@ def main(argv: Sequence[str] | None = None, io=None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+    except UsageError as e:
+        return error_line(e.prog, e, err)
     except SystemExit as e:
         return int(e.code or 0)
     allowlist_path = args.allowlist or default_allowlist_path()

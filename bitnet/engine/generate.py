@@ -153,7 +153,7 @@ class Engine:
         text = ""
         pos = len(prompt_ids)
         for _ in range(max_tokens):
-            tok = sample(last, sampler, rng, history)
+            tok = sample(last, sampler, rng, history, position=pos - 1)
             out.append(tok)
             history.append(tok)
             piece = self._piece(tok)
@@ -195,7 +195,9 @@ class Engine:
         """End-of-generation ids straight from the metadata (no tokenizer needed)."""
         r = self.model.reader
         keys = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
-        ids = {int(r.get(k)) for k in keys if r.get(k) is not None}
+        # only integers count: a hostile file's "" or [1, 2] here is no id (the tokenizer's
+        # loader refuses such a file with a typed error when it has a tokenizer)
+        ids = {int(v) for k in keys if isinstance(v := r.get(k), int) and not isinstance(v, bool)}
         if self._has_tokenizer():  # llama.cpp also finds EOT/EOG tokens by their text
             tok = self.tokenizer
             ids |= {i for i in range(tok.real_vocab_size) if tok.is_eog(i)}
