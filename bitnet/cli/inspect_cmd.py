@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from bitnet.cli.args import console, input_file, markup_safe
+from bitnet.errors import BitNetError, naming_file
 from bitnet.gguf.reader import Field, GGUFReader, StringArray
 
 ARRAY_PREVIEW = 8
@@ -91,7 +92,10 @@ def run(args: argparse.Namespace, io) -> int:
 
         path = default_model_path()
     with GGUFReader(path) as reader:
-        doc = describe(reader, args.full_arrays, args.strict_loader)
+        try:
+            doc = describe(reader, args.full_arrays, args.strict_loader)
+        except BitNetError as e:
+            raise naming_file(e, path) from None
     if args.json:
         json.dump(doc, io.stdout, indent=2, default=str)
         io.stdout.write("\n")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bitnet.engine.sampling import SamplerConfig, sample
-from bitnet.errors import ConfigError
+from bitnet.errors import BitNetError, ConfigError, NonFiniteLogitsError, naming_file
 from bitnet.model.bitnet_model import BitNetModel
 
 CHAT_TEMPLATE_2B4T = "System: {system}<|eot_id|>User: {user}<|eot_id|>Assistant: "
@@ -75,7 +75,10 @@ class Engine:
     def __init__(self, model_path: str | os.PathLike[str], *, profile: str | None = None,
                  strict: bool | None = None, max_ctx: int | None = None):
         t0 = time.perf_counter()
-        self.model = BitNetModel(model_path, profile=profile, strict=strict)
+        try:
+            self.model = BitNetModel(model_path, profile=profile, strict=strict)
+        except BitNetError as e:  # a format/flavor error about a tensor: say which file
+            raise naming_file(e, model_path) from None
         self.path = Path(model_path)
         self.max_ctx = max_ctx or self.model.config.n_ctx
         self._tokenizer = None
@@ -153,7 +156,10 @@ class Engine:
         text = ""
         pos = len(prompt_ids)
         for _ in range(max_tokens):
-            tok = sample(last, sampler, rng, history, position=pos - 1)
+            try:
+                tok = sample(last, sampler, rng, history, position=pos - 1)
+            except NonFiniteLogitsError as e:
+                raise naming_file(e, self.path) from None
             out.append(tok)
             history.append(tok)
             piece = self._piece(tok)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bitnet.errors import TokenizerError
+from bitnet.errors import TokenizerError, naming_file
 from bitnet.gguf.constants import ValueType
 from bitnet.gguf.reader import Field, GGUFReader
 from bitnet.tokenizer.pretokenize import ADD_BOS_BY_DEFAULT, CLEAN_SPACES_OFF, PRE_TYPES
@@ -265,10 +265,18 @@ def _strip_sets(r: GGUFReader, pre: str | None, tokens: list[str], types: list[i
 
 
 def read_vocab(r: GGUFReader) -> Vocab:
-    """A `Vocab` from an open reader; `TokenizerError` when the metadata cannot make one.
+    """A `Vocab` from an open reader; `TokenizerError` (naming the file) when the metadata
+    cannot make one.
 
     Every key is type-checked as it is read (`_field`): a file whose `tokens` is an integer or
     whose `bos_token_id` is a string is refused naming the key, never a TypeError later."""
+    try:
+        return _build_vocab(r)
+    except TokenizerError as e:
+        raise naming_file(e, r.path) from None
+
+
+def _build_vocab(r: GGUFReader) -> Vocab:
     model = _model(r)
     spm = model == "llama"
     tokens = _tokens(r)
