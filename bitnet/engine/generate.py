@@ -24,9 +24,12 @@ def env_seed() -> int | None:
     s = os.environ.get("BITNET_SEED")
     if s not in (None, ""):
         try:
-            return int(s)
+            v = int(s)
         except ValueError:
             raise ConfigError(f"BITNET_SEED must be an integer, got {s!r}") from None
+        if not 0 <= v < 2**63:
+            raise ConfigError(f"BITNET_SEED must be in 0..{2**63 - 1}, got {v}")
+        return v
     return 0 if deterministic_env() else None
 
 
