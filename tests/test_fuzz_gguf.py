@@ -221,3 +221,23 @@ def test_fuzz_ten_thousand_files(fuzz_bases, tmp_path):
     for r in reports:
         _assert_clean(r)
     assert summary["cases"] >= n + 1000
+
+
+def test_errors_page_lists_every_dimension_as_the_code_checks_it():
+    from bitnet.model.dims import DIMS, ROPE_DIM, VOCAB_SIZE
+
+    page = (ROOT / "docs" / "reference" / "errors.md").read_text(encoding="utf-8")
+    for d in (*DIMS, VOCAB_SIZE, ROPE_DIM):
+        assert d.doc_row() in page, d.doc_row()
+
+
+def test_synth_shape_is_checked_against_the_same_table():
+    from bitnet.errors import ConfigError
+    from bitnet.synth import ModelShape
+
+    with pytest.raises(ConfigError, match="embedding_length .* must be >= 1"):
+        ModelShape(n_embd=0, n_ff=512, n_layer=1, n_head=4, n_head_kv=2, n_ctx=64)
+    with pytest.raises(ConfigError, match="not a multiple of head_count_kv"):
+        ModelShape(n_embd=256, n_ff=512, n_layer=1, n_head=4, n_head_kv=3, n_ctx=64)
+    with pytest.raises(ConfigError, match="context_length .* found 16777217"):
+        ModelShape(n_embd=256, n_ff=512, n_layer=1, n_head=4, n_head_kv=2, n_ctx=2**24 + 1)

@@ -9,7 +9,7 @@ import json
 from bitnet.cli.args import count, finite_float, input_file, nonempty_utf8, seed, utf8
 from bitnet.cli.backend_args import add_backend_args, select_backend
 from bitnet.engine import CHAT_TEMPLATE_2B4T, Engine, SamplerConfig
-from bitnet.engine.generate import DEFAULT_SYSTEM
+from bitnet.engine.generate import DEFAULT_SYSTEM, env_seed
 from bitnet.errors import ConfigError
 from bitnet.model.profiles import PROFILES
 
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace, io) -> int:
         raise ConfigError("--system is the system text of --chat; add --chat or drop --system")
     sampler = SamplerConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                             repeat_penalty=args.repeat_penalty, greedy=args.greedy)
+    seed = args.seed if args.seed is not None else env_seed()  # a bad BITNET_SEED fails before loading
     backend = select_backend(args, io, "run")
     engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict)
     prompt = args.prompt
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace, io) -> int:
         io.stdout.write(piece)
         io.stdout.flush()
 
-    result = engine.generate(prompt, max_tokens=args.max_tokens, sampler=sampler, seed=args.seed,
+    result = engine.generate(prompt, max_tokens=args.max_tokens, sampler=sampler, seed=seed,
                              stop=args.stop, on_token=None if args.json else stream)
     if args.json:
         json.dump({**result.to_json(), "backend": backend}, io.stdout)

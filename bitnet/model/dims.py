@@ -37,6 +37,14 @@ class Dim:
     doc: str
     lo_open: bool = False  # lo itself is invalid (epsilon, rope base: > 0)
 
+    def range_text(self) -> str:
+        fmt = (lambda x: f"{int(x):,}") if self.kind is int else (lambda x: f"{x:g}")
+        return f"{'>' if self.lo_open else '>='} {fmt(self.lo)} and <= {fmt(self.hi)}"
+
+    def doc_row(self) -> str:
+        """This dimension's row of the table in docs/reference/errors.md (a test keeps them equal)."""
+        return f"| `{{arch}}.{self.key}` | `{self.name}` | {self.kind.__name__} | {self.range_text()} | {self.doc} |"
+
 
 #: In the order synth writes them. `head_count_kv` and `rope.freq_base` may be missing from a
 #: file (see bitnet.model.config.ENGINE_DEFAULTS); the rest are required.
@@ -78,8 +86,7 @@ def check_value(d: Dim, value: Any, where: str) -> int | float:
         raise ConfigError(f"{where}: {d.key} must be finite, found {v!r}")
     low_bad = v <= d.lo if d.lo_open else v < d.lo
     if low_bad or v > d.hi:
-        lo = f"> {d.lo:g}" if d.lo_open else f">= {d.lo:g}"
-        raise ConfigError(f"{where}: {d.key} ({d.doc}) must be {lo} and <= {d.hi:g}, found {v!r}")
+        raise ConfigError(f"{where}: {d.key} ({d.doc}) must be {d.range_text()}, found {v!r}")
     return v
 
 
