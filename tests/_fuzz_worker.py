@@ -145,7 +145,20 @@ def _bases(d: str, kind: str) -> list[Path]:
     return sorted(p for p in Path(d).iterdir() if p.suffix == ext)
 
 
-def run_cases(kind: str, bases_dir: str, seed: int, start: int, count: int, keep: str | None = None) -> dict:
+def _save(report: dict, out: str | None) -> None:
+    """Write the report atomically (also every `PROGRESS_EVERY` cases: a long run killed early
+    still leaves its counts)."""
+    if out:
+        tmp = out + ".part"
+        Path(tmp).write_text(json.dumps(report, indent=1))
+        os.replace(tmp, out)
+
+
+PROGRESS_EVERY = 250
+
+
+def run_cases(kind: str, bases_dir: str, seed: int, start: int, count: int, keep: str | None = None,
+              out: str | None = None) -> dict:
     import logging
     import warnings
 
@@ -179,6 +192,9 @@ def run_cases(kind: str, bases_dir: str, seed: int, start: int, count: int, keep
             report["outcomes"][cmd][outcome] += 1
         if r["failure"]:
             report["failures"].append({"case": case_id, "mutations": what, "failure": r["failure"]})
+        if report["cases"] % PROGRESS_EVERY == 0:
+            report["seconds"] = time.perf_counter() - t0
+            _save(report, out)
 
     if kind == "gguf-hypothesis":
         from hypothesis import HealthCheck, given, settings
@@ -220,12 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", help="write the (last) mutated file here, for replaying a failure")
     args = ap.parse_args(argv)
     _limit_memory()
-    report = run_cases(args.kind, args.bases, args.seed, args.start, args.count, args.keep)
-    text = json.dumps(report, indent=1)
+    report = run_cases(args.kind, args.bases, args.seed, args.start, args.count, args.keep, args.out)
+    report["done"] = True
     if args.out:
-        Path(args.out).write_text(text)
+        _save(report, args.out)
     else:
-        print(text)
+        print(json.dumps(report, indent=1))
     return 0
 
 

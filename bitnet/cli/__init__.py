@@ -10,6 +10,7 @@ Exit codes: 0 success, 1 a check ran and failed (verification, parity), 2 bad in
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import sys
 from collections.abc import Sequence
@@ -81,9 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    """The parser, built once per process: building it costs ~0.1 s (argparse and gettext), and
+    tests and the fuzz suite call `main` thousands of times. Parsing leaves it unchanged."""
+    return build_parser()
+
+
 def main(argv: Sequence[str] | None = None, io: IO | None = None) -> int:
     io = io or IO()
-    parser = build_parser()
+    parser = _parser()
     try:
         args = parser.parse_args(argv)
     except UsageError as e:
