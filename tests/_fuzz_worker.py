@@ -38,6 +38,15 @@ class CaseTimeout(BaseException):
     pass
 
 
+class StrictText(io.StringIO):
+    """A text stream that, like a real UTF-8 stdout, cannot take lone surrogates (StringIO
+    would accept them and hide a UnicodeEncodeError a terminal would raise)."""
+
+    def write(self, s: str) -> int:
+        s.encode("utf-8")
+        return super().write(s)
+
+
 def _alarm(_sig, _frame):
     raise CaseTimeout()
 
@@ -46,7 +55,7 @@ def _cli(argv: list[str]) -> tuple[int | None, str, str, str | None]:
     """(exit code, stdout, stderr, failure) of one in-process CLI call."""
     from bitnet.cli import IO, main
 
-    out, err = io.StringIO(), io.StringIO()
+    out, err = StrictText(), StrictText()
     try:
         rc = main(argv, IO(out, err))
     except CaseTimeout:
@@ -115,7 +124,7 @@ def check_receipt(data: bytes, tmp: str) -> dict:
         fh.write(data)
     outcomes = {}
     for argv in ([path], [path, "--json"]):
-        out, err = io.StringIO(), io.StringIO()
+        out, err = StrictText(), StrictText()
         try:
             rc = verify_main(argv, IO(out, err))
         except CaseTimeout:
