@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet.timeouts import PARITY_TIMEOUT_S
 from crossval.parity import ParityResult, compare, errored, parity_receipt, write_parity_receipt
 from crossval.runner import run_reference
+from crossval.timeouts import PARITY_TIMEOUT_S
 
 
 def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, n_greedy: int, backend: str):

@@ -112,7 +112,7 @@ def test_strict_mode_refuses_a_numpy_fallback(native_backend):
 
 @pytest.mark.ac6
 def test_one_shim_builder_caches_by_source(tmp_path, monkeypatch):
-    from bitnet import ffi
+    from bitnet.toolchain import ffi
 
     monkeypatch.setenv("BITNET_CACHE_DIR", str(tmp_path))
     a = ffi.build_shim("bn_selftest", "static int f(void) { return 7; }", "int f(void);")
@@ -131,14 +131,14 @@ def test_crossval_and_native_use_the_same_builder():
     import bitnet.native as native
     import crossval.reference as ref
 
-    assert "from bitnet.ffi import build_shim" in inspect.getsource(native)
-    assert "from bitnet.ffi import build_shim" in inspect.getsource(ref)
+    assert "from bitnet.toolchain.ffi import build_shim" in inspect.getsource(native)
+    assert "from bitnet.toolchain.ffi import build_shim" in inspect.getsource(ref)
 
 
 @pytest.mark.ac6
 def test_compiler_errors_are_typed(tmp_path, monkeypatch):
-    from bitnet import ffi
     from bitnet.errors import BridgeError
+    from bitnet.toolchain import ffi
 
     monkeypatch.setenv("BITNET_CACHE_DIR", str(tmp_path))
     with pytest.raises(BridgeError, match="building the C shim"):

@@ -229,7 +229,7 @@ def fresh_build(monkeypatch):
 
 @pytest.mark.ac6
 def test_build_key_includes_the_cpu_and_goes_through_build_shim(fresh_build):
-    import bitnet.ffi
+    import bitnet.toolchain.ffi
 
     seen = []
 
@@ -239,7 +239,7 @@ def test_build_key_includes_the_cpu_and_goes_through_build_shim(fresh_build):
 
     import bitnet.errors
 
-    fresh_build.setattr(bitnet.ffi, "build_shim", fake)
+    fresh_build.setattr(bitnet.toolchain.ffi, "build_shim", fake)
     available, reason = native.native_status()
     assert not available and "stop here" in reason
     assert len(seen) == len(native.FLAG_SETS)  # each fallback flag set tried once
@@ -283,7 +283,7 @@ def test_an_avx2_build_without_vnni_is_bit_identical_too():
     flags = set(native.cpu_signature().split("|")[-1].split())
     if not {"avx2", "fma", "f16c"} <= flags:
         pytest.skip("this CPU lacks AVX2/FMA/F16C")
-    from bitnet.ffi import build_shim
+    from bitnet.toolchain.ffi import build_shim
 
     m = build_shim("bitnet_native_kernels_avx2only", native.SOURCE.read_text(), native.CDEF,
                    extra_compile_args=["-O3", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fno-fast-math"])

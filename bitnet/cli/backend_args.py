@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from bitnet.errors import ConfigError, StrictModeError
+from bitnet.errors import ConfigError, StrictModeError, strict_enabled
 from bitnet.quant import dispatch
-from bitnet.strict import strict_enabled
 
 BACKEND_ENV = "BITNET_BACKEND"
 

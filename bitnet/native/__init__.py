@@ -1,5 +1,5 @@
 """Native CPU kernels (C, AVX2 with a scalar fallback, OpenMP over output rows) built with cffi
-on first use through the project's one shim builder (bitnet.ffi, AC6), cached per source hash,
+on first use through the project's one shim builder (bitnet.toolchain.ffi, AC6), cached per source hash,
 compiler and flags (`-march=native`: the cache is per machine).
 
 `native_status()` says whether they built and why not; a missing compiler makes the dispatcher
@@ -80,7 +80,7 @@ def cpu_signature() -> str:
 
 @functools.cache
 def _module():
-    from bitnet.ffi import build_shim
+    from bitnet.toolchain.ffi import build_shim
 
     if os.environ.get(DISABLE_ENV, "1") == "0":
         raise BridgeError(f"native kernels disabled by {DISABLE_ENV}=0")
@@ -119,8 +119,7 @@ def require_native(strict: bool | None = None) -> bool:
     """True when the native kernels are usable. When they are not: in strict mode a
     StrictModeError (a NumPy fallback would be a silent downgrade), otherwise False, and the
     reason stays readable through native_status() (callers record it)."""
-    from bitnet.errors import StrictModeError
-    from bitnet.strict import strict_enabled
+    from bitnet.errors import StrictModeError, strict_enabled
 
     ok, why = native_status()
     if not ok and strict_enabled(strict):

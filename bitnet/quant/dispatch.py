@@ -24,11 +24,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from bitnet.errors import ConfigError, FormatError, StrictModeError
+from bitnet.errors import ConfigError, FormatError, StrictModeError, strict_enabled
 from bitnet.quant import kernels as K
 from bitnet.quant.activations import QuantizedRows, quantize_activations
 from bitnet.quant.weights import PackedWeight, load_weight  # noqa: F401  (re-exported contract)
-from bitnet.strict import strict_enabled
 
 ACT_PROFILES = ("none", "per-token-absmax", "q8_k-block256")
 

@@ -27,10 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bitnet.errors import FormatError, StrictModeError
+from bitnet.errors import FormatError, StrictModeError, strict_enabled
 from bitnet.gguf.reader import TensorInfo
 from bitnet.quant import i2s, rust_port, tq
-from bitnet.strict import strict_enabled
 
 log = logging.getLogger("bitnet.flavor")
 

@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bitnet.errors import FormatError, StrictModeError
+from bitnet.errors import FormatError, StrictModeError, strict_enabled
 from bitnet.gguf.reader import GGUFReader, TensorInfo
 from bitnet.quant import floats, i2s, rust_port
 from bitnet.quant.flavor import FlavorDecision, detect_flavor
-from bitnet.strict import strict_enabled
 
 KEY_I2S_LAYOUT = "bitnet_harness.i2s_layout"
 KEY_QK256_LUT = "bitnet_harness.qk256_lut"

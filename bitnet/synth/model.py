@@ -27,7 +27,7 @@ from bitnet.gguf.constants import ValueType
 from bitnet.gguf.reader import GGUFReader
 from bitnet.gguf.writer import GGUFWriter
 from bitnet.quant.encoders import WeightFormat, weight_format
-from bitnet.vocab import builtin_vocab
+from bitnet.synth.vocab import builtin_vocab
 
 ARCHS = ("bitnet-b1.58", "bitnet")
 
