@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bitnet.native import native_matmul, native_status, reference  # noqa: E402
+from bitnet.kernels.native import native_matmul, native_status, reference  # noqa: E402
 
 SHAPES = ((2560, 2560), (640, 2560), (6912, 2560), (2560, 6912))  # (out, in)
 FORMATS = ("i2_s", "tq2_0", "tq1_0")

@@ -18,7 +18,7 @@ from crossval.timeouts import PARITY_TIMEOUT_S
 
 def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, n_greedy: int, backend: str):
     from bitnet.engine import Engine, SamplerConfig
-    from bitnet.quant import dispatch
+    from bitnet.kernels import dispatch
 
     dispatch.set_backend(backend)
     t0 = time.perf_counter()

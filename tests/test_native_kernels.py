@@ -1,5 +1,5 @@
 """Native kernels against an exact int64 NumPy model written from the spec layouts
-(bitnet.native.reference), bit for bit, for both SIMD variants (AC10 for I2_S); the shim
+(bitnet.kernels.native.reference), bit for bit, for both SIMD variants (AC10 for I2_S); the shim
 builder's cache key (AC6); a missing native build is recorded, and refused in strict mode (AC9).
 """
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import bitnet.native as native
-from bitnet.native import native_matmul, native_status, reference
+import bitnet.kernels.native as native
+from bitnet.kernels.native import native_matmul, native_status, reference
 
 ok, why = native_status()
 needs_native = pytest.mark.skipif(not ok, reason=f"native kernels unavailable: {why}")
@@ -151,7 +151,7 @@ def test_tq_edge_activations(fmt):
 @given(T=st.integers(1, 5), blocks=st.integers(1, 3), scale=st.sampled_from([1e-7, 1e-4, 1.0, 1e3]),
        seed=st.integers(0, 999))
 def test_quantizers_bit_identical(T, blocks, scale, seed):
-    from bitnet.native.backend import quant_i8_s, quant_q8k
+    from bitnet.kernels.native.backend import quant_i8_s, quant_q8k
 
     x = (np.random.default_rng(seed).standard_normal((T, 256 * blocks)) * scale).astype(np.float32)
     x[0, :7] = [0.5, -0.5, 1.5, 127.0, -128.0, 0.0, 2.5]  # ties and edges

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bitnet.errors import BridgeError
+from bitnet.kernels.ids import KernelId
 
 SOURCE = Path(__file__).with_name("kernels.c")
 CDEF = """
@@ -224,4 +225,4 @@ def native_matmul(x: np.ndarray, raw: np.ndarray, fmt: str, out_features: int, i
     v = m.lib.bn_linear(code, m.ffi.from_buffer("uint8_t[]", raw), out_features, in_features,
                         m.ffi.from_buffer("float[]", x), t, wscale, m.ffi.from_buffer("float[]", y),
                         threads, cap)
-    return y, f"{stem}_{variant_name(v)}_{'gemv' if t == 1 else 'gemm'}"
+    return y, KernelId(stem, "", "gemv" if t == 1 else "gemm", "native", variant_name(v)).render()
