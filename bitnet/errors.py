@@ -76,3 +76,21 @@ def naming_file(err: BitNetError, path: object) -> BitNetError:
         return err
     new.__cause__ = err.__cause__
     return new
+
+
+# -- strict mode: one switch that turns every fallback into an error --------------------------
+#: `BITNET_STRICT_MODE=1` (or `--strict` / `strict=True` where a function takes it) makes the
+#: loader refuse within-tolerance flavors and unknown tensor types, the model refuse missing
+#: config keys it would otherwise default the way llama.cpp does, and the kernel dispatcher
+#: refuse any fallback to the NumPy kernels.
+STRICT_ENV = "BITNET_STRICT_MODE"
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def strict_enabled(explicit: bool | None = None) -> bool:
+    """An explicit argument wins; otherwise the environment decides."""
+    if explicit is not None:
+        return bool(explicit)
+    import os
+
+    return os.environ.get(STRICT_ENV, "").strip().lower() in _TRUE

@@ -1,6 +1,6 @@
 """A structure-aware receipt mutator for the hostile-input fuzz suite (AC25).
 
-A real receipt (tests/receipts/good/*.json) is parsed, one of its values (chosen by its path)
+A real receipt (fixtures/receipts/good/*.json) is parsed, one of its values (chosen by its path)
 is replaced by something hostile, and the text is written back; values JSON cannot express
 through `json.dumps` (10**400, NaN, a lone-surrogate escape, nesting 100,000 deep) are spliced
 in as raw text. Encodings (UTF-16 with and without BOM, Latin-1, UTF-8 with BOM), duplicate

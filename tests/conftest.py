@@ -13,7 +13,7 @@ def find_libggml_base(cpp_dir: str | None) -> Path | None:
     reference cache that `python -m crossval.setup` fills."""
     roots = [cpp_dir, os.environ.get("BITNET_CPP_DIR")]
     try:
-        from bitnet.cache import cache_dir
+        from bitnet.files.cache import cache_dir
 
         roots += [str(p) for p in cache_dir("reference").glob("*")]
     except Exception:  # pragma: no cover - cache dir not creatable
@@ -35,12 +35,12 @@ def libggml_base(pytestconfig):
 
 
 # -- receipts (tests/test_receipts_*.py) -------------------------------------------------------
-RECEIPTS = Path(__file__).resolve().parent / "receipts"
+RECEIPTS = Path(__file__).resolve().parents[1] / "fixtures" / "receipts"
 
 
 @pytest.fixture(scope="session")
 def receipt_base_model(tmp_path_factory) -> Path:
-    """The model `tests/receipts/good/base.json` was measured on: the default tiny I2_S model,
+    """The model `fixtures/receipts/good/base.json` was measured on: the default tiny I2_S model,
     which the synthesiser reproduces byte for byte (its sha256 is checked by the tests)."""
     from bitnet.synth import synthesize
 

@@ -27,7 +27,7 @@ from bitnet.receipts.load import MAX_DEPTH, load_receipt, parse_receipt
 pytestmark = pytest.mark.ac25
 
 ROOT = Path(__file__).resolve().parents[1]
-GOOD = ROOT / "tests" / "receipts" / "good" / "base.json"
+GOOD = ROOT / "fixtures" / "receipts" / "good" / "base.json"
 
 
 def _verify(*argv: str) -> tuple[int, str, str]:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from bitnet.errors import ConfigError, StrictModeError
+from bitnet.errors import ConfigError, StrictModeError, strict_enabled
 from bitnet.gguf.reader import GGUFReader
 from bitnet.model.dims import DIMS, ROPE_DIM, VOCAB_SIZE, Dim, check_dims, check_value
-from bitnet.strict import strict_enabled
 
 log = logging.getLogger(__name__)
 

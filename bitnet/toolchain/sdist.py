@@ -14,9 +14,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from bitnet.atomic import atomic_open
-from bitnet.cache import cache_dir
 from bitnet.errors import BitNetError
+from bitnet.files.atomic import atomic_open
+from bitnet.files.cache import cache_dir
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 
