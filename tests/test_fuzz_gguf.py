@@ -214,9 +214,17 @@ def test_fuzz_ten_thousand_files(fuzz_bases, tmp_path):
                 ex.submit(_worker, "gguf", fuzz_bases, tmp_path, 7, n - half, half)]
         reports = [f.result() for f in futs]
     reports.append(_worker("gguf-hypothesis", fuzz_bases, tmp_path, 0, 1000))
+    outcomes: dict[str, dict[str, int]] = {}
+    families: dict[str, int] = {}
+    for r in reports:
+        for cmd, counts in r["outcomes"].items():
+            for k, v in counts.items():
+                outcomes.setdefault(cmd, {}).setdefault(k, 0)
+                outcomes[cmd][k] += v
+        for k, v in r["families"].items():
+            families[k] = families.get(k, 0) + v
     summary = {"cases": sum(r["cases"] for r in reports), "seconds": [round(r["seconds"], 1) for r in reports],
-               "failures": sum(len(r["failures"]) for r in reports), "outcomes": reports[0]["outcomes"],
-               "families": reports[0]["families"]}
+               "failures": sum(len(r["failures"]) for r in reports), "outcomes": outcomes, "families": families}
     print("FUZZ-GGUF", json.dumps(summary))
     for r in reports:
         _assert_clean(r)
