@@ -36,12 +36,17 @@ class Criterion:
 
 def find_catalog(rootpath: Path, configured: str | None = None) -> Path | None:
     """The catalog path: the ini option, else `policies/acceptance.yml` under the rootdir,
-    else next to the installed `bitnet` package (editable installs and source checkouts)."""
+    else next to the `bitnet` package (editable installs and source checkouts), else the copy
+    packaged in the wheel (`bitnet/_resources/policies`), so a user's own repository gets the
+    AC markers too."""
+    from bitnet.receipts.policy import PACKAGED
+
     candidates = []
     if configured:
         candidates.append(Path(configured) if Path(configured).is_absolute() else rootpath / configured)
     candidates.append(rootpath / CATALOG_REL)
     candidates.append(Path(__file__).resolve().parents[1] / CATALOG_REL)
+    candidates.append(Path(__file__).resolve().parent / PACKAGED / CATALOG_REL)
     for c in candidates:
         if c.is_file():
             return c
@@ -67,13 +72,24 @@ def load_catalog(path: Path) -> list[Criterion]:
     return out
 
 
+def _env_path(key: str) -> str | None:
+    from bitnet.errors import ConfigError
+    from bitnet.settings import settings
+
+    try:
+        v = getattr(settings(), key)
+    except ConfigError as e:
+        raise pytest.UsageError(str(e)) from None
+    return str(v) if v else None
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("bitnet", "bitnet-harness")
     group.addoption("--crossval", action="store_true", default=False,
                     help="run tests marked 'crossval' against the C++ reference (libllama)")
-    group.addoption("--bitnet-cpp-dir", default=os.environ.get("BITNET_CPP_DIR"), metavar="DIR",
+    group.addoption("--bitnet-cpp-dir", default=_env_path("cpp_dir"), metavar="DIR",
                     help="llama.cpp / bitnet.cpp checkout with a build, or the reference cache folder")
-    group.addoption("--bitnet-gguf", default=os.environ.get("BITNET_GGUF"), metavar="MODEL.gguf",
+    group.addoption("--bitnet-gguf", default=_env_path("gguf"), metavar="MODEL.gguf",
                     help="a user model to include in model-level tests")
     group.addoption("--bitnet-strict", action="store_true", default=False,
                     help="set BITNET_STRICT_MODE=1: every fallback is an error")

@@ -8,14 +8,13 @@ any path that would stage a full ternary weight as float.
 
 from __future__ import annotations
 
-import os
-
 ENV = "BITNET_STRICT_MODE"
-_TRUE = {"1", "true", "yes", "on"}
 
 
 def strict_enabled(explicit: bool | None = None) -> bool:
     """An explicit argument wins; otherwise the environment decides."""
     if explicit is not None:
         return bool(explicit)
-    return os.environ.get(ENV, "").strip().lower() in _TRUE
+    from bitnet.settings import settings
+
+    return settings().strict

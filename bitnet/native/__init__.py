@@ -81,10 +81,16 @@ def cpu_signature() -> str:
 @functools.cache
 def _module():
     from bitnet.ffi import build_shim
+    from bitnet.settings import settings
 
-    if os.environ.get(DISABLE_ENV, "1") == "0":
+    if not settings().native:
         raise BridgeError(f"native kernels disabled by {DISABLE_ENV}=0")
-    source = f"/* built for: {cpu_signature()} */\n" + SOURCE.read_text()
+    try:
+        text = SOURCE.read_text()
+    except OSError as e:  # an install that lost its C source: a reason to fall back, not a crash
+        raise BridgeError(f"native kernel source {SOURCE} is unreadable ({e.strerror}); "
+                          "reinstall bitnet-harness or use --backend numpy") from None
+    source = f"/* built for: {cpu_signature()} */\n" + text
     errors = []
     for cflags, lflags in FLAG_SETS:
         try:
@@ -137,14 +143,19 @@ def ffi():
 
 
 def default_threads() -> int:
-    v = os.environ.get("BITNET_THREADS")
-    return int(v) if v else (os.cpu_count() or 1)
+    from bitnet.settings import settings
+
+    n = settings().threads
+    return n if n else (os.cpu_count() or 1)
 
 
 def _env_cap() -> int:
-    if os.environ.get(SCALAR_ENV, "0") not in ("", "0"):
+    from bitnet.settings import settings
+
+    s = settings()
+    if s.native_scalar:
         return CAPS["scalar"]
-    if os.environ.get(NO_VNNI_ENV, "0") not in ("", "0"):
+    if s.native_no_vnni:
         return CAPS["avx2"]
     return CAPS["auto"]
 

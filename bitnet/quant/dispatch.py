@@ -16,7 +16,6 @@ e.g. `i2s_x86_i8act_gemm_numpy`, `tq2_0_q8k_gemm_numpy`, `f16_f32act_gemm_numpy`
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -112,15 +111,41 @@ def set_backend(name: str) -> None:
 def get_backend() -> str:
     b = getattr(_state, "backend", None)
     if b is None:
-        b = os.environ.get("BITNET_BACKEND", "numpy")
-        set_backend(b)
+        from bitnet.settings import settings
+
+        b = activate(settings().backend or "numpy")
     return b
+
+
+def activate(name: str, *, strict: bool | None = None, who: str = "bitnet", stderr=None) -> str:
+    """Make `name` this thread's backend and return the one that runs. `cpu` means the native
+    kernels when they build here, else NumPy with one line on stderr saying why (never silently)
+    and a StrictModeError in strict mode. The one resolver of `cpu`: the CLI's --backend and
+    BITNET_BACKEND in library use both come here."""
+    if name != "cpu":
+        set_backend(name)
+        return name
+    try:
+        set_backend("native")
+        return "native"
+    except ConfigError as e:
+        from bitnet.errors import StrictModeError
+        from bitnet.strict import strict_enabled
+
+        if strict_enabled(strict):
+            raise StrictModeError(f"backend cpu: the native backend is unavailable ({e}); strict mode "
+                                  "refuses the NumPy fallback") from None
+        import sys
+
+        print(f"{who}: native backend unavailable ({e}); using numpy", file=stderr or sys.stderr)
+        set_backend("numpy")
+        return "numpy"
 
 
 def _load_backend(name: str) -> None:
     modules = {"native": "bitnet.native.backend", "cuda": "bitnet.cuda.backend"}
     if name not in modules:
-        raise ConfigError(f"unknown backend {name!r}; known: numpy, native, cuda")
+        raise ConfigError(f"unknown backend {name!r}; known: cpu, numpy, native, cuda")
     import importlib
 
     try:
