@@ -7,6 +7,7 @@ or the mode of the file it replaces: `mkstemp` creates 0600, which made every GG
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -40,8 +41,13 @@ def _final_mode(target: Path) -> int:
 def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """`with atomic_open(p) as fh: fh.write(...)`: p appears complete, or not at all."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {target}: it is a directory", str(target))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:  # name the path the user gave, not a hidden temp file
+        raise type(e)(e.errno, f"cannot write {target}: {e.strerror}", str(target)) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
@@ -55,6 +61,27 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         except FileNotFoundError:
             pass
         raise
+
+
+def check_writable(path: str | os.PathLike[str], option: str = "--out") -> Path:
+    """Fail fast, before any work, when `path` cannot be written: it is a directory, or its
+    nearest existing ancestor is not a writable directory. Raises ConfigError naming the option
+    and the path as given (a benchmark must not run for minutes and then fail on its output)."""
+    from bitnet.errors import ConfigError
+
+    target = Path(path)
+    if target.is_dir() or str(path).endswith(("/", os.sep)):
+        raise ConfigError(f"{option} {path}: is a directory; give a file path (e.g. {target / 'out.json'})")
+    parent = target.parent if str(target.parent) else Path(".")
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{option} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: {parent} is not writable")
+    if target.exists() and not os.access(target, os.W_OK) and not os.access(target.parent, os.W_OK):
+        raise ConfigError(f"{option} {path}: not writable")
+    return target
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

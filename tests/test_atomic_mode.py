@@ -65,3 +65,27 @@ def test_gguf_and_receipt_outputs_are_readable_by_others(tmp_path, umask):
     umask(0o022)
     g = synthesize(tmp_path / "m.gguf", preset="tiny", fmt="i2_s", seed=0)
     assert mode(g) == 0o644
+
+
+@pytest.mark.parametrize("how", ["dir", "slash", "file-parent"])
+def test_benchmark_out_fails_fast_naming_the_path(tmp_path, how):
+    """`bitnet benchmark --out DIR` stops before running (no model load, no measurement) with
+    exit 2 and one line naming the path given, not a hidden temp file."""
+    import io as _io
+
+    from bitnet.cli import IO, main
+
+    if how == "dir":
+        out = tmp_path
+    elif how == "slash":
+        out = f"{tmp_path}/new-folder/"
+    else:
+        (tmp_path / "f").write_text("x")
+        out = tmp_path / "f" / "r.json"
+    o, e = _io.StringIO(), _io.StringIO()
+    rc = main(["benchmark", "--backend", "numpy", "--model", str(tmp_path / "no-such.gguf"),
+               "--out", str(out)], IO(o, e))
+    assert rc == 2
+    err = e.getvalue().strip()
+    assert len(err.splitlines()) == 1 and f"--out {out}" in err and ".tmp" not in err
+    assert "no-such.gguf" not in err  # failed before even looking at the model

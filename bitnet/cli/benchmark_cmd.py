@@ -7,6 +7,7 @@ import argparse
 import time
 from collections import Counter
 
+from bitnet.atomic import check_writable
 from bitnet.cli.backend_args import add_backend_args, native_threads, select_backend
 from bitnet.cli.run_cmd import add_model_args, resolve_model
 from bitnet.engine import Engine, SamplerConfig
@@ -34,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, io) -> int:
     if args.tokens < 1:
         raise ConfigError("--tokens must be >= 1")
+    if args.out:
+        check_writable(args.out, "--out")  # before minutes of benchmark, not after
     backend = select_backend(args, io, "benchmark")
     if backend.startswith("skip:"):
         print("SKIP: no CUDA device available", file=io.stdout)

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, io) -> int:
+    from bitnet.atomic import check_writable
+
+    check_writable(args.out, "output")
     t0 = time.perf_counter()
     path = synthesize(args.out, preset=args.preset, arch=args.arch, fmt=args.fmt, seed=args.seed,
                       vocab_gguf=args.vocab, embed_format=args.embed_format, output_weight=args.output_weight,
