@@ -6,8 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from pathlib import Path
 
+from bitnet.atomic import check_writable
 from bitnet.cli.logits_cmd import parse_ids
+from bitnet.errors import ConfigError
 from bitnet.model.profiles import PROFILES
 
 
@@ -29,6 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, io) -> int:
     from crossval.compare import crossval_model
+    from crossval.reference import locate
+
+    locate(args.cpp_dir, "--cpp-dir")  # a wrong folder is one line naming this option, before any work
+    if not Path(args.model).is_file():
+        raise ConfigError(f"--model {args.model}: no such file")
+    if args.receipt:
+        check_writable(args.receipt, "--receipt")
 
     if args.ids is not None:
         ids = parse_ids(args.ids)
@@ -42,6 +52,8 @@ def run(args: argparse.Namespace, io) -> int:
         json.dump({"verdict": r.verdict, "reason": r.reason, "first_divergence": r.first_divergence,
                    "greedy_match": r.greedy_match, "positions": [asdict(p) for p in r.positions]}, io.stdout, indent=2)
         io.stdout.write("\n")
+    elif r.verdict == "error":  # nothing was compared: one line on stderr, not a table title
+        print(f"bitnet crossval: {' '.join(r.reason.split())}", file=io.stderr)
     else:
         _table(r, io)
     return {"pass": 0, "fail": 1}.get(r.verdict, 2)
