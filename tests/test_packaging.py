@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from bitnet.native import native_status  # at import: pytester runs elsewhere drop in-test imports
+
 pytestmark = pytest.mark.ac26
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,8 +122,6 @@ def test_installed_package_is_the_wheel_not_the_checkout(venv):
 
 
 def test_run_benchmark_verify_in_the_venv(venv):
-    from bitnet.native import native_status
-
     env, user = venv
     bin_ = env / "bin"
     r = _run([bin_ / "bitnet", "run", "--max-tokens", "4", "--greedy"], cwd=user)
