@@ -84,8 +84,9 @@ def known_archs(ref: Reference) -> list[str]:
 def load_failure_hint(ref: Reference, model: str | os.PathLike[str]) -> str:
     """Why a model may not load here, from facts: the model's arch and the archs this library
     registers. The case users hit: upstream llama.cpp has `bitnet` but not `bitnet-b1.58` (the
-    arch of Microsoft's BitNet-b1.58-2B-4T GGUF and of `bitnet synth`'s default), which only
-    bitnet.cpp's llama.cpp fork loads."""
+    arch of Microsoft's BitNet-b1.58-2B-4T GGUF and of `bitnet synth`'s default), which
+    bitnet.cpp's llama.cpp fork registers from 40ed0f29 (../shared/spec/MODEL.md; the older
+    406a5036 that docs/explanation/performance.md measured loads only `bitnet`)."""
     try:
         from bitnet.gguf import GGUFReader
 
@@ -102,8 +103,9 @@ def load_failure_hint(ref: Reference, model: str | os.PathLike[str]) -> str:
     hint = (f"model arch {arch!r} is not one this library ({ref.api} API) registers; its BitNet archs: "
             f"{', '.join(bitnet) or 'none'}")
     if arch == "bitnet-b1.58":
-        hint += ("; upstream llama.cpp cannot load bitnet-b1.58 (bitnet.cpp's llama.cpp fork can: pass its "
-                 "checkout), or make a model it can load with `bitnet synth --arch bitnet`")
+        hint += ("; upstream llama.cpp cannot load bitnet-b1.58; bitnet.cpp's llama.cpp fork at 40ed0f29 "
+                 "(merge-dev) registers it (older forks such as 406a5036 only 'bitnet'): pass that checkout, "
+                 "or make a model this library loads with `bitnet synth --arch bitnet`")
     return hint
 
 
