@@ -12,6 +12,7 @@ from bitnet.atomic import check_writable
 from bitnet.cli.logits_cmd import parse_ids
 from bitnet.errors import ConfigError
 from bitnet.model.profiles import PROFILES
+from bitnet.progress import add_quiet_arg, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-strict", action="store_true", help="allow fallbacks on our side (default: strict)")
     p.add_argument("--receipt", help="write a parity receipt here (atomically)")
     p.add_argument("--json", action="store_true")
+    add_quiet_arg(p)
     p.set_defaults(func=run)
 
 
@@ -46,8 +48,10 @@ def run(args: argparse.Namespace, io) -> int:
         from bitnet.tokenizer import load_tokenizer
 
         ids = load_tokenizer(args.model).encode(args.prompt, add_special=True, parse_special=True)
-    r = crossval_model(args.cpp_dir, args.model, ids, profile=args.gate, numerics=args.profile,
-                       n_greedy=args.greedy, strict=not args.no_strict, receipt=args.receipt)
+    with progress(f"crossval: libllama worker, then our engine, on {len(ids)} positions + {args.greedy} greedy",
+                  stream=io.stderr, quiet=args.quiet):
+        r = crossval_model(args.cpp_dir, args.model, ids, profile=args.gate, numerics=args.profile,
+                           n_greedy=args.greedy, strict=not args.no_strict, receipt=args.receipt)
     if args.json:
         json.dump({"verdict": r.verdict, "reason": r.reason, "first_divergence": r.first_divergence,
                    "greedy_match": r.greedy_match, "positions": [asdict(p) for p in r.positions]}, io.stdout, indent=2)
