@@ -80,7 +80,7 @@ VARS: dict[str, Var] = {
                    "kernels to run: cpu (native when it builds, else numpy with a note), numpy, "
                    "native, cuda; unset: the CLI uses cpu, library use numpy"),
     "threads": Var("BITNET_THREADS", _int(1), None,
-                   "threads for the native kernels (default: see bitnet.native.default_threads)"),
+                   "threads for the native kernels (default: every core; they wait passively, see docs/explanation/performance.md)"),
     "seed": Var("BITNET_SEED", _int(), None, "sampling seed"),
     "deterministic": Var("BITNET_DETERMINISTIC", parse_bool, False,
                          "deterministic runs: seed 0 unless BITNET_SEED is set"),

@@ -24,7 +24,8 @@ def add_backend_args(p: argparse.ArgumentParser, *, cuda: bool = False) -> None:
                         "build here, else numpy with a note on stderr; numpy = reference kernels; "
                         "native = C kernels or an error" + ("; cuda = CuPy kernels (SKIP without a GPU)" if cuda else ""))
     p.add_argument("--threads", type=int, default=None,
-                   help="threads for the native kernels (default: $BITNET_THREADS, else every core)")
+                   help="threads for the native kernels (default: $BITNET_THREADS, else every core; "
+                        "OpenMP threads wait passively, so a busy machine does not collapse decode)")
 
 
 def select_backend(args: argparse.Namespace, io, command: str) -> str:
