@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from bitnet.atomic import atomic_open, atomic_write_text, current_umask
+from bitnet.files.atomic import atomic_open, atomic_write_text, current_umask
 
 pytestmark = pytest.mark.ac26
 

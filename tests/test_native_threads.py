@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from bitnet.native import native_status
+from bitnet.kernels.native import native_status
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not native_status()[0], reason=f"native kernels unavailable: {native_status()[1]}")
 
 PROBE = """
 import os
-from bitnet.native import lib, native_status, wait_policy
+from bitnet.kernels.native import lib, native_status, wait_policy
 assert lib().bn_openmp(), "built without OpenMP"
 print("STATUS", native_status()[1])
 print("POLICY", wait_policy())

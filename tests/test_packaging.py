@@ -23,13 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from bitnet.native import native_status  # at import: pytester runs elsewhere drop in-test imports
+from bitnet.kernels.native import (
+    native_status,  # at import: pytester runs elsewhere drop in-test imports
+)
 
 pytestmark = pytest.mark.ac26
 ROOT = Path(__file__).resolve().parents[1]
 
 #: what the installed package reads from its own folder at run time
-NEEDED_IN_WHEEL = ("bitnet/native/kernels.c", "bitnet/cuda/kernels.cu", "crossval/shim.c",
+NEEDED_IN_WHEEL = ("bitnet/kernels/native/kernels.c", "bitnet/kernels/cuda/kernels.cu", "crossval/shim.c",
                    "bitnet/_resources/policies/acceptance.yml",
                    "bitnet/_resources/policies/receipt-policy.yml",
                    "bitnet/_resources/policies/parity.yml",
@@ -107,7 +109,7 @@ def test_sdist_and_wheel_carry_what_the_package_reads(built):
     assert not missing, f"{wheel.name} lacks {missing}"
     with tarfile.open(sdist) as t:
         snames = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
-    for n in ("bitnet/native/kernels.c", "bitnet/cuda/kernels.cu", "crossval/shim.c",
+    for n in ("bitnet/kernels/native/kernels.c", "bitnet/kernels/cuda/kernels.cu", "crossval/shim.c",
               "policies/acceptance.yml", "schemas/inference-receipt.schema.json", "setup.py"):
         assert n in snames, f"{sdist.name} lacks {n}"
 
@@ -154,7 +156,7 @@ def test_cpu_falls_back_when_native_cannot_build_and_strict_refuses(venv):
     """The issue's failure: a wheel without its C source. Now `cpu` falls back with one stderr
     line, and strict mode refuses instead."""
     env, user = venv
-    r = _run([env / "bin" / "python", "-c", "import bitnet.native as n; print(n.SOURCE)"], cwd=user)
+    r = _run([env / "bin" / "python", "-c", "import bitnet.kernels.native as n; print(n.SOURCE)"], cwd=user)
     src = Path(r.stdout.strip())
     assert src.is_file() and src.resolve().is_relative_to(env.resolve())
     src.unlink()

@@ -57,7 +57,7 @@ def test_parsed_once_per_environment(monkeypatch):
 
 def test_strict_mode_2_is_an_error_everywhere(monkeypatch):
     from bitnet.cli import IO, main
-    from bitnet.strict import strict_enabled
+    from bitnet.errors import strict_enabled
 
     monkeypatch.setenv("BITNET_STRICT_MODE", "2")
     with pytest.raises(ConfigError, match="BITNET_STRICT_MODE"):
@@ -70,8 +70,8 @@ def test_strict_mode_2_is_an_error_everywhere(monkeypatch):
 def test_backend_cpu_in_library_use(monkeypatch):
     """BITNET_BACKEND=cpu means the same in library use as in the CLI: native when it builds
     here, else numpy with one stderr line (no more "unknown backend 'cpu'")."""
-    from bitnet.native import native_status
-    from bitnet.quant import dispatch
+    from bitnet.kernels import dispatch
+    from bitnet.kernels.native import native_status
 
     monkeypatch.setenv("BITNET_BACKEND", "cpu")
     monkeypatch.delattr(dispatch._state, "backend", raising=False)
@@ -85,16 +85,11 @@ def test_backend_cpu_in_library_use(monkeypatch):
 def test_cpu_falls_back_with_one_line_and_strict_refuses(monkeypatch, capsys):
     """A native build that is impossible (here: BITNET_NATIVE=0, as if no compiler) gives numpy
     and one stderr line; strict mode refuses."""
-    from bitnet import native
     from bitnet.errors import StrictModeError
-    from bitnet.quant import dispatch
+    from bitnet.kernels import dispatch, native
 
     monkeypatch.setenv("BITNET_NATIVE", "0")
     native._module.cache_clear()
-    saved = dispatch.BACKENDS.pop("native", None)
-    import sys
-
-    mod = sys.modules.pop("bitnet.native.backend", None)
     try:
         assert dispatch.activate("cpu", who="lib") == "numpy"
         err = capsys.readouterr().err
@@ -102,11 +97,8 @@ def test_cpu_falls_back_with_one_line_and_strict_refuses(monkeypatch, capsys):
         with pytest.raises(StrictModeError, match="strict mode refuses"):
             dispatch.activate("cpu", strict=True)
     finally:
+        monkeypatch.delenv("BITNET_NATIVE")
         native._module.cache_clear()
-        if saved is not None:
-            dispatch.BACKENDS["native"] = saved
-        if mod is not None:
-            sys.modules["bitnet.native.backend"] = mod
         dispatch.set_backend("numpy")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from bitnet.errors import ConfigError
-from bitnet.quant import dispatch
+from bitnet.kernels import dispatch
 
 BACKEND_ENV = "BITNET_BACKEND"
 
@@ -44,7 +44,7 @@ def select_backend(args: argparse.Namespace, io, command: str) -> str:
         dispatch.set_backend("numpy")
         return "numpy"
     if name == "cuda":
-        from bitnet.cuda import cuda_status
+        from bitnet.kernels.cuda import cuda_status
 
         ok, why = cuda_status()
         if not ok:
@@ -56,7 +56,7 @@ def select_backend(args: argparse.Namespace, io, command: str) -> str:
     if ran == "numpy":
         return "numpy"
     if threads is not None:
-        from bitnet.native.backend import set_threads
+        from bitnet.kernels.native.backend import set_threads
 
         set_threads(threads)
     return "native"
@@ -66,6 +66,6 @@ def native_threads(backend: str) -> int | None:
     """The thread count the native kernels run with, or None for another backend."""
     if backend != "native":
         return None
-    from bitnet.native.backend import THREADS
+    from bitnet.kernels.native.backend import THREADS
 
     return THREADS[0]

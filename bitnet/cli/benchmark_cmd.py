@@ -7,14 +7,14 @@ import argparse
 import time
 from collections import Counter
 
-from bitnet.atomic import check_writable
 from bitnet.cli.backend_args import add_backend_args, native_threads, select_backend
 from bitnet.cli.run_cmd import add_model_args, resolve_model
 from bitnet.engine import Engine, SamplerConfig
 from bitnet.engine.generate import deterministic_env
 from bitnet.errors import ConfigError
+from bitnet.files.atomic import check_writable
+from bitnet.kernels import dispatch
 from bitnet.progress import add_quiet_arg, progress
-from bitnet.quant import dispatch
 from bitnet.receipts.build import RunMeasurement, build_receipt, write_receipt
 from bitnet.receipts.machine import peak_rss_bytes
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, io) -> int:
                            "rows": k.rows - (p.rows if p else 0), "seconds": k.seconds - (p.seconds if p else 0)})
     gpu = None
     if backend == "cuda":
-        from bitnet.cuda import gpu_fingerprint
+        from bitnet.kernels.cuda import gpu_fingerprint
 
         gpu = gpu_fingerprint().to_dict()
     m = RunMeasurement(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bitnet.progress import add_quiet_arg, progress
-from bitnet.sdist import LLAMA_CPP_PYTHON_VERSION, extract_vocab
+from bitnet.toolchain.sdist import LLAMA_CPP_PYTHON_VERSION, extract_vocab
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, io) -> int:
-    from bitnet.atomic import check_writable
+    from bitnet.files.atomic import check_writable
 
     check_writable(args.out, "output")
     t0 = time.perf_counter()

@@ -1,5 +1,8 @@
 """`bitnet crossval --cpp-dir DIR --model M --prompt "..."`: our logits against libllama's,
-position by position. Exit 0 pass, 1 fail, 2 error (the reference or our engine broke)."""
+position by position. Exit 0 pass, 1 fail, 2 error (the reference or our engine broke).
+
+Registered by the `bitnet` CLI (`bitnet.cli.SUBCOMMANDS`); it lives here so that the dependency
+runs one way: crossval uses bitnet, the bitnet library never imports crossval."""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from bitnet.atomic import check_writable
 from bitnet.cli.logits_cmd import parse_ids
 from bitnet.errors import ConfigError
+from bitnet.files.atomic import check_writable
 from bitnet.model.profiles import PROFILES
 from bitnet.progress import add_quiet_arg, progress
 

@@ -10,8 +10,11 @@ time measured around the activation quantization and the kernel. A backend
 that has no kernel for a key falls back to NumPy only outside strict mode, and the record then
 names the NumPy kernel, so receipts cannot claim a native or GPU kernel that did not run.
 
-Kernel ids follow `<weights>[_i8cache]_<acts>_<op>_<backend>` (lowercase words joined by `_`),
-e.g. `i2s_x86_i8act_gemm_numpy`, `tq2_0_q8k_gemm_numpy`, `f16_f32act_gemm_numpy`.
+Kernel ids are `bitnet.kernels.ids.KernelId` values, rendered in the log, e.g.
+`i2s_x86_i8act_gemm_numpy`, `tq2_0_q8k_gemm_numpy`, `f16_f32act_gemm_numpy`. Which NumPy kernel
+serves a (weight format, activation profile) pair is the format's own `kernels` table
+(`bitnet.quant.formats`); which accelerated kernel, the active backend's `select`
+(`bitnet.kernels.backends`).
 """
 
 from __future__ import annotations
@@ -19,92 +22,42 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from bitnet.errors import ConfigError, FormatError, StrictModeError
-from bitnet.quant import kernels as K
-from bitnet.quant.activations import QuantizedRows, quantize_activations
-from bitnet.quant.weights import PackedWeight, load_weight  # noqa: F401  (re-exported contract)
-from bitnet.strict import strict_enabled
+from bitnet.errors import ConfigError, FormatError, StrictModeError, strict_enabled
+from bitnet.kernels import backends
+from bitnet.kernels import numpy_kernels as K
+from bitnet.kernels.activations import QuantizedRows, quantize_activations
+from bitnet.kernels.runlog import KERNEL_LOG
+from bitnet.quant.weights import PackedWeight
 
 ACT_PROFILES = ("none", "per-token-absmax", "q8_k-block256")
 
-
-@dataclass
-class KernelRecord:
-    id: str
-    calls: int = 0
-    bytes_read: int = 0
-    rows: int = 0
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class KernelLog:
-    """Aggregated records per kernel id, thread-safe."""
-
-    def __init__(self) -> None:
-        self._records: dict[str, KernelRecord] = {}
-        self._lock = threading.Lock()
-
-    def record(self, kernel_id: str, *, bytes_read: int, rows: int, seconds: float) -> None:
-        with self._lock:
-            r = self._records.setdefault(kernel_id, KernelRecord(kernel_id))
-            r.calls += 1
-            r.bytes_read += int(bytes_read)
-            r.rows += int(rows)
-            r.seconds += float(seconds)
-
-    def snapshot(self) -> list[KernelRecord]:
-        with self._lock:
-            return [KernelRecord(**asdict(r)) for r in self._records.values()]
-
-    def reset(self) -> None:
-        with self._lock:
-            self._records.clear()
-
-
-KERNEL_LOG = KernelLog()
-
 #: a NumPy kernel: (activations as the profile left them, weight) -> KernelRun
-Kernel = Callable[[object, PackedWeight], K.KernelRun]
+Kernel = Callable[..., K.KernelRun]
 
 
-def _numpy_kernel(w: PackedWeight, act: str) -> Kernel:
-    """The one choice of NumPy kernel for a (weight flavor, activation profile) pair.
+def numpy_kernel(w: PackedWeight, act: str) -> Kernel:
+    """The format's NumPy kernel for a (weight flavor, activation profile) pair.
 
     Float weights (F32/F16/BF16) always multiply in float; with an int8 profile their
     activations are first rounded through that quantizer (the `reference` profile quantizes
     the input of every projection, as BitLinear does). A ternary weight with profile "none"
     multiplies float activations by the decoded integer values (no activation rounding)."""
-    f = w.flavor
-    if not w.is_ternary:
-        return K.gemm_float_weights
-    if act == "none":
-        return K.gemm_float_acts_ternary
-    if f in ("i2_s", "qk256") and act == "per-token-absmax":
-        return K.gemm_per_token
-    if f in ("tq2_0", "tq1_0") and act == "q8_k-block256":
-        return K.gemm_blocked_q8k
-    if f in ("tq2_0", "tq1_0", "bitnet32") and act == "per-token-absmax":
-        return K.gemm_blocked_per_token
-    raise FormatError(f"{w.name}: no kernel for {f} weights with {act} activations")
+    k = w.format.reference_kernel(act)
+    if k is None:
+        raise FormatError(f"{w.name}: no kernel for {w.flavor} weights with {act} activations")
+    return getattr(K, k) if isinstance(k, str) else k
 
 
-# -- backends -------------------------------------------------------------------------------
-#: backend name -> select(w, act) returning a kernel `(x_f32, w) -> (y, kernel_id)` or None when
-#: that backend has no kernel for the pair. Registered by bitnet.native.backend / bitnet.cuda.backend.
-BACKENDS: dict[str, Callable[[PackedWeight, str], Callable[[np.ndarray, PackedWeight], tuple[np.ndarray, str]] | None]] = {}
+# -- the active backend (per thread) ------------------------------------------------------------
 _state = threading.local()
 
 
 def set_backend(name: str) -> None:
-    if name != "numpy" and name not in BACKENDS:
-        _load_backend(name)
+    """Make `name` this thread's backend (activating it: ConfigError when it cannot run here)."""
+    _state.selector = backends.activate(name)
     _state.backend = name
 
 
@@ -129,9 +82,6 @@ def activate(name: str, *, strict: bool | None = None, who: str = "bitnet", stde
         set_backend("native")
         return "native"
     except ConfigError as e:
-        from bitnet.errors import StrictModeError
-        from bitnet.strict import strict_enabled
-
         if strict_enabled(strict):
             raise StrictModeError(f"backend cpu: the native backend is unavailable ({e}); strict mode "
                                   "refuses the NumPy fallback") from None
@@ -140,20 +90,6 @@ def activate(name: str, *, strict: bool | None = None, who: str = "bitnet", stde
         print(f"{who}: native backend unavailable ({e}); using numpy", file=stderr or sys.stderr)
         set_backend("numpy")
         return "numpy"
-
-
-def _load_backend(name: str) -> None:
-    modules = {"native": "bitnet.native.backend", "cuda": "bitnet.cuda.backend"}
-    if name not in modules:
-        raise ConfigError(f"unknown backend {name!r}; known: cpu, numpy, native, cuda")
-    import importlib
-
-    try:
-        importlib.import_module(modules[name])  # registers itself in BACKENDS when usable
-    except ImportError as e:
-        raise ConfigError(f"backend {name!r} is not available: {e}") from None
-    if name not in BACKENDS:
-        raise ConfigError(f"backend {name!r} is not available")
 
 
 def matmul(x: np.ndarray, w: PackedWeight, profile: str = "per-token-absmax", *,
@@ -167,11 +103,11 @@ def matmul(x: np.ndarray, w: PackedWeight, profile: str = "per-token-absmax", *,
     backend = get_backend()
     native_fn = None
     if backend != "numpy":
-        native_fn = BACKENDS[backend](w, profile)
+        native_fn = _state.selector(w, profile)
         if native_fn is None and strict_enabled(strict):
             raise StrictModeError(f"{w.name}: backend {backend} has no kernel for {w.flavor} x {profile}; "
                                   "strict mode refuses the NumPy fallback")
-    fn = None if native_fn is not None else _numpy_kernel(w, profile)  # refuse before timing
+    fn = None if native_fn is not None else numpy_kernel(w, profile)  # refuse before timing
     t0 = time.perf_counter()
     if native_fn is not None:
         # backend kernels quantize the activations themselves and say which variant ran
