@@ -300,3 +300,43 @@ def bitnet_cpp_dir(pytestconfig: pytest.Config) -> Path:
     if not value:
         pytest.skip("no C++ reference: pass --bitnet-cpp-dir=DIR (see docs/how-to/crossval.md)")
     return Path(value)
+
+
+# -- shared fixtures (the repository's fixtures/, or the copy packaged in the wheel) -----------
+def fixtures_dir() -> Path | None:
+    """The harness's shared test data: `fixtures/` of a checkout (next to the package), else
+    `bitnet/_resources/fixtures` of an installed wheel; None when neither is there."""
+    from bitnet.receipts.policy import PACKAGED
+
+    here = Path(__file__).resolve()
+    for cand in (here.parents[1] / "fixtures", here.parent / PACKAGED / "fixtures"):
+        if (cand / "models.yml").is_file():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def bitnet_fixtures_dir() -> Path:
+    """The shared fixtures folder (receipt corpora, model recipes, prompts); see fixtures/README.md."""
+    d = fixtures_dir()
+    if d is None:
+        pytest.skip("bitnet-harness fixtures not found (neither a checkout's fixtures/ nor the wheel's copy)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def bitnet_recipe_model(bitnet_fixtures_dir: Path, bitnet_model_factory):
+    """`bitnet_recipe_model("default-i2s")`: the model a recipe of fixtures/models.yml names,
+    synthesised once per session (byte for byte what the recipe's sha256 pins)."""
+    from ruamel.yaml import YAML
+
+    recipes = YAML(typ="safe").load((bitnet_fixtures_dir / "models.yml").read_text(encoding="utf-8"))["models"]
+
+    def make(name: str) -> Path:
+        if name not in recipes:
+            raise pytest.UsageError(f"no model recipe {name!r} in {bitnet_fixtures_dir / 'models.yml'}; "
+                                    f"known: {', '.join(recipes)}")
+        r = recipes[name]
+        return bitnet_model_factory(preset=r["preset"], arch=r["arch"], fmt=r["format"], seed=r["seed"])
+
+    return make

@@ -36,7 +36,9 @@ NEEDED_IN_WHEEL = ("bitnet/kernels/native/kernels.c", "bitnet/kernels/cuda/kerne
                    "bitnet/_resources/policies/receipt-policy.yml",
                    "bitnet/_resources/policies/parity.yml",
                    "bitnet/_resources/schemas/inference-receipt.schema.json",
-                   "bitnet/_resources/schemas/parity-receipt.schema.json")
+                   "bitnet/_resources/schemas/parity-receipt.schema.json",
+                   "bitnet/_resources/fixtures/models.yml", "bitnet/_resources/fixtures/prompts.yml",
+                   "bitnet/_resources/fixtures/receipts/good/base.json")
 
 
 def _source_files() -> list[str]:
@@ -144,10 +146,15 @@ def test_users_pytest_file_gets_the_packaged_ac_catalog(venv):
         "import pytest\n\n"
         "@pytest.mark.ac3\n"
         "def test_cache_guard(bitnet_tiny_model):\n"
-        "    assert bitnet_tiny_model.is_file()\n")
+        "    assert bitnet_tiny_model.is_file()\n\n"
+        "def test_shared_fixtures(bitnet_fixtures_dir, bitnet_recipe_model):\n"
+        "    assert '_resources' in str(bitnet_fixtures_dir)\n"
+        "    assert (bitnet_fixtures_dir / 'receipts' / 'good' / 'base.json').is_file()\n"
+        "    assert bitnet_recipe_model('default-i2s').is_file()\n")
     r = _run([env / "bin" / "python", "-m", "pytest", "-p", "no:cacheprovider", "--strict-markers",
               "--ac-report", "test_mine.py"], cwd=user)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "2 passed" in r.stdout, r.stdout[-2000:]
     ac3 = [ln for ln in r.stdout.splitlines() if ln.startswith("ac3 ")]
     assert ac3 and ac3[0].split()[1:4] == ["1", "0", "1"], r.stdout[-3000:]  # selected, deselected, passed
 
