@@ -22,6 +22,7 @@ from bitnet.errors import BitNetError
 #: Subcommand modules, in the order `bitnet --help` lists them.
 SUBCOMMANDS = [
     "bitnet.cli.inspect_cmd",
+    "bitnet.cli.validate_cmd",
     "bitnet.cli.synth_cmd",
     "bitnet.cli.run_cmd",
     "bitnet.cli.logits_cmd",
