@@ -92,14 +92,14 @@ def float_stats(raw: np.ndarray, type_name: str, shape: tuple[int, ...], *, row_
                 st.first_nonfinite = r0 * ne0 + int(np.flatnonzero(~fin.reshape(-1))[0])
             st.nonfinite += bad
             x = np.where(fin, x, np.float32(0))
-        x64 = x.astype(np.float64)
-        st.sum += float(x64.sum())
-        sq = np.einsum("ij,ij->i", x64, x64)
-        st.sumsq += float(sq.sum())
+        # float32 per row, accumulated in float64 across rows: ample for an envelope check
+        st.sum += float(x.sum(dtype=np.float64)) if x.shape[0] < 64 else float(x.sum(axis=1).sum(dtype=np.float64))
+        sq = np.einsum("ij,ij->i", x, x)
+        st.sumsq += float(sq.sum(dtype=np.float64))
         if norms is not None:
             norms[r0: r0 + len(x)] = np.sqrt(sq)
         if x.size:
-            st.absmax = max(st.absmax, float(np.abs(x).max()))
+            st.absmax = max(st.absmax, float(x.max()), -float(x.min()))
         if ternary:
             a = np.abs(x)
             if s_mag is None:
@@ -143,9 +143,26 @@ class CodeStats:
     block_scales_all_one: bool = False
 
 
+_LO = np.uint64(0x5555555555555555)
+_ONE = np.uint64(1)
+
+
 def _count_bytes(b: np.ndarray) -> np.ndarray:
-    """Codes 0..3 held by these packed bytes (int64 [4])."""
-    return np.bincount(b.reshape(-1), minlength=256) @ BYTE_CODES
+    """Codes 0..3 held by these packed bytes (int64 [4]): three popcounts over 64-bit words
+    (the low bits of every 2-bit field, all bits, fields whose both bits are set), ~5x faster
+    than a bincount, which widens every byte to int64 first."""
+    b = np.ascontiguousarray(b).reshape(-1)
+    m = b.size // 8 * 8
+    out = np.bincount(b[m:], minlength=256) @ BYTE_CODES if m < b.size else np.zeros(4, np.int64)
+    if m:
+        v = b[:m].view(np.uint64)
+        total = 32 * v.size
+        ones = int(np.bitwise_count(v).sum(dtype=np.int64))
+        lo = int(np.bitwise_count(v & _LO).sum(dtype=np.int64))  # fields with the low bit set
+        c3 = int(np.bitwise_count(v & (v >> _ONE) & _LO).sum(dtype=np.int64))
+        hi = ones - lo
+        out = out + np.array([total - lo - hi + c3, lo - c3, hi - c3, c3], np.int64)
+    return out
 
 
 def _zero_groups_bytes(b: np.ndarray) -> tuple[int, int]:
