@@ -228,3 +228,36 @@ def test_corrections_recorded_in_receipts_and_parity_receipts(bitnet_model_facto
                          corrections=receipt["corrections"])
     write_parity_receipt(tmp_path / "p.json", doc)  # schema-checked on write
     assert doc["corrections"] == receipt["corrections"]
+
+
+@pytest.mark.ac19
+def test_the_crossval_suites_models_validate_clean(bitnet_model_factory):
+    """The models tests/test_crossval_libllama.py and test_tokenizer_crossval.py compare (the
+    crossval runs our side strict, so they must not even warn)."""
+    from tests.test_crossval_libllama import UPSTREAM_FORMATS
+
+    for fmt in UPSTREAM_FORMATS:
+        for seed in (7, 3):
+            r = validate_model(bitnet_model_factory(arch="bitnet", fmt=fmt, seed=seed))
+            assert r.verdict(strict=True) == "pass", (fmt, seed, [c.message for c in r.checks if c.status != "pass"])
+
+
+@pytest.mark.ac19
+def test_a_model_with_a_real_llama3_vocab_validates_clean(bitnet_model_factory, pytestconfig):
+    """The crossval tokenizer/model test's file: 128256 embedding rows from llama.cpp's vocab."""
+    import os
+    from pathlib import Path
+
+    cands = [os.environ.get("BITNET_VOCAB_DIR", ""), pytestconfig.getoption("--bitnet-cpp-dir", default=None) or ""]
+    try:
+        from crossval.setup import reference_dir
+
+        cands.append(str(reference_dir()))
+    except Exception:  # noqa: BLE001 - only a place to look
+        pass
+    vocab = next((p for c in cands if c for p in (Path(c) / "ggml-vocab-llama-bpe.gguf", Path(c) / "vocab" / "ggml-vocab-llama-bpe.gguf")
+                  if p.is_file()), None)
+    if vocab is None:
+        pytest.skip("ggml-vocab-llama-bpe.gguf not found (BITNET_VOCAB_DIR or --bitnet-cpp-dir)")
+    r = validate_model(bitnet_model_factory(arch="bitnet", fmt="f16", seed=1, vocab_gguf=str(vocab)))
+    assert r.verdict(strict=True) == "pass", [c.message for c in r.checks if c.status != "pass"]

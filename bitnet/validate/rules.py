@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bitnet.validate.context import FLOAT_TENSOR_TYPES, MAX_LAYERS, Context, finite
+from bitnet.validate.context import FLOAT_TENSOR_TYPES, MAX_LAYERS, Context
 from bitnet.validate.policy import Envelope
 from bitnet.validate.report import AppliedCorrection, Check
 
