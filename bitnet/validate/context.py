@@ -130,8 +130,9 @@ class Context:
 
     def float_stats(self, name: str, *, row_norms: bool = False, ternary: bool = False) -> FloatStats | None:
         """Statistics of a float tensor (None if it is not F32/F16/BF16 or is short)."""
-        if name in self._float:
-            return self._float[name]
+        cached = self._float.get(name)
+        if cached is not None and (cached.row_norms is not None or not row_norms) and (cached.counts or not ternary):
+            return cached
         t = self.tensor(name)
         if t is None or t.type_name not in FLOAT_TENSOR_TYPES:
             return None
