@@ -261,3 +261,18 @@ def test_a_model_with_a_real_llama3_vocab_validates_clean(bitnet_model_factory, 
         pytest.skip("ggml-vocab-llama-bpe.gguf not found (BITNET_VOCAB_DIR or --bitnet-cpp-dir)")
     r = validate_model(bitnet_model_factory(arch="bitnet", fmt="f16", seed=1, vocab_gguf=str(vocab)))
     assert r.verdict(strict=True) == "pass", [c.message for c in r.checks if c.status != "pass"]
+
+
+@pytest.mark.slow
+@pytest.mark.ac19
+def test_2b_4t_shape_i2s_validates_clean(tmp_path):
+    """The full-size shape (a 1.2 GB file; slow): every one of its 3191 checks passes."""
+    from bitnet.synth import synthesize
+
+    p = synthesize(tmp_path / "2b.gguf", preset="2b-4t-shape", fmt="i2_s")
+    try:
+        r = validate_model(p)
+        assert r.verdict(strict=True) == "pass", [c.message for c in r.checks if c.status != "pass"][:5]
+        assert sum(c.rule == "projection.gain" for c in r.checks) == 210
+    finally:
+        p.unlink()

@@ -64,7 +64,9 @@ def _present(ctx: Context, role: str) -> Iterator[tuple[str, dict]]:
 
 
 # -- architecture and metadata ---------------------------------------------------------------
-NORM_ROPE_ARCHS = {"llama", "mistral", "baichuan", "internlm2", "granite", "minicpm"}
+#: arch strings llama.cpp runs with NORM rope (src/llama-model.cpp `llama_model_rope_type`,
+#: llama-cpp-python 0.3.36's vendored copy); LLM_ARCH_BITNET is in the NEOX group there
+NORM_ROPE_ARCHS = {"llama", "llama4", "deci", "baichuan", "internlm2", "minicpm", "granite", "mistral3"}
 
 
 @rule("arch.supported", "general.architecture names an architecture the policy has a section for")
