@@ -276,3 +276,25 @@ def test_2b_4t_shape_i2s_validates_clean(tmp_path):
         assert sum(c.rule == "projection.gain" for c in r.checks) == 210
     finally:
         p.unlink()
+
+
+@pytest.mark.ac19
+def test_validation_at_load_runs_once_per_unchanged_file(bitnet_model_factory, tmp_path, monkeypatch):
+    import shutil
+
+    import bitnet.validate.load as vl
+
+    calls = []
+    real = vl.validate_reader
+    monkeypatch.setattr(vl, "validate_reader", lambda *a, **k: calls.append(1) or real(*a, **k))
+    p = tmp_path / "m.gguf"
+    shutil.copy(bitnet_model_factory(fmt="tq2_0"), p)
+    BitNetModel(p)
+    BitNetModel(p)
+    assert len(calls) == 1
+    bad = plant(bitnet_model_factory, tmp_path, "norm_zero")
+    shutil.copy(bad, tmp_path / "tmp.gguf")
+    (tmp_path / "tmp.gguf").replace(p)  # the same path, rewritten: validated anew
+    with pytest.raises(ModelValidationError, match="norm.rms"):
+        BitNetModel(p)
+    assert len(calls) == 2
