@@ -298,3 +298,39 @@ def test_validation_at_load_runs_once_per_unchanged_file(bitnet_model_factory, t
     with pytest.raises(ModelValidationError, match="norm.rms"):
         BitNetModel(p)
     assert len(calls) == 2
+
+
+_KEYS = ["context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count",
+         "attention.head_count_kv", "attention.layer_norm_rms_epsilon", "rope.freq_base", "rope.dimension_count",
+         "vocab_size", "rope.type", "rope.scaling.type"]
+
+
+@pytest.mark.ac19
+def test_arbitrary_metadata_values_never_crash_validation(bitnet_tiny_model, tmp_path_factory):
+    """Whatever type or value a config key holds, validation returns a report (a named failing
+    rule), never an exception."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from bitnet.gguf.constants import ValueType
+    from tests._defects import Plant, rewrite
+
+    values = st.one_of(
+        st.tuples(st.integers(-(2**31), 2**31 - 1), st.just(ValueType.INT32)),
+        st.tuples(st.integers(0, 2**64 - 1), st.just(ValueType.UINT64)),
+        st.tuples(st.floats(allow_nan=True, allow_infinity=True, width=32), st.just(ValueType.FLOAT32)),
+        st.tuples(st.text(max_size=8), st.just(ValueType.STRING)),
+        st.tuples(st.booleans(), st.just(ValueType.BOOL)),
+        st.just((None, None)))  # dropped
+    tmp = tmp_path_factory.mktemp("fuzz-meta")
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.dictionaries(st.sampled_from(_KEYS), values, min_size=1, max_size=4))
+    def check(edits):
+        meta = {f"bitnet-b1.58.{k}": v for k, v in edits.items()}
+        p = rewrite(bitnet_tiny_model, tmp / "f.gguf", Plant(meta=meta))
+        r = validate_model(p)
+        assert r.verdict() in ("pass", "warn", "fail")
+        assert all(c.rule in RULES for c in r.checks)
+
+    check()
