@@ -334,3 +334,14 @@ def test_arbitrary_metadata_values_never_crash_validation(bitnet_tiny_model, tmp
         assert all(c.rule in RULES for c in r.checks)
 
     check()
+
+
+@pytest.mark.ac19
+def test_coarsely_quantized_norm_warns(bitnet_tiny_model, tmp_path):
+    from tests._defects import Plant, f32_map, rewrite
+
+    p = rewrite(bitnet_tiny_model, tmp_path / "q.gguf",
+                Plant(tensors={"blk.0.ffn_sub_norm.weight": f32_map(lambda v: np.round(v * 20) / 20)}))
+    r = validate_model(p)
+    warned = [c for c in r.warnings if c.rule == "norm.not_quantized"]
+    assert warned and warned[0].subject == "blk.0.ffn_sub_norm.weight" and not r.failures
