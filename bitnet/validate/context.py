@@ -148,7 +148,7 @@ class Context:
         if name in self._flavor:
             return self._flavor[name]
         from bitnet.quant.flavor import FlavorWarning, detect_flavor
-        from bitnet.quant.weights import KEY_QK256_LUT, ROW_MULTIPLE
+        from bitnet.quant.formats import get_format
 
         t = self.tensor(name)
         assert t is not None
@@ -166,19 +166,18 @@ class Context:
             fl.flavor = d.flavor
             if caught:
                 fl.warning = str(caught[0].message)
-            need = ROW_MULTIPLE.get(d.flavor)
+            fmt = get_format(d.flavor)
+            need = fmt.row_multiple
             if len(t.shape) != 2:
                 fl.error = f"shape {list(t.shape)} is not 2-D"
             elif need and t.shape[0] % need:
                 fl.error = f"rows of {t.shape[0]}; {d.flavor} kernels need a multiple of {need}"
-            elif d.flavor in ("tl1", "tl2"):
-                fl.error = f"{d.flavor.upper()} tiles depend on a per-model kernel config the file does not carry"
-            elif d.flavor == "qk256":
-                lut = self.reader.get(KEY_QK256_LUT)
-                if lut is None or len(lut) != 4:
-                    fl.error = f"QK256 without a 4-entry code table ({KEY_QK256_LUT}): cannot be decoded without guessing"
-                else:
-                    fl.lut = tuple(int(v) for v in np.asarray(lut).tolist())
+            else:
+                # what the loader does next: the format binds its bytes (layout, code table...)
+                k, out = t.shape
+                _, extra = fmt.bind(self.reader, name, self.span(t)[: d.expected_bytes], out, k, strict=False)
+                if extra.get("lut") is not None:
+                    fl.lut = tuple(int(v) for v in extra["lut"])
         except BitNetError as e:
             fl.error = str(e)
         self._flavor[name] = fl
