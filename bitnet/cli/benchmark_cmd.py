@@ -51,7 +51,8 @@ def run(args: argparse.Namespace, io) -> int:
     # progress on stderr (a terminal only): a spinner naming the phase; updating it costs a
     # string assignment, drawing happens on rich's own thread
     with progress(f"benchmark ({backend}): loading the model", stream=io.stderr, quiet=args.quiet) as update:
-        engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict)
+        engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict,
+                        apply_corrections=args.apply_corrections)
         model = engine.model
         # warm-up: caches, BLAS threads, device uploads; not measured
         update(what=f"benchmark ({backend}): warm-up")
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace, io) -> int:
         max_tokens=args.tokens, seed=result.seed, sampler=result.sampler, deterministic=deterministic,
         load_s=engine.load_s, prefill_s=result.timings.prefill_s, decode_step_s=result.timings.decode_step_s,
         total_s=total, kernels=[k.to_dict() for k in everything], decode_kernels=decode,
-        peak_rss_bytes=peak_rss_bytes(), gpu=gpu, threads=native_threads(backend),
+        peak_rss_bytes=peak_rss_bytes(), gpu=gpu, threads=native_threads(backend), corrections=model.corrections,
     )
     receipt = build_receipt(m)
     tp = receipt["throughput"]
