@@ -155,7 +155,16 @@ def test_flipped_weights_give_a_typed_non_finite_error(fuzz_bases, tmp_path):
 
     path = _edited(fuzz_bases / "synth-i2s.gguf", tmp_path, nan_embedding)
     rc, _, err = _cli("run", "--model", path, "--backend", "numpy", "--max-tokens", "2", "--seed", "0")
-    assert rc == 2 and err.count("\n") == 1 and "non-finite" in err and "position" in err, err
+    # model validation (bitnet.validate) refuses NaN weights at load, one line naming the file
+    assert rc == 2 and err.count("\n") == 1 and path in err and ("NaN" in err or "non-finite" in err), err
+    # without validation, sampling refuses the NaN logits, naming the position
+    from bitnet.engine import Engine
+    from bitnet.engine.sampling import SamplerConfig
+    from bitnet.errors import NonFiniteLogitsError
+
+    engine = Engine(path, validate=False)
+    with pytest.raises(NonFiniteLogitsError, match=r"edited.gguf: logits at position \d+: non-finite value nan at index \[0\]"):
+        engine.generate([1, 2, 3], max_tokens=2, sampler=SamplerConfig(greedy=True), seed=0)
 
 
 def test_truncation_at_every_header_boundary_is_a_gguf_error(fuzz_bases, tmp_path):

@@ -21,20 +21,18 @@ DEFAULT_SYSTEM = "You are a helpful assistant."
 
 def env_seed() -> int | None:
     """`BITNET_SEED`, else 0 when `BITNET_DETERMINISTIC=1`, else None (fresh entropy)."""
-    s = os.environ.get("BITNET_SEED")
-    if s not in (None, ""):
-        try:
-            v = int(s)
-        except ValueError:
-            raise ConfigError(f"BITNET_SEED must be an integer, got {s!r}") from None
-        if not 0 <= v < 2**63:
-            raise ConfigError(f"BITNET_SEED must be in 0..{2**63 - 1}, got {v}")
-        return v
-    return 0 if deterministic_env() else None
+    from bitnet.settings import settings
+
+    s = settings()
+    if s.seed is not None:
+        return s.seed
+    return 0 if s.deterministic else None
 
 
 def deterministic_env() -> bool:
-    return os.environ.get("BITNET_DETERMINISTIC", "").strip().lower() in {"1", "true", "yes", "on"}
+    from bitnet.settings import settings
+
+    return settings().deterministic
 
 
 @dataclass
@@ -76,10 +74,12 @@ class Engine:
     """A loaded model (and its tokenizer, when the file has one) ready to generate."""
 
     def __init__(self, model_path: str | os.PathLike[str], *, profile: str | None = None,
-                 strict: bool | None = None, max_ctx: int | None = None):
+                 strict: bool | None = None, max_ctx: int | None = None, apply_corrections: bool = False,
+                 validate: bool = True):
         t0 = time.perf_counter()
         try:
-            self.model = BitNetModel(model_path, profile=profile, strict=strict)
+            self.model = BitNetModel(model_path, profile=profile, strict=strict, apply_corrections=apply_corrections,
+                                     validate=validate)
         except BitNetError as e:  # a format/flavor error about a tensor: say which file
             raise naming_file(e, model_path) from None
         self.path = Path(model_path)
