@@ -40,7 +40,7 @@ def model(tmp_path_factory) -> str:
 def test_a_directory_where_a_file_is_expected(tmp_path, model):
     d = str(tmp_path)
     for argv in (["inspect", d], ["run", "--model", d], ["tokenize", d, "hi"], ["logits", "--model", d, "--ids", "1", "--out", "x"],
-                 ["benchmark", "--model", d], ["synth", "x.gguf", "--vocab", d],
+                 ["benchmark", "--model", d], ["synth", "x.gguf", "--vocab", d], ["validate", d],
                  ["crossval", "--cpp-dir", d, "--model", d, "--ids", "1"], ["tokenize", model, "--file", d]):
         rc, _, err = _cli(*argv)
         _one_line_2(rc, err, "is a directory, expected a file")
