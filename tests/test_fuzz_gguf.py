@@ -71,6 +71,10 @@ def fuzz_bases(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("fuzz-bases")
     synthesize(d / "synth-i2s.gguf", fmt="i2_s", arch="bitnet-b1.58")
     tq2 = synthesize(d / "synth-tq2.gguf", fmt="tq2_0", arch="bitnet", output_weight=True)
+    try:
+        import gguf  # noqa: F401 - the gguf-py base needs the test oracle; the others do not
+    except ImportError:
+        return d
     _gguf_py_copy(tq2, d / "gguf-py-tq2.gguf")
     return d
 
@@ -169,6 +173,8 @@ def test_flipped_weights_give_a_typed_non_finite_error(fuzz_bases, tmp_path):
 
 def test_truncation_at_every_header_boundary_is_a_gguf_error(fuzz_bases, tmp_path):
     for name in ("synth-i2s.gguf", "gguf-py-tq2.gguf"):
+        if not (fuzz_bases / name).exists():
+            continue  # gguf-py not installed
         base = gm.Parts.parse(fuzz_bases / name)
         buf, bounds = base.serialise()
         # every boundary of the header (magic, version, counts, each key, type and value, each
