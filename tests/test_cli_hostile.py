@@ -47,7 +47,7 @@ def test_a_directory_where_a_file_is_expected(tmp_path, model):
     rc, out, err = _one(verify_main, "x.json", "--model", d)
     _one_line_2(rc, err)
     rc, _, err = _cli("logits", "--model", model, "--ids", "1", "--out", d)
-    _one_line_2(rc, err, "is a directory, expected a file path to write")
+    _one_line_2(rc, err, f"--out {d}: is a directory")
     rc, _, err = _cli("synth", d)
     _one_line_2(rc, err, "is a directory")
 

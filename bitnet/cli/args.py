@@ -100,11 +100,12 @@ def input_dir(text: str) -> str:
 
 
 def output_file(text: str) -> str:
-    """A file to write (atomically): not an existing directory, and its folder must exist or be
-    creatable (checked when written)."""
+    """A file to write (atomically): a non-empty UTF-8 path. Whether it can be written (not a
+    directory, a writable folder) is checked by `bitnet.files.atomic.check_writable` at the start
+    of each writing command, before any work, with the option's name in the message."""
     utf8(text)
-    if text == "" or Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r}: is a directory, expected a file path to write")
+    if text == "":
+        raise argparse.ArgumentTypeError("must not be empty")
     return text
 
 
