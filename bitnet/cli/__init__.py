@@ -27,6 +27,7 @@ SUBCOMMANDS = [
     "bitnet.cli.logits_cmd",
     "bitnet.cli.tokenize_cmd",
     "bitnet.cli.benchmark_cmd",
+    "bitnet.cli.keygen_cmd",
     "bitnet.cli.crossval_cmd",
     "bitnet.cli.fetch_cmd",
 ]

@@ -15,7 +15,6 @@ the caller asked for them (`--model`, `--trusted-key`, `--rerun`, which live in 
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field

@@ -79,6 +79,7 @@ def keygen(out: str | os.PathLike[str]) -> tuple[Path, Path]:
     from bitnet.atomic import atomic_write_text
 
     atomic_write_text(pub_path, pub.hex() + "\n")
+    os.chmod(pub_path, 0o644)  # a public key is meant to be handed out
     return priv_path, pub_path
 
 

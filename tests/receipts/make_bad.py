@@ -189,20 +189,70 @@ def _rename_gpu(r: dict) -> None:
     r["machine"]["gpu"]["name"] = "NVIDIA Imaginary 9000"
 
 
+def _both(kernel_prefix: str, **changes: Callable[[dict], None]) -> Callable[[dict], None]:
+    """Change fields of the decode record whose id starts with `kernel_prefix` and move the
+    whole run's record of the same kernel by the same amount (prefill untouched)."""
+    def f(r: dict) -> None:
+        run = {k["id"]: k for k in r["kernels"]}
+        for k in r["decode_kernels"]:
+            if k["id"].startswith(kernel_prefix):
+                for fld, fn in changes.items():
+                    new = fn(k[fld])
+                    run[k["id"]][fld] += new - k[fld]
+                    k[fld] = new
+    return f
+
+
+def _duplicate_decode_record(kernel_prefix: str) -> Callable[[dict], None]:
+    def f(r: dict) -> None:
+        k = next(x for x in r["decode_kernels"] if x["id"].startswith(kernel_prefix))
+        r["decode_kernels"].append(copy.deepcopy(k))
+    return f
+
+
+def _one_ns_kernels(r: dict) -> None:
+    """Every decode kernel 'ran' in 1 ns (the run's records moved to match)."""
+    _both("", seconds=lambda s: 1e-9)(r)
+
+
+def _avx512_without_flag(r: dict) -> None:
+    _rename_kernels("i2s_x86_i8act_gemm_numpy", "i2s_x86_avx512_gemv")(r)
+    r["machine"]["cpu_flags"] = [f for f in r["machine"]["cpu_flags"] if f != "avx512f"]
+
+
+def _fewer_prompt_tokens(r: dict) -> None:
+    """prompt.tokens halved, prefill tok/s forged to match; the kernels' rows say otherwise."""
+    r["prompt"]["tokens"] //= 2
+    r["throughput"]["prefill_tok_s"] = r["prompt"]["tokens"] / r["timings"]["prefill_s"]
+
+
+def _big_model_at_cache_speed(factor: int) -> Callable[[dict], None]:
+    """A model `factor` x bigger (file, bytes per token, decode kernel bytes and RSS forged
+    consistently) decoded at the tiny model's speed: above the CPU's bound."""
+    def f(r: dict) -> None:
+        _claim_bigger_model(factor)(r)
+        r["peak_rss_bytes"] = int(r["model"]["weight_bytes_per_token"] * 1.1)
+    return f
+
+
+PROBE = {"method": "numpy.copyto of a 256 MiB float64 buffer split over 2 thread(s), best of 5; bytes = read + write",
+         "bytes_per_s": 5.0e12, "threads": 2, "buffer_bytes": 268435456, "seconds": 1.0e-4}
+
+
 #: name -> (rules that must fail, exactly; mutation; needs --model; allowlist to verify with)
 MUTATIONS: dict[str, tuple[list[str], Callable[[dict], None], bool, dict | None]] = {
     "mock_kernel": (["R-KERNEL-MOCK"], _rename_kernels("i2s_x86_i8act_gemm_numpy", "i2s_mock_gemm_numpy"), False, None),
     "placeholder_kernel": (["R-KERNEL-MOCK"], _rename_kernels("rms_norm_f32_numpy", "placeholder_rms_norm"), False, None),
     "fake_kernel": (["R-KERNEL-MOCK"], _rename_kernels("i2s_x86", "i2s_fake"), False, None),
     "fallback_only_kernel": (["R-KERNEL-MOCK"], _rename_kernels("i2s_x86_i8act_gemm_numpy", "i2s_fallback_only_gemm"), False, None),
-    "empty_kernels": (["R-KERNELS-EMPTY", "R-KERNEL-SUBSET"], _set("kernels", []), False, None),
-    "empty_decode_kernels": (["R-KERNELS-EMPTY", "R-BYTES-PER-TOKEN"], _set("decode_kernels", []), False, None),
+    "empty_kernels": (["R-KERNELS-EMPTY", "R-KERNEL-SUBSET", "R-PROJ-CALLS", "R-PREFILL-ROWS"], _set("kernels", []), False, None),
+    "empty_decode_kernels": (["R-KERNELS-EMPTY", "R-KERNEL-TIME", "R-PROJ-CALLS", "R-PREFILL-ROWS", "R-BYTES-PER-TOKEN"], _set("decode_kernels", []), False, None),
     "zero_decode_tps": (["R-TPS-POSITIVE", "R-DECODE-TPS"], _set("throughput.decode_tok_s", 0.0), False, None),
     "negative_e2e_tps": (["R-TPS-POSITIVE", "R-E2E-TPS"], _set("throughput.e2e_tok_s", -1.0), False, None),
     "decode_tps_inflated": (["R-DECODE-TPS"], _double("throughput.decode_tok_s"), False, None),
     "prefill_tps_inflated": (["R-PREFILL-TPS"], _double("throughput.prefill_tok_s"), False, None),
     "e2e_tps_inflated": (["R-E2E-TPS"], _double("throughput.e2e_tok_s"), False, None),
-    "generated_count_mismatch": (["R-TOKEN-COUNT"], _claim_more_tokens, False, None),
+    "generated_count_mismatch": (["R-TOKEN-COUNT", "R-MAX-TOKENS"], _claim_more_tokens, False, None),
     "token_ids_short": (["R-TOKEN-COUNT"], _drop_token, False, None),
     "decode_steps_short": (["R-TOKEN-COUNT"], _drop_step, False, None),
     "decode_sum_mismatch": (["R-DECODE-SUM"], _halve_decode_s, False, None),
@@ -210,23 +260,23 @@ MUTATIONS: dict[str, tuple[list[str], Callable[[dict], None], bool, dict | None]
     "claims_bigger_model_than_read": (["R-BYTES-PER-TOKEN"], lambda r: r["model"].update(weight_bytes_per_token=r["model"]["weight_bytes_per_token"] * 10), False, None),
     "bytes_per_token_far_below": (["R-BYTES-PER-TOKEN"], _scale_decode_bytes(0.01), False, None),
     "model_file_larger_than_read": (["R-FILE-FRACTION"], lambda r: r["model"].update(bytes=r["model"]["bytes"] * 10), False, None),
-    "faster_than_bandwidth_ceiling": (["R-BANDWIDTH-CEILING"], _too_fast(1e-10), False, None),
+    "faster_than_bandwidth_ceiling": (["R-KERNEL-FLOOR", "R-BANDWIDTH-CEILING", "R-CPU-CALL-FLOOR"], _too_fast(1e-10), False, None),
     "decode_kernel_exceeds_run_bytes": (["R-KERNEL-SUBSET"], _inflate_decode_kernel("bytes_read"), False, None),
-    "decode_kernel_exceeds_run_calls": (["R-KERNEL-SUBSET"], _inflate_decode_kernel("calls"), False, None),
+    "decode_kernel_exceeds_run_calls": (["R-KERNEL-SUBSET", "R-DECODE-ROWS", "R-PREFILL-ROWS"], _inflate_decode_kernel("calls"), False, None),
     "kernel_seconds_beyond_decode": (["R-KERNEL-TIME"], _kernel_seconds_beyond_decode, False, None),
-    "gpu_receipt_with_cpu_kernels": (["R-GPU-KERNEL"], _as_gpu(with_gpu_kernels=False), False, None),
+    "gpu_receipt_with_cpu_kernels": (["R-GPU-KERNEL", "R-GPU-TERNARY"], _as_gpu(with_gpu_kernels=False), False, None),
     "cpu_receipt_with_gpu_kernels": (["R-BACKEND-KERNELS"], _rename_kernels("lm_head_float16_numpy", "lm_head_f16_cuda_gemm"), False, None),
-    "cpu_receipt_without_quantized_kernel": (["R-CPU-QUANT-KERNEL"], _rename_kernels("i2s_x86_i8act", "f32_f32act"), False, None),
+    "cpu_receipt_without_quantized_kernel": (["R-CPU-QUANT-KERNEL", "R-PROJ-CALLS", "R-DECODE-ROWS", "R-PREFILL-ROWS"], _rename_kernels("i2s_x86_i8act", "f32_f32act"), False, None),
     "native_receipt_without_native_kernel": (["R-BACKEND-KERNELS"], _set("backend", "native"), False, None),
-    "fast_gpu_not_in_allowlist": (["R-GPU-ALLOWLIST"], _as_gpu(with_gpu_kernels=True, fast=1e-7), False, None),
-    "fast_gpu_other_name_than_listed": (["R-GPU-ALLOWLIST"], lambda r: (_as_gpu(with_gpu_kernels=True, fast=1e-7)(r), _rename_gpu(r)), False, TEST_ALLOWLIST),
-    "listed_gpu_beyond_its_bound": (["R-BANDWIDTH-CEILING"], _as_gpu(with_gpu_kernels=True, fast=1e-7), False, TEST_ALLOWLIST),
+    "fast_gpu_not_in_allowlist": (["R-KERNEL-FLOOR", "R-GPU-ALLOWLIST", "R-CPU-CALL-FLOOR"], _as_gpu(with_gpu_kernels=True, fast=1e-7), False, None),
+    "fast_gpu_other_name_than_listed": (["R-KERNEL-FLOOR", "R-GPU-ALLOWLIST", "R-CPU-CALL-FLOOR"], lambda r: (_as_gpu(with_gpu_kernels=True, fast=1e-7)(r), _rename_gpu(r)), False, TEST_ALLOWLIST),
+    "listed_gpu_beyond_its_bound": (["R-KERNEL-FLOOR", "R-BANDWIDTH-CEILING", "R-CPU-CALL-FLOOR"], _as_gpu(with_gpu_kernels=True, fast=1e-7), False, TEST_ALLOWLIST),
     "gpu_receipt_without_fingerprint": (["R-GPU-FINGERPRINT"], _as_gpu(with_gpu_kernels=True, fingerprint=False), False, None),
     "wrong_sha256": (["R-MODEL-SHA256"], _set("model.sha256", "0" * 64), True, None),
     "wrong_model_size": (["R-MODEL-SIZE"], lambda r: r["model"].update(bytes=r["model"]["bytes"] + 1), True, None),
-    "forged_bigger_model": (["R-MODEL-FACTS", "R-MODEL-SIZE"], _claim_bigger_model(3), True, None),
+    "forged_bigger_model": (["R-PROJ-BYTES", "R-MODEL-SIZE", "R-MODEL-FACTS", "R-MODEL-TENSORS"], _claim_bigger_model(3), True, None),
     "wrong_architecture": (["R-MODEL-FACTS"], _set("model.architecture", "llama"), True, None),
-    "wrong_formats": (["R-MODEL-FACTS"], _set("model.formats", {"tq2_0": 14}), True, None),
+    "wrong_formats": (["R-WEIGHT-TYPES", "R-MODEL-FACTS"], _set("model.formats", {"tq2_0": 14}), True, None),
     "unknown_schema_major": (["R-SCHEMA-MAJOR"], _set("schema_version", "2.0.0"), False, None),
     "missing_schema_version": (["R-SCHEMA"], _del("schema_version"), False, None),
     "schema_version_not_semver": (["R-SCHEMA"], _set("schema_version", "1.0"), False, None),
@@ -245,9 +295,30 @@ MUTATIONS: dict[str, tuple[list[str], Callable[[dict], None], bool, dict | None]
     "malformed_sha256": (["R-SCHEMA"], _set("model.sha256", "abc"), False, None),
     "compute_path_mock": (["R-COMPUTE-PATH"], _set("compute_path", "mock"), False, None),
     "bad_kernel_id_grammar": (["R-KERNEL-ID", "R-KERNEL-SUBSET"], _set("kernels.0.id", "I2S-Kernel"), False, None),
-    "kernel_zero_calls": (["R-KERNEL-STATS"], _set("decode_kernels.0.calls", 0), False, None),
-    "kernel_zero_seconds": (["R-KERNEL-STATS"], _set("decode_kernels.0.seconds", 0.0), False, None),
+    "kernel_zero_calls": (["R-KERNEL-STATS", "R-DECODE-ROWS"], _set("decode_kernels.0.calls", 0), False, None),
+    "kernel_zero_seconds": (["R-KERNEL-STATS", "R-KERNEL-FLOOR", "R-CPU-CALL-FLOOR"], _set("decode_kernels.0.seconds", 0.0), False, None),
     "kernel_negative_bytes": (["R-KERNEL-STATS"], _set("decode_kernels.1.bytes_read", -1), False, None),
+    "nan_decode_tps": (["R-FINITE"], _set("throughput.decode_tok_s", float("nan")), False, None),
+    "infinite_kernel_seconds": (["R-FINITE"], _set("decode_kernels.2.seconds", float("inf")), False, None),
+    "created_at_in_the_future": (["R-CREATED-AT"], _set("created_at", "2999-11-22T12:05:58.685363Z"), False, None),
+    "decode_record_listed_twice": (["R-KERNEL-UNIQUE"], _duplicate_decode_record("rope_"), False, None),
+    "one_ns_decode_kernels": (["R-KERNEL-FLOOR", "R-CPU-CALL-FLOOR"], _one_ns_kernels, False, None),
+    "cuda_receipt_ternary_on_cpu": (["R-GPU-TERNARY"], lambda r: (_as_gpu(with_gpu_kernels=False)(r), _rename_kernels("lm_head_float16_numpy", "lm_head_float16_cuda")(r)), False, None),
+    "cpu_receipt_with_gpu_fingerprint": (["R-BACKEND-KERNELS"], lambda r: r["machine"].update(gpu=dict(GPU)), False, None),
+    "cpu_receipt_with_cublas_lm_head": (["R-BACKEND-KERNELS"], _rename_kernels("lm_head_float16_numpy", "lm_head_f16_cublas"), False, None),
+    "avx512_kernel_without_avx512f": (["R-KERNEL-ISA"], _avx512_without_flag, False, None),
+    "kernel_for_absent_weight_type": (["R-WEIGHT-TYPES"], _rename_kernels("i2s_x86_i8act", "tq2_0_i8act"), False, None),
+    "half_the_projection_calls": (["R-PROJ-CALLS"], _both("i2s_", calls=lambda n: n // 2, rows=lambda n: n // 2), False, None),
+    "lm_head_twice_per_step": (["R-DECODE-ROWS"], _both("lm_head_", calls=lambda n: n * 2, rows=lambda n: n * 2), False, None),
+    "prompt_tokens_disagree_with_rows": (["R-PREFILL-ROWS"], _fewer_prompt_tokens, False, None),
+    "more_tokens_than_max_tokens": (["R-MAX-TOKENS"], _set("generation.max_tokens", 4), False, None),
+    "run_longer_than_context": (["R-CONTEXT"], lambda r: r["model"].update(context_length=100), False, None),
+    "token_id_outside_vocab": (["R-VOCAB"], _set("generation.token_ids.3", 999999), True, None),
+    "projection_bytes_off": (["R-PROJ-BYTES"], _both("i2s_", bytes_read=lambda b: b + 8000), True, None),
+    "lm_head_bytes_off": (["R-MODEL-TENSORS"], _both("lm_head_", bytes_read=lambda b: b + 8000), True, None),
+    "rss_above_ram": (["R-RSS-RAM"], lambda r: r.update(peak_rss_bytes=r["machine"]["memory_bytes"] * 2), False, None),
+    "implausible_bandwidth_probe": (["R-BANDWIDTH-PROBE"], lambda r: r["machine"].update(memory_bandwidth=dict(PROBE)), False, None),
+    "big_model_at_cache_speed": (["R-CPU-CEILING"], _big_model_at_cache_speed(600), False, None),
 }
 
 
