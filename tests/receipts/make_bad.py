@@ -97,6 +97,39 @@ def _as_gpu(with_gpu_kernels: bool, fast: float | None = None, fingerprint: bool
     return f
 
 
+def as_fast_gpu(r: dict, rate: float) -> None:
+    """Restate a real CPU receipt as a GPU run that read `rate` weight bytes/s, physically
+    consistent otherwise: every weight kernel on the GPU, the model (file, bytes per token,
+    kernel bytes) scaled up to reach `rate` at the measured tok/s, and the GPU kernels given 90%
+    of the decode time left after the CPU kernels, so no kernel beats its own floor. For tests
+    of the GPU allowlist mechanics, which need a fast GPU receipt that breaks no other rule."""
+    r["backend"] = "cuda"
+    r["machine"]["gpu"] = dict(GPU)
+    for ks in (r["kernels"], r["decode_kernels"]):
+        for k in ks:
+            if k["id"].startswith(("lm_head_", "get_rows_", "f16_f32act_")) or "_gemm" in k["id"]:
+                k["id"] = k["id"].replace("_numpy", "") + "_cuda"
+    steps = len(r["timings"]["decode_step_s"])
+    per_step = sum(k["bytes_read"] for k in r["decode_kernels"] if k["id"].endswith("_cuda")) / steps
+    factor = int(rate / (r["throughput"]["decode_tok_s"] * per_step)) + 1
+    for key in ("weight_bytes_per_token", "bytes", "projection_bytes"):
+        if key in r["model"]:
+            r["model"][key] *= factor
+    t = r["timings"]
+    gpu = [k for k in r["decode_kernels"] if k["id"].endswith("_cuda")]
+    run = {k["id"]: k for k in r["kernels"]}
+    for k in gpu:
+        extra = k["bytes_read"] * (factor - 1)
+        k["bytes_read"] += extra
+        run[k["id"]]["bytes_read"] += extra
+    budget = 0.9 * (t["decode_s"] - sum(k["seconds"] for k in r["decode_kernels"] if not k["id"].endswith("_cuda")))
+    total = sum(k["bytes_read"] for k in gpu)
+    for k in gpu:
+        new = budget * k["bytes_read"] / total
+        run[k["id"]]["seconds"] += new - k["seconds"]
+        k["seconds"] = new
+
+
 def _drop_token(r: dict) -> None:
     r["generation"]["token_ids"].pop()
 
@@ -144,6 +177,8 @@ def _claim_bigger_model(factor: int) -> Callable[[dict], None]:
     def f(r: dict) -> None:
         r["model"]["weight_bytes_per_token"] *= factor
         r["model"]["bytes"] *= factor
+        if "projection_bytes" in r["model"]:  # schema 1.1 receipts record it
+            r["model"]["projection_bytes"] *= factor
         run = {k["id"]: k for k in r["kernels"]}
         for k in r["decode_kernels"]:
             extra = k["bytes_read"] * (factor - 1)
@@ -318,6 +353,7 @@ MUTATIONS: dict[str, tuple[list[str], Callable[[dict], None], bool, dict | None]
     "lm_head_bytes_off": (["R-MODEL-TENSORS"], _both("lm_head_", bytes_read=lambda b: b + 8000), True, None),
     "rss_above_ram": (["R-RSS-RAM"], lambda r: r.update(peak_rss_bytes=r["machine"]["memory_bytes"] * 2), False, None),
     "implausible_bandwidth_probe": (["R-BANDWIDTH-PROBE"], lambda r: r["machine"].update(memory_bandwidth=dict(PROBE)), False, None),
+    "cpu_seconds_beyond_wall": (["R-CPU-TIME"], lambda r: r["timings"].update(decode_step_cpu_s=[s * 2 for s in r["timings"]["decode_step_s"]]), False, None),
     "big_model_at_cache_speed": (["R-CPU-CEILING"], _big_model_at_cache_speed(600), False, None),
 }
 
