@@ -17,7 +17,7 @@ from bitnet.receipts.verify import verify_receipt
 
 ROOT = Path(__file__).resolve().parents[1]
 CI = sorted((ROOT / "ci").glob("*.json"))
-BASE = ROOT / "tests" / "receipts" / "good" / "base.json"
+BASE = ROOT / "fixtures" / "receipts" / "good" / "base.json"
 EMPTY_GPU = {"schema_version": "1.0.0", "gpus": []}
 
 #: the self-consistency rules a consistent edit must leave passing (what makes it "careful")

@@ -20,7 +20,7 @@ from bitnet.receipts.rules import TABLE
 from bitnet.receipts.verify import RULES, verify_receipt
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = json.loads((ROOT / "tests" / "receipts" / "good" / "base.json").read_text())
+BASE = json.loads((ROOT / "fixtures" / "receipts" / "good" / "base.json").read_text())
 
 
 @pytest.mark.ac23

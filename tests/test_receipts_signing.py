@@ -23,7 +23,7 @@ from bitnet.errors import ReceiptError  # noqa: E402
 from bitnet.receipts.signing import keygen, load_private_key, serialize, sign_receipt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = json.loads((ROOT / "tests" / "receipts" / "good" / "base.json").read_text())
+BASE = json.loads((ROOT / "fixtures" / "receipts" / "good" / "base.json").read_text())
 
 
 def verify(*argv) -> tuple[int, str, str]:
