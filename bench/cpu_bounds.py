@@ -19,11 +19,11 @@ from collections import defaultdict
 
 import numpy as np
 
-from bitnet.cache import default_model_path
+from bitnet.kernels import dispatch
 from bitnet.model.bitnet_model import BitNetModel
-from bitnet.quant import dispatch
 from bitnet.receipts.machine import fingerprint
 from bitnet.receipts.probe import measure_bandwidth
+from bitnet.synth.default import default_model_path
 
 #: kernels whose per-call time is dispatch overhead more than work, so a floor measured on the
 #: smallest model bounds every model (attention grows with the context: not floored)

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet.timeouts import PARITY_TIMEOUT_S
 from crossval.parity import ParityResult, compare, errored, parity_receipt, write_parity_receipt
 from crossval.runner import run_reference
+from crossval.timeouts import PARITY_TIMEOUT_S
 
 
 def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, n_greedy: int, backend: str):
     from bitnet.engine import Engine, SamplerConfig
-    from bitnet.quant import dispatch
+    from bitnet.kernels import dispatch
 
     dispatch.set_backend(backend)
     t0 = time.perf_counter()

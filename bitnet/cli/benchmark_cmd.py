@@ -13,7 +13,7 @@ from bitnet.cli.run_cmd import add_model_args, resolve_model
 from bitnet.engine import Engine, SamplerConfig
 from bitnet.engine.generate import deterministic_env
 from bitnet.errors import ConfigError
-from bitnet.quant import dispatch
+from bitnet.kernels import dispatch
 from bitnet.receipts.build import RunMeasurement, build_receipt, write_receipt
 from bitnet.receipts.machine import peak_rss_bytes
 from bitnet.receipts.probe import DEFAULT_MIB, measure_bandwidth
@@ -91,7 +91,7 @@ def measure(args: argparse.Namespace, io) -> dict | None:
                            "rows": k.rows - (p.rows if p else 0), "seconds": k.seconds - (p.seconds if p else 0)})
     gpu = None
     if backend == "cuda":
-        from bitnet.cuda import gpu_fingerprint
+        from bitnet.kernels.cuda import gpu_fingerprint
 
         gpu = gpu_fingerprint().to_dict()
     m = RunMeasurement(

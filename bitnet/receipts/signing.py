@@ -76,7 +76,7 @@ def keygen(out: str | os.PathLike[str]) -> tuple[Path, Path]:
     finally:
         os.close(fd)
     pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    from bitnet.atomic import atomic_write_text
+    from bitnet.files.atomic import atomic_write_text
 
     atomic_write_text(pub_path, pub.hex() + "\n")
     os.chmod(pub_path, 0o644)  # a public key is meant to be handed out
