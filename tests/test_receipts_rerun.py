@@ -103,3 +103,21 @@ def test_rerun_rejects_a_consistent_edit(session_receipt):
     _, receipt = session_receipt
     res = rerun(consistent_edit(copy.deepcopy(receipt), 3.0), repeats=1)
     assert res.status == "fail" and "faster than the fastest re-measured" in res.message
+
+
+@pytest.mark.ac24
+def test_a_gpu_receipt_needs_its_gpu_here():
+    """A cuda receipt's fingerprint includes its GPU: without that GPU here nothing is re-run."""
+    r = json.loads((ROOT / "ci" / "gpu-h100-tiny.json").read_text())
+    from bitnet.receipts.machine import fingerprint
+
+    here = fingerprint()
+    r["machine"].update(cpu=here["cpu"], cpu_flags=here["cpu_flags"], cores=here["cores"])
+    from bitnet.receipts.rerun import fingerprint_difference
+
+    diff = fingerprint_difference(r)
+    from bitnet.kernels.cuda import cuda_status, gpu_fingerprint
+
+    if cuda_status()[0] and gpu_fingerprint().to_dict()["name"] == r["machine"]["gpu"]["name"]:
+        pytest.skip("this machine has the receipt's GPU")
+    assert len(diff) == 1 and diff[0].startswith("gpu:")

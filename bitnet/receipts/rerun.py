@@ -54,13 +54,13 @@ def fingerprint_difference(receipt: dict) -> list[str]:
         a, b = set(there.get("cpu_flags", [])), set(here["cpu_flags"])
         diff.append(f"cpu_flags: only in the receipt {sorted(a - b)[:6]}, only here {sorted(b - a)[:6]}")
     if receipt["backend"] == "cuda":
-        from bitnet.cuda import cuda_status
+        from bitnet.kernels.cuda import cuda_status
 
         ok, why = cuda_status()
         if not ok:
             diff.append(f"gpu: the receipt ran on {there.get('gpu', {}).get('name')!r}; here no GPU ({why})")
         else:
-            from bitnet.cuda import gpu_fingerprint
+            from bitnet.kernels.cuda import gpu_fingerprint
 
             g, rg = gpu_fingerprint().to_dict(), there.get("gpu") or {}
             if (g["name"], g["compute_capability"]) != (rg.get("name"), rg.get("compute_capability")):
