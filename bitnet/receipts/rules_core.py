@@ -226,9 +226,18 @@ def weight_types(c: Ctx) -> Iterator[Outcome]:
 # -- kernel rows against the tokens --------------------------------------------------------
 
 
+def _ternary_tensors(c: Ctx) -> int:
+    """Projection tensors in a ternary format: the ones the quantized kernels multiply."""
+    ternary = set(c.pol["kernel_formats"].values())
+    return sum(n for f, n in c.r["model"]["formats"].items() if f in ternary)
+
+
 @rule("R-PROJ-CALLS", "decode runs one projection call per weight tensor per step; prefill a positive multiple of the tensor count")
 def proj_calls(c: Ctx) -> Iterator[Outcome]:
-    n_w = sum(c.r["model"]["formats"].values())
+    n_w = _ternary_tensors(c)
+    if n_w == 0:
+        yield (SKIP, f"model.formats {c.r['model']['formats']} has no ternary projection tensor: no call count to check")
+        return
     dec = sum(k["calls"] for k in c.decode if c.is_quant(k["id"]))
     pre = sum(k["calls"] for k in c.prefill() if c.is_quant(k["id"]))
     yield ok(dec == n_w * c.n_steps and pre >= n_w and pre % n_w == 0,
@@ -247,7 +256,7 @@ def decode_rows(c: Ctx) -> Iterator[Outcome]:
 
 @rule("R-PREFILL-ROWS", "prefill projection rows = prompt tokens x projection tensors; the embedding lookup reads one row per prompt token")
 def prefill_rows(c: Ctx) -> Iterator[Outcome]:
-    n_w, n_p = sum(c.r["model"]["formats"].values()), c.r["prompt"]["tokens"]
+    n_w, n_p = _ternary_tensors(c), c.r["prompt"]["tokens"]
     pre = c.prefill()
     rows = sum(k["rows"] for k in pre if c.is_quant(k["id"]))
     lookup = sum(k["rows"] for k in pre if k["id"].startswith("get_rows_"))
