@@ -70,7 +70,8 @@ def measure(args: argparse.Namespace, io) -> dict | None:
     sampler = SamplerConfig(greedy=True) if deterministic else SamplerConfig()
     seed = 0 if deterministic and args.seed is None else args.seed
     t_start = time.perf_counter()
-    engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict)
+    engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict,
+                    apply_corrections=args.apply_corrections)
     model = engine.model
     # warm-up: caches, BLAS threads, device uploads; not measured
     engine.generate(args.prompt, max_tokens=2, sampler=sampler, seed=seed, ignore_eog=True)
@@ -102,7 +103,7 @@ def measure(args: argparse.Namespace, io) -> dict | None:
         max_tokens=args.tokens, seed=result.seed, sampler=result.sampler, deterministic=deterministic,
         load_s=engine.load_s, prefill_s=result.timings.prefill_s, decode_step_s=result.timings.decode_step_s,
         total_s=total, kernels=[k.to_dict() for k in everything], decode_kernels=decode,
-        peak_rss_bytes=peak_rss_bytes(), gpu=gpu, threads=native_threads(backend),
+        peak_rss_bytes=peak_rss_bytes(), gpu=gpu, threads=native_threads(backend), corrections=model.corrections,
         projection_bytes=int(sum(w.nbytes for layer in model.layers for w in layer.proj.values())),
         context_length=int(model.config.n_ctx), vocab_size=int(model.config.n_vocab),
         prefill_cpu_s=result.timings.prefill_cpu_s, decode_step_cpu_s=list(result.timings.decode_step_cpu_s),

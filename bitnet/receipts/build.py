@@ -57,6 +57,7 @@ class RunMeasurement:
     memory_bandwidth: dict | None = None  # bitnet.receipts.probe.measure_bandwidth() of this run
     prefill_cpu_s: float | None = None  # CPU seconds of the calling thread (time.thread_time)
     decode_step_cpu_s: list[float] | None = None
+    corrections: list[dict] = field(default_factory=list)  # validation corrections applied at load
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -112,6 +113,7 @@ def build_receipt(m: RunMeasurement) -> dict:
         "machine": {**fingerprint(m.gpu), **({"memory_bandwidth": m.memory_bandwidth} if m.memory_bandwidth else {})},
         "peak_rss_bytes": int(m.peak_rss_bytes),
         **({"threads": int(m.threads)} if m.threads is not None else {}),
+        **({"corrections": list(m.corrections)} if m.corrections else {}),
     }
 
 

@@ -6,13 +6,14 @@ from collections import Counter
 from pathlib import Path
 
 
-def model_facts(path: str | Path, profile: str) -> dict | str:
-    """A dict of facts, or a str saying why the file does not load under `profile`."""
+def model_facts(path: str | Path, profile: str, apply_corrections: bool = False) -> dict | str:
+    """A dict of facts, or a str saying why the file does not load under `profile` (with the
+    validation corrections applied when the receipt records that the run applied them)."""
     from bitnet.errors import BitNetError
     from bitnet.model.bitnet_model import BitNetModel
 
     try:
-        model = BitNetModel(path, profile=profile)
+        model = BitNetModel(path, profile=profile, apply_corrections=apply_corrections)
     except BitNetError as e:
         return f"the model file does not load under profile {profile!r}: {e}"
     proj = [w for layer in model.layers for w in layer.proj.values()]

@@ -109,6 +109,8 @@ def rerun(receipt: dict, *, model: str | os.PathLike[str] | None = None, prompt:
     g = receipt["generation"]
     argv = ["benchmark", "--model", str(path), "--backend", receipt["backend"], "--profile", receipt["profile"],
             "--tokens", str(g["max_tokens"]), "--prompt", text, "--probe-mib", "16"]
+    if receipt.get("corrections"):  # the run applied validation corrections at load
+        argv.append("--apply-corrections")
     if receipt.get("threads"):
         argv += ["--threads", str(receipt["threads"])]
     argv += ["--deterministic"] if g["deterministic"] else ([] if g["seed"] is None else ["--seed", str(g["seed"])])

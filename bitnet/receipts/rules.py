@@ -138,7 +138,8 @@ class Ctx:
             return None
         from bitnet.receipts.model_facts import model_facts
 
-        return model_facts(self.model_path, self.r["profile"])
+        # a receipt that records validation corrections was measured with them applied
+        return model_facts(self.model_path, self.r["profile"], apply_corrections=bool(self.r.get("corrections")))
 
     def fact(self, key: str) -> tuple[Any, str] | None:
         """A model fact and where it came from: the model file when given (it is the
