@@ -156,6 +156,11 @@ def load_receipt(path: str | os.PathLike[str]) -> Any:
     """Read a receipt (or any JSON the receipt tools take) from `path`; `ReceiptError` names the
     file and the reason for every refusal (missing, a directory, unreadable, too large, not
     UTF-8, not JSON, too deep, a non-finite or too-large number, a duplicate key)."""
+    return read_receipt(path)[0]
+
+
+def read_receipt(path: str | os.PathLike[str]) -> tuple[Any, bytes]:
+    """`load_receipt`, also returning the file's bytes (a signature covers the bytes)."""
     p = Path(path)
     name = str(path)
     if p.is_dir():
@@ -167,4 +172,4 @@ def load_receipt(path: str | os.PathLike[str]) -> Any:
         raise _refuse(name, e.strerror or str(e)) from None
     if len(raw) > MAX_BYTES:
         raise _refuse(name, f"larger than {MAX_BYTES:,} bytes; not a receipt")
-    return parse_receipt(raw, name)
+    return parse_receipt(raw, name), raw
