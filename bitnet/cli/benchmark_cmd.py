@@ -12,7 +12,7 @@ from bitnet.cli.run_cmd import add_model_args, resolve_model
 from bitnet.engine import Engine, SamplerConfig
 from bitnet.engine.generate import deterministic_env
 from bitnet.errors import ConfigError
-from bitnet.kernels import dispatch
+from bitnet.kernels.runlog import KERNEL_LOG
 from bitnet.receipts.build import RunMeasurement, build_receipt, write_receipt
 from bitnet.receipts.machine import peak_rss_bytes
 
@@ -47,13 +47,13 @@ def run(args: argparse.Namespace, io) -> int:
     model = engine.model
     # warm-up: caches, BLAS threads, device uploads; not measured
     engine.generate(args.prompt, max_tokens=2, sampler=sampler, seed=seed, ignore_eog=True)
-    dispatch.KERNEL_LOG.reset()
+    KERNEL_LOG.reset()
     marks: dict[str, list] = {}
     t_run = time.perf_counter()
     result = engine.generate(args.prompt, max_tokens=args.tokens, sampler=sampler, seed=seed, ignore_eog=True,
-                             on_decode_start=lambda: marks.setdefault("prefill", dispatch.KERNEL_LOG.snapshot()))
+                             on_decode_start=lambda: marks.setdefault("prefill", KERNEL_LOG.snapshot()))
     total = time.perf_counter() - t_run + engine.load_s
-    everything = dispatch.KERNEL_LOG.snapshot()
+    everything = KERNEL_LOG.snapshot()
     prefill = {k.id: k for k in marks.get("prefill", [])}
     decode = []
     for k in everything:
