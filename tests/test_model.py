@@ -98,3 +98,19 @@ def test_profile_defaults_and_unknown(bitnet_tiny_model):
     assert BitNetModel(bitnet_tiny_model).profile.name == "reference"
     with pytest.raises(ConfigError, match="unknown numerics profile"):
         BitNetModel(bitnet_tiny_model, profile="fast")
+
+
+def test_forward_records_every_op_in_the_run_log(bitnet_tiny_model):
+    """The timing moved out of the math (@timed_op) records the same ids, calls and rows."""
+    from bitnet.kernels.runlog import KERNEL_LOG
+
+    m = BitNetModel(bitnet_tiny_model, profile="reference")
+    KERNEL_LOG.reset()
+    m.forward(np.array(IDS), m.new_cache(), 0)
+    log = {k.id: k for k in KERNEL_LOG.snapshot()}
+    L, T = m.config.n_layer, len(IDS)
+    ops = {f"get_rows_{m.tok_embd.dtype.name}_numpy": 1, "rms_norm_f32_numpy": 4 * L + 1,
+           "rope_neox_f32_numpy": L, "attention_kv32_numpy": L, f"ffn_{m.config.ffn_act}_mul_numpy": L}
+    assert {k: log[k].calls for k in ops} == ops
+    assert all(log[k].rows == T * n for k, n in ops.items())
+    assert sum(k.calls for i, k in log.items() if i not in ops) == 7 * L + 1  # projections + lm_head
