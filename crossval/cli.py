@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", choices=sorted(PROFILES), help="our numerics profile (default: the model's)")
     p.add_argument("--greedy", type=int, default=8, help="greedy tokens to compare")
     p.add_argument("--no-strict", action="store_true", help="allow fallbacks on our side (default: strict)")
+    p.add_argument("--apply-corrections", action="store_true",
+                   help="apply the validation policy's named corrections on our side (recorded in the receipt)")
     p.add_argument("--receipt", help="write a parity receipt here (atomically)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace, io) -> int:
 
         ids = load_tokenizer(args.model).encode(args.prompt, add_special=True, parse_special=True)
     r = crossval_model(args.cpp_dir, args.model, ids, profile=args.gate, numerics=args.profile,
-                       n_greedy=args.greedy, strict=not args.no_strict, receipt=args.receipt)
+                       n_greedy=args.greedy, strict=not args.no_strict, receipt=args.receipt,
+                       apply_corrections=args.apply_corrections)
     if args.json:
         json.dump({"verdict": r.verdict, "reason": r.reason, "first_divergence": r.first_divergence,
                    "greedy_match": r.greedy_match, "positions": [asdict(p) for p in r.positions]}, io.stdout, indent=2)

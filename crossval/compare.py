@@ -16,25 +16,27 @@ from crossval.runner import run_reference
 from crossval.timeouts import PARITY_TIMEOUT_S
 
 
-def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, n_greedy: int, backend: str):
+def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, n_greedy: int, backend: str,
+          apply_corrections: bool = False):
     from bitnet.engine import Engine, SamplerConfig
     from bitnet.kernels import dispatch
 
     dispatch.set_backend(backend)
     t0 = time.perf_counter()
-    engine = Engine(model, profile=numerics, strict=strict)
+    engine = Engine(model, profile=numerics, strict=strict, apply_corrections=apply_corrections)
     logits = engine.logits(ids)
     greedy = []
     if n_greedy:
         r = engine.generate(ids, max_tokens=n_greedy, sampler=SamplerConfig(greedy=True), ignore_eog=True)
         greedy = r.ids
-    return logits, greedy, engine.model.profile.name, time.perf_counter() - t0
+    return logits, greedy, engine.model.profile.name, time.perf_counter() - t0, engine.model.corrections
 
 
 def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
                    profile: str = "exact", numerics: str | None = None, n_greedy: int = 8, strict: bool = True,
                    backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
-                   timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None) -> ParityResult:
+                   timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,
+                   apply_corrections: bool = False) -> ParityResult:
     ids = [int(i) for i in ids]
     model = Path(model)
     t0 = time.perf_counter()
@@ -43,9 +45,9 @@ def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str
     if not ref.ok:
         return errored(f"reference: {ref.error}", profile)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    fut = pool.submit(_ours, model, ids, numerics, strict, n_greedy, backend)
+    fut = pool.submit(_ours, model, ids, numerics, strict, n_greedy, backend, apply_corrections)
     try:
-        ours, greedy, numerics_used, ours_s = fut.result(timeout=timeout)
+        ours, greedy, numerics_used, ours_s, corrections = fut.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
         pool.shutdown(wait=False, cancel_futures=True)
         return errored(f"ours: the engine ran past {timeout:g} s", profile)
@@ -64,6 +66,7 @@ def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str
             reference={"libllama": str(ref.data["libllama"]), "api": str(ref.data["api"]), "version": str(ref.data["version"])},
             ours={"numerics_profile": numerics_used, "backend": backend, "strict": strict},
             timings={"reference_s": ref_s, "ours_s": ours_s, "timeout_s": timeout},
+            corrections=corrections,
         ))
     return result
 

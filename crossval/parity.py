@@ -129,7 +129,9 @@ def errored(reason: str, profile: str = "exact") -> ParityResult:
 
 
 def parity_receipt(result: ParityResult, *, model: str | os.PathLike[str], prompt_ids: list[int],
-                   reference: dict, ours: dict, timings: dict) -> dict:
+                   reference: dict, ours: dict, timings: dict, corrections: list[dict] | None = None) -> dict:
+    """The parity receipt document; `corrections` (validation corrections our engine applied
+    at load, `--apply-corrections`) is written only when some were applied."""
     from bitnet import __version__
     from bitnet.receipts.build import sha256_file
 
@@ -149,6 +151,7 @@ def parity_receipt(result: ParityResult, *, model: str | os.PathLike[str], promp
         "verdict": result.verdict,
         "reason": result.reason,
         "timings": timings,
+        **({"corrections": list(corrections)} if corrections else {}),
     }
 
 

@@ -97,7 +97,9 @@ def test_a_whole_model_in_the_test_only_format_runs_bit_identical_to_i2s(tmp_pat
     logits = {}
     for fmt in ("test_t8", "i2_s"):
         path = synthesize(tmp_path / f"{fmt}.gguf", preset="tiny", arch="bitnet-b1.58", fmt=fmt, seed=11)
-        m = BitNetModel(path, profile="reference")
+        # the validation policy lists the projection types a shipped model may use (data in
+        # policies/model-validation.yml); a format that exists only in this test is not there
+        m = BitNetModel(path, profile="reference", validate=False)
         assert {w.flavor for layer in m.layers for w in layer.proj.values()} == {fmt}
         logits[fmt] = m.forward(np.array([1, 2, 3, 40]), m.new_cache(), 0)
         m.close()

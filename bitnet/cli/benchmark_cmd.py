@@ -43,7 +43,8 @@ def run(args: argparse.Namespace, io) -> int:
     sampler = SamplerConfig(greedy=True) if deterministic else SamplerConfig()
     seed = 0 if deterministic and args.seed is None else args.seed
     t_start = time.perf_counter()
-    engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict)
+    engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict,
+                    apply_corrections=args.apply_corrections)
     model = engine.model
     # warm-up: caches, BLAS threads, device uploads; not measured
     engine.generate(args.prompt, max_tokens=2, sampler=sampler, seed=seed, ignore_eog=True)
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace, io) -> int:
         max_tokens=args.tokens, seed=result.seed, sampler=result.sampler, deterministic=deterministic,
         load_s=engine.load_s, prefill_s=result.timings.prefill_s, decode_step_s=result.timings.decode_step_s,
         total_s=total, kernels=[k.to_dict() for k in everything], decode_kernels=decode,
-        peak_rss_bytes=peak_rss_bytes(), gpu=gpu, threads=native_threads(backend),
+        peak_rss_bytes=peak_rss_bytes(), gpu=gpu, threads=native_threads(backend), corrections=model.corrections,
     )
     receipt = build_receipt(m)
     tp = receipt["throughput"]

@@ -37,7 +37,8 @@ def parse_ids(text: str) -> list[int]:
 
 def run(args: argparse.Namespace, io) -> int:
     backend = select_backend(args, io, "logits")
-    engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict)
+    engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict,
+                    apply_corrections=args.apply_corrections)
     ids = parse_ids(args.ids) if args.ids is not None else engine.encode(args.prompt)
     logits = engine.logits(ids)
     buf = _io.BytesIO()

@@ -33,6 +33,7 @@ from bitnet.model.kv_cache import KVCache
 from bitnet.model.ops import FFN_ACT, causal_attention, rms_norm, rope_angles, rope_neox
 from bitnet.model.profiles import NumericsProfile, default_profile, get_profile
 from bitnet.quant.weights import PackedWeight, load_weight
+from bitnet.validate.load import corrected_norm, validate_at_load
 
 #: Every tensor of block N, in one table: (Layer field, GGUF name after `blk.N.`, shape from the
 #: config in NumPy order). Norms are [n]; projections are [out, in] and may have an optional
@@ -147,15 +148,17 @@ def get_rows(table: np.ndarray, tokens: np.ndarray) -> np.ndarray:
 
 
 class BitNetModel:
-    def __init__(self, path: str | os.PathLike[str], *, profile: str | None = None, strict: bool | None = None):
+    def __init__(self, path: str | os.PathLike[str], *, profile: str | None = None, strict: bool | None = None,
+                 apply_corrections: bool = False, validate: bool = True):
         self.path = Path(path)
         self.strict = strict_enabled(strict)
+        self.apply_corrections = apply_corrections
         self.reader = GGUFReader(self.path)
         r = self.reader
         self.config: ModelConfig = read_config(r, strict=self.strict)
         c = self.config
         self.tok_embd = self._float_tensor("token_embd.weight", (c.n_vocab, c.n_embd), allow_f16=True)
-        self.output_norm = self._float_tensor("output_norm.weight", (c.n_embd,))
+        self.output_norm = self._norm_tensor("output_norm.weight", (c.n_embd,))
         self._names = {t.name for t in r.tensors}
         self.output = None
         if "output.weight" in self._names:
@@ -170,6 +173,10 @@ class BitNetModel:
         head = self.lm_head_matrix
         self.head_weight = PackedWeight("lm_head", "f16" if head.dtype == np.float16 else "f32",
                                         head.shape[0], head.shape[1], head)
+        # the validation policy (AC19), after the loader's own structural checks; `validate=False`
+        # only for tests that must run a deliberately broken model
+        self.validation = validate_at_load(r, strict=self.strict, apply_corrections=apply_corrections) if validate else None
+        self.corrections = [c.to_json() for c in self.validation.corrections] if self.validation else []
 
     @property
     def lm_head_matrix(self) -> np.ndarray:
@@ -197,6 +204,15 @@ class BitNetModel:
             raise ConfigError(f"{self.path}: tensor {name} is {t.type_name}; expected {' or '.join(kinds)}")
         return self.reader.array(t)
 
+    def _norm_tensor(self, name: str, np_shape: tuple[int, ...]) -> np.ndarray:
+        """A norm's gains; with apply_corrections, the policy's norm-to-f32 widens F16/BF16 ones."""
+        t = self._tensor_info(name)
+        if self.apply_corrections and t.type_name != "F32" and t.np_shape == np_shape:
+            fixed = corrected_norm(self.reader, t, self.config.arch)
+            if fixed is not None:
+                return fixed
+        return self._float_tensor(name, np_shape)
+
     def _layer(self, i: int) -> Layer:
         """Block i's tensors, by the LAYER_TENSORS table, shapes checked against the config."""
         c, names = self.config, self._names
@@ -205,7 +221,7 @@ class BitNetModel:
             shape = tuple(getattr(c, d) for d in dims)
             tname = f"blk.{i}.{gname}.weight"
             if len(shape) == 1:
-                fields[field] = self._float_tensor(tname, shape)
+                fields[field] = self._norm_tensor(tname, shape)
                 continue
             if tname not in names:
                 raise ConfigError(f"{self.path}: missing tensor {tname}")
