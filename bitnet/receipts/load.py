@@ -10,9 +10,11 @@ CLI exits 2 ("could not read the input") instead of 1 ("a rule failed") or a tra
   cannot be printed or written back as UTF-8);
 - nesting deeper than `MAX_DEPTH`, checked on the raw text *before* parsing, because CPython's
   JSON scanner recurses and would raise RecursionError (or crash) on 100,000 brackets;
-- numbers JSON allows but a receipt cannot hold: NaN/Infinity (not JSON at all, though Python
-  accepts them), floats that overflow to infinity (``1e400``) and integers beyond 64 bits
-  (``10**400``: later arithmetic on them overflows floats);
+- numbers a receipt cannot hold: floats that overflow to infinity (``1e400``) and integers
+  beyond 64 bits (``10**400``: later arithmetic on them overflows floats). The literals
+  NaN/Infinity/-Infinity (not JSON, but what Python's json writes) are read as floats so that
+  the verifier's R-FINITE gate fails the receipt (exit 1: a non-finite figure is a failed
+  check, not an unreadable file);
 - duplicate keys in one object (JSON leaves the winner unspecified; naming the key beats
   silently verifying whichever copy the parser kept);
 - files larger than `MAX_BYTES` (a receipt is kilobytes).
@@ -107,7 +109,7 @@ def _float(path: str):
 
 def _constant(path: str):
     def parse(name: str) -> float:
-        raise _refuse(path, f"{name} is not a JSON number; a receipt holds finite numbers only")
+        return float(name)  # judged by the verifier's R-FINITE rule
 
     return parse
 
