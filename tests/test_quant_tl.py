@@ -272,3 +272,25 @@ def test_a_tl_tensor_with_a_bad_scale_is_refused(tmp_path):
     w.write()
     with GGUFReader(tmp_path / "t.gguf") as r, pytest.raises(FormatError, match="not a positive finite f32"):
         load_weight(r, "w")
+
+
+# -- synthetic TL models through the engine --------------------------------------------------------
+@pytest.mark.parametrize("flavor", ["tl1", "tl2"])
+def test_synth_tl_model_carries_its_config_and_computes_as_i2s(bitnet_model_factory, flavor):
+    """The same seed gives the same ternary weights and scales in every format; TL tensors decode
+    to them and run through the same exact per-token integer kernel as I2_S, so the logits are
+    bit-identical (bitnet.cpp's TL2 and I2_S agree bit for bit too, ../shared/spec/FORMATS.md)."""
+    from bitnet.model import BitNetModel
+    from bitnet.synth.model import PRESETS, projection_shapes
+
+    path = bitnet_model_factory(fmt=flavor, seed=3, embed_format="f16")
+    with GGUFReader(path) as r:
+        cfg = parse_ini(r.get(KEY_KERNEL_CONFIG), "meta")
+        assert {(t.m, t.k) for t in cfg.tiles} == set(projection_shapes(PRESETS["tiny"]).values())
+        assert r.tensor("blk.0.ffn_down.weight").type_name == flavor.upper()
+    ids = np.array([381, 40, 41, 300, 7])
+    tl = BitNetModel(path, profile="bitnet.cpp", strict=True)
+    i2 = BitNetModel(bitnet_model_factory(fmt="i2_s", seed=3, embed_format="f16"), profile="bitnet.cpp", strict=True)
+    a = tl.forward(ids, tl.new_cache(), 0)
+    b = i2.forward(ids, i2.new_cache(), 0)
+    assert np.isfinite(a).all() and np.array_equal(a, b)
