@@ -294,3 +294,72 @@ def test_synth_tl_model_carries_its_config_and_computes_as_i2s(bitnet_model_fact
     a = tl.forward(ids, tl.new_cache(), 0)
     b = i2.forward(ids, i2.new_cache(), 0)
     assert np.isfinite(a).all() and np.array_equal(a, b)
+
+
+# -- the TL2 LUT kernel's numerics --------------------------------------------------------------------
+def _tl2_weight(tmp_path, t, scale, tile):
+    w = GGUFWriter(tmp_path / "w.gguf")
+    w.add(KEY_KERNEL_CONFIG, f"[Kernels_0]\nm = {tile.m}\nk = {tile.k}\nbm = {tile.BM}\nbk = {tile.BK}\nbmm = 32\n")
+    raw = encode_tl2(t, scale, tile)
+    w.add_tensor("w", raw, shape=(tile.k, tile.m), gtype="TL2", nbytes=raw.nbytes)
+    w.write()
+    r = GGUFReader(tmp_path / "w.gguf")
+    return r, load_weight(r, "w", strict=True)
+
+
+def test_tl2_lut_activations_are_per_token_absmax_without_the_floor():
+    from bitnet.kernels.activations import per_token_absmax, tl2_lut
+
+    x = np.random.default_rng(4).standard_normal((5, 96)).astype(np.float32)
+    a, b = tl2_lut(x), per_token_absmax(x)
+    assert np.array_equal(a.q, b.q) and np.array_equal(a.scale, b.scale)
+    x[2] = 0
+    with pytest.raises(FormatError, match="row 2 is all zero"):
+        tl2_lut(x)
+
+
+def test_tl2_lut_kernel_is_the_exact_integer_matmul_when_tiles_fit_int16(tmp_path):
+    from bitnet.kernels.activations import tl2_lut
+    from bitnet.kernels.numpy_kernels import gemm_per_token, gemm_tl2_lut
+
+    tile = TileConfig(64, 352, 32, 96, 32)  # K3 = 288 (3 tiles of 96), K2 = 64 (2 tiles of 32)
+    t = ternary(64, 352, 8)
+    r, pw = _tl2_weight(tmp_path, t, 0.5, tile)
+    with r:
+        x = tl2_lut(np.random.default_rng(9).standard_normal((3, 352)).astype(np.float32))
+        run = gemm_tl2_lut(x, pw)
+        exact = t.astype(np.int64) @ x.q.T.astype(np.int64)  # [out, T]
+        assert np.array_equal(run.y, (exact.T.astype(np.float32) / x.scale[:, None]) * np.float32(0.5))
+        assert np.array_equal(run.y, gemm_per_token(x, pw).y)
+        assert str(run.kernel_id).startswith("tl2_tl2lut")
+
+
+def test_tl2_lut_kernel_wraps_a_tile_sum_past_int16_as_the_simd_accumulator_does(tmp_path):
+    """BK = 264: one tile of 88 triples, all weights +1, all activations at max (q = 127):
+    the tile sum 264 * 127 = 33528 wraps in the int16 accumulator to 33528 - 65536 = -32008."""
+    from bitnet.kernels.activations import tl2_lut
+    from bitnet.kernels.numpy_kernels import gemm_tl2_lut
+
+    tile = TileConfig(32, 264, 32, 264, 32)
+    r, pw = _tl2_weight(tmp_path, np.ones((32, 264), np.int8), 1.0, tile)
+    with r:
+        x = tl2_lut(np.full((1, 264), 3.0, np.float32))
+        assert (x.q == 127).all()
+        y = gemm_tl2_lut(x, pw).y
+    assert np.array_equal(y, np.full((1, 32), np.float32(-32008) / x.scale[0], np.float32))
+
+
+def test_tl2_model_under_the_lut_profile(bitnet_model_factory):
+    """The synthesiser's tiles (BK 96) never leave int16, so the LUT profile's logits equal the
+    plain bitnet.cpp profile's bit for bit; the run log shows the LUT kernel ran."""
+    from bitnet.kernels.runlog import KERNEL_LOG
+    from bitnet.model import BitNetModel
+
+    path = bitnet_model_factory(fmt="tl2", seed=3, embed_format="f16")
+    ids = np.array([381, 40, 41])
+    lut = BitNetModel(path, profile="bitnet.cpp-tl2", strict=True)
+    ref = BitNetModel(path, profile="bitnet.cpp", strict=True)
+    KERNEL_LOG.reset()
+    a = lut.forward(ids, lut.new_cache(), 0)
+    assert any(k.id.startswith("tl2_tl2lut_gemm") for k in KERNEL_LOG.snapshot())
+    assert np.array_equal(a, ref.forward(ids, ref.new_cache(), 0))

@@ -319,6 +319,9 @@ class TL2(_TL):
     def applies(self, shape, type_name) -> bool:
         return type_name == "TL2" and shape[0] >= 256  # id 39 is MXFP4 in upstream ggml
 
+    #: `tl2-lut`: bitnet.cpp's LUT-kernel arithmetic (bitnet.kernels.numpy_kernels.gemm_tl2_lut)
+    kernels = {"per-token-absmax": "gemm_per_token", "tl2-lut": "gemm_tl2_lut"}
+
     def tensor_bytes(self, shape):
         return ggml_type("TL2").nbytes(shape)
 
