@@ -17,7 +17,9 @@ Where the harness looks, in order (`tile_for`):
    harness writes into every TL file it produces;
 2. `$BITNET_KERNEL_CONFIG`: a kernel_config.ini file, or a bitnet.cpp checkout directory
    (its `include/kernel_config.ini`);
-3. `$BITNET_CPP_DIR`: a bitnet.cpp checkout (its `include/kernel_config.ini`).
+3. `$BITNET_CPP_DIR` (the C++ reference dir, `bitnet.settings`): when it is a bitnet.cpp
+   checkout, its `include/kernel_config.ini`.
+Both variables are parsed by `bitnet.settings`, like every `BITNET_*` variable.
 It never reads the current directory implicitly (the converter does; a harness must not pick up
 a stray file).
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import configparser
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,18 +145,19 @@ def load_ini(path: str | os.PathLike[str]) -> KernelConfig:
     return parse_ini(text, str(p))
 
 
-def _where(reader: Any, env: dict[str, str] | os._Environ[str]) -> list[tuple[str, KernelConfig | None]]:
+def _where(reader: Any, env: Mapping[str, str] | None) -> list[tuple[str, KernelConfig | None]]:
     """Every place looked at, in order, with its config or None (absent)."""
+    from bitnet.settings import settings
+
+    s = settings(env)
     out: list[tuple[str, KernelConfig | None]] = []
     text = reader.get(KEY_KERNEL_CONFIG) if reader is not None else None
     out.append((f"metadata key {KEY_KERNEL_CONFIG}" + ("" if text is not None else " (absent)"),
                 parse_ini(str(text), f"{getattr(reader, 'path', '?')}: {KEY_KERNEL_CONFIG}") if text is not None else None))
-    for var in (ENV_KERNEL_CONFIG, ENV_CPP_DIR):
-        v = env.get(var, "").strip()
-        if not v:
+    for var, p in ((ENV_KERNEL_CONFIG, s.kernel_config), (ENV_CPP_DIR, s.cpp_dir)):
+        if p is None:
             out.append((f"${var} (unset)", None))
             continue
-        p = Path(v)
         ini = p if var == ENV_KERNEL_CONFIG and not p.is_dir() else p / INI_IN_CHECKOUT
         if not ini.is_file():
             out.append((f"${var} -> {ini} (no such file)", None))
@@ -163,10 +167,10 @@ def _where(reader: Any, env: dict[str, str] | os._Environ[str]) -> list[tuple[st
 
 
 def tile_for(reader: Any, name: str, m: int, k: int, flavor: str,
-             env: dict[str, str] | None = None) -> TileConfig:
+             env: Mapping[str, str] | None = None) -> TileConfig:
     """The checked tile config of a TL tensor of M rows and K columns, from the first place that
     has an entry for (M, K); otherwise a KernelConfigError naming the shape and every place."""
-    places = _where(reader, os.environ if env is None else env)
+    places = _where(reader, env)
     looked = []
     for where, cfg in places:
         tile = cfg.find(m, k) if cfg is not None else None
