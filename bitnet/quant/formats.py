@@ -43,7 +43,7 @@ class Encoding:
     """One way the synthesiser can write a weight (a format, or one layout of a format)."""
 
     name: str
-    gtype: GGMLType
+    gtype: GGMLType | int  # the type id tensors are written with (an int for an id ggml lacks)
     encode: Encode
     file_type: int  # general.file_type of a model whose projections use this encoding
     #: False when the format has no place for a per-tensor scale (QK256): the synthesiser then
@@ -61,6 +61,8 @@ class Encoding:
     def nbytes(self, out_f: int, in_f: int) -> int:
         if self.size is not None:
             return self.size(out_f, in_f)
+        if not isinstance(self.gtype, GGMLType):
+            raise ConfigError(f"encoding {self.name!r}: type id {self.gtype} has no ggml size rule; give `size`")
         return self.gtype.nbytes((in_f, out_f))
 
 

@@ -32,8 +32,8 @@ def model_facts(c: Ctx) -> Iterator[Outcome]:
     if c.model_path is None:
         return
     mf, m = c.model_facts, c.r["model"]
-    if isinstance(mf, str):
-        yield ok(False, mf)
+    if not isinstance(mf, dict):  # a str: why the file's facts could not be read
+        yield ok(False, str(mf))
         return
     wrong = {k: (m[k], mf[k]) for k in FACTS if k in m and m[k] != mf[k]}
     yield ok(not wrong, "; ".join(f"{k}: the receipt says {a!r}, the file gives {b!r}" for k, (a, b) in wrong.items())

@@ -145,6 +145,7 @@ def synthesize(
     if vocab_rows < tok_rows:
         raise ConfigError(f"vocab_size {vocab_rows} is smaller than the tokenizer's {tok_rows} tokens")
     shape = replace(shape, vocab_size=vocab_rows)
+    n_vocab: int = vocab_rows
 
     a = arch
     w.add("general.architecture", a)
@@ -170,12 +171,12 @@ def synthesize(
         w.add(key, value, ValueType.ARRAY if isinstance(value, list) else None,
               ValueType.INT32 if isinstance(value, list) else None)
 
-    w.add_tensor("token_embd.weight", _embedding(seed, shape.vocab_size, shape.n_embd, embed_dtype),
-                 shape=(shape.n_embd, shape.vocab_size), gtype="F32" if embed_dtype == "<f4" else "F16")
+    w.add_tensor("token_embd.weight", _embedding(seed, n_vocab, shape.n_embd, embed_dtype),
+                 shape=(shape.n_embd, n_vocab), gtype="F32" if embed_dtype == "<f4" else "F16")
     w.add_tensor("output_norm.weight", _norm_weight(seed, "output_norm.weight", shape.n_embd))
     if output_weight:
-        w.add_tensor("output.weight", _embedding(seed + 1, shape.vocab_size, shape.n_embd, embed_dtype),
-                     shape=(shape.n_embd, shape.vocab_size), gtype="F32" if embed_dtype == "<f4" else "F16")
+        w.add_tensor("output.weight", _embedding(seed + 1, n_vocab, shape.n_embd, embed_dtype),
+                     shape=(shape.n_embd, n_vocab), gtype="F32" if embed_dtype == "<f4" else "F16")
 
     for i in range(shape.n_layer):
         p = f"blk.{i}"
