@@ -32,7 +32,7 @@ from bitnet.kernels.activations import QuantizedRows, quantize_activations
 from bitnet.kernels.runlog import KERNEL_LOG
 from bitnet.quant.weights import PackedWeight
 
-ACT_PROFILES = ("none", "per-token-absmax", "q8_k-block256")
+ACT_PROFILES = ("none", "per-token-absmax", "q8_k-block256", "tl2-lut")
 
 #: a NumPy kernel: (activations as the profile left them, weight) -> KernelRun
 Kernel = Callable[..., K.KernelRun]

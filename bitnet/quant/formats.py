@@ -54,6 +54,9 @@ class Encoding:
     size: Callable[[int, int], int] | None = None
     #: metadata keys a file in this format must carry to be decoded without guessing
     metadata: tuple[tuple[str, object], ...] = ()
+    #: metadata that depends on the projection shapes of the model being written ([(out, in)]
+    #: -> (key, value) pairs): TL1/TL2 record the kernel config their tiles were permuted by
+    shape_metadata: Callable[[list[tuple[int, int]]], tuple[tuple[str, object], ...]] | None = None
 
     def nbytes(self, out_f: int, in_f: int) -> int:
         if self.size is not None:

@@ -48,9 +48,9 @@ def model_tensors(c: Ctx) -> Iterator[Outcome]:
     bad = []
     for k in c.decode:
         per_call = k["bytes_read"] / k["calls"]
-        if c.is_weight(k["id"]) and not c.is_quant(k["id"]) and not k["id"].startswith("get_rows_") and per_call != mf["lm_head_bytes"]:
+        if c.is_weight(k["id"]) and not c.is_quant(k["id"]) and not c.is_op(k["id"], "get_rows") and per_call != mf["lm_head_bytes"]:
             bad.append(f"{k['id']} reads {per_call:,.1f} B/call, the lm_head holds {mf['lm_head_bytes']:,}")
-        if k["id"].startswith("get_rows_") and per_call != mf["embedding_row_bytes"]:
+        if c.is_op(k["id"], "get_rows") and per_call != mf["embedding_row_bytes"]:
             bad.append(f"{k['id']} reads {per_call:,.1f} B/call, an embedding row is {mf['embedding_row_bytes']:,}")
     yield ok(not bad, "; ".join(bad) if bad else "lm_head and embedding kernels read the file's tensor bytes")
 

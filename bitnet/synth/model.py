@@ -166,7 +166,9 @@ def synthesize(
     for d in WRITE_ORDER:
         w.add(f"{a}.{d.key}", getattr(shape, {"n_vocab": "vocab_size", "rope_dim": "head_dim"}.get(d.name, d.name)),
               d.gguf_type)
-    for key, value in wf.metadata:
+    shapes = projection_shapes(shape)
+    extra = wf.shape_metadata(list(shapes.values())) if wf.shape_metadata else ()
+    for key, value in (*wf.metadata, *extra):
         w.add(key, value, ValueType.ARRAY if isinstance(value, list) else None,
               ValueType.INT32 if isinstance(value, list) else None)
 
@@ -177,7 +179,6 @@ def synthesize(
         w.add_tensor("output.weight", _embedding(seed + 1, n_vocab, shape.n_embd, embed_dtype),
                      shape=(shape.n_embd, n_vocab), gtype="F32" if embed_dtype == "<f4" else "F16")
 
-    shapes = projection_shapes(shape)
     for i in range(shape.n_layer):
         p = f"blk.{i}"
         for norm, n in (("attn_norm", shape.n_embd), ("attn_sub_norm", shape.n_embd),
