@@ -19,7 +19,14 @@ from pathlib import Path
 from bitnet.engines.protocol import CapabilityMissing, Engine, EngineError, EngineInfo, EngineOutput
 from bitnet.errors import BitNetError
 from bitnet.timeouts import PARITY_TIMEOUT_S
-from crossval.parity import ParityResult, compare, errored, parity_receipt, skipped, write_parity_receipt
+from crossval.parity import (
+    ParityResult,
+    compare,
+    errored,
+    parity_receipt,
+    skipped,
+    write_parity_receipt,
+)
 
 
 @dataclass
@@ -83,7 +90,7 @@ def compare_engines(engine: Engine, reference: Engine, model: str | os.PathLike[
             t0 = time.perf_counter()
             _timed(side, lambda e=e: e.load(model), timeout)
             try:
-                outs[side] = _timed(side, lambda e=e: e.evaluate(ids, n_greedy), timeout)
+                outs[side] = _timed(side, lambda e=e, n=n_greedy: e.evaluate(ids, n), timeout)
             except _Broke as b:
                 if b.verdict != "skipped" or not n_greedy:
                     raise

@@ -9,7 +9,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bitnet.engines.protocol import Capabilities, Engine, EngineError, EngineInfo, EngineOutput, check_logits
+from bitnet.engines.protocol import (
+    Capabilities,
+    Engine,
+    EngineError,
+    EngineInfo,
+    EngineOutput,
+    check_logits,
+)
 from bitnet.errors import ConfigError
 from bitnet.timeouts import PARITY_TIMEOUT_S
 

@@ -130,7 +130,7 @@ class Engine(ABC):
         why = self.capabilities.why_not.get(capability, "the engine does not declare it")
         return f"engine {self.spec} cannot {capability}: {why}"
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most adapters hold nothing
         """Release what `load` took (processes, memory)."""
 
     def _need_model(self) -> Path:

@@ -10,7 +10,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bitnet.engines.protocol import Capabilities, Engine, EngineError, EngineInfo, EngineOutput, check_logits
+from bitnet.engines.protocol import (
+    Capabilities,
+    Engine,
+    EngineError,
+    EngineInfo,
+    EngineOutput,
+    check_logits,
+)
 from bitnet.errors import BitNetError, ConfigError
 
 #: (arch, weight format) pairs our loader reads from a file without being told more
