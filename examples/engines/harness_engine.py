@@ -22,12 +22,12 @@ PROTOCOL = "bitnet-harness-engine/1"
 
 
 # -- your engine -----------------------------------------------------------------------------
-def describe(opts) -> dict:
+def describe(opts, model: str | None) -> dict:
     from bitnet import __version__
 
+    numerics = opts.profile or (load(model, opts).model.profile.name if model else "unknown")
     return {
-        "engine": {"name": "harness-example", "version": __version__, "build": f"numpy, profile {opts.profile or 'inferred'}",
-                   "numerics": opts.profile or "unknown"},
+        "engine": {"name": "harness-example", "version": __version__, "build": "numpy kernels", "numerics": numerics},
         # loads: [arch, weight format] pairs this engine claims, or null for "try anything"
         "capabilities": {"logits": True, "greedy": True, "tokenize": True, "loads": opts.loads, "max_tokens": None},
     }
@@ -61,7 +61,7 @@ def serve(req: dict, opts) -> dict:
         raise ValueError(f"unsupported protocol {req.get('protocol')!r}; this engine speaks {PROTOCOL}")
     op = req.get("op")
     if op == "describe":
-        return describe(opts)
+        return describe(opts, req.get("model"))
     engine = load(req["model"], opts)
     if op == "evaluate":
         logits, greedy = evaluate(engine, [int(i) for i in req["ids"]], int(req.get("n_greedy", 0)))
