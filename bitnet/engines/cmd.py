@@ -51,7 +51,8 @@ def from_spec(spec: str, arg: str) -> CmdEngine:
 
 
 def _tail(text: str) -> str:
-    t = text.strip()
+    """The last STDERR_TAIL characters, on one line (lines joined with " | ")."""
+    t = " | ".join(line for line in text.strip().splitlines() if line.strip())
     return ("..." + t[-STDERR_TAIL:]) if len(t) > STDERR_TAIL else t
 
 
