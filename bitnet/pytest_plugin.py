@@ -158,7 +158,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--bitnet-strict"):
         os.environ["BITNET_STRICT_MODE"] = "1"
     config.addinivalue_line("markers", "engine_suite: the parity suite run against --engine")
-    if engine_spec(config) and not _suite_given(config):
+    if _add_suite(config):
         config.args.append(str(SUITE))  # `pytest --engine=SPEC` alone runs the suite, wherever it is called
 
 
@@ -176,8 +176,12 @@ def engine_spec(config: pytest.Config) -> str | None:
     return None
 
 
-def _suite_given(config: pytest.Config) -> bool:
-    return any("parity_suite" in str(a) for a in config.args)
+def _add_suite(config: pytest.Config) -> bool:
+    """--engine adds the suite to any run; the older `--crossval --bitnet-cpp-dir` spelling adds
+    it only to a whole-suite run (no test paths named), not to `pytest --crossval tests/x.py`."""
+    if not engine_spec(config) or any("parity_suite" in str(a) for a in config.args):
+        return False
+    return bool(config.getoption("--engine", None)) or config.args_source != pytest.Config.ArgsSource.ARGS
 
 
 def user_models(config: pytest.Config) -> list[Path]:
