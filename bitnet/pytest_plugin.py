@@ -196,6 +196,18 @@ def user_models(config: pytest.Config) -> list[Path]:
     return out
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """An engine declaring it cannot do what a test asks (bitnet.engines.CapabilityMissing)
+    makes that test a skip with the engine's reason: never a pass, never a failure."""
+    from bitnet.engines.protocol import CapabilityMissing
+
+    try:
+        return (yield)
+    except CapabilityMissing as e:
+        pytest.skip(str(e))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reporter = config.stash[_REPORT_KEY]
     crossval = config.getoption("--crossval")

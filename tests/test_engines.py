@@ -214,3 +214,18 @@ def test_old_receipts_still_verify_and_unknown_majors_are_refused(tmp_path, i2s)
     p.write_text(json.dumps(v1))
     with pytest.raises(ReceiptError, match=r"schema_version '3.0.0': this harness reads majors \[1, 2\]"):
         load_parity_receipt(p)
+
+
+def test_a_test_meeting_a_missing_capability_is_skipped_with_the_reason(pytester):
+    pytester.makepyfile(f"""
+        import sys
+        from bitnet.engines import open_engine
+
+        def test_needs_tokenize():
+            e = open_engine('cmd:"{sys.executable}" "{MISBEHAVING}" describe-ok')
+            e.require("tokenize")
+            raise AssertionError("not reached")
+    """)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs")
+    r.assert_outcomes(skipped=1)
+    assert "cannot tokenize: the engine declares it cannot" in r.stdout.str()
