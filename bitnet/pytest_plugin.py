@@ -86,6 +86,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="the engine the suite compares against (default: ours, in the engine's claimed numerics)")
     group.addoption("--engine-gate", choices=("exact", "cross"), default="exact",
                     help="parity gate of the engine suite (policies/parity.yml)")
+    group.addoption("--engine-receipts", default=None, metavar="DIR",
+                    help="write one parity receipt (schema 2.x, naming both engines) per suite comparison here")
     group.addoption("--bitnet-strict", action="store_true", default=False,
                     help="set BITNET_STRICT_MODE=1: every fallback is an error")
     group.addoption("--ac-report", action="store_true", default=False,

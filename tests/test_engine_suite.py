@@ -55,7 +55,7 @@ def test_pytest_engine_runs_the_suite_from_any_folder(pytester, tmp_path):
 
     user = synthesize(tmp_path / "my-model.gguf", arch="bitnet-b1.58", fmt="i2_s", seed=2)
     spec = f'--engine=cmd:"{sys.executable}" "{EXAMPLE}" --loads bitnet-b1.58/i2_s --loads bitnet-b1.58/tq2_0'
-    r = _run_suite(pytester, spec, f"--bitnet-gguf={user}")
+    r = _run_suite(pytester, spec, f"--bitnet-gguf={user}", f"--engine-receipts={tmp_path / 'receipts'}")
     out = r.stdout.str()
     assert r.ret == 0, out[-3000:]
     # every claimed model compared, the unclaimed ones skipped with the reason, nothing else
@@ -66,6 +66,16 @@ def test_pytest_engine_runs_the_suite_from_any_folder(pytester, tmp_path):
     assert "test_tokenizer_parity PASSED" in out
     assert "test_user_model[my-model.gguf] PASSED" in out
     r.assert_outcomes(passed=6, skipped=15)
+    from crossval.receipt import load_parity_receipt, verify_parity_receipt
+
+    receipts = sorted((tmp_path / "receipts").glob("*.json"))
+    assert [p.name for p in receipts] == [
+        "test_logits_and_greedy_bitnet-b1.58_i2_s_.json", "test_logits_and_greedy_bitnet-b1.58_tq2_0_.json",
+        "test_long_prompt_past_512_bitnet-b1.58_.json", "test_user_model_my-model.gguf_.json"]
+    for p in receipts:
+        doc = load_parity_receipt(p)
+        assert doc["verdict"] == "pass" and verify_parity_receipt(doc) == []
+        assert doc["engine"]["name"] == "harness-example" and doc["reference"]["spec"] == "reference"
 
 
 def test_a_faulty_engine_fails_the_suite_naming_the_position(pytester):

@@ -91,10 +91,19 @@ def _claimed(caps, arch: str, fmt: str, who: str) -> None:
         pytest.skip(f"{who} does not claim to load {arch}/{fmt}")
 
 
-def _judge(engine, reference, model: Path, ids: list[int], gate: str, n_greedy: int):
+def _judge(request, engine, reference, model: Path, ids: list[int], n_greedy: int):
+    """One comparison; its parity receipt goes to --engine-receipts/<test name>.json when asked."""
+    import re
+
     from crossval.pair import compare_engines
 
-    c = compare_engines(engine, reference, model, ids, gate=gate, n_greedy=n_greedy)
+    gate = request.config.getoption("--engine-gate")
+    folder = request.config.getoption("--engine-receipts")
+    receipt = None
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        receipt = Path(folder) / (re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name) + ".json")
+    c = compare_engines(engine, reference, model, ids, gate=gate, n_greedy=n_greedy, receipt=receipt)
     r = c.result
     if r.verdict == "skipped":
         pytest.skip(r.reason)
@@ -116,15 +125,15 @@ def test_engine_describes_itself(engine_under_test, engine_info, engine_caps):
 
 
 @pytest.mark.parametrize("arch,fmt", MATRIX, ids=[f"{a}/{f}" for a, f in MATRIX])
-def test_logits_and_greedy(engine_under_test, engine_caps, reference_engine, suite_models, pytestconfig, arch, fmt):
+def test_logits_and_greedy(engine_under_test, engine_caps, reference_engine, suite_models, request, arch, fmt):
     _claimed(engine_caps, arch, fmt, f"engine {engine_under_test.spec}")
     _claimed(reference_engine.capabilities, arch, fmt, f"reference {reference_engine.spec}")
     n = N_GREEDY if engine_caps.greedy else 0  # compare_engines says why greedy was left out
-    _judge(engine_under_test, reference_engine, suite_models(arch, fmt), SHORT, pytestconfig.getoption("--engine-gate"), n)
+    _judge(request, engine_under_test, reference_engine, suite_models(arch, fmt), SHORT, n)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_long_prompt_past_512(engine_under_test, engine_caps, reference_engine, suite_models, pytestconfig, arch):
+def test_long_prompt_past_512(engine_under_test, engine_caps, reference_engine, suite_models, request, arch):
     ref_caps = reference_engine.capabilities
     fmts = [f for f in FORMATS if engine_caps.claims(arch, f) and ref_caps.claims(arch, f)]
     if not fmts:
@@ -132,7 +141,7 @@ def test_long_prompt_past_512(engine_under_test, engine_caps, reference_engine, 
     if engine_caps.max_tokens is not None and engine_caps.max_tokens < LONG_T:
         pytest.skip(f"engine {engine_under_test.spec} evaluates at most {engine_caps.max_tokens} tokens")
     ids = np.random.default_rng(LONG_T).integers(3, 256, LONG_T).tolist()
-    _judge(engine_under_test, reference_engine, suite_models(arch, fmts[0]), ids, pytestconfig.getoption("--engine-gate"), 0)
+    _judge(request, engine_under_test, reference_engine, suite_models(arch, fmts[0]), ids, 0)
 
 
 def test_tokenizer_parity(engine_under_test, engine_caps, reference_engine, suite_models):
@@ -165,7 +174,7 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("user_model", models or [None], ids=[m.name for m in models] or ["no-user-model"])
 
 
-def test_user_model(engine_under_test, reference_engine, user_model, pytestconfig):
+def test_user_model(engine_under_test, reference_engine, user_model, request):
     """The user's own model file: a short prompt from the model's tokenizer (ours), greedy too."""
     if user_model is None:
         pytest.skip("no user model: pass --bitnet-gguf=MODEL.gguf (repeatable)")
@@ -176,4 +185,4 @@ def test_user_model(engine_under_test, reference_engine, user_model, pytestconfi
         ids = load_tokenizer(user_model).encode("The capital of France is", add_special=True, parse_special=True)
     except Exception:  # a file without a tokenizer still gets compared, on fixed ids
         pass
-    _judge(engine_under_test, reference_engine, user_model, ids, pytestconfig.getoption("--engine-gate"), 4)
+    _judge(request, engine_under_test, reference_engine, user_model, ids, 4)
