@@ -275,11 +275,13 @@ def engine_under_test(pytestconfig: pytest.Config):
     spec = engine_spec(pytestconfig)
     if not spec:
         pytest.skip("no engine under test: pass --engine=SPEC (docs/how-to/validate-your-engine.md)")
-    from bitnet.engines import open_engine
+    from bitnet.engines import CapabilityMissing, open_engine
     from bitnet.errors import BitNetError
 
     try:
         eng = open_engine(spec)
+    except CapabilityMissing as e:  # e.g. hf: without the [hf] extra: every suite test skips, saying why
+        pytest.skip(f"--engine {spec}: {e}")
     except BitNetError as e:
         raise pytest.UsageError(f"--engine {spec}: {e}") from None
     yield eng
