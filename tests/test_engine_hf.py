@@ -22,8 +22,9 @@ def hf():
     return open_engine("hf:")
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
 def test_reference_profile_passes_exact_against_hf_on_i2s(hf, bitnet_model_factory, seed):
+    """Seeds 1 and 2 run with -m slow (seed 1 also passes exact in the checkpoint test below)."""
     model = bitnet_model_factory(arch="bitnet-b1.58", fmt="i2_s", seed=seed)
     c = compare_engines(open_engine("reference:reference"), hf, model, PROMPT, gate="exact", n_greedy=4)
     assert c.verdict == "pass", c.result.reason

@@ -226,6 +226,6 @@ def test_a_test_meeting_a_missing_capability_is_skipped_with_the_reason(pytester
             e.require("tokenize")
             raise AssertionError("not reached")
     """)
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs")
+    r = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs")
     r.assert_outcomes(skipped=1)
     assert "cannot tokenize: the engine declares it cannot" in r.stdout.str()
