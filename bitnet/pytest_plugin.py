@@ -8,7 +8,7 @@
 - `--crossval`, `--bitnet-cpp-dir`, `--bitnet-gguf`: tests marked `crossval` are skipped with a
   reason unless `--crossval` is given.
 - `--engine=SPEC [--reference=SPEC] [--engine-gate=exact|cross] [--bitnet-gguf=M.gguf ...]`:
-  adds the parity suite (`bitnet.engines.parity_suite`) to the run, judging the engine under
+  adds the parity suite (`crossval.parity_suite`) to the run, judging the engine under
   test against the reference (default: ours). `--crossval --bitnet-cpp-dir=DIR` without
   `--engine` runs it as `--engine=libllama:DIR`.
 - `--bitnet-strict` sets BITNET_STRICT_MODE=1 for the run (strict mode forbids fallbacks).
@@ -164,7 +164,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args.append(str(SUITE))  # `pytest --engine=SPEC` alone runs the suite, wherever it is called
 
 
-SUITE = Path(__file__).resolve().parent / "engines" / "parity_suite.py"
+#: the suite lives in crossval (it compares through crossval.pair); named by path, not imported:
+#: the bitnet library never imports crossval. Both packages are installed side by side.
+SUITE = Path(__file__).resolve().parents[1] / "crossval" / "parity_suite.py"
 
 
 def engine_spec(config: pytest.Config) -> str | None:

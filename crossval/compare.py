@@ -7,24 +7,26 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from bitnet.timeouts import PARITY_TIMEOUT_S
 from crossval.pair import compare_engines
 from crossval.parity import ParityResult
 from crossval.runner import run_reference
+from crossval.timeouts import PARITY_TIMEOUT_S
 
 
 def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
                    profile: str = "exact", numerics: str | None = None, n_greedy: int = 8, strict: bool = True,
                    backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
-                   timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None) -> ParityResult:
+                   timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,
+                   apply_corrections: bool = False) -> ParityResult:
     """Our engine (`reference[:numerics]@backend`) against a libllama build: the engine pair of
     crossval.pair with libllama as the reference. `worker_argv` replaces the C++ worker (tests
-    plant crashes with it)."""
-    from bitnet.engines.libllama import LibllamaEngine
+    plant crashes with it); `apply_corrections` applies the validation policy's corrections on
+    our side (recorded in the receipt)."""
     from bitnet.engines.reference import ReferenceEngine
+    from crossval.engine import LibllamaEngine
 
     spec = "reference" + (f":{numerics}" if numerics else "") + f"@{backend}"
-    ours = ReferenceEngine(spec, numerics, backend, strict=strict)
+    ours = ReferenceEngine(spec, numerics, backend, strict=strict, apply_corrections=apply_corrections)
     ref = LibllamaEngine(f"libllama:{cpp_dir}", str(cpp_dir), timeout=timeout, worker_argv=worker_argv)
     try:
         return compare_engines(ours, ref, Path(model), ids, gate=profile, n_greedy=n_greedy, receipt=receipt,

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from bitnet.engines.protocol import CapabilityMissing, Engine, EngineError, EngineInfo, EngineOutput
 from bitnet.errors import BitNetError
-from bitnet.timeouts import PARITY_TIMEOUT_S
 from crossval.parity import (
     ParityResult,
     compare,
@@ -27,6 +26,7 @@ from crossval.parity import (
     skipped,
     write_parity_receipt,
 )
+from crossval.timeouts import PARITY_TIMEOUT_S
 
 
 @dataclass
@@ -82,6 +82,9 @@ def compare_engines(engine: Engine, reference: Engine, model: str | os.PathLike[
     is the engine under test."""
     ids = [int(i) for i in ids]
     model = Path(model)
+    for e in (engine, reference):  # adapters with their own process limit get the shared one unless set
+        if getattr(e, "timeout", 0) is None:
+            e.timeout = timeout
     timings: dict = {"timeout_s": timeout}
     outs: dict[str, EngineOutput] = {}
     notes: list[str] = []
@@ -119,7 +122,8 @@ def _finish(result: ParityResult, engine: Engine, reference: Engine, model: Path
             receipt) -> EngineComparison:
     c = EngineComparison(result, _info(engine), _info(reference), timings)
     if receipt is not None and model.is_file():
+        corrections = [x for e in (engine, reference) for x in getattr(e, "corrections", [])]
         c.receipt = write_parity_receipt(receipt, parity_receipt(
             result, model=model, prompt_ids=ids, engine=c.engine.to_dict(), reference=c.reference.to_dict(),
-            timings=timings))
+            timings=timings, corrections=corrections))
     return c

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet.atomic import atomic_write_text
 from bitnet.errors import ConfigError
+from bitnet.files.atomic import atomic_write_text
 
 VERDICTS = ("pass", "fail", "skipped", "error")
 
@@ -132,9 +132,11 @@ PARITY_SCHEMA_VERSION = "2.0.0"  # 2.x: both sides are named engines (1.x assume
 
 
 def parity_receipt(result: ParityResult, *, model: str | os.PathLike[str], prompt_ids: list[int],
-                   engine: dict, reference: dict, timings: dict) -> dict:
+                   engine: dict, reference: dict, timings: dict, corrections: list[dict] | None = None) -> dict:
     """`engine` / `reference`: each side's `EngineInfo.to_dict()` (spec, name, version, build,
-    numerics). In `positions` and `greedy`, "ours" is the engine under test."""
+    numerics). In `positions` and `greedy`, "ours" is the engine under test. `corrections`
+    (validation corrections an engine of ours applied at load, `--apply-corrections`) is
+    written only when some were applied."""
     from bitnet import __version__
     from bitnet.receipts.build import sha256_file
 
@@ -154,6 +156,7 @@ def parity_receipt(result: ParityResult, *, model: str | os.PathLike[str], promp
         "verdict": result.verdict,
         "reason": result.reason,
         "timings": timings,
+        **({"corrections": list(corrections)} if corrections else {}),
     }
 
 

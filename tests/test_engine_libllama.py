@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bitnet.engines import EngineError, open_engine
-from bitnet.engines.libllama import LibllamaEngine
+from crossval.engine import LibllamaEngine
 from crossval.pair import compare_engines
 
 pytestmark = [pytest.mark.crossval, pytest.mark.ac21]

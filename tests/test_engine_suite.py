@@ -90,6 +90,6 @@ def test_a_faulty_engine_fails_the_suite_naming_the_position(pytester):
 
 
 def test_without_an_engine_the_suite_skips_with_the_reason(pytester):
-    r = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs", "--pyargs", "bitnet.engines.parity_suite")
+    r = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs", "--pyargs", "crossval.parity_suite")
     assert "no engine under test: pass --engine=SPEC" in r.stdout.str()
     assert r.parseoutcomes().get("passed", 0) == 0

@@ -4,7 +4,6 @@ succeeded (atomically; a failed run writes nothing and exits non-zero)."""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import Counter
 
@@ -12,11 +11,10 @@ from bitnet.cli.backend_args import add_backend_args, native_threads, select_bac
 from bitnet.cli.run_cmd import add_model_args, resolve_model
 from bitnet.engine import Engine, SamplerConfig
 from bitnet.engine.generate import deterministic_env
-from bitnet.errors import ConfigError, StrictModeError
-from bitnet.quant import dispatch
+from bitnet.errors import ConfigError
+from bitnet.kernels import dispatch
 from bitnet.receipts.build import RunMeasurement, build_receipt, write_receipt
 from bitnet.receipts.machine import peak_rss_bytes
-from bitnet.strict import strict_enabled
 
 BENCH_PROMPT = "The quick brown fox jumps over the lazy dog. " * 4
 
@@ -45,7 +43,8 @@ def run(args: argparse.Namespace, io) -> int:
     sampler = SamplerConfig(greedy=True) if deterministic else SamplerConfig()
     seed = 0 if deterministic and args.seed is None else args.seed
     t_start = time.perf_counter()
-    engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict)
+    engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict,
+                    apply_corrections=args.apply_corrections)
     model = engine.model
     # warm-up: caches, BLAS threads, device uploads; not measured
     engine.generate(args.prompt, max_tokens=2, sampler=sampler, seed=seed, ignore_eog=True)
@@ -66,7 +65,7 @@ def run(args: argparse.Namespace, io) -> int:
                            "rows": k.rows - (p.rows if p else 0), "seconds": k.seconds - (p.seconds if p else 0)})
     gpu = None
     if backend == "cuda":
-        from bitnet.cuda import gpu_fingerprint
+        from bitnet.kernels.cuda import gpu_fingerprint
 
         gpu = gpu_fingerprint().to_dict()
     m = RunMeasurement(
@@ -77,7 +76,7 @@ def run(args: argparse.Namespace, io) -> int:
         max_tokens=args.tokens, seed=result.seed, sampler=result.sampler, deterministic=deterministic,
         load_s=engine.load_s, prefill_s=result.timings.prefill_s, decode_step_s=result.timings.decode_step_s,
         total_s=total, kernels=[k.to_dict() for k in everything], decode_kernels=decode,
-        peak_rss_bytes=peak_rss_bytes(), gpu=gpu, threads=native_threads(backend),
+        peak_rss_bytes=peak_rss_bytes(), gpu=gpu, threads=native_threads(backend), corrections=model.corrections,
     )
     receipt = build_receipt(m)
     tp = receipt["throughput"]

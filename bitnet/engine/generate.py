@@ -73,9 +73,11 @@ class Engine:
     """A loaded model (and its tokenizer, when the file has one) ready to generate."""
 
     def __init__(self, model_path: str | os.PathLike[str], *, profile: str | None = None,
-                 strict: bool | None = None, max_ctx: int | None = None):
+                 strict: bool | None = None, max_ctx: int | None = None, apply_corrections: bool = False,
+                 validate: bool = True):
         t0 = time.perf_counter()
-        self.model = BitNetModel(model_path, profile=profile, strict=strict)
+        self.model = BitNetModel(model_path, profile=profile, strict=strict, apply_corrections=apply_corrections,
+                                 validate=validate)
         self.path = Path(model_path)
         self.max_ctx = max_ctx or self.model.config.n_ctx
         self._tokenizer = None

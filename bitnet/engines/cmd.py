@@ -33,7 +33,6 @@ from bitnet.engines.protocol import (
     check_logits,
 )
 from bitnet.errors import ConfigError
-from bitnet.timeouts import PARITY_TIMEOUT_S
 
 PROTOCOL = "bitnet-harness-engine/1"
 OPS = ("describe", "evaluate", "tokenize")
@@ -59,9 +58,11 @@ def _tail(text: str) -> str:
 class CmdEngine(Engine):
     kind = "cmd"
 
-    def __init__(self, spec: str, argv: Sequence[str], *, timeout: float = PARITY_TIMEOUT_S):
+    def __init__(self, spec: str, argv: Sequence[str], *, timeout: float | None = None):
         super().__init__(spec)
         self.argv = list(argv)
+        #: seconds per request; None until a comparison (crossval.pair) sets the shared parity
+        #: timeout, and then no limit when used on its own
         self.timeout = timeout
         self._described: dict | None = None
 

@@ -40,7 +40,8 @@ def _family(fmt: str) -> str:
 class ReferenceEngine(Engine):
     kind = "reference"
 
-    def __init__(self, spec: str, profile: str | None = None, backend: str = "numpy", strict: bool | None = None):
+    def __init__(self, spec: str, profile: str | None = None, backend: str = "numpy", strict: bool | None = None,
+                 apply_corrections: bool = False):
         super().__init__(spec)
         from bitnet.model.profiles import get_profile
 
@@ -49,6 +50,7 @@ class ReferenceEngine(Engine):
         if backend not in ("numpy", "native", "cuda"):
             raise ConfigError(f"{spec}: unknown backend {backend!r}; expected numpy, native or cuda")
         self.profile, self.backend, self.strict = profile, backend, strict
+        self.apply_corrections = apply_corrections
         self._engine = None
         loads = tuple((a, f) for a in ARCHS for f in FORMATS if self._profile_reads(f))
         self.capabilities = Capabilities(logits=True, greedy=True, tokenize=True, loads=loads)
@@ -63,18 +65,19 @@ class ReferenceEngine(Engine):
     def load(self, model) -> None:
         super().load(model)
         from bitnet.engine import Engine as OurEngine
-        from bitnet.quant import dispatch
+        from bitnet.kernels import dispatch
 
         dispatch.set_backend(self.backend)
         try:
-            self._engine = OurEngine(self.model, profile=self.profile, strict=self.strict)
+            self._engine = OurEngine(self.model, profile=self.profile, strict=self.strict,
+                                     apply_corrections=self.apply_corrections)
         except BitNetError as e:
             raise EngineError(f"{self.spec}: {type(e).__name__}: {e}") from None
 
     def _e(self):
         if self._engine is None:
             raise EngineError(f"{self.spec}: load(model) first")
-        from bitnet.quant import dispatch
+        from bitnet.kernels import dispatch
 
         dispatch.set_backend(self.backend)  # thread-local: the caller may run us in a worker thread
         return self._engine
@@ -101,6 +104,11 @@ class ReferenceEngine(Engine):
         lg = self.logits(ids)
         g = self.greedy(ids, n_greedy) if n_greedy else []
         return EngineOutput(lg, g, time.perf_counter() - t0)
+
+    @property
+    def corrections(self) -> list[dict]:
+        """Validation corrections applied at load (`apply_corrections`); parity receipts record them."""
+        return list(self._engine.model.corrections) if self._engine is not None else []
 
     @property
     def numerics(self) -> str:

@@ -14,7 +14,7 @@ ENTRY_POINT_GROUP = "bitnet_harness.engines"
 #: kind -> "module:factory"; adding an engine kind = one adapter module + one line here
 BUILTIN = {
     "reference": "bitnet.engines.reference:from_spec",
-    "libllama": "bitnet.engines.libllama:from_spec",
+    "libllama": "crossval.engine:from_spec",  # by name: the bitnet library never imports crossval
     "hf": "bitnet.engines.hf:from_spec",
     "cmd": "bitnet.engines.cmd:from_spec",
 }

@@ -1,6 +1,6 @@
 """The parity suite, run against any engine: `pytest --engine=SPEC [--reference=SPEC]
 [--engine-gate=exact|cross] [--bitnet-gguf=M.gguf ...]` (the bitnet pytest plugin adds this
-module to the run; `pytest --pyargs bitnet.engines.parity_suite --engine=SPEC` names it).
+module to the run; `pytest --pyargs crossval.parity_suite --engine=SPEC` names it).
 
 - every (arch, weight format) the engine claims to load, on a synthesised tiny model: logits
   for every position of a short prompt, and a greedy continuation;

@@ -18,7 +18,7 @@ from bitnet.engines.protocol import (
     check_logits,
 )
 from bitnet.errors import ConfigError
-from bitnet.timeouts import PARITY_TIMEOUT_S
+from crossval.timeouts import PARITY_TIMEOUT_S
 
 #: what each API generation loads (measured: crossval tests against llama.cpp of
 #: llama-cpp-python 0.3.36, and the bitnet.cpp fork revisions we could build)

@@ -4,6 +4,9 @@ Exit 0 pass, 1 fail, 2 error or skipped (an engine broke, or lacks what the comp
 
 `--cpp-dir DIR` is the older spelling of `--engine reference --reference libllama:DIR` (our
 engine judged against libllama); with it, `--profile` may still name our numerics profile.
+
+Registered by the `bitnet` CLI (`bitnet.cli.SUBCOMMANDS`); it lives here so that the dependency
+runs one way: crossval uses bitnet, the bitnet library never imports crossval.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--greedy", type=int, default=8, help="greedy tokens to compare (0: none)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per engine call (default: the shared parity timeout)")
     p.add_argument("--no-strict", action="store_true", help="with --cpp-dir: allow fallbacks on our side (default: strict)")
+    p.add_argument("--apply-corrections", action="store_true",
+                   help="apply the validation policy's named corrections in our engine(s) (recorded in the receipt)")
     p.add_argument("--receipt", help="write a parity receipt naming both engines here (atomically)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
@@ -60,8 +65,8 @@ def _specs(args) -> tuple[str, str, str]:
 
 def run(args: argparse.Namespace, io) -> int:
     from bitnet.engines import open_engine
-    from bitnet.timeouts import PARITY_TIMEOUT_S
     from crossval.pair import compare_engines
+    from crossval.timeouts import PARITY_TIMEOUT_S
 
     engine_spec, ref_spec, gate = _specs(args)
     if args.greedy < 0:
@@ -79,6 +84,8 @@ def run(args: argparse.Namespace, io) -> int:
     for e in (engine, reference):
         if hasattr(e, "timeout"):
             e.timeout = timeout
+        if args.apply_corrections and hasattr(e, "apply_corrections"):
+            e.apply_corrections = True
     try:
         c = compare_engines(engine, reference, args.model, ids, gate=gate, n_greedy=args.greedy,
                             receipt=args.receipt, timeout=timeout)
