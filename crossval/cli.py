@@ -14,10 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 from bitnet.cli.logits_cmd import parse_ids
 from bitnet.errors import ConfigError
+from bitnet.files.atomic import check_writable
 from bitnet.model.profiles import PROFILES
+from bitnet.progress import add_quiet_arg, progress
 
 GATES = ("exact", "cross")
 
@@ -44,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="apply the validation policy's named corrections in our engine(s) (recorded in the receipt)")
     p.add_argument("--receipt", help="write a parity receipt naming both engines here (atomically)")
     p.add_argument("--json", action="store_true")
+    add_quiet_arg(p)
     p.set_defaults(func=run)
 
 
@@ -69,6 +73,14 @@ def run(args: argparse.Namespace, io) -> int:
     from crossval.timeouts import PARITY_TIMEOUT_S
 
     engine_spec, ref_spec, gate = _specs(args)
+    if args.cpp_dir:
+        from crossval.reference import locate
+
+        locate(args.cpp_dir, "--cpp-dir")  # a wrong folder is one line naming this option, before any work
+    if not Path(args.model).is_file():
+        raise ConfigError(f"--model {args.model}: no such file")
+    if args.receipt:
+        check_writable(args.receipt, "--receipt")
     if args.greedy < 0:
         raise ConfigError(f"--greedy must be >= 0, got {args.greedy}")
     if args.ids is not None:
@@ -87,8 +99,10 @@ def run(args: argparse.Namespace, io) -> int:
         if args.apply_corrections and hasattr(e, "apply_corrections"):
             e.apply_corrections = True
     try:
-        c = compare_engines(engine, reference, args.model, ids, gate=gate, n_greedy=args.greedy,
-                            receipt=args.receipt, timeout=timeout)
+        with progress(f"crossval: {engine_spec} against {ref_spec} on {len(ids)} positions + {args.greedy} greedy",
+                      stream=io.stderr, quiet=args.quiet):
+            c = compare_engines(engine, reference, args.model, ids, gate=gate, n_greedy=args.greedy,
+                                receipt=args.receipt, timeout=timeout)
     finally:
         engine.close()
         reference.close()
@@ -102,6 +116,8 @@ def run(args: argparse.Namespace, io) -> int:
                    "positions": [asdict(p) for p in r.positions],
                    "receipt": str(c.receipt) if c.receipt else None}, io.stdout, indent=2)
         io.stdout.write("\n")
+    elif r.verdict == "error":  # nothing was compared: one line on stderr, not a table title
+        print(f"bitnet crossval: {' '.join(r.reason.split())}", file=io.stderr)
     else:
         _table(c, io)
     return {"pass": 0, "fail": 1}.get(r.verdict, 2)

@@ -21,17 +21,18 @@ DEFAULT_SYSTEM = "You are a helpful assistant."
 
 def env_seed() -> int | None:
     """`BITNET_SEED`, else 0 when `BITNET_DETERMINISTIC=1`, else None (fresh entropy)."""
-    s = os.environ.get("BITNET_SEED")
-    if s not in (None, ""):
-        try:
-            return int(s)
-        except ValueError:
-            raise ConfigError(f"BITNET_SEED must be an integer, got {s!r}") from None
-    return 0 if deterministic_env() else None
+    from bitnet.settings import settings
+
+    s = settings()
+    if s.seed is not None:
+        return s.seed
+    return 0 if s.deterministic else None
 
 
 def deterministic_env() -> bool:
-    return os.environ.get("BITNET_DETERMINISTIC", "").strip().lower() in {"1", "true", "yes", "on"}
+    from bitnet.settings import settings
+
+    return settings().deterministic
 
 
 @dataclass
