@@ -130,10 +130,13 @@ def plant(monkeypatch, fault: str) -> None:
     elif fault == "weight_scale_dropped":
         orig_layer = bm.BitNetModel._layer
 
-        def layer(self, i):
+        def layer(self, i):  # every projection loses its separate blk.N.<proj>.scale
+            import dataclasses
+
             lay = orig_layer(self, i)
-            lay.scale.clear()
-            return lay
+            linears = {f.name: getattr(lay, f.name) for f in dataclasses.fields(lay)}
+            return dataclasses.replace(lay, **{k: dataclasses.replace(v, scale=None)
+                                               for k, v in linears.items() if isinstance(v, bm.Linear)})
 
         monkeypatch.setattr(bm.BitNetModel, "_layer", layer)
     elif fault == "tq2_0_bit_order_reversed":

@@ -14,7 +14,7 @@ from bitnet.engine import Engine, SamplerConfig
 from bitnet.engine.generate import deterministic_env
 from bitnet.errors import ConfigError
 from bitnet.files.atomic import check_writable
-from bitnet.kernels import dispatch
+from bitnet.kernels.runlog import KERNEL_LOG
 from bitnet.progress import add_quiet_arg, progress
 from bitnet.receipts.build import RunMeasurement, build_receipt, write_receipt
 from bitnet.receipts.machine import peak_rss_bytes
@@ -84,11 +84,11 @@ def measure(args: argparse.Namespace, io) -> dict | None:
         # warm-up: caches, BLAS threads, device uploads; not measured
         update(what=f"benchmark ({backend}): warm-up")
         engine.generate(args.prompt, max_tokens=2, sampler=sampler, seed=seed, ignore_eog=True)
-        dispatch.KERNEL_LOG.reset()
+        KERNEL_LOG.reset()
         marks: dict[str, list] = {}
 
         def decode_start() -> None:
-            marks.setdefault("prefill", dispatch.KERNEL_LOG.snapshot())
+            marks.setdefault("prefill", KERNEL_LOG.snapshot())
             update(what=f"benchmark ({backend}): decoding {args.tokens} tokens")
 
         update(what=f"benchmark ({backend}): prefill")
@@ -96,7 +96,7 @@ def measure(args: argparse.Namespace, io) -> dict | None:
         result = engine.generate(args.prompt, max_tokens=args.tokens, sampler=sampler, seed=seed, ignore_eog=True,
                                  on_decode_start=decode_start)
         total = time.perf_counter() - t_run + engine.load_s
-    everything = dispatch.KERNEL_LOG.snapshot()
+    everything = KERNEL_LOG.snapshot()
     prefill = {k.id: k for k in marks.get("prefill", [])}
     decode = []
     for k in everything:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -38,7 +38,7 @@ def _value_summary(f: Field, full: bool = False) -> Any:
         items = [x[0].tolist() if isinstance(x[0], np.ndarray) else list(x[0]) for x in v]
     if full or n <= ARRAY_PREVIEW:
         return items
-    return {"type": f"array[{f.elem_type.name}]", "length": n, "head": items[:ARRAY_PREVIEW]}
+    return {"type": f"array[{f.elem_type.name if f.elem_type else None}]", "length": n, "head": items[:ARRAY_PREVIEW]}
 
 
 def _flavor(reader: GGUFReader, t, strict: bool | None) -> dict[str, Any]:
@@ -122,8 +122,9 @@ def _print_rich(doc: dict[str, Any], io) -> None:
         meta.add_row(k, m["type"], _short(m["value"]))
     console.print(meta)
     tens = Table(title=f"tensors ({len(doc['tensors'])})")
-    for col, just in (("name", "left"), ("shape", "left"), ("type", "left"), ("flavor", "left"),
-                      ("bytes", "right"), ("offset", "right")):
+    cols: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("name", "left"), ("shape", "left"), ("type", "left"), ("flavor", "left"), ("bytes", "right"), ("offset", "right"))
+    for col, just in cols:
         tens.add_column(col, justify=just, no_wrap=True)
     for t in doc["tensors"]:
         flavor = t["flavor"] or ""

@@ -89,6 +89,7 @@ def main(argv: Sequence[str] | None = None, io=None) -> int:
         if args.rerun and result.passed:
             from bitnet.receipts.rerun import rerun
 
+            assert isinstance(receipt, dict)  # verify_receipt passed: it is a receipt object
             extra["rerun"] = rerun(receipt, model=args.model, prompt=args.prompt, repeats=args.rerun_repeats)
             result = verify_receipt(receipt, model=args.model, allowlist=allowlist, cpu_allowlist=cpu_allowlist,
                                     require_gpu_kernels=args.require_gpu_kernels, extra=extra)

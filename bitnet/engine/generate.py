@@ -121,7 +121,7 @@ class Engine:
         return_prompt_logits: bool = False,
         on_token: Callable[[int, str], None] | None = None,
         ignore_eog: bool = False,
-        on_decode_start: Callable[[], None] | None = None,
+        on_decode_start: Callable[[], object] | None = None,
     ) -> GenerationResult:
         """Prefill, then sample up to max_tokens. Every sampled token that does not end the run
         is evaluated (one timed decode step per token, as llama.cpp's generation loop does), so
@@ -201,14 +201,12 @@ class Engine:
         return self._eog
 
     def _find_eog_ids(self) -> set[int]:
-        """End-of-generation ids straight from the metadata (no tokenizer needed)."""
-        r = self.model.reader
-        keys = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
-        ids = {int(r.get(k)) for k in keys if r.get(k) is not None}
-        if self._has_tokenizer():  # llama.cpp also finds EOT/EOG tokens by their text
-            tok = self.tokenizer
-            ids |= {i for i in range(tok.real_vocab_size) if tok.is_eog(i)}
-        return ids
+        """End-of-generation ids (bitnet.tokenizer.eog): from the metadata, plus the ones the
+        vocabulary marks when the file has a tokenizer."""
+        from bitnet.tokenizer.eog import end_of_generation_ids
+
+        vocab = self.tokenizer.vocab if self._has_tokenizer() else None
+        return set(end_of_generation_ids(self.model.reader, vocab))
 
     def _piece(self, tok: int) -> str:
         return self.tokenizer.decode([tok]) if self._has_tokenizer() else ""

@@ -66,7 +66,7 @@ class StringArray(Sequence[str]):
     def __len__(self) -> int:
         return len(self._offsets)
 
-    def __getitem__(self, i):  # type: ignore[override]
+    def __getitem__(self, i):
         return self._all()[i]
 
     def __iter__(self) -> Iterator[str]:

@@ -145,6 +145,7 @@ def synthesize(
     if vocab_rows < tok_rows:
         raise ConfigError(f"vocab_size {vocab_rows} is smaller than the tokenizer's {tok_rows} tokens")
     shape = replace(shape, vocab_size=vocab_rows)
+    n_vocab: int = vocab_rows
 
     a = arch
     w.add("general.architecture", a)
@@ -164,18 +165,19 @@ def synthesize(
     w.add(f"{a}.attention.head_count_kv", shape.n_head_kv, ValueType.UINT32)
     w.add(f"{a}.attention.layer_norm_rms_epsilon", shape.rms_eps, ValueType.FLOAT32)
     w.add(f"{a}.rope.freq_base", shape.rope_theta, ValueType.FLOAT32)
-    for key, value in wf.metadata:
+    shapes = projection_shapes(shape)
+    extra = wf.shape_metadata(list(shapes.values())) if wf.shape_metadata else ()
+    for key, value in (*wf.metadata, *extra):
         w.add(key, value, ValueType.ARRAY if isinstance(value, list) else None,
               ValueType.INT32 if isinstance(value, list) else None)
 
-    w.add_tensor("token_embd.weight", _embedding(seed, shape.vocab_size, shape.n_embd, embed_dtype),
-                 shape=(shape.n_embd, shape.vocab_size), gtype="F32" if embed_dtype == "<f4" else "F16")
+    w.add_tensor("token_embd.weight", _embedding(seed, n_vocab, shape.n_embd, embed_dtype),
+                 shape=(shape.n_embd, n_vocab), gtype="F32" if embed_dtype == "<f4" else "F16")
     w.add_tensor("output_norm.weight", _norm_weight(seed, "output_norm.weight", shape.n_embd))
     if output_weight:
-        w.add_tensor("output.weight", _embedding(seed + 1, shape.vocab_size, shape.n_embd, embed_dtype),
-                     shape=(shape.n_embd, shape.vocab_size), gtype="F32" if embed_dtype == "<f4" else "F16")
+        w.add_tensor("output.weight", _embedding(seed + 1, n_vocab, shape.n_embd, embed_dtype),
+                     shape=(shape.n_embd, n_vocab), gtype="F32" if embed_dtype == "<f4" else "F16")
 
-    shapes = projection_shapes(shape)
     for i in range(shape.n_layer):
         p = f"blk.{i}"
         for norm, n in (("attn_norm", shape.n_embd), ("attn_sub_norm", shape.n_embd),
