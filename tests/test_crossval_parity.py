@@ -102,8 +102,11 @@ def test_parity_receipt_is_schema_valid_and_atomic(tmp_path, bitnet_tiny_model):
     ref = np.random.default_rng(1).standard_normal((3, 20)).astype(np.float32)
     r = compare(ref, ref, "exact")
     doc = parity_receipt(r, model=bitnet_tiny_model, prompt_ids=[1, 2, 3],
-                         reference={"libllama": "/x/libllama.so", "api": "upstream", "version": "test"},
-                         ours={"numerics_profile": "llama.cpp", "backend": "numpy"}, timings={"reference_s": 0.1})
+                         engine={"spec": "reference:llama.cpp@numpy", "name": "ours", "version": "0.1.0",
+                                 "build": "backend numpy", "numerics": "llama.cpp"},
+                         reference={"spec": "libllama:/x", "name": "libllama (upstream)", "version": "test",
+                                    "build": "/x/libllama.so", "numerics": "llama.cpp"},
+                         timings={"reference_s": 0.1})
     out = tmp_path / "p.json"
     write_parity_receipt(out, doc)
     assert json.loads(out.read_text())["verdict"] == "pass"
