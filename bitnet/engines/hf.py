@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -115,7 +116,7 @@ class HFEngine(Engine):
             logits=True, greedy=True, tokenize=False,
             loads=None if self.checkpoint else tuple((a, f) for a in ARCHS for f in FORMATS),
             why_not={"tokenize": "the hf: engine is judged on token ids (the GGUF carries no HF tokenizer)"})
-        self._model = None
+        self._model: Any = None
 
     def load(self, model) -> None:
         super().load(model)
@@ -127,6 +128,7 @@ class HFEngine(Engine):
                 self._model = transformers.BitNetForCausalLM.from_pretrained(
                     str(self.checkpoint), dtype=torch.float32, local_files_only=True)
             else:
+                assert self.model is not None  # set by super().load
                 self._model = build_from_gguf(self.model)
         except EngineError:
             raise

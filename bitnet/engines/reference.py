@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class ReferenceEngine(Engine):
             raise ConfigError(f"{spec}: unknown backend {backend!r}; expected numpy, native or cuda")
         self.profile, self.backend, self.strict = profile, backend, strict
         self.apply_corrections = apply_corrections
-        self._engine = None
+        self._engine: Any = None
         loads = tuple((a, f) for a in ARCHS for f in FORMATS if self._profile_reads(f))
         self.capabilities = Capabilities(logits=True, greedy=True, tokenize=True, loads=loads)
 
@@ -68,6 +69,7 @@ class ReferenceEngine(Engine):
         from bitnet.kernels import dispatch
 
         dispatch.set_backend(self.backend)
+        assert self.model is not None  # set by super().load
         try:
             self._engine = OurEngine(self.model, profile=self.profile, strict=self.strict,
                                      apply_corrections=self.apply_corrections)

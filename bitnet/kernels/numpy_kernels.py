@@ -110,6 +110,7 @@ def gemm_tl2_lut(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     `y = (float)acc / lut_scale * weight_scale` in float. Exact (equal to the integer dot
     product) whenever no tile sum leaves int16, i.e. always for BK <= 258."""
     tile = w.tile
+    assert tile is not None  # TL weights are bound with their tile config
     k = w.in_features
     k3 = k - k % tile.BK
     y = np.empty((x.q.shape[0], w.out_features), np.float32)

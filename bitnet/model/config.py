@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any, cast
 
 from bitnet.errors import ConfigError, StrictModeError, strict_enabled
 from bitnet.gguf.reader import GGUFReader
@@ -120,4 +121,6 @@ def read_config(reader: GGUFReader, *, strict: bool | None = None) -> ModelConfi
         act = {"relu2": "relu2", "relu_squared": "relu2", "silu": "silu", "swish": "silu"}.get(act, act)
         if act not in ("relu2", "silu"):
             raise ConfigError(f"{where}: {arch}.hidden_activation {act[:40]!r} is not supported (relu2, silu)")
-    return ModelConfig(arch=arch, rope_dim=rope_dim, n_vocab=n_vocab, ffn_act=act, **v)
+    # check_dims/check_value return each value in its declared type (the dims table)
+    return ModelConfig(arch=arch, rope_dim=int(rope_dim), n_vocab=int(n_vocab), ffn_act=act,
+                       **cast(dict[str, Any], v))

@@ -25,7 +25,7 @@ through it, the decoder scatters them back. Nothing loops over weights in Python
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 
 import numpy as np
@@ -57,7 +57,7 @@ def _tl1_perm(BM: int, K: int, BY: int, bm: int) -> np.ndarray:
     """int64 [BM*K/4, 2]: the pair indices (into a [BM, K/2] grid) of each byte's high and low
     nibble, for one BM-row tile (`process_tl1`)."""
     by = 256 // bm
-    w = np.arange(BM * K // 2).reshape(1, BM, K // 2).transpose(0, 2, 1)
+    w: np.ndarray = np.arange(BM * K // 2).reshape(1, BM, K // 2).transpose(0, 2, 1)
     w = w.reshape((1, K // BY, BY // 2, BM)).transpose(0, 1, 3, 2)
     w = w.reshape((1, K // BY, BM // bm, bm, BY // 2)).transpose(0, 1, 2, 4, 3)
     w = w.reshape((1, K // BY, BM // bm, BY // by, by // 2, bm)).transpose(0, 1, 2, 3, 5, 4)
@@ -69,7 +69,7 @@ def _tl1_perm(BM: int, K: int, BY: int, bm: int) -> np.ndarray:
 def _tl2_pair_perm(BM: int, K: int, BY: int, bm: int, by: int, per: int) -> np.ndarray:
     """int64 [BM*K/(2*per), 2]: group indices (into [BM, K/per]) of each byte's two nibbles,
     for the three-weight (per=3) or two-weight (per=2) part of one tile."""
-    w = np.arange(BM * K // per).reshape(1, BM, K // per).transpose(0, 2, 1)
+    w: np.ndarray = np.arange(BM * K // per).reshape(1, BM, K // per).transpose(0, 2, 1)
     w = w.reshape((1, K // BY, BY // per, BM)).transpose(0, 1, 3, 2)
     w = w.reshape((1, K // BY, BM // bm, bm, BY // per)).transpose(0, 1, 2, 4, 3)
     w = w.reshape((1, K // BY, BM // bm, BY // by, by // per, bm)).transpose(0, 1, 2, 3, 5, 4)
@@ -82,7 +82,7 @@ def _tl2_sign_perm(BM: int, K3: int, BY: int, bm: int) -> np.ndarray:
     """int64 [BM*K3/48, 16]: the triple indices (into [BM, K3/3]) of each uint16 sign word's
     bits 15, 14, ..., 0, for one tile."""
     by = 192 // bm
-    s = np.arange(BM * K3 // 3).reshape(1, BM, K3 // 3).transpose(0, 2, 1)
+    s: np.ndarray = np.arange(BM * K3 // 3).reshape(1, BM, K3 // 3).transpose(0, 2, 1)
     s = s.reshape((1, K3 // BY, BY // 3, BM)).transpose(0, 1, 3, 2)
     s = s.reshape((1, K3 // BY, BM // bm, bm, BY // 3)).transpose(0, 1, 2, 4, 3)
     s = s.reshape((1, K3 // BY, BM // bm, BY // (by * 4), by // 3 * 4, bm)).transpose(0, 1, 2, 3, 5, 4)
@@ -193,6 +193,7 @@ def encode_tl2(t: np.ndarray, scale: float, tile: TileConfig) -> np.ndarray:
     words = (neg << np.arange(15, -1, -1, dtype=np.uint16)).sum(axis=-1, dtype=np.uint16)
     parts.append(np.ascontiguousarray(words, "<u2").view(np.uint8).reshape(-1))
     if k2:
+        assert two_p is not None  # _tl2_perms builds it whenever K % BK leaves a remainder
         pr = v[:, k3:].reshape(m, k2 // 2, 2)
         parts.append(_nibbles((3 * pr[..., 0] + pr[..., 1] + 4).astype(np.uint8), two_p, nblk))
     body = np.concatenate(parts)
@@ -222,6 +223,7 @@ def decode_tl2(raw: np.ndarray, m: int, k: int, tile: TileConfig, b0: int = 0, b
     out = np.empty((nb * BM, k), np.int8)
     out[:, :k3] = (np.stack([val // 9, val // 3 % 3, val % 3], axis=-1) - 1).reshape(nb * BM, k3)
     if k2:
+        assert two_p is not None  # _tl2_perms builds it whenever K % BK leaves a remainder
         codes = _scatter(raw[o_2 + b0 * n2: o_2 + b1 * n2], two_p, nb, BM * k2 // 2)
         out[:, k3:] = _pairs_from_codes(codes, "TL2").reshape(nb * BM, k2)
     return out
@@ -260,6 +262,9 @@ def default_config(flavor: str, shapes: list[tuple[int, int]]) -> KernelConfig:
 # -- the formats -------------------------------------------------------------------------------------------
 class _TL(Format):
     scale = "tensor"
+    #: the flavor's codec, set by each subclass (staticmethods of the module's encode/decode)
+    _encode: Callable[..., np.ndarray]
+    _decode: Callable[..., np.ndarray]
     kernels = {"per-token-absmax": "gemm_per_token"}
 
     def applies(self, shape, type_name) -> bool:
