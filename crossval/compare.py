@@ -7,6 +7,7 @@ import concurrent.futures
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,25 +17,83 @@ from crossval.parity import ParityResult, compare, errored, parity_receipt, writ
 from crossval.runner import run_reference
 
 
-def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, n_greedy: int, backend: str):
-    from bitnet.engine import Engine, SamplerConfig
+INT8_ACTS = ("per-token-absmax", "q8_k-block256")
+
+
+def gate_family(model) -> str:
+    """`int8-act` when any projection quantizes its activations to int8 under the model's
+    numerics profile (a one-ulp float difference can flip an int8 rounding there), `f16-act`
+    when any rounds them to F16/BF16, else `float`."""
+    acts = {model.profile.act_for(f) for f in model.flavors}
+    if acts & set(INT8_ACTS):
+        return "int8-act"
+    return "f16-act" if acts & {"f16", "bf16"} else "float"
+
+
+@dataclass
+class EngineOutputs:
+    prompt_logits: np.ndarray  # [T, V], one batch
+    decode_logits: np.ndarray  # [S, V], step s fed forced[s] at position T + s through the KV cache
+    greedy: list[int]  # our own free-running greedy continuation
+    profile: str
+    family: str
+
+
+def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: int) -> EngineOutputs:
+    """Our side of a comparison from a loaded BitNetModel: prompt logits, the teacher-forced
+    decode steps along `forced` (the reference's greedy tokens), and our own greedy tokens
+    (equal to the teacher-forced argmaxes until they first differ; a fresh run after that)."""
+    ids = [int(i) for i in ids]
+    forced = [int(t) for t in forced]
+    n = len(ids)
+    cache = model.new_cache()  # zeros are committed lazily: the model's context costs nothing unused
+    prompt = model.forward(np.asarray(ids, np.int64), cache, 0, all_logits=True)
+    rows = [model.forward(np.asarray([t], np.int64), cache, n + s, all_logits=False)[0] for s, t in enumerate(forced)]
+    V = prompt.shape[1]
+    decode = np.stack(rows).astype(np.float32) if rows else np.zeros((0, V), np.float32)
+    greedy: list[int] = []
+    last = prompt[-1]
+    for s in range(n_greedy):
+        tok = int(np.argmax(last))
+        greedy.append(tok)
+        if s + 1 == n_greedy:
+            break
+        if greedy == forced[:s + 1] and s < len(rows):
+            last = rows[s]
+        else:  # we left the reference's path: continue on our own from a fresh cache
+            c2 = model.new_cache(cache.max_ctx)
+            last = model.forward(np.asarray(ids + greedy, np.int64), c2, 0, all_logits=False)[0]
+            for s2 in range(s + 1, n_greedy):
+                tok = int(np.argmax(last))
+                greedy.append(tok)
+                if s2 + 1 < n_greedy:
+                    last = model.forward(np.asarray([tok], np.int64), c2, n + s2, all_logits=False)[0]
+            break
+    return EngineOutputs(prompt, decode, greedy, model.profile.name, gate_family(model))
+
+
+def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, forced: list[int], n_greedy: int,
+          backend: str):
+    from bitnet.model import BitNetModel
     from bitnet.quant import dispatch
 
     dispatch.set_backend(backend)
     t0 = time.perf_counter()
-    engine = Engine(model, profile=numerics, strict=strict)
-    logits = engine.logits(ids)
-    greedy = []
-    if n_greedy:
-        r = engine.generate(ids, max_tokens=n_greedy, sampler=SamplerConfig(greedy=True), ignore_eog=True)
-        greedy = r.ids
-    return logits, greedy, engine.model.profile.name, time.perf_counter() - t0
+    m = BitNetModel(model, profile=numerics, strict=strict)
+    try:
+        out = engine_outputs(m, ids, forced, n_greedy)
+    finally:
+        m.close()
+    return out, time.perf_counter() - t0
 
 
 def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
                    profile: str = "exact", numerics: str | None = None, n_greedy: int = 8, strict: bool = True,
                    backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
                    timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None) -> ParityResult:
+    """Prompt logits and `n_greedy` teacher-forced decode steps (the reference's greedy tokens
+    fed to both sides, ours through our KV cache), gated separately at the bounds of the
+    model's format family."""
     ids = [int(i) for i in ids]
     model = Path(model)
     t0 = time.perf_counter()
@@ -42,10 +101,11 @@ def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str
     ref_s = time.perf_counter() - t0
     if not ref.ok:
         return errored(f"reference: {ref.error}", profile)
+    ref_greedy = [int(t) for t in ref.data.get("greedy", np.zeros(0, np.int32))]
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    fut = pool.submit(_ours, model, ids, numerics, strict, n_greedy, backend)
+    fut = pool.submit(_ours, model, ids, numerics, strict, ref_greedy, n_greedy, backend)
     try:
-        ours, greedy, numerics_used, ours_s = fut.result(timeout=timeout)
+        out, ours_s = fut.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
         pool.shutdown(wait=False, cancel_futures=True)
         return errored(f"ours: the engine ran past {timeout:g} s", profile)
@@ -54,15 +114,19 @@ def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str
         return errored(f"ours: {type(e).__name__}: {e}", profile)
     pool.shutdown(wait=False)
     ref_logits = ref.data["logits"]
+    ours = out.prompt_logits
     if ours.shape != ref_logits.shape:
         return errored(f"logits shapes differ: ours {ours.shape}, reference {ref_logits.shape} "
                        f"(vocab: ours {ours.shape[1]}, libllama {int(ref.data['n_vocab'])})", profile)
-    result = compare(ours, ref_logits, profile, greedy_ours=greedy, greedy_ref=ref.data.get("greedy", np.zeros(0)))
+    dec_ref = ref.data.get("decode_logits")
+    result = compare(ours, ref_logits, profile, greedy_ours=out.greedy, greedy_ref=ref_greedy, family=out.family,
+                     decode_ours=out.decode_logits if dec_ref is not None else None, decode_ref=dec_ref,
+                     decode_tokens=ref_greedy)
     if receipt is not None:
         write_parity_receipt(receipt, parity_receipt(
             result, model=model, prompt_ids=ids,
             reference={"libllama": str(ref.data["libllama"]), "api": str(ref.data["api"]), "version": str(ref.data["version"])},
-            ours={"numerics_profile": numerics_used, "backend": backend, "strict": strict},
+            ours={"numerics_profile": out.profile, "backend": backend, "strict": strict},
             timings={"reference_s": ref_s, "ours_s": ours_s, "timeout_s": timeout},
         ))
     return result

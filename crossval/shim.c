@@ -146,6 +146,32 @@ int bh_greedy(void *hp, const int *ids, int n, int n_gen, int *out) {
     return rc;
 }
 
+/* teacher-forced decode steps along the reference's own greedy path: prefill ids in one batch,
+ * greedy[0] = argmax of the last position; then step s decodes greedy[s] at position n + s
+ * through the KV cache, stores its logits in out[s * n_vocab] and greedy[s + 1] = their argmax.
+ * Our engine replays exactly these tokens, so both sides see the same sequence. 0 on success */
+int bh_decode_steps(void *hp, const int *ids, int n, int n_steps, int *greedy, float *out) {
+    bh_handle *h = (bh_handle *) hp;
+    struct llama_context *ctx = bh_context(h, n + n_steps);
+    if (!ctx) return -1;
+    int nv = bh_n_vocab(h);
+    int rc = bh_decode(ctx, ids, n, 0, 0);
+    const float *l = rc == 0 ? llama_get_logits_ith(ctx, -1) : NULL;
+    for (int s = 0; rc == 0 && s < n_steps; s++) {
+        if (!l) { rc = -2; break; }
+        int best = 0;
+        for (int v = 1; v < nv; v++) if (l[v] > l[best]) best = v;
+        greedy[s] = best;
+        rc = bh_decode(ctx, &best, 1, n + s, 0);
+        if (rc != 0) break;
+        l = llama_get_logits_ith(ctx, -1);
+        if (!l) { rc = -2; break; }
+        memcpy(out + (size_t) s * nv, l, sizeof(float) * (size_t) nv);
+    }
+    llama_free(ctx);
+    return rc;
+}
+
 void bh_free(void *hp) {
     bh_handle *h = (bh_handle *) hp;
     if (!h) return;

@@ -1,8 +1,10 @@
 """The C++ side of a comparison, run in its own process (`python -m crossval.worker REQ OUT`):
 a crash or hang in libllama kills this process, not pytest.
 
-REQ is a JSON file: {"cpp_dir", "model", "ids", "n_greedy", "texts", "n_ctx", "n_threads"}.
-OUT receives an .npz: logits [T, V], greedy ids, n_vocab, per-text token ids, library facts.
+REQ is a JSON file: {"cpp_dir", "model", "ids", "n_greedy", "runs", "texts", "n_ctx", "n_threads"}.
+OUT receives an .npz: logits [T, V], greedy ids [n] and the teacher-forced decode-step logits
+[n, V] along them, n_vocab, per-text token ids, library facts; for each of "runs" (a list of
+{"ids", "n_greedy"}, one model load for many prompts) the same keys suffixed `_j`.
 """
 
 from __future__ import annotations
@@ -32,24 +34,15 @@ def main(argv: list[str]) -> int:
     result: dict[str, np.ndarray] = {"n_vocab": np.array(n_vocab), "load_s": np.array(load_s),
                                      "api": np.array(ref.api), "libllama": np.array(str(ref.libllama)),
                                      "version": np.array(ref.version)}
-    ids = np.asarray(req.get("ids") or [], np.int32)
-    if ids.size:
-        logits = np.zeros((ids.size, n_vocab), np.float32)
-        t0 = time.perf_counter()
-        rc = lib.bh_eval(h, ffi.cast("int *", ids.ctypes.data), int(ids.size), ffi.cast("float *", logits.ctypes.data))
-        if rc != 0:
-            print(f"llama_decode failed ({rc})", file=sys.stderr)
-            return 4
-        result["logits"] = logits
-        result["eval_s"] = np.array(time.perf_counter() - t0)
-        n_greedy = int(req.get("n_greedy", 0))
-        if n_greedy:
-            g = np.zeros(n_greedy, np.int32)
-            rc = lib.bh_greedy(h, ffi.cast("int *", ids.ctypes.data), int(ids.size), n_greedy, ffi.cast("int *", g.ctypes.data))
-            if rc != 0:
-                print(f"greedy generation failed ({rc})", file=sys.stderr)
-                return 4
-            result["greedy"] = g
+    ids = [int(i) for i in req.get("ids") or []]
+    if ids:
+        rc = _evaluate(ffi, lib, h, n_vocab, ids, int(req.get("n_greedy", 0)), result, "")
+        if rc:
+            return rc
+    for j, run in enumerate(req.get("runs") or []):  # calibration: many prompts, one load
+        rc = _evaluate(ffi, lib, h, n_vocab, [int(i) for i in run["ids"]], int(run.get("n_greedy", 0)), result, f"_{j}")
+        if rc:
+            return rc
     for i, text in enumerate(req.get("texts") or []):
         raw = text.encode("utf-8")
         buf = np.zeros(len(raw) * 2 + 16, np.int32)
@@ -61,6 +54,31 @@ def main(argv: list[str]) -> int:
         result[f"tok_{i}"] = buf[:n].copy()
     lib.bh_free(h)
     np.savez(out_path, **result)
+    return 0
+
+
+def _evaluate(ffi, lib, h, n_vocab: int, ids_list: list[int], n_greedy: int, result: dict, suffix: str) -> int:
+    """Prompt logits of every position (one batch), then `n_greedy` teacher-forced decode steps
+    along the reference's greedy path: `greedy` [n], `decode_logits` [n, V] (step s fed greedy[s])."""
+    ids = np.asarray(ids_list, np.int32)
+    logits = np.zeros((ids.size, n_vocab), np.float32)
+    t0 = time.perf_counter()
+    rc = lib.bh_eval(h, ffi.cast("int *", ids.ctypes.data), int(ids.size), ffi.cast("float *", logits.ctypes.data))
+    if rc != 0:
+        print(f"llama_decode failed ({rc})", file=sys.stderr)
+        return 4
+    result["logits" + suffix] = logits
+    result["eval_s" + suffix] = np.array(time.perf_counter() - t0)
+    if n_greedy:
+        g = np.zeros(n_greedy, np.int32)
+        dec = np.zeros((n_greedy, n_vocab), np.float32)
+        rc = lib.bh_decode_steps(h, ffi.cast("int *", ids.ctypes.data), int(ids.size), n_greedy,
+                                 ffi.cast("int *", g.ctypes.data), ffi.cast("float *", dec.ctypes.data))
+        if rc != 0:
+            print(f"greedy decode steps failed ({rc})", file=sys.stderr)
+            return 4
+        result["greedy" + suffix] = g
+        result["decode_logits" + suffix] = dec
     return 0
 
 
