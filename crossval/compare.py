@@ -16,7 +16,6 @@ from bitnet.timeouts import PARITY_TIMEOUT_S
 from crossval.parity import ParityResult, compare, errored, parity_receipt, write_parity_receipt
 from crossval.runner import run_reference
 
-
 INT8_ACTS = ("per-token-absmax", "q8_k-block256")
 
 

@@ -23,6 +23,9 @@ class Fault:
     name: str
     size: str  # what the bug is, in numbers
     apply: Callable[[Callable], None]
+    #: False where the fault is known to sit below some family's end-to-end noise floor; the
+    #: default suite pins it directly instead (tests/test_profile_knobs.py)
+    end_to_end: bool = True
 
 
 def _bm():
@@ -136,13 +139,14 @@ def ffn_sub_norm_skipped(set_) -> None:
 
 
 def weight_scale_off(set_) -> None:
-    """One projection's scale off by 0.1% (blk.0.attn_v): a scale read as F16, or folded twice."""
+    """One projection's scale off by 0.1% (blk.0.attn_output; a scale off on attn_v or any
+    projection feeding a sub-norm would be normalized away)."""
     bm = _bm()
     real = bm.BitNetModel._linear
 
     def linear(self, x, layer, name):
         y = real(self, x, layer, name)
-        return y * np.float32(1.001) if (name == "attn_v" and layer is self.layers[0]) else y
+        return y * np.float32(1.001) if (name == "attn_output" and layer is self.layers[0]) else y
 
     set_(bm.BitNetModel, "_linear", linear)
 
@@ -195,11 +199,12 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
     Fault("kv_position_off_by_one", "causal mask one position late", kv_position_off_by_one),
     Fault("attn_sub_norm_skipped", "attn_sub_norm not applied", attn_sub_norm_skipped),
     Fault("ffn_sub_norm_skipped", "ffn_sub_norm not applied", ffn_sub_norm_skipped),
-    Fault("weight_scale_off_0.1pct", "blk.0.attn_v scale x1.001", weight_scale_off),
+    Fault("weight_scale_off_0.1pct", "blk.0.attn_output scale x1.001", weight_scale_off),
     Fault("rope_pairing_swapped", "rope pairs (i, i+1) instead of (i, i+d/2)", rope_pairing_swapped),
     Fault("tq2_0_bit_order_reversed", "TQ2_0 2-bit groups unpacked in reverse order", tq2_0_bit_order_reversed),
     Fault("q_f16_rounding_flipped", "profile knob q_f16 flipped (Q rounded to F16 or not)", q_not_rounded_f16),
-    Fault("lm_head_f16_input_flipped", "profile knob lm_head_f16 flipped", lm_head_input_rounding_flipped),
+    Fault("lm_head_f16_input_flipped", "profile knob lm_head_f16 flipped (~2e-4 relative on logits)",
+          lm_head_input_rounding_flipped, end_to_end=False),
     Fault("activation_scheme_swapped", "Q8_K blocks <-> per-token absmax int8 activations", activation_scheme_swapped),
 ]}
 

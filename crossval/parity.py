@@ -210,13 +210,17 @@ def degenerate(tokens) -> bool:
 
 def compare(ours: np.ndarray, ref: np.ndarray, profile: str = "exact", *, greedy_ours=(), greedy_ref=(),
             family: str | None = None, decode_ours: np.ndarray | None = None,
-            decode_ref: np.ndarray | None = None, decode_tokens=()) -> ParityResult:
+            decode_ref: np.ndarray | None = None, decode_tokens=(), bounds: dict | None = None) -> ParityResult:
     """Gate our logits [T, V] against the reference's, prompt positions and (when given)
     teacher-forced decode steps [S, V] separately, under `profile`'s bounds for `family`.
 
     Non-finite logits on either side fail, naming the first. With `min_top1_agreement` below
-    1 a top-1 flip counts toward that fraction instead of failing its position."""
+    1 a top-1 flip counts toward that fraction instead of failing its position. `bounds`
+    overrides policy keys (calibration judges planted faults under the bounds it proposes)."""
     th = thresholds(profile, family)
+    if bounds:
+        th.update(bounds)
+        th["min_cosine"] = 1.0 - float(th["max_one_minus_cos"])
     res = ParityResult("pass", "", profile, family=family,
                        bounds={k: th[k] for k in (*BOUND_KEYS, *MEDIAN_KEYS, "min_top1_agreement", "min_top5_overlap",
                                                   "min_greedy_match") if k in th})

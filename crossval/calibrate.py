@@ -1,0 +1,361 @@
+"""Measure the noise floor of correct engine pairs and set the `exact` gate from it.
+
+`python -m crossval.calibrate --cpp-dir DIR --out calibration.json [--faults] [--update-policy]`
+
+Correct pairs, over synthesized models (several shapes and seeds) and random prompts, each
+compared on its prompt positions and on teacher-forced decode steps:
+- `libllama`: ours (numerics profile `llama.cpp`) against upstream libllama, for every format
+  upstream loads (F32, F16, TQ1_0, TQ2_0; arch `bitnet`);
+- `native-numpy`: our native backend against our NumPy backend (I2_S under `bitnet.cpp`, TQ
+  under `llama.cpp`, F32 under `reference`), skipped with a note when the native backend is
+  not built.
+
+Per format family (crossval.parity.FAMILIES) the largest value of each gated metric over all
+runs is the noise floor; the proposed bound is `margin x floor`. With `--faults`, every planted
+fault (crossval.faults) runs on every model it changes, judged against libllama and against
+the unmodified engine under the proposed bounds: the catch table and the margins (smallest
+fault metric over the largest correct one) go into the same JSON. `--update-policy` writes the
+bounds into policies/parity.yml (exact gate, per family). Exit 0 when every correct run passes
+the proposed bounds and every planted fault fails them, 1 otherwise, 2 when it could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bitnet.atomic import atomic_write_text
+from crossval.parity import FAMILIES, compare, position_metrics, section_medians
+
+#: the metrics a family's bounds are set from (record key -> policy key)
+GATED = {"one_minus_cos": "max_one_minus_cos", "kl": "max_kl", "rel_max_abs": "max_rel_abs",
+         "median_one_minus_cos": "max_median_one_minus_cos", "median_rel_abs": "max_median_rel_abs"}
+DEFAULT_MARGIN = {"float": 10.0, "f16-act": 3.0, "int8-act": 3.0}
+UPSTREAM = [("bitnet", "f32", "llama.cpp"), ("bitnet", "f16", "llama.cpp"), ("bitnet", "tq1_0", "llama.cpp"),
+            ("bitnet", "tq2_0", "llama.cpp")]
+BACKEND_PAIRS = [("bitnet-b1.58", "i2_s", "bitnet.cpp"), ("bitnet", "tq2_0", "llama.cpp"),
+                 ("bitnet", "tq1_0", "llama.cpp"), ("bitnet-b1.58", "f32", "reference")]
+
+
+def shapes() -> dict:
+    from bitnet.synth import PRESETS, ModelShape
+
+    tiny = PRESETS["tiny"]
+    return {
+        "tiny": tiny,
+        "hd128": ModelShape(n_embd=256, n_ff=512, n_layer=2, n_head=2, n_head_kv=1, n_ctx=256),
+        "gqa4": ModelShape(n_embd=512, n_ff=768, n_layer=2, n_head=8, n_head_kv=2, n_ctx=256),
+        "deep4": ModelShape(n_embd=256, n_ff=512, n_layer=4, n_head=4, n_head_kv=2, n_ctx=256),
+    }
+
+
+@dataclass
+class Plan:
+    seeds: int = 4
+    prompts: int = 4
+    n_decode: int = 8
+    shapes: tuple[str, ...] = ("tiny", "hd128", "gqa4", "deep4")
+
+
+def _prompts(rng: np.random.Generator, n: int, vocab: int) -> list[list[int]]:
+    lengths = [1, 5, 12, 24, 7, 16, 3, 9]
+    return [rng.integers(0, vocab, size=lengths[i % len(lengths)]).tolist() for i in range(n)]
+
+
+def _metrics(prompt_o, prompt_r, dec_o, dec_r) -> dict:
+    out = {}
+    for sec, o, r in (("prompt", prompt_o, prompt_r), ("decode", dec_o, dec_r)):
+        rows = position_metrics(o, r) if len(o) else []
+        m = {k: max((float(getattr(p, k)) for p in rows), default=0.0) for k in ("one_minus_cos", "kl", "rel_max_abs")}
+        m.update(section_medians(rows) if rows else {"median_one_minus_cos": 0.0, "median_rel_abs": 0.0})
+        m["top1_flips"] = int(sum(p.top1_ours != p.top1_ref for p in rows))
+        m["nonfinite"] = bool(not (np.isfinite(o).all() and np.isfinite(r).all()))
+        out[sec] = m
+    return out
+
+
+def _model(root: Path, arch: str, fmt: str, shape_name: str, seed: int) -> Path:
+    from bitnet.synth import synthesize
+
+    p = root / f"{arch}-{fmt}-{shape_name}-{seed}.gguf"
+    if not p.exists():
+        synthesize(p, preset=shapes()[shape_name], arch=arch, fmt=fmt, seed=seed)
+    return p
+
+
+def libllama_pairs(cpp_dir, root: Path, plan: Plan, log) -> tuple[list[dict], dict]:
+    """Ours vs upstream libllama; also returns the reference outputs of the fault models."""
+    from bitnet.model import BitNetModel
+    from crossval.compare import engine_outputs, gate_family
+    from crossval.runner import run_reference
+
+    records = []
+    for arch, fmt, numerics in UPSTREAM:
+        for shape_name in plan.shapes:
+            for seed in range(plan.seeds):
+                path = _model(root, arch, fmt, shape_name, 100 + seed)
+                m = BitNetModel(path, profile=numerics, strict=False)
+                rng = np.random.default_rng([seed, len(shape_name), len(fmt)])
+                prompts = _prompts(rng, plan.prompts, m.config.n_vocab)
+                ref = run_reference(cpp_dir, path, runs=[{"ids": p, "n_greedy": plan.n_decode} for p in prompts])
+                if not ref.ok:
+                    raise RuntimeError(f"libllama on {path.name}: {ref.error}")
+                for j, ids in enumerate(prompts):
+                    forced = ref.data[f"greedy_{j}"].tolist()
+                    o = engine_outputs(m, ids, forced, 0)
+                    records.append({"pair": "libllama", "arch": arch, "format": fmt, "numerics": numerics,
+                                    "family": gate_family(m), "shape": shape_name, "seed": 100 + seed,
+                                    "prompt_len": len(ids), "n_decode": len(forced),
+                                    "greedy_degenerate": len(set(forced)) == 1,
+                                    **_metrics(o.prompt_logits, ref.data[f"logits_{j}"], o.decode_logits,
+                                               ref.data[f"decode_logits_{j}"])})
+                m.close()
+                log(f"libllama {fmt} {shape_name} seed {100 + seed}: {len(prompts)} prompts")
+    return records, {}
+
+
+def backend_pairs(root: Path, plan: Plan, log) -> tuple[list[dict], str | None]:
+    """Our native backend vs our NumPy backend (None note when both ran)."""
+    from bitnet.model import BitNetModel
+    from bitnet.quant import dispatch
+    from crossval.compare import engine_outputs, gate_family
+
+    try:
+        dispatch.set_backend("native")
+        dispatch.set_backend("numpy")
+    except Exception as e:  # the native backend is optional (a C compiler)
+        return [], f"native backend unavailable: {type(e).__name__}: {e}"
+    records = []
+    for arch, fmt, numerics in BACKEND_PAIRS:
+        for shape_name in plan.shapes[:2]:
+            for seed in range(max(1, plan.seeds // 2)):
+                path = _model(root, arch, fmt, shape_name, 200 + seed)
+                m = BitNetModel(path, profile=numerics, strict=False)
+                rng = np.random.default_rng([seed, 7, len(fmt)])
+                for ids in _prompts(rng, max(1, plan.prompts // 2), m.config.n_vocab):
+                    dispatch.set_backend("numpy")
+                    a = engine_outputs(m, ids, [], plan.n_decode)
+                    b_np = engine_outputs(m, ids, a.greedy, 0)
+                    dispatch.set_backend("native")
+                    b = engine_outputs(m, ids, a.greedy, 0)
+                    dispatch.set_backend("numpy")
+                    records.append({"pair": "native-numpy", "arch": arch, "format": fmt, "numerics": numerics,
+                                    "family": gate_family(m), "shape": shape_name, "seed": 200 + seed,
+                                    "prompt_len": len(ids), "n_decode": len(a.greedy),
+                                    "greedy_degenerate": len(set(a.greedy)) == 1,
+                                    **_metrics(b.prompt_logits, b_np.prompt_logits, b.decode_logits, b_np.decode_logits)})
+                m.close()
+                log(f"native-numpy {fmt} {shape_name} seed {200 + seed}")
+    return records, None
+
+
+def summarize(records: list[dict], margins: dict[str, float]) -> dict:
+    """Per family: run count, the largest value of every gated metric (over prompt and decode
+    sections), quantiles, and the proposed bounds = margin x largest."""
+    out = {}
+    for fam in FAMILIES:
+        rs = [r for r in records if r["family"] == fam]
+        if not rs:
+            continue
+        fam_out = {"runs": len(rs), "margin": margins[fam], "max": {}, "p50": {}, "p99": {}, "bounds": {}}
+        for key, pol in GATED.items():
+            vals = np.array([r[s][key] for r in rs for s in ("prompt", "decode")], np.float64)
+            fam_out["max"][key] = float(vals.max())
+            fam_out["p50"][key] = float(np.quantile(vals, 0.5))
+            fam_out["p99"][key] = float(np.quantile(vals, 0.99))
+            fam_out["bounds"][pol] = float(f"{margins[fam] * max(float(vals.max()), 1e-15):.2g}")
+        fam_out["top1_flips"] = int(sum(r[s]["top1_flips"] for r in rs for s in ("prompt", "decode")))
+        fam_out["nonfinite_runs"] = int(sum(r[s]["nonfinite"] for r in rs for s in ("prompt", "decode")))
+        out[fam] = fam_out
+    return out
+
+
+def fault_runs(cpp_dir, root: Path, bounds: dict, log) -> list[dict]:
+    """Every planted fault on every fault model it changes: against libllama (upstream
+    formats, when a reference is given) and against the unmodified engine."""
+    from bitnet.model import BitNetModel
+    from crossval.compare import engine_outputs, gate_family
+    from crossval.faults import FAULTS, plant
+    from crossval.runner import run_reference
+
+    models = [(a, f, n) for a, f, n in UPSTREAM] + [("bitnet-b1.58", "i2_s", "bitnet.cpp"),
+                                                   ("bitnet-b1.58", "f32", "reference")]
+    prompt = [381, 40, 41, 300, 7, 99, 256, 12, 5, 200, 17, 330]
+    n_dec = 8
+    rows = []
+    for arch, fmt, numerics in models:
+        path = _model(root, arch, fmt, "tiny", 7)
+        clean_m = BitNetModel(path, profile=numerics, strict=False)
+        clean = engine_outputs(clean_m, prompt, [], n_dec)
+        forced = clean.greedy
+        refs = {"ours-unmodified": (clean.prompt_logits, None)}
+        ref_forced = None
+        if cpp_dir is not None and (arch, fmt, numerics) in UPSTREAM:
+            r = run_reference(cpp_dir, path, ids=prompt, n_greedy=n_dec)
+            if not r.ok:
+                raise RuntimeError(f"libllama on {path.name}: {r.error}")
+            ref_forced = r.data["greedy"].tolist()
+            refs["libllama"] = (r.data["logits"], r.data["decode_logits"])
+        clean_dec = engine_outputs(clean_m, prompt, forced, 0).decode_logits
+        clean_m.close()
+        refs["ours-unmodified"] = (clean.prompt_logits, clean_dec)
+        for name, fault in FAULTS.items():
+            try:
+                with plant(name):
+                    fm = BitNetModel(path, profile=numerics, strict=False)
+                    o_self = engine_outputs(fm, prompt, forced, n_dec)
+                    o_ref = engine_outputs(fm, prompt, ref_forced, 0) if ref_forced is not None else None
+                    fm.close()
+            except Exception as e:  # a fault that makes the engine refuse the model is caught too
+                rows.append({"fault": name, "size": fault.size, "format": fmt, "numerics": numerics,
+                             "judge": "engine", "changes_model": True, "verdict": "error",
+                             "reason": f"{type(e).__name__}: {e}"})
+                continue
+            changes = not (np.array_equal(o_self.prompt_logits, clean.prompt_logits)
+                           and np.array_equal(o_self.decode_logits, clean_dec))
+            family = gate_family(clean_m)
+            for judge, (rp, rd) in refs.items():
+                o = o_self if judge == "ours-unmodified" else o_ref
+                res = compare(o.prompt_logits, rp, "exact", family=family, bounds=bounds.get(family), decode_ours=o.decode_logits, decode_ref=rd,
+                              greedy_ours=o.greedy if judge == "ours-unmodified" else (),
+                              greedy_ref=forced if judge == "ours-unmodified" else (),
+                              decode_tokens=forced if judge == "ours-unmodified" else ref_forced)
+                met = _metrics(o.prompt_logits, rp, o.decode_logits, rd)
+                rows.append({"fault": name, "size": fault.size, "format": fmt, "numerics": numerics, "family": family,
+                             "judge": judge, "changes_model": changes, "verdict": res.verdict,
+                             "reason": res.reason[:300], **met})
+        log(f"faults on {fmt} ({numerics})")
+    return rows
+
+
+def margins_table(summary: dict, faults: list[dict]) -> dict:
+    """Per family and metric: the smallest value a caught-by-that-metric fault reached vs the
+    largest correct value (a fault counts where it changes the model)."""
+    out = {}
+    for fam, s in summary.items():
+        fs = [f for f in faults if f.get("family") == fam and f["changes_model"] and "prompt" in f]
+        per_fault = {}
+        for f in fs:
+            best = max(max(f[sec][k] / max(s["max"][k], 1e-300) for sec in ("prompt", "decode")) for k in GATED)
+            key = f"{f['fault']} [{f['format']}, {f['judge']}]"
+            per_fault[key] = best
+        if per_fault:
+            weakest = min(per_fault, key=per_fault.get)
+            out[fam] = {"weakest_fault": weakest, "weakest_ratio_to_noise_floor": per_fault[weakest],
+                        "margin": s["margin"]}
+    return out
+
+
+def update_policy(bounds: dict[str, dict], data_file: str) -> Path:
+    """Write the families' bounds into policies/parity.yml (comments kept, written atomically)."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    from bitnet.receipts.policy import policy_dir
+
+    path = policy_dir() / "parity.yml"
+    y = YAML()
+    doc = y.load(path.read_text())
+    fams = {fam: {k: v for k, v in b.items()} for fam, b in bounds.items()}
+    doc["profiles"]["exact"]["families"] = fams
+    for k in ("max_one_minus_cos", "max_kl", "max_rel_abs"):  # top level: the loosest family's
+        doc["profiles"]["exact"][k] = max(b[k] for b in bounds.values())
+    doc["profiles"]["exact"].yaml_set_comment_before_after_key(
+        "families", before=f"set by `python -m crossval.calibrate --update-policy` from {data_file}", indent=4)
+    buf = io.StringIO()
+    y.dump(doc, buf)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def main(argv: list[str] | None = None, io=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m crossval.calibrate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--cpp-dir", help="upstream llama.cpp reference (python -m crossval.setup --print-dir)")
+    p.add_argument("--out", required=True, help="the calibration data (JSON, written atomically)")
+    p.add_argument("--seeds", type=int, default=4)
+    p.add_argument("--prompts", type=int, default=4, help="prompts per model")
+    p.add_argument("--decode", type=int, default=8, help="teacher-forced decode steps per prompt")
+    p.add_argument("--shapes", default="tiny,hd128,gqa4,deep4")
+    p.add_argument("--margin", action="append", default=[], metavar="FAMILY=X",
+                   help=f"bound = X x the largest correct value (default {DEFAULT_MARGIN})")
+    p.add_argument("--faults", action="store_true", help="also run every planted fault (catch table)")
+    p.add_argument("--update-policy", action="store_true", help="write the bounds into policies/parity.yml")
+    a = p.parse_args(argv)
+    err = io.stderr if io else sys.stderr
+    margins = dict(DEFAULT_MARGIN)
+    try:
+        for m in a.margin:
+            fam, x = m.split("=")
+            if fam not in margins:
+                raise ValueError(f"unknown family {fam!r}")
+            margins[fam] = float(x)
+        plan = Plan(a.seeds, a.prompts, a.decode, tuple(s for s in a.shapes.split(",") if s))
+        unknown = set(plan.shapes) - set(shapes())
+        if unknown:
+            raise ValueError(f"unknown shapes {sorted(unknown)}; known: {sorted(shapes())}")
+        if a.cpp_dir:
+            from crossval.reference import locate
+
+            if locate(a.cpp_dir).api != "upstream":
+                raise ValueError(f"{a.cpp_dir}: calibration needs upstream llama.cpp (the formats it loads)")
+    except Exception as e:
+        print(f"calibrate: {e}", file=err)
+        return 2
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=err, flush=True)
+
+    notes = []
+    with tempfile.TemporaryDirectory(prefix="bitnet-calibrate-") as tmp:
+        root = Path(tmp)
+        records = []
+        if a.cpp_dir:
+            records += libllama_pairs(a.cpp_dir, root, plan, log)[0]
+        else:
+            notes.append("no --cpp-dir: the libllama pairs were not measured")
+        br, note = backend_pairs(root, plan, log)
+        records += br
+        if note:
+            notes.append(note)
+        summary = summarize(records, margins)
+        bounds = {fam: s["bounds"] for fam, s in summary.items()}
+        false_alarms = []
+        for r in records:
+            b = bounds[r["family"]]
+            for sec in ("prompt", "decode"):
+                over = [k for k, pol in GATED.items() if r[sec][k] > b[pol]]
+                if over or r[sec]["nonfinite"]:
+                    false_alarms.append({**{k: r[k] for k in ("pair", "format", "shape", "seed")}, "section": sec})
+        faults = []
+        if a.faults:
+            faults = fault_runs(a.cpp_dir, root, bounds, log)
+    from crossval.faults import FAULTS
+
+    missed = [f for f in faults if f["changes_model"] and f["verdict"] == "pass"]
+    missed_gated = [f for f in missed if FAULTS[f["fault"]].end_to_end]
+    doc = {"command": "python -m crossval.calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "machine": {"cpu_count": os.cpu_count()}, "notes": notes,
+           "plan": {"seeds": plan.seeds, "prompts": plan.prompts, "decode": plan.n_decode, "shapes": list(plan.shapes)},
+           "runs": len(records), "families": summary, "false_alarms": false_alarms,
+           "faults": faults, "missed_faults": [f"{f['fault']} [{f['format']}, {f['judge']}]" for f in missed],
+           "margins": margins_table(summary, faults), "records": records}
+    atomic_write_text(a.out, json.dumps(doc, indent=1) + "\n")
+    if a.update_policy:
+        update_policy(bounds, Path(a.out).name)
+    log(f"{len(records)} correct runs, {len(false_alarms)} false alarms; {len(faults)} fault runs, "
+        f"{len(missed)} missed ({len(missed_gated)} of faults expected to be caught end to end); wrote {a.out}")
+    return 0 if not false_alarms and not missed_gated else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
