@@ -95,6 +95,7 @@ def libllama_pairs(cpp_dir, root: Path, plan: Plan, log) -> tuple[list[dict], di
     """Ours vs upstream libllama; also returns the reference outputs of the fault models."""
     from bitnet.model import BitNetModel
     from crossval.compare import engine_outputs, gate_family
+    from crossval.layers import reference_layers, teacher_forced_layers
     from crossval.runner import run_reference
 
     records = []
@@ -108,6 +109,13 @@ def libllama_pairs(cpp_dir, root: Path, plan: Plan, log) -> tuple[list[dict], di
                 ref = run_reference(cpp_dir, path, runs=[{"ids": p, "n_greedy": plan.n_decode} for p in prompts])
                 if not ref.ok:
                     raise RuntimeError(f"libllama on {path.name}: {ref.error}")
+                lay = reference_layers(cpp_dir, path, prompts[-1], m.config.n_layer, m.config.n_embd)
+                lm = teacher_forced_layers(m, prompts[-1], lay["l_out"])
+                records.append({"pair": "libllama-layers", "arch": arch, "format": fmt, "numerics": numerics,
+                                "family": gate_family(m), "shape": shape_name, "seed": 100 + seed,
+                                "prompt_len": len(prompts[-1]),
+                                "layers": {"max_rel_abs": max(x.max_rel_abs for x in lm),
+                                           "max_one_minus_cos": max(x.max_one_minus_cos for x in lm)}})
                 for j, ids in enumerate(prompts):
                     forced = ref.data[f"greedy_{j}"].tolist()
                     o = engine_outputs(m, ids, forced, 0)
@@ -162,7 +170,8 @@ def summarize(records: list[dict], margins: dict[str, float]) -> dict:
     sections), quantiles, and the proposed bounds = margin x largest."""
     out = {}
     for fam in FAMILIES:
-        rs = [r for r in records if r["family"] == fam]
+        rs = [r for r in records if r["family"] == fam and "prompt" in r]
+        ls = [r for r in records if r["family"] == fam and "layers" in r]
         if not rs:
             continue
         fam_out = {"runs": len(rs), "margin": margins[fam], "max": {}, "p50": {}, "p99": {}, "bounds": {}}
@@ -172,6 +181,12 @@ def summarize(records: list[dict], margins: dict[str, float]) -> dict:
             fam_out["p50"][key] = float(np.quantile(vals, 0.5))
             fam_out["p99"][key] = float(np.quantile(vals, 0.99))
             fam_out["bounds"][pol] = float(f"{margins[fam] * max(float(vals.max()), 1e-15):.2g}")
+        if ls:  # per-layer teacher-forced runs (libllama's l_out-N through the graph callback)
+            lv = {k: float(max(r["layers"][k] for r in ls)) for k in ("max_rel_abs", "max_one_minus_cos")}
+            fam_out["layers"] = {"runs": len(ls), "max": lv,
+                                 "bounds": {f"layer_{k}": float(f"{margins[fam] * max(v, 1e-15):.2g}")
+                                            for k, v in lv.items()}}
+            fam_out["bounds"].update(fam_out["layers"]["bounds"])
         fam_out["top1_flips"] = int(sum(r[s]["top1_flips"] for r in rs for s in ("prompt", "decode")))
         fam_out["nonfinite_runs"] = int(sum(r[s]["nonfinite"] for r in rs for s in ("prompt", "decode")))
         out[fam] = fam_out
@@ -184,6 +199,7 @@ def fault_runs(cpp_dir, root: Path, bounds: dict, log) -> list[dict]:
     from bitnet.model import BitNetModel
     from crossval.compare import engine_outputs, gate_family
     from crossval.faults import FAULTS, plant
+    from crossval.layers import reference_layers, teacher_forced_layers
     from crossval.runner import run_reference
 
     models = [(a, f, n) for a, f, n in UPSTREAM] + [("bitnet-b1.58", "i2_s", "bitnet.cpp"),
@@ -197,13 +213,15 @@ def fault_runs(cpp_dir, root: Path, bounds: dict, log) -> list[dict]:
         clean = engine_outputs(clean_m, prompt, [], n_dec)
         forced = clean.greedy
         refs = {"ours-unmodified": (clean.prompt_logits, None)}
-        ref_forced = None
+        ref_forced, lay, fl, clean_layers = None, None, None, None
         if cpp_dir is not None and (arch, fmt, numerics) in UPSTREAM:
             r = run_reference(cpp_dir, path, ids=prompt, n_greedy=n_dec)
             if not r.ok:
                 raise RuntimeError(f"libllama on {path.name}: {r.error}")
             ref_forced = r.data["greedy"].tolist()
             refs["libllama"] = (r.data["logits"], r.data["decode_logits"])
+            lay = reference_layers(cpp_dir, path, prompt, clean_m.config.n_layer, clean_m.config.n_embd)["l_out"]
+            clean_layers = teacher_forced_layers(clean_m, prompt, lay)
         clean_dec = engine_outputs(clean_m, prompt, forced, 0).decode_logits
         clean_m.close()
         refs["ours-unmodified"] = (clean.prompt_logits, clean_dec)
@@ -213,6 +231,7 @@ def fault_runs(cpp_dir, root: Path, bounds: dict, log) -> list[dict]:
                     fm = BitNetModel(path, profile=numerics, strict=False)
                     o_self = engine_outputs(fm, prompt, forced, n_dec)
                     o_ref = engine_outputs(fm, prompt, ref_forced, 0) if ref_forced is not None else None
+                    fl = teacher_forced_layers(fm, prompt, lay) if ref_forced is not None else None
                     fm.close()
             except Exception as e:  # a fault that makes the engine refuse the model is caught too
                 rows.append({"fault": name, "size": fault.size, "format": fmt, "numerics": numerics,
@@ -232,25 +251,43 @@ def fault_runs(cpp_dir, root: Path, bounds: dict, log) -> list[dict]:
                 rows.append({"fault": name, "size": fault.size, "format": fmt, "numerics": numerics, "family": family,
                              "judge": judge, "changes_model": changes, "verdict": res.verdict,
                              "reason": res.reason[:300], **met})
+            if fl is not None:  # per layer, teacher-forced on libllama's l_out-N
+                b = bounds.get(family, {})
+                worst = {k: max(getattr(x, k) for x in fl) for k in ("max_rel_abs", "max_one_minus_cos")}
+                caught = [x.layer for x in fl if x.max_rel_abs > b.get("layer_max_rel_abs", np.inf)
+                          or x.max_one_minus_cos > b.get("layer_max_one_minus_cos", np.inf) or not np.isfinite(x.max_rel_abs)]
+                rows.append({"fault": name, "size": fault.size, "format": fmt, "numerics": numerics, "family": family,
+                             "judge": "libllama-per-layer", "changes_model": fl != clean_layers,
+                             "verdict": "fail" if caught else "pass",
+                             "reason": f"first layer over the bound: {caught[0]}" if caught else "every layer within bounds",
+                             "layers": worst})
         log(f"faults on {fmt} ({numerics})")
     return rows
 
 
 def margins_table(summary: dict, faults: list[dict]) -> dict:
-    """Per family and metric: the smallest value a caught-by-that-metric fault reached vs the
-    largest correct value (a fault counts where it changes the model)."""
+    """Per family: the planted fault closest to the noise floor, as the largest ratio over the
+    gated metrics of its value to the largest correct-pair value (a fault counts where it
+    changes the model and is expected to be caught end to end); the same per layer."""
+    from crossval.faults import FAULTS
+
     out = {}
     for fam, s in summary.items():
-        fs = [f for f in faults if f.get("family") == fam and f["changes_model"] and "prompt" in f]
-        per_fault = {}
+        fs = [f for f in faults if f.get("family") == fam and f["changes_model"] and FAULTS[f["fault"]].end_to_end]
+        e2e, per_layer = {}, {}
         for f in fs:
-            best = max(max(f[sec][k] / max(s["max"][k], 1e-300) for sec in ("prompt", "decode")) for k in GATED)
             key = f"{f['fault']} [{f['format']}, {f['judge']}]"
-            per_fault[key] = best
-        if per_fault:
-            weakest = min(per_fault, key=per_fault.get)
-            out[fam] = {"weakest_fault": weakest, "weakest_ratio_to_noise_floor": per_fault[weakest],
-                        "margin": s["margin"]}
+            if "prompt" in f:
+                e2e[key] = max(max(f[sec][k] / max(s["max"][k], 1e-300) for sec in ("prompt", "decode")) for k in GATED)
+            elif "layers" in f and "layers" in s:
+                per_layer[key] = max(f["layers"][k] / max(s["layers"]["max"][k], 1e-300)
+                                     for k in ("max_rel_abs", "max_one_minus_cos"))
+        fam_out = {"margin": s["margin"]}
+        for name, d in (("end_to_end", e2e), ("per_layer", per_layer)):
+            if d:
+                weakest = min(d, key=d.get)
+                fam_out[name] = {"weakest_fault": weakest, "ratio_to_largest_correct": d[weakest]}
+        out[fam] = fam_out
     return out
 
 
@@ -331,6 +368,10 @@ def main(argv: list[str] | None = None, io=None) -> int:
         false_alarms = []
         for r in records:
             b = bounds[r["family"]]
+            if "layers" in r:
+                if any(r["layers"][k] > b[f"layer_{k}"] for k in ("max_rel_abs", "max_one_minus_cos")):
+                    false_alarms.append({**{k: r[k] for k in ("pair", "format", "shape", "seed")}, "section": "layers"})
+                continue
             for sec in ("prompt", "decode"):
                 over = [k for k, pol in GATED.items() if r[sec][k] > b[pol]]
                 if over or r[sec]["nonfinite"]:
@@ -346,13 +387,14 @@ def main(argv: list[str] | None = None, io=None) -> int:
            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "machine": {"cpu_count": os.cpu_count()}, "notes": notes,
            "plan": {"seeds": plan.seeds, "prompts": plan.prompts, "decode": plan.n_decode, "shapes": list(plan.shapes)},
-           "runs": len(records), "families": summary, "false_alarms": false_alarms,
+           "runs": sum("prompt" in r for r in records), "layer_runs": sum("layers" in r for r in records),
+           "families": summary, "false_alarms": false_alarms,
            "faults": faults, "missed_faults": [f"{f['fault']} [{f['format']}, {f['judge']}]" for f in missed],
            "margins": margins_table(summary, faults), "records": records}
     atomic_write_text(a.out, json.dumps(doc, indent=1) + "\n")
     if a.update_policy:
         update_policy(bounds, Path(a.out).name)
-    log(f"{len(records)} correct runs, {len(false_alarms)} false alarms; {len(faults)} fault runs, "
+    log(f"{sum('prompt' in r for r in records)} correct runs, {len(false_alarms)} false alarms; {len(faults)} fault runs, "
         f"{len(missed)} missed ({len(missed_gated)} of faults expected to be caught end to end); wrote {a.out}")
     return 0 if not false_alarms and not missed_gated else 1
 

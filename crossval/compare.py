@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from bitnet.timeouts import PARITY_TIMEOUT_S
-from crossval.parity import ParityResult, compare, errored, parity_receipt, write_parity_receipt
+from crossval.parity import (
+    ParityResult,
+    compare,
+    errored,
+    gate_layers,
+    parity_receipt,
+    write_parity_receipt,
+)
 from crossval.runner import run_reference
 
 INT8_ACTS = ("per-token-absmax", "q8_k-block256")
@@ -72,39 +79,55 @@ def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: i
 
 
 def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, forced: list[int], n_greedy: int,
-          backend: str):
+          backend: str, l_out: np.ndarray | None = None):
     from bitnet.model import BitNetModel
     from bitnet.quant import dispatch
+    from crossval.layers import teacher_forced_layers
 
     dispatch.set_backend(backend)
     t0 = time.perf_counter()
     m = BitNetModel(model, profile=numerics, strict=strict)
     try:
         out = engine_outputs(m, ids, forced, n_greedy)
+        layers = teacher_forced_layers(m, ids, l_out) if l_out is not None else None
     finally:
         m.close()
-    return out, time.perf_counter() - t0
+    return out, layers, time.perf_counter() - t0
 
 
 def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
                    profile: str = "exact", numerics: str | None = None, n_greedy: int = 8, strict: bool = True,
                    backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
-                   timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None) -> ParityResult:
+                   timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,
+                   per_layer: bool = False, end_to_end: str = "gate") -> ParityResult:
     """Prompt logits and `n_greedy` teacher-forced decode steps (the reference's greedy tokens
     fed to both sides, ours through our KV cache), gated separately at the bounds of the
-    model's format family."""
+    model's format family. `per_layer` also runs each of our layers on the reference's own
+    input (libllama's `l_out-N`, crossval.layers) and gates it; with end_to_end="report" the
+    end-to-end comparison is reported beside the per-layer verdict instead of deciding it."""
+    if end_to_end not in ("gate", "report"):
+        raise ValueError(f"end_to_end must be 'gate' or 'report', got {end_to_end!r}")
     ids = [int(i) for i in ids]
     model = Path(model)
     t0 = time.perf_counter()
-    ref = run_reference(cpp_dir, model, ids=ids, n_greedy=n_greedy, timeout=timeout, worker_argv=worker_argv)
+    layers_req = None
+    if per_layer:
+        from bitnet.gguf.reader import GGUFReader
+        from bitnet.model.config import read_config
+
+        with GGUFReader(model) as rd:
+            c = read_config(rd, strict=False)
+        layers_req = {"n_layer": c.n_layer, "n_embd": c.n_embd}
+    ref = run_reference(cpp_dir, model, ids=ids, n_greedy=n_greedy, timeout=timeout, worker_argv=worker_argv,
+                        layers=layers_req)
     ref_s = time.perf_counter() - t0
     if not ref.ok:
         return errored(f"reference: {ref.error}", profile)
     ref_greedy = [int(t) for t in ref.data.get("greedy", np.zeros(0, np.int32))]
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    fut = pool.submit(_ours, model, ids, numerics, strict, ref_greedy, n_greedy, backend)
+    fut = pool.submit(_ours, model, ids, numerics, strict, ref_greedy, n_greedy, backend, ref.data.get("l_out"))
     try:
-        out, ours_s = fut.result(timeout=timeout)
+        out, layer_metrics, ours_s = fut.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
         pool.shutdown(wait=False, cancel_futures=True)
         return errored(f"ours: the engine ran past {timeout:g} s", profile)
@@ -121,6 +144,8 @@ def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str
     result = compare(ours, ref_logits, profile, greedy_ours=out.greedy, greedy_ref=ref_greedy, family=out.family,
                      decode_ours=out.decode_logits if dec_ref is not None else None, decode_ref=dec_ref,
                      decode_tokens=ref_greedy)
+    if layer_metrics is not None:
+        result = gate_layers(result, layer_metrics, end_to_end=end_to_end)
     if receipt is not None:
         write_parity_receipt(receipt, parity_receipt(
             result, model=model, prompt_ids=ids,

@@ -108,6 +108,9 @@ class ParityResult:
     decode_first_divergence: int | None = None
     nonfinite: NonFinite | None = None
     greedy_degenerate: bool = False
+    #: per-layer teacher-forced metrics (crossval.layers.LayerMetrics as dicts), when measured
+    layers: list[dict] = field(default_factory=list)
+    layer_first_divergence: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -286,6 +289,39 @@ def compare(ours: np.ndarray, ref: np.ndarray, profile: str = "exact", *, greedy
     return res
 
 
+def gate_layers(res: ParityResult, layers: list, *, end_to_end: str = "gate") -> ParityResult:
+    """Fold per-layer teacher-forced metrics into a result: a layer over the family's
+    `layer_max_rel_abs` / `layer_max_one_minus_cos` bound (or non-finite) fails. With
+    end_to_end="report" the end-to-end verdict is kept in the reason but does not decide
+    (deep random models: rounding flips grow chaotically through the layers)."""
+    th = thresholds(res.profile, res.family)
+    if "layer_max_rel_abs" not in th:
+        raise ConfigError(f"policies/parity.yml has no per-layer bounds for profile {res.profile!r} family "
+                          f"{res.family!r}; run `python -m crossval.calibrate --update-policy`")
+    res.layers = [asdict(x) for x in layers]
+    bad = [x for x in layers if not (x.max_rel_abs <= th["layer_max_rel_abs"])
+           or not (x.max_one_minus_cos <= th["layer_max_one_minus_cos"])]
+    layer_reason = ""
+    if bad:
+        x = bad[0]
+        res.layer_first_divergence = x.layer
+        layer_reason = (f"layer {x.layer} diverges (teacher-forced on the reference's input): rel max|d| "
+                        f"{x.max_rel_abs:.3g} (bound {th['layer_max_rel_abs']:.2g}), 1-cos {x.max_one_minus_cos:.3g} "
+                        f"at position {x.worst_position}")
+    else:
+        layer_reason = (f"{len(layers)} layers within bounds (max rel max|d| "
+                        f"{max((x.max_rel_abs for x in layers), default=0.0):.3g})")
+    if end_to_end == "report":
+        e2e = f"end to end (reported, not gating): {res.verdict}: {res.reason}"
+        res.verdict = "fail" if (bad or res.nonfinite is not None) else "pass"
+        res.reason = f"{layer_reason}; {e2e}"
+    else:
+        if bad:
+            res.verdict = "fail"
+        res.reason = f"{layer_reason}; {res.reason}"
+    return res
+
+
 def skipped(reason: str, profile: str = "exact") -> ParityResult:
     return ParityResult("skipped", reason, profile)
 
@@ -320,6 +356,7 @@ def parity_receipt(result: ParityResult, *, model: str | os.PathLike[str], promp
                  "nonfinite": asdict(result.nonfinite) if result.nonfinite else None},
         "prompt": {"positions": len(result.positions), "first_divergence": result.first_divergence,
                    **_worsts(result, "prompt")},
+        "layers": {"positions": result.layers, "first_divergence": result.layer_first_divergence},
         "decode": {"tokens": result.decode_tokens, "positions": [asdict(p) for p in result.decode_positions],
                    "first_divergence": result.decode_first_divergence,
                    "greedy_degenerate": result.greedy_degenerate, **_worsts(result, "decode")},

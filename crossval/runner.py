@@ -28,6 +28,7 @@ class ReferenceRun:
 def run_reference(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], *, ids: Sequence[int] = (),
                   n_greedy: int = 0, texts: Sequence[str] = (), add_special: bool = False,
                   parse_special: bool = False, n_threads: int | None = None, runs: Sequence[dict] = (),
+                  layers: dict | None = None,
                   timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None) -> ReferenceRun:
     """`worker_argv` replaces `python -m crossval.worker` (tests use it to plant crashes);
     `runs` ({"ids", "n_greedy"} each) evaluates many prompts in one worker (keys suffixed `_j`)."""
@@ -38,6 +39,7 @@ def run_reference(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str]
         out = Path(tmp) / "out.npz"
         req.write_text(json.dumps({
             "cpp_dir": str(cpp_dir), "model": str(model), "ids": [int(i) for i in ids], "n_greedy": n_greedy, "runs": runs,
+            "layers": layers,
             "texts": list(texts), "add_special": add_special, "parse_special": parse_special,
             "n_ctx": n_ctx, "n_threads": n_threads or os.cpu_count() or 1,
         }))

@@ -1,7 +1,9 @@
 """The C++ side of a comparison, run in its own process (`python -m crossval.worker REQ OUT`):
 a crash or hang in libllama kills this process, not pytest.
 
-REQ is a JSON file: {"cpp_dir", "model", "ids", "n_greedy", "runs", "texts", "n_ctx", "n_threads"}.
+REQ is a JSON file: {"cpp_dir", "model", "ids", "n_greedy", "runs", "layers", "texts", "n_ctx",
+"n_threads"}; "layers" ({"n_layer", "n_embd"}) adds `l_out` [n_layer, T, n_embd], every layer's
+output captured through libllama's graph eval callback.
 OUT receives an .npz: logits [T, V], greedy ids [n] and the teacher-forced decode-step logits
 [n, V] along them, n_vocab, per-text token ids, library facts; for each of "runs" (a list of
 {"ids", "n_greedy"}, one model load for many prompts) the same keys suffixed `_j`.
@@ -35,6 +37,20 @@ def main(argv: list[str]) -> int:
                                      "api": np.array(ref.api), "libllama": np.array(str(ref.libllama)),
                                      "version": np.array(ref.version)}
     ids = [int(i) for i in req.get("ids") or []]
+    lay = req.get("layers")
+    if ids and lay:  # per-layer capture (graph eval callback): logits and every l_out-N
+        a = np.asarray(ids, np.int32)
+        logits = np.zeros((a.size, n_vocab), np.float32)
+        out = np.zeros((int(lay["n_layer"]), a.size, int(lay["n_embd"])), np.float32)
+        got = lib.bh_eval_layers(h, ffi.cast("int *", a.ctypes.data), int(a.size), int(lay["n_layer"]),
+                                 int(lay["n_embd"]), ffi.cast("float *", logits.ctypes.data),
+                                 ffi.cast("float *", out.ctypes.data))
+        if got != int(lay["n_layer"]):
+            print(f"per-layer capture failed: {got} of {lay['n_layer']} l_out tensors captured "
+                  "(negative: decode error, -4: a tensor of unexpected shape or type)", file=sys.stderr)
+            return 4
+        result["layers_logits"] = logits
+        result["l_out"] = out
     if ids:
         rc = _evaluate(ffi, lib, h, n_vocab, ids, int(req.get("n_greedy", 0)), result, "")
         if rc:

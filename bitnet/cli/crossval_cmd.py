@@ -20,7 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--ids")
     p.add_argument("--gate", choices=("exact", "cross"), default="exact", help="parity thresholds (policies/parity.yml)")
     p.add_argument("--profile", choices=sorted(PROFILES), help="our numerics profile (default: the model's)")
-    p.add_argument("--greedy", type=int, default=8, help="greedy tokens to compare")
+    p.add_argument("--greedy", type=int, default=8,
+                   help="greedy tokens to compare; as many teacher-forced decode steps are gated")
+    p.add_argument("--backend", default="numpy", help="our kernel backend (numpy, native, ...)")
+    p.add_argument("--per-layer", action="store_true",
+                   help="gate each layer teacher-forced on libllama's own layer input (the verdict for deep "
+                        "models); the end-to-end comparison is then reported beside it, not gating")
     p.add_argument("--no-strict", action="store_true", help="allow fallbacks on our side (default: strict)")
     p.add_argument("--receipt", help="write a parity receipt here (atomically)")
     p.add_argument("--json", action="store_true")
@@ -37,10 +42,16 @@ def run(args: argparse.Namespace, io) -> int:
 
         ids = load_tokenizer(args.model).encode(args.prompt, add_special=True, parse_special=True)
     r = crossval_model(args.cpp_dir, args.model, ids, profile=args.gate, numerics=args.profile,
-                       n_greedy=args.greedy, strict=not args.no_strict, receipt=args.receipt)
+                       n_greedy=args.greedy, strict=not args.no_strict, receipt=args.receipt, backend=args.backend,
+                       per_layer=args.per_layer, end_to_end="report" if args.per_layer else "gate")
     if args.json:
         json.dump({"verdict": r.verdict, "reason": r.reason, "first_divergence": r.first_divergence,
-                   "greedy_match": r.greedy_match, "positions": [asdict(p) for p in r.positions]}, io.stdout, indent=2)
+                   "greedy_match": r.greedy_match, "positions": [asdict(p) for p in r.positions],
+                   "family": r.family, "bounds": r.bounds, "nonfinite": asdict(r.nonfinite) if r.nonfinite else None,
+                   "decode": {"tokens": r.decode_tokens, "first_divergence": r.decode_first_divergence,
+                              "greedy_degenerate": r.greedy_degenerate,
+                              "positions": [asdict(p) for p in r.decode_positions]},
+                   "layers": {"positions": r.layers, "first_divergence": r.layer_first_divergence}}, io.stdout, indent=2)
         io.stdout.write("\n")
     else:
         _table(r, io)
@@ -51,13 +62,24 @@ def _table(r, io) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"crossval: {r.verdict.upper()} ({r.profile}) - {r.reason}")
-    for c in ("pos", "cosine", "max_abs", "KL", "top-1 ours/ref", "top-5 overlap"):
+    fam = f", {r.family} bounds" if r.family else ""
+    t = Table(title=f"crossval: {r.verdict.upper()} ({r.profile}{fam}) - {r.reason}")
+    for c in ("pos", "1-cos", "rel max|d|", "KL", "top-1 ours/ref", "top-5 overlap"):
         t.add_column(c, justify="right")
-    for p in r.positions:
-        mark = " <" if p.position == r.first_divergence else ""
-        t.add_row(str(p.position), f"{p.cosine:.7f}", f"{p.max_abs:.3g}", f"{p.kl:.2e}",
-                  f"{p.top1_ours}/{p.top1_ref}{mark}", f"{p.top5_overlap:.1f}")
+    for label, rows, first in (("", r.positions, r.first_divergence), ("d", r.decode_positions, r.decode_first_divergence)):
+        for p in rows:  # decode steps are labelled d0, d1, ...: teacher-forced through the KV cache
+            mark = " <" if p.position == first else ""
+            t.add_row(f"{label}{p.position}", f"{p.one_minus_cos:.2e}", f"{p.rel_max_abs:.2e}", f"{p.kl:.2e}",
+                      f"{p.top1_ours}/{p.top1_ref}{mark}", f"{p.top5_overlap:.1f}")
     Console(file=io.stdout, width=120).print(t)
+    if r.layers:
+        lt = Table(title="per layer, teacher-forced on the reference's input")
+        for c in ("layer", "rel max|d|", "1-cos", "worst pos"):
+            lt.add_column(c, justify="right")
+        for x in r.layers:
+            mark = " <" if x["layer"] == r.layer_first_divergence else ""
+            lt.add_row(f"{x['layer']}{mark}", f"{x['max_rel_abs']:.2e}", f"{x['max_one_minus_cos']:.2e}",
+                       str(x["worst_position"]))
+        Console(file=io.stdout, width=120).print(lt)
     if r.greedy_match is not None:
         print(f"greedy: {r.greedy_match:.3f} exact match; ours {r.greedy_ours}; reference {r.greedy_ref}", file=io.stdout)
