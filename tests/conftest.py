@@ -35,12 +35,12 @@ def libggml_base(pytestconfig):
 
 
 # -- receipts (tests/test_receipts_*.py) -------------------------------------------------------
-RECEIPTS = Path(__file__).resolve().parent / "receipts"
+RECEIPTS = Path(__file__).resolve().parents[1] / "fixtures" / "receipts"
 
 
 @pytest.fixture(scope="session")
 def receipt_base_model(tmp_path_factory) -> Path:
-    """The model `tests/receipts/good/base.json` was measured on: the default tiny I2_S model,
+    """The model `fixtures/receipts/good/base.json` was measured on: the default tiny I2_S model,
     which the synthesiser reproduces byte for byte (its sha256 is checked by the tests)."""
     from bitnet.synth import synthesize
 

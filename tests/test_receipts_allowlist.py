@@ -18,7 +18,7 @@ from bitnet.receipts.allowlist import add_from_receipt, load_allowlist
 from bitnet.receipts.policy import default_allowlist_path, load_yaml, receipt_policy
 from bitnet.receipts.verify import verify_receipt
 
-HERE = Path(__file__).resolve().parent / "receipts"
+HERE = Path(__file__).resolve().parents[1] / "fixtures" / "receipts"
 sys.path.insert(0, str(HERE))
 import make_bad  # noqa: E402
 

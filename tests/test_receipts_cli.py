@@ -17,7 +17,7 @@ from bitnet.cli import IO
 from bitnet.cli.verify_receipt import main as verify_main
 
 ROOT = Path(__file__).resolve().parents[1]
-HERE = ROOT / "tests" / "receipts"
+HERE = ROOT / "fixtures" / "receipts"
 GOOD = HERE / "good" / "base.json"
 
 

@@ -1,5 +1,5 @@
 """The adversarial corpus (AC13): one lie per receipt, each rejected by exactly the rules
-`tests/receipts/bad/expected.yml` names; the committed good receipt passes every rule."""
+`fixtures/receipts/bad/expected.yml` names; the committed good receipt passes every rule."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from bitnet.receipts.build import sha256_file
 from bitnet.receipts.policy import load_yaml
 from bitnet.receipts.verify import RULES, verify_receipt
 
-HERE = Path(__file__).resolve().parent / "receipts"
+HERE = Path(__file__).resolve().parents[1] / "fixtures" / "receipts"
 sys.path.insert(0, str(HERE))
 import make_bad  # noqa: E402
 
@@ -42,7 +42,7 @@ def test_corpus_is_reproducible_and_large_enough():
     assert files == {f"{n}.json" for n in make_bad.MUTATIONS} == set(EXPECTED)
     for name in make_bad.MUTATIONS:
         committed = json.loads((HERE / "bad" / f"{name}.json").read_text())
-        assert committed == make_bad.mutate(BASE, name), f"{name}.json is stale: run tests/receipts/make_bad.py"
+        assert committed == make_bad.mutate(BASE, name), f"{name}.json is stale: run fixtures/receipts/make_bad.py"
     assert (HERE / "bad" / "expected.yml").read_text() == make_bad.expected_yaml()
 
 
