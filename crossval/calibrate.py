@@ -291,6 +291,36 @@ def margins_table(summary: dict, faults: list[dict]) -> dict:
     return out
 
 
+def report_markdown(doc: dict) -> str:
+    """The calibration's tables as Markdown (docs/reference/parity.md quotes them)."""
+    out = ["| family | runs | max 1-cos | max KL | max rel max-abs | max median rel max-abs | per-layer runs "
+           "| per-layer max rel max-abs | margin |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for fam, s in doc["families"].items():
+        m, lay = s["max"], s.get("layers", {})
+        out.append(f"| `{fam}` | {s['runs']} | {m['one_minus_cos']:.2g} | {m['kl']:.2g} | {m['rel_max_abs']:.2g} | "
+                   f"{m['median_rel_abs']:.2g} | {lay.get('runs', 0)} | "
+                   f"{lay.get('max', {}).get('max_rel_abs', float('nan')):.2g} | {s['margin']:g} |")
+    out += ["", "| fault | size | format (profile) | vs libllama | vs unmodified engine | per layer vs libllama |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    cells: dict[tuple, dict] = {}
+    for f in doc["faults"]:
+        key = (f["fault"], f["size"], f"{f['format']} ({f['numerics']})")
+        if not f["changes_model"]:
+            v = "n/a"
+        elif "prompt" in f:
+            worst = max(f[s]["rel_max_abs"] for s in ("prompt", "decode"))
+            v = f"{f['verdict']} ({worst:.1g})"
+        elif "layers" in f:
+            v = f"{f['verdict']} ({f['layers']['max_rel_abs']:.1g})"
+        else:
+            v = f"{f['verdict']} (engine refused)"
+        cells.setdefault(key, {})[f["judge"]] = v
+    for (fault, size, model), c in cells.items():
+        out.append(f"| {fault} | {size} | {model} | {c.get('libllama', '-')} | {c.get('ours-unmodified', '-')} | "
+                   f"{c.get('libllama-per-layer', '-')} |")
+    return "\n".join(out) + "\n"
+
+
 def update_policy(bounds: dict[str, dict], data_file: str) -> Path:
     """Write the families' bounds into policies/parity.yml (comments kept, written atomically)."""
     import io
@@ -316,7 +346,8 @@ def update_policy(bounds: dict[str, dict], data_file: str) -> Path:
 def main(argv: list[str] | None = None, io=None) -> int:
     p = argparse.ArgumentParser(prog="python -m crossval.calibrate", description=__doc__.split("\n\n")[0])
     p.add_argument("--cpp-dir", help="upstream llama.cpp reference (python -m crossval.setup --print-dir)")
-    p.add_argument("--out", required=True, help="the calibration data (JSON, written atomically)")
+    p.add_argument("--out", help="the calibration data (JSON, written atomically)")
+    p.add_argument("--report", metavar="JSON", help="print an existing calibration's tables as Markdown, run nothing")
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--prompts", type=int, default=4, help="prompts per model")
     p.add_argument("--decode", type=int, default=8, help="teacher-forced decode steps per prompt")
@@ -327,6 +358,17 @@ def main(argv: list[str] | None = None, io=None) -> int:
     p.add_argument("--update-policy", action="store_true", help="write the bounds into policies/parity.yml")
     a = p.parse_args(argv)
     err = io.stderr if io else sys.stderr
+    if a.report:
+        try:
+            doc = json.loads(Path(a.report).read_text())
+        except (OSError, ValueError) as e:
+            print(f"calibrate: {a.report}: {e}", file=err)
+            return 2
+        (io.stdout if io else sys.stdout).write(report_markdown(doc))
+        return 0
+    if not a.out:
+        print("calibrate: --out is required (or --report JSON)", file=err)
+        return 2
     margins = dict(DEFAULT_MARGIN)
     try:
         for m in a.margin:
