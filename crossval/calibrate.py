@@ -291,6 +291,67 @@ def margins_table(summary: dict, faults: list[dict]) -> dict:
     return out
 
 
+def over_bounds(records: list[dict], bounds: dict[str, dict]) -> list[dict]:
+    """Correct runs over their family's bounds (false alarms): end to end per section, and per layer."""
+    out = []
+    for r in records:
+        b = bounds.get(r["family"])
+        if b is None:
+            continue
+        ident = {k: r[k] for k in ("pair", "format", "shape", "seed")}
+        if "layers" in r:
+            if any(r["layers"][k] > b[f"layer_{k}"] for k in ("max_rel_abs", "max_one_minus_cos") if f"layer_{k}" in b):
+                out.append({**ident, "section": "layers"})
+            continue
+        for sec in ("prompt", "decode"):
+            if any(r[sec][k] > b[pol] for k, pol in GATED.items()) or r[sec]["nonfinite"]:
+                out.append({**ident, "section": sec})
+    return out
+
+
+def holdout(records: list[dict], margins: dict[str, float]) -> dict:
+    """Bounds from the even seeds, false alarms counted on the odd seeds: how the bounds fare
+    on runs they were not set from."""
+    train = [r for r in records if r["seed"] % 2 == 0]
+    test = [r for r in records if r["seed"] % 2 == 1]
+    bounds = {fam: s["bounds"] for fam, s in summarize(train, margins).items()}
+    fa = over_bounds(test, bounds)
+    return {"train_runs": len(train), "test_runs": len(test), "false_alarms": len(fa), "examples": fa[:10]}
+
+
+def _fault_verdict(f: dict, b: dict) -> str:
+    """A fault row's verdict under bounds b, from its recorded metrics (as compare() decides:
+    a metric over its bound, a top-1 flip, or a non-finite logit fails)."""
+    if "layers" in f:
+        over = any(f["layers"][k] > b.get(f"layer_{k}", np.inf) for k in ("max_rel_abs", "max_one_minus_cos"))
+        return "fail" if over or not np.isfinite(f["layers"]["max_rel_abs"]) else "pass"
+    if "prompt" not in f:
+        return f["verdict"]  # the engine refused the model: recorded as "error"
+    for sec in ("prompt", "decode"):
+        m = f[sec]
+        if m["nonfinite"] or m["top1_flips"] or any(not (m[k] <= b[pol]) for k, pol in GATED.items()):
+            return "fail"
+    return "pass"
+
+
+def judge(doc: dict, margins: dict[str, float]) -> dict:
+    """Bounds, false alarms, hold-out check, fault verdicts and margins from a calibration's
+    recorded measurements (so a margin can change without measuring again)."""
+    from crossval.faults import FAULTS
+
+    records = doc["records"]
+    summary = summarize(records, margins)
+    bounds = {fam: s["bounds"] for fam, s in summary.items()}
+    faults = [{**f, "verdict": _fault_verdict(f, bounds.get(f.get("family"), {}))} for f in doc.get("faults", [])]
+    missed = [f for f in faults if f["changes_model"] and f["verdict"] == "pass"]
+    return {**doc, "families": summary, "false_alarms": over_bounds(records, bounds),
+            "holdout": holdout(records, margins), "faults": faults,
+            "missed_faults": [f"{f['fault']} [{f['format']}, {f['judge']}]" for f in missed],
+            "missed_expected": [f"{f['fault']} [{f['format']}, {f['judge']}]" for f in missed
+                                if FAULTS[f["fault"]].end_to_end],
+            "margins": margins_table(summary, faults)}
+
+
 def report_markdown(doc: dict) -> str:
     """The calibration's tables as Markdown (docs/reference/parity.md quotes them)."""
     out = ["| family | runs | max 1-cos | max KL | max rel max-abs | max median rel max-abs | per-layer runs "
@@ -343,11 +404,23 @@ def update_policy(bounds: dict[str, dict], data_file: str) -> Path:
     return atomic_write_text(path, buf.getvalue())
 
 
+def _margins(args: list[str]) -> dict[str, float]:
+    margins = dict(DEFAULT_MARGIN)
+    for m in args:
+        fam, _, x = m.partition("=")
+        if fam not in margins:
+            raise ValueError(f"unknown family {fam!r} in --margin (known: {', '.join(margins)})")
+        margins[fam] = float(x)
+    return margins
+
+
 def main(argv: list[str] | None = None, io=None) -> int:
     p = argparse.ArgumentParser(prog="python -m crossval.calibrate", description=__doc__.split("\n\n")[0])
     p.add_argument("--cpp-dir", help="upstream llama.cpp reference (python -m crossval.setup --print-dir)")
     p.add_argument("--out", help="the calibration data (JSON, written atomically)")
-    p.add_argument("--report", metavar="JSON", help="print an existing calibration's tables as Markdown, run nothing")
+    p.add_argument("--report", metavar="JSON",
+                   help="judge an existing calibration again (with --margin; --out writes it, --update-policy "
+                        "sets its bounds) and print its tables as Markdown; measures nothing")
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--prompts", type=int, default=4, help="prompts per model")
     p.add_argument("--decode", type=int, default=8, help="teacher-forced decode steps per prompt")
@@ -358,24 +431,22 @@ def main(argv: list[str] | None = None, io=None) -> int:
     p.add_argument("--update-policy", action="store_true", help="write the bounds into policies/parity.yml")
     a = p.parse_args(argv)
     err = io.stderr if io else sys.stderr
-    if a.report:
+    if a.report:  # judge recorded measurements again (margins may differ), print the tables
         try:
-            doc = json.loads(Path(a.report).read_text())
-        except (OSError, ValueError) as e:
+            margins = _margins(a.margin)
+            doc = judge(json.loads(Path(a.report).read_text()), margins)
+        except (OSError, ValueError, KeyError) as e:
             print(f"calibrate: {a.report}: {e}", file=err)
             return 2
         (io.stdout if io else sys.stdout).write(report_markdown(doc))
-        return 0
+        if a.out:
+            atomic_write_text(a.out, json.dumps(doc, indent=1) + "\n")
+        return _finish(doc, a, lambda m: print(m, file=err))
     if not a.out:
         print("calibrate: --out is required (or --report JSON)", file=err)
         return 2
-    margins = dict(DEFAULT_MARGIN)
     try:
-        for m in a.margin:
-            fam, x = m.split("=")
-            if fam not in margins:
-                raise ValueError(f"unknown family {fam!r}")
-            margins[fam] = float(x)
+        margins = _margins(a.margin)
         plan = Plan(a.seeds, a.prompts, a.decode, tuple(s for s in a.shapes.split(",") if s))
         unknown = set(plan.shapes) - set(shapes())
         if unknown:
@@ -405,40 +476,26 @@ def main(argv: list[str] | None = None, io=None) -> int:
         records += br
         if note:
             notes.append(note)
-        summary = summarize(records, margins)
-        bounds = {fam: s["bounds"] for fam, s in summary.items()}
-        false_alarms = []
-        for r in records:
-            b = bounds[r["family"]]
-            if "layers" in r:
-                if any(r["layers"][k] > b[f"layer_{k}"] for k in ("max_rel_abs", "max_one_minus_cos")):
-                    false_alarms.append({**{k: r[k] for k in ("pair", "format", "shape", "seed")}, "section": "layers"})
-                continue
-            for sec in ("prompt", "decode"):
-                over = [k for k, pol in GATED.items() if r[sec][k] > b[pol]]
-                if over or r[sec]["nonfinite"]:
-                    false_alarms.append({**{k: r[k] for k in ("pair", "format", "shape", "seed")}, "section": sec})
-        faults = []
-        if a.faults:
-            faults = fault_runs(a.cpp_dir, root, bounds, log)
-    from crossval.faults import FAULTS
-
-    missed = [f for f in faults if f["changes_model"] and f["verdict"] == "pass"]
-    missed_gated = [f for f in missed if FAULTS[f["fault"]].end_to_end]
-    doc = {"command": "python -m crossval.calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "machine": {"cpu_count": os.cpu_count()}, "notes": notes,
-           "plan": {"seeds": plan.seeds, "prompts": plan.prompts, "decode": plan.n_decode, "shapes": list(plan.shapes)},
-           "runs": sum("prompt" in r for r in records), "layer_runs": sum("layers" in r for r in records),
-           "families": summary, "false_alarms": false_alarms,
-           "faults": faults, "missed_faults": [f"{f['fault']} [{f['format']}, {f['judge']}]" for f in missed],
-           "margins": margins_table(summary, faults), "records": records}
+        bounds = {fam: s["bounds"] for fam, s in summarize(records, margins).items()}
+        faults = fault_runs(a.cpp_dir, root, bounds, log) if a.faults else []
+    doc = judge({"command": "python -m crossval.calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
+                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "machine": {"cpu_count": os.cpu_count()}, "notes": notes,
+                 "plan": {"seeds": plan.seeds, "prompts": plan.prompts, "decode": plan.n_decode,
+                          "shapes": list(plan.shapes)},
+                 "runs": sum("prompt" in r for r in records), "layer_runs": sum("layers" in r for r in records),
+                 "faults": faults, "records": records}, margins)
     atomic_write_text(a.out, json.dumps(doc, indent=1) + "\n")
+    return _finish(doc, a, log)
+
+
+def _finish(doc: dict, a, log) -> int:
     if a.update_policy:
-        update_policy(bounds, Path(a.out).name)
-    log(f"{sum('prompt' in r for r in records)} correct runs, {len(false_alarms)} false alarms; {len(faults)} fault runs, "
-        f"{len(missed)} missed ({len(missed_gated)} of faults expected to be caught end to end); wrote {a.out}")
-    return 0 if not false_alarms and not missed_gated else 1
+        update_policy({fam: s["bounds"] for fam, s in doc["families"].items()}, Path(a.out or a.report).name)
+    log(f"{doc['runs']} correct runs + {doc.get('layer_runs', 0)} per-layer, {len(doc['false_alarms'])} false alarms "
+        f"(hold-out: {doc['holdout']['false_alarms']} of {doc['holdout']['test_runs']}); {len(doc['faults'])} fault "
+        f"runs, {len(doc['missed_faults'])} missed ({len(doc['missed_expected'])} expected to be caught end to end)")
+    return 0 if not doc["false_alarms"] and not doc["missed_expected"] else 1
 
 
 if __name__ == "__main__":
