@@ -38,6 +38,9 @@ from crossval.parity import FAMILIES, compare, position_metrics, section_medians
 #: the metrics a family's bounds are set from (record key -> policy key)
 GATED = {"one_minus_cos": "max_one_minus_cos", "kl": "max_kl", "rel_max_abs": "max_rel_abs",
          "median_one_minus_cos": "max_median_one_minus_cos", "median_rel_abs": "max_median_rel_abs"}
+#: per-layer record key (the largest over layers) -> policy key
+LAYER_GATED = {"max_rel_abs": "layer_max_rel_abs", "max_one_minus_cos": "layer_max_one_minus_cos",
+               "median_rel_abs": "layer_max_median_rel_abs"}
 DEFAULT_MARGIN = {"float": 10.0, "f16-act": 3.0, "int8-act": 3.0}
 UPSTREAM = [("bitnet", "f32", "llama.cpp"), ("bitnet", "f16", "llama.cpp"), ("bitnet", "tq1_0", "llama.cpp"),
             ("bitnet", "tq2_0", "llama.cpp")]
@@ -91,6 +94,10 @@ def _model(root: Path, arch: str, fmt: str, shape_name: str, seed: int) -> Path:
     return p
 
 
+def _layer_worst(layers) -> dict:
+    return {k: float(max(getattr(x, k) for x in layers)) for k in LAYER_GATED}
+
+
 def libllama_pairs(cpp_dir, root: Path, plan: Plan, log) -> tuple[list[dict], dict]:
     """Ours vs upstream libllama; also returns the reference outputs of the fault models."""
     from bitnet.model import BitNetModel
@@ -114,8 +121,7 @@ def libllama_pairs(cpp_dir, root: Path, plan: Plan, log) -> tuple[list[dict], di
                 records.append({"pair": "libllama-layers", "arch": arch, "format": fmt, "numerics": numerics,
                                 "family": gate_family(m), "shape": shape_name, "seed": 100 + seed,
                                 "prompt_len": len(prompts[-1]),
-                                "layers": {"max_rel_abs": max(x.max_rel_abs for x in lm),
-                                           "max_one_minus_cos": max(x.max_one_minus_cos for x in lm)}})
+                                "layers": _layer_worst(lm)})
                 for j, ids in enumerate(prompts):
                     forced = ref.data[f"greedy_{j}"].tolist()
                     o = engine_outputs(m, ids, forced, 0)
@@ -182,9 +188,9 @@ def summarize(records: list[dict], margins: dict[str, float]) -> dict:
             fam_out["p99"][key] = float(np.quantile(vals, 0.99))
             fam_out["bounds"][pol] = float(f"{margins[fam] * max(float(vals.max()), 1e-15):.2g}")
         if ls:  # per-layer teacher-forced runs (libllama's l_out-N through the graph callback)
-            lv = {k: float(max(r["layers"][k] for r in ls)) for k in ("max_rel_abs", "max_one_minus_cos")}
+            lv = {k: float(max(r["layers"][k] for r in ls)) for k in LAYER_GATED}
             fam_out["layers"] = {"runs": len(ls), "max": lv,
-                                 "bounds": {f"layer_{k}": float(f"{margins[fam] * max(v, 1e-15):.2g}")
+                                 "bounds": {LAYER_GATED[k]: float(f"{margins[fam] * max(v, 1e-15):.2g}")
                                             for k, v in lv.items()}}
             fam_out["bounds"].update(fam_out["layers"]["bounds"])
         fam_out["top1_flips"] = int(sum(r[s]["top1_flips"] for r in rs for s in ("prompt", "decode")))
@@ -199,7 +205,7 @@ def fault_runs(cpp_dir, root: Path, bounds: dict, log) -> list[dict]:
     from bitnet.model import BitNetModel
     from crossval.compare import engine_outputs, gate_family
     from crossval.faults import FAULTS, plant
-    from crossval.layers import reference_layers, teacher_forced_layers
+    from crossval.layers import engine_l_out, reference_layers, teacher_forced_layers
     from crossval.runner import run_reference
 
     models = [(a, f, n) for a, f, n in UPSTREAM] + [("bitnet-b1.58", "i2_s", "bitnet.cpp"),
@@ -223,6 +229,10 @@ def fault_runs(cpp_dir, root: Path, bounds: dict, log) -> list[dict]:
             lay = reference_layers(cpp_dir, path, prompt, clean_m.config.n_layer, clean_m.config.n_embd)["l_out"]
             clean_layers = teacher_forced_layers(clean_m, prompt, lay)
         clean_dec = engine_outputs(clean_m, prompt, forced, 0).decode_logits
+        own_lay = engine_l_out(clean_m, prompt)
+        layer_refs = {"ours-unmodified": (own_lay, teacher_forced_layers(clean_m, prompt, own_lay))}
+        if lay is not None:
+            layer_refs["libllama"] = (lay, clean_layers)
         clean_m.close()
         refs["ours-unmodified"] = (clean.prompt_logits, clean_dec)
         for name, fault in FAULTS.items():
@@ -231,7 +241,7 @@ def fault_runs(cpp_dir, root: Path, bounds: dict, log) -> list[dict]:
                     fm = BitNetModel(path, profile=numerics, strict=False)
                     o_self = engine_outputs(fm, prompt, forced, n_dec)
                     o_ref = engine_outputs(fm, prompt, ref_forced, 0) if ref_forced is not None else None
-                    fl = teacher_forced_layers(fm, prompt, lay) if ref_forced is not None else None
+                    fl = {j: teacher_forced_layers(fm, prompt, lo) for j, (lo, _) in layer_refs.items()}
                     fm.close()
             except Exception as e:  # a fault that makes the engine refuse the model is caught too
                 rows.append({"fault": name, "size": fault.size, "format": fmt, "numerics": numerics,
@@ -251,15 +261,15 @@ def fault_runs(cpp_dir, root: Path, bounds: dict, log) -> list[dict]:
                 rows.append({"fault": name, "size": fault.size, "format": fmt, "numerics": numerics, "family": family,
                              "judge": judge, "changes_model": changes, "verdict": res.verdict,
                              "reason": res.reason[:300], **met})
-            if fl is not None:  # per layer, teacher-forced on libllama's l_out-N
+            for judge, layers in fl.items():  # per layer, teacher-forced on the judge's l_out-N
                 b = bounds.get(family, {})
-                worst = {k: max(getattr(x, k) for x in fl) for k in ("max_rel_abs", "max_one_minus_cos")}
-                caught = [x.layer for x in fl if x.max_rel_abs > b.get("layer_max_rel_abs", np.inf)
-                          or x.max_one_minus_cos > b.get("layer_max_one_minus_cos", np.inf) or not np.isfinite(x.max_rel_abs)]
+                worst = _layer_worst(layers)
+                caught = [x.layer for x in layers if any(not (getattr(x, k) <= b.get(pol, np.inf))
+                                                         for k, pol in LAYER_GATED.items())]
                 rows.append({"fault": name, "size": fault.size, "format": fmt, "numerics": numerics, "family": family,
-                             "judge": "libllama-per-layer", "changes_model": fl != clean_layers,
+                             "judge": f"{judge}-per-layer", "changes_model": layers != layer_refs[judge][1],
                              "verdict": "fail" if caught else "pass",
-                             "reason": f"first layer over the bound: {caught[0]}" if caught else "every layer within bounds",
+                             "reason": f"first layer over the bounds: {caught[0]}" if caught else "every layer within bounds",
                              "layers": worst})
         log(f"faults on {fmt} ({numerics})")
     return rows
@@ -280,8 +290,7 @@ def margins_table(summary: dict, faults: list[dict]) -> dict:
             if "prompt" in f:
                 e2e[key] = max(max(f[sec][k] / max(s["max"][k], 1e-300) for sec in ("prompt", "decode")) for k in GATED)
             elif "layers" in f and "layers" in s:
-                per_layer[key] = max(f["layers"][k] / max(s["layers"]["max"][k], 1e-300)
-                                     for k in ("max_rel_abs", "max_one_minus_cos"))
+                per_layer[key] = max(f["layers"][k] / max(s["layers"]["max"][k], 1e-300) for k in LAYER_GATED)
         fam_out = {"margin": s["margin"]}
         for name, d in (("end_to_end", e2e), ("per_layer", per_layer)):
             if d:
@@ -300,7 +309,7 @@ def over_bounds(records: list[dict], bounds: dict[str, dict]) -> list[dict]:
             continue
         ident = {k: r[k] for k in ("pair", "format", "shape", "seed")}
         if "layers" in r:
-            if any(r["layers"][k] > b[f"layer_{k}"] for k in ("max_rel_abs", "max_one_minus_cos") if f"layer_{k}" in b):
+            if any(not (r["layers"][k] <= b.get(pol, np.inf)) for k, pol in LAYER_GATED.items()):
                 out.append({**ident, "section": "layers"})
             continue
         for sec in ("prompt", "decode"):
@@ -323,8 +332,7 @@ def _fault_verdict(f: dict, b: dict) -> str:
     """A fault row's verdict under bounds b, from its recorded metrics (as compare() decides:
     a metric over its bound, a top-1 flip, or a non-finite logit fails)."""
     if "layers" in f:
-        over = any(f["layers"][k] > b.get(f"layer_{k}", np.inf) for k in ("max_rel_abs", "max_one_minus_cos"))
-        return "fail" if over or not np.isfinite(f["layers"]["max_rel_abs"]) else "pass"
+        return "fail" if any(not (f["layers"][k] <= b.get(pol, np.inf)) for k, pol in LAYER_GATED.items()) else "pass"
     if "prompt" not in f:
         return f["verdict"]  # the engine refused the model: recorded as "error"
     for sec in ("prompt", "decode"):
@@ -343,42 +351,77 @@ def judge(doc: dict, margins: dict[str, float]) -> dict:
     summary = summarize(records, margins)
     bounds = {fam: s["bounds"] for fam, s in summary.items()}
     faults = [{**f, "verdict": _fault_verdict(f, bounds.get(f.get("family"), {}))} for f in doc.get("faults", [])]
-    missed = [f for f in faults if f["changes_model"] and f["verdict"] == "pass"]
+    exact = exact_verdicts(faults)
+    missed = [k for k, v in exact.items() if v == "pass"]
     return {**doc, "families": summary, "false_alarms": over_bounds(records, bounds),
-            "holdout": holdout(records, margins), "faults": faults,
-            "missed_faults": [f"{f['fault']} [{f['format']}, {f['judge']}]" for f in missed],
-            "missed_expected": [f"{f['fault']} [{f['format']}, {f['judge']}]" for f in missed
-                                if FAULTS[f["fault"]].end_to_end],
+            "holdout": holdout(records, margins), "faults": faults, "exact": exact,
+            "missed_faults": missed,
+            "missed_expected": [k for k in missed if FAULTS[k.split(" [")[0]].end_to_end],
             "margins": margins_table(summary, faults)}
+
+
+def exact_verdicts(faults: list[dict]) -> dict[str, str]:
+    """The `exact` gate's verdict per (fault, model, judge): end to end and per layer together
+    (as crossval_model decides), over the rows that the fault changes; "n/a" when it changes
+    nothing the judge sees."""
+    groups: dict[str, list[dict]] = {}
+    for f in faults:
+        judge = f["judge"].removesuffix("-per-layer")
+        groups.setdefault(f"{f['fault']} [{f['format']}, {judge}]", []).append(f)
+    out = {}
+    for key, rows in groups.items():
+        live = [r for r in rows if r["changes_model"]]
+        out[key] = "n/a" if not live else ("pass" if all(r["verdict"] == "pass" for r in live) else "fail")
+    return out
 
 
 def report_markdown(doc: dict) -> str:
     """The calibration's tables as Markdown (docs/reference/parity.md quotes them)."""
     out = ["| family | runs | max 1-cos | max KL | max rel max-abs | max median rel max-abs | per-layer runs "
-           "| per-layer max rel max-abs | margin |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "| per-layer max rel max-abs | per-layer max median | margin |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for fam, s in doc["families"].items():
-        m, lay = s["max"], s.get("layers", {})
+        m, lay = s["max"], s.get("layers", {}).get("max", {})
         out.append(f"| `{fam}` | {s['runs']} | {m['one_minus_cos']:.2g} | {m['kl']:.2g} | {m['rel_max_abs']:.2g} | "
-                   f"{m['median_rel_abs']:.2g} | {lay.get('runs', 0)} | "
-                   f"{lay.get('max', {}).get('max_rel_abs', float('nan')):.2g} | {s['margin']:g} |")
-    out += ["", "| fault | size | format (profile) | vs libllama | vs unmodified engine | per layer vs libllama |",
-            "| --- | --- | --- | --- | --- | --- |"]
+                   f"{m['median_rel_abs']:.2g} | {s.get('layers', {}).get('runs', 0)} | "
+                   f"{lay.get('max_rel_abs', float('nan')):.2g} | {lay.get('median_rel_abs', float('nan')):.2g} | "
+                   f"{s['margin']:g} |")
+    h = doc.get("holdout")
+    if h:
+        out += ["", f"Hold-out: bounds set from the even seeds ({h['train_runs']} runs) give "
+                    f"{h['false_alarms']} false alarms on the {h['test_runs']} odd-seed runs."]
+    mg = doc.get("margins", {})
+    if mg:
+        out += ["", "| family | weakest fault end to end (ratio to the largest correct value) | weakest per layer |",
+                "| --- | --- | --- |"]
+        for fam, m in mg.items():
+            e, lyr = m.get("end_to_end", {}), m.get("per_layer", {})
+            out.append(f"| `{fam}` | {e.get('weakest_fault', '-')}: {e.get('ratio_to_largest_correct', float('nan')):.3g} "
+                       f"| {lyr.get('weakest_fault', '-')}: {lyr.get('ratio_to_largest_correct', float('nan')):.3g} |")
+    out += ["", "Each cell: verdict (largest relative max-abs reached). `exact` = end to end or per layer fails.", "",
+            "| fault | format (profile) | libllama: end to end | per layer | exact | unmodified engine: end to end "
+            "| per layer | exact |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     cells: dict[tuple, dict] = {}
     for f in doc["faults"]:
-        key = (f["fault"], f["size"], f"{f['format']} ({f['numerics']})")
+        key = (f["fault"], f["format"], f["numerics"])
         if not f["changes_model"]:
             v = "n/a"
         elif "prompt" in f:
-            worst = max(f[s]["rel_max_abs"] for s in ("prompt", "decode"))
-            v = f"{f['verdict']} ({worst:.1g})"
+            v = f"{f['verdict']} ({max(f[s]['rel_max_abs'] for s in ('prompt', 'decode')):.1g})"
         elif "layers" in f:
-            v = f"{f['verdict']} ({f['layers']['max_rel_abs']:.1g})"
+            v = f"{f['verdict']} ({f['layers']['max_rel_abs']:.1g}, median {f['layers']['median_rel_abs']:.1g})"
         else:
             v = f"{f['verdict']} (engine refused)"
         cells.setdefault(key, {})[f["judge"]] = v
-    for (fault, size, model), c in cells.items():
-        out.append(f"| {fault} | {size} | {model} | {c.get('libllama', '-')} | {c.get('ours-unmodified', '-')} | "
-                   f"{c.get('libllama-per-layer', '-')} |")
+    exact = doc.get("exact", {})
+    for (fault, fmt, numerics), c in cells.items():
+        ex = [exact.get(f"{fault} [{fmt}, {j}]", "-") for j in ("libllama", "ours-unmodified")]
+        out.append(f"| {fault} | {fmt} ({numerics}) | {c.get('libllama', '-')} | {c.get('libllama-per-layer', '-')} | "
+                   f"**{ex[0]}** | {c.get('ours-unmodified', '-')} | {c.get('ours-unmodified-per-layer', '-')} | "
+                   f"**{ex[1]}** |")
+    out += ["", "| fault | size |", "| --- | --- |"]
+    for fault, size in dict.fromkeys((f["fault"], f["size"]) for f in doc["faults"]):
+        out.append(f"| {fault} | {size} |")
     return "\n".join(out) + "\n"
 
 

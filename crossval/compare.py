@@ -99,12 +99,14 @@ def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str
                    profile: str = "exact", numerics: str | None = None, n_greedy: int = 8, strict: bool = True,
                    backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
                    timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,
-                   per_layer: bool = False, end_to_end: str = "gate") -> ParityResult:
+                   per_layer: bool = True, end_to_end: str = "gate") -> ParityResult:
     """Prompt logits and `n_greedy` teacher-forced decode steps (the reference's greedy tokens
     fed to both sides, ours through our KV cache), gated separately at the bounds of the
-    model's format family. `per_layer` also runs each of our layers on the reference's own
-    input (libllama's `l_out-N`, crossval.layers) and gates it; with end_to_end="report" the
-    end-to-end comparison is reported beside the per-layer verdict instead of deciding it."""
+    model's format family. `per_layer` (default) also runs each of our layers on the
+    reference's own input (libllama's `l_out-N`, crossval.layers) and gates it: for
+    activation-rounding formats the end-to-end floor is set by rounding flips that grow through
+    the layers, the per-layer median is not. With end_to_end="report" the end-to-end comparison
+    is reported beside the per-layer verdict instead of deciding it (deep models)."""
     if end_to_end not in ("gate", "report"):
         raise ValueError(f"end_to_end must be 'gate' or 'report', got {end_to_end!r}")
     ids = [int(i) for i in ids]

@@ -32,6 +32,9 @@ class LayerMetrics:
     max_rel_abs: float  # max over positions of max|d| / max|reference l_out| of that position
     max_one_minus_cos: float
     worst_position: int
+    #: median over positions of the per-position relative max|d|: a rounding flip (one int8
+    #: or F16 step) moves one position; a wrong layer moves all of them
+    median_rel_abs: float = 0.0
 
 
 def our_layer(model, i: int, x_in: np.ndarray, ids: Sequence[int]) -> np.ndarray:
@@ -59,9 +62,10 @@ def layer_metrics(ours: np.ndarray, ref: np.ndarray, layer: int) -> LayerMetrics
     rel = np.abs(a - b).max(-1) / np.maximum(np.abs(b).max(-1), 1e-300)
     na, nb = np.linalg.norm(a, axis=-1, keepdims=True), np.linalg.norm(b, axis=-1, keepdims=True)
     omc = np.square(a / np.maximum(na, 1e-300) - b / np.maximum(nb, 1e-300)).sum(-1) / 2.0
+    finite = bool(np.isfinite(rel).all())
     w = int(np.nanargmax(rel)) if np.isfinite(rel).any() else 0
-    return LayerMetrics(layer, float(np.nanmax(rel)) if np.isfinite(rel).any() else float("nan"),
-                        float(np.max(omc)), w)
+    return LayerMetrics(layer, float(np.max(rel)) if finite else float("nan"), float(np.max(omc)), w,
+                        float(np.median(rel)) if finite else float("nan"))
 
 
 def teacher_forced_layers(model, ids: Sequence[int], l_out: np.ndarray) -> list[LayerMetrics]:
@@ -74,6 +78,18 @@ def teacher_forced_layers(model, ids: Sequence[int], l_out: np.ndarray) -> list[
         x_in = x if i == 0 else l_out[i - 1]
         out.append(layer_metrics(our_layer(model, i, x_in, ids), l_out[i], i))
     return out
+
+
+def engine_l_out(model, ids: Sequence[int]) -> np.ndarray:
+    """Our own layer outputs [n_layer, T, n_embd], layer by layer through `our_layer` (the
+    reference side when a planted fault is judged against the unmodified engine)."""
+    ids = [int(i) for i in ids]
+    x = model.embed(np.asarray(ids, np.int64))
+    out = []
+    for i in range(len(model.layers)):
+        x = our_layer(model, i, x, ids)
+        out.append(x)
+    return np.stack(out)
 
 
 def reference_layers(cpp_dir: str | os.PathLike[str], model_path: str | os.PathLike[str], ids: Sequence[int],

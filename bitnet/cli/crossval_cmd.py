@@ -23,9 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--greedy", type=int, default=8,
                    help="greedy tokens to compare; as many teacher-forced decode steps are gated")
     p.add_argument("--backend", default="numpy", help="our kernel backend (numpy, native, ...)")
-    p.add_argument("--per-layer", action="store_true",
-                   help="gate each layer teacher-forced on libllama's own layer input (the verdict for deep "
-                        "models); the end-to-end comparison is then reported beside it, not gating")
+    p.add_argument("--deep", action="store_true",
+                   help="the per-layer teacher-forced gate decides alone; the end-to-end comparison is reported "
+                        "beside it, not gating (deep random models, e.g. the 2B-4T shape)")
+    p.add_argument("--no-per-layer", action="store_true", help="skip the per-layer gate (end to end only)")
     p.add_argument("--no-strict", action="store_true", help="allow fallbacks on our side (default: strict)")
     p.add_argument("--receipt", help="write a parity receipt here (atomically)")
     p.add_argument("--json", action="store_true")
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace, io) -> int:
         ids = load_tokenizer(args.model).encode(args.prompt, add_special=True, parse_special=True)
     r = crossval_model(args.cpp_dir, args.model, ids, profile=args.gate, numerics=args.profile,
                        n_greedy=args.greedy, strict=not args.no_strict, receipt=args.receipt, backend=args.backend,
-                       per_layer=args.per_layer, end_to_end="report" if args.per_layer else "gate")
+                       per_layer=not args.no_per_layer, end_to_end="report" if args.deep else "gate")
     if args.json:
         json.dump({"verdict": r.verdict, "reason": r.reason, "first_divergence": r.first_divergence,
                    "greedy_match": r.greedy_match, "positions": [asdict(p) for p in r.positions],
@@ -74,12 +75,12 @@ def _table(r, io) -> None:
     Console(file=io.stdout, width=120).print(t)
     if r.layers:
         lt = Table(title="per layer, teacher-forced on the reference's input")
-        for c in ("layer", "rel max|d|", "1-cos", "worst pos"):
+        for c in ("layer", "median rel max|d|", "max rel max|d|", "1-cos", "worst pos"):
             lt.add_column(c, justify="right")
         for x in r.layers:
             mark = " <" if x["layer"] == r.layer_first_divergence else ""
-            lt.add_row(f"{x['layer']}{mark}", f"{x['max_rel_abs']:.2e}", f"{x['max_one_minus_cos']:.2e}",
-                       str(x["worst_position"]))
+            lt.add_row(f"{x['layer']}{mark}", f"{x['median_rel_abs']:.2e}", f"{x['max_rel_abs']:.2e}",
+                       f"{x['max_one_minus_cos']:.2e}", str(x["worst_position"]))
         Console(file=io.stdout, width=120).print(lt)
     if r.greedy_match is not None:
         print(f"greedy: {r.greedy_match:.3f} exact match; ours {r.greedy_ours}; reference {r.greedy_ref}", file=io.stdout)
