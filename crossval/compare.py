@@ -148,6 +148,12 @@ def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str
                      decode_tokens=ref_greedy)
     if layer_metrics is not None:
         result = gate_layers(result, layer_metrics, end_to_end=end_to_end)
+    elif per_layer:
+        why = str(ref.data.get("l_out_error", "no l_out captured"))
+        if end_to_end == "report":
+            return errored(f"per-layer gate requested alone, but the reference's layers were not captured: {why}",
+                           profile)
+        result.reason += f"; per-layer gate not applied (reference layers not captured: {why})"
     if receipt is not None:
         write_parity_receipt(receipt, parity_receipt(
             result, model=model, prompt_ids=ids,

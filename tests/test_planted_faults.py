@@ -1,7 +1,8 @@
 """Every planted fault (crossval.faults) fails the `exact` gate against the unmodified engine on
-every model it changes, prompt positions and teacher-forced decode steps gated separately, at
-the family bounds policies/parity.yml holds (set by `python -m crossval.calibrate`). No C++
-needed; the same faults are judged against libllama in tests/test_crossval_libllama.py."""
+every model it changes: prompt positions and teacher-forced decode steps gated separately, and
+each layer teacher-forced on the unmodified engine's own layer outputs, at the family bounds
+policies/parity.yml holds (set by `python -m crossval.calibrate`), as crossval_model decides.
+No C++ needed; the same faults are judged against libllama in tests/test_crossval_libllama.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from crossval.compare import engine_outputs, gate_family
 from crossval.faults import FAULTS, plant
-from crossval.parity import compare
+from crossval.layers import engine_l_out, teacher_forced_layers
+from crossval.parity import compare, gate_layers
 
 pytestmark = pytest.mark.ac30
 
@@ -36,7 +38,7 @@ def clean(bitnet_model_factory):
         m = BitNetModel(path, profile=numerics, strict=False)
         first = engine_outputs(m, PROMPT, [], N_DEC)
         forced = engine_outputs(m, PROMPT, first.greedy, 0)
-        out[key] = (path, numerics, gate_family(m), first.greedy, forced)
+        out[key] = (path, numerics, gate_family(m), first.greedy, forced, engine_l_out(m, PROMPT))
     return out
 
 
@@ -46,11 +48,12 @@ def test_planted_fault_fails_the_exact_gate(clean, model, fault):
     from bitnet.errors import BitNetError
     from bitnet.model import BitNetModel
 
-    path, numerics, family, greedy, ref = clean[model]
+    path, numerics, family, greedy, ref, l_out = clean[model]
     try:
         with plant(fault):
             m = BitNetModel(path, profile=numerics, strict=False)
             o = engine_outputs(m, PROMPT, greedy, N_DEC)
+            layers = teacher_forced_layers(m, PROMPT, l_out)
     except BitNetError as e:  # the engine refusing the model is a caught fault too
         assert "no kernel" in str(e) or "missing" in str(e), e
         return
@@ -60,16 +63,21 @@ def test_planted_fault_fails_the_exact_gate(clean, model, fault):
         pytest.skip(f"{fault} sits below the f16-act noise floor end to end; tests/test_profile_knobs.py pins it")
     r = compare(o.prompt_logits, ref.prompt_logits, "exact", family=family, greedy_ours=o.greedy, greedy_ref=greedy,
                 decode_ours=o.decode_logits, decode_ref=ref.decode_logits, decode_tokens=greedy)
+    r = gate_layers(r, layers)
     assert r.verdict == "fail", (fault, model, r.reason)
     if fault == "decode_position_off_by_one":  # invisible in prompt logits: only the decode steps see it
         assert r.first_divergence is None and r.decode_first_divergence is not None, r.reason
 
 
 def test_the_unmodified_engine_passes_against_itself(clean):
-    for key, (_path, _numerics, family, greedy, ref) in clean.items():
+    from bitnet.model import BitNetModel
+
+    for key, (path, numerics, family, greedy, ref, l_out) in clean.items():
         r = compare(ref.prompt_logits, ref.prompt_logits, "exact", family=family, decode_ours=ref.decode_logits,
                     decode_ref=ref.decode_logits, decode_tokens=greedy)
+        r = gate_layers(r, teacher_forced_layers(BitNetModel(path, profile=numerics, strict=False), PROMPT, l_out))
         assert r.verdict == "pass", (key, r.reason)
+        assert all(x["max_rel_abs"] == 0.0 for x in r.layers), key  # our layer on our own input: bit for bit
 
 
 def test_faults_restore_the_engine():
