@@ -56,7 +56,7 @@ def model(arch: str, fmt: str, vocab: Path | None) -> Path:
 
 def ours(path: Path, backend: str, profile: str, prompt: list[int], n: int) -> dict:
     from bitnet.engine import Engine, SamplerConfig
-    from bitnet.quant import dispatch
+    from bitnet.kernels import dispatch
 
     dispatch.set_backend(backend)
     e = Engine(path, profile=profile)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gguf import cpu_model  # noqa: E402
 
 from bitnet.engine import Engine, SamplerConfig  # noqa: E402
-from bitnet.quant.dispatch import KERNEL_LOG  # noqa: E402
+from bitnet.kernels.dispatch import KERNEL_LOG  # noqa: E402
 
 
 def component(kernel_id: str) -> str:
@@ -56,7 +56,7 @@ def main() -> None:
         if not path.exists():
             args.out.mkdir(parents=True, exist_ok=True)
             synthesize(path, preset=args.preset, arch="bitnet-b1.58", fmt=fmt, seed=0)
-    from bitnet.quant import dispatch
+    from bitnet.kernels import dispatch
 
     dispatch.set_backend(args.backend)
     engine = Engine(path, profile=args.profile)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_native import PROFILE, SHAPES, Pool, machine, packed, per_call  # noqa: E402
 
-from bitnet.native import native_matmul, native_status  # noqa: E402
+from bitnet.kernels.native import native_matmul, native_status  # noqa: E402
 
 
 def main() -> None:

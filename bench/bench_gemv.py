@@ -20,7 +20,7 @@ import tracemalloc
 
 import numpy as np
 
-from bitnet.quant import dispatch
+from bitnet.kernels import dispatch
 from bitnet.quant.encoders import FORMATS
 from bitnet.quant.weights import PackedWeight
 
@@ -78,12 +78,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--formats", default=",".join(FLAVORS))
     args = ap.parse_args()
-    try:
-        import bitnet.native.backend  # noqa: F401
+    from bitnet.kernels.backends import status
 
-        native = True
-    except ImportError:
-        native = False
+    native = status("native")[0]
     print(json.dumps({"machine": machine(), "native_backend": native}))
     rng = np.random.default_rng(0)
     for out, k in SHAPES:

@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bitnet.native import native_matmul, native_status, reference  # noqa: E402
+from bitnet.kernels.native import native_matmul, native_status, reference  # noqa: E402
 
 SHAPES = ((2560, 2560), (640, 2560), (6912, 2560), (2560, 6912))  # (out, in)
 FORMATS = ("i2_s", "tq2_0", "tq1_0")
@@ -142,7 +142,7 @@ def ceilings(pool_mb: int) -> dict:
     res = {"copy_rw_GBps": 2 * src.size / t / 1e9, "copy_read_GBps": src.size / t / 1e9}
     dst = None  # free the 1 GiB before the streaming test
     try:
-        from bitnet.ffi import build_shim
+        from bitnet.toolchain.ffi import build_shim
 
         m = build_shim("bitnet_bench_stream", STREAM_C, "int64_t bn_stream(const uint8_t *p, int64_t n, int threads);",
                        extra_compile_args=["-O3", "-mavx2", "-fopenmp"], extra_link_args=["-fopenmp"])
@@ -162,8 +162,8 @@ def _t(fn) -> float:
 
 
 def ggml_shim():
-    from bitnet.cache import cache_dir
-    from bitnet.ffi import build_shim
+    from bitnet.files.cache import cache_dir
+    from bitnet.toolchain.ffi import build_shim
 
     roots = sorted(cache_dir("reference").glob("llama.cpp-*/llama.cpp"))
     for root in reversed(roots):

@@ -55,3 +55,21 @@ class ConfigError(BitNetError, ValueError):
 class TokenizerError(BitNetError, ValueError):
     """A GGUF's tokenizer metadata is missing or inconsistent, or a request cannot be served
     (an unknown pre-tokenizer, a token id outside the vocabulary)."""
+
+
+# -- strict mode: one switch that turns every fallback into an error --------------------------
+#: `BITNET_STRICT_MODE=1` (or `--strict` / `strict=True` where a function takes it) makes the
+#: loader refuse within-tolerance flavors and unknown tensor types, the model refuse missing
+#: config keys it would otherwise default the way llama.cpp does, and the kernel dispatcher
+#: refuse any fallback to the NumPy kernels.
+STRICT_ENV = "BITNET_STRICT_MODE"
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def strict_enabled(explicit: bool | None = None) -> bool:
+    """An explicit argument wins; otherwise the environment decides."""
+    if explicit is not None:
+        return bool(explicit)
+    import os
+
+    return os.environ.get(STRICT_ENV, "").strip().lower() in _TRUE

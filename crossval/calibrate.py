@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet.atomic import atomic_write_text
+from bitnet.files.atomic import atomic_write_text
 from crossval.parity import FAMILIES, compare, position_metrics, section_medians
 
 #: the metrics a family's bounds are set from (record key -> policy key)
@@ -138,8 +138,8 @@ def libllama_pairs(cpp_dir, root: Path, plan: Plan, log) -> tuple[list[dict], di
 
 def backend_pairs(root: Path, plan: Plan, log) -> tuple[list[dict], str | None]:
     """Our native backend vs our NumPy backend (None note when both ran)."""
+    from bitnet.kernels import dispatch
     from bitnet.model import BitNetModel
-    from bitnet.quant import dispatch
     from crossval.compare import engine_outputs, gate_family
 
     try:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet.timeouts import PARITY_TIMEOUT_S
 from crossval.parity import (
     ParityResult,
     compare,
@@ -22,6 +21,7 @@ from crossval.parity import (
     write_parity_receipt,
 )
 from crossval.runner import run_reference
+from crossval.timeouts import PARITY_TIMEOUT_S
 
 INT8_ACTS = ("per-token-absmax", "q8_k-block256")
 
@@ -80,8 +80,8 @@ def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: i
 
 def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, forced: list[int], n_greedy: int,
           backend: str, l_out: np.ndarray | None = None):
+    from bitnet.kernels import dispatch
     from bitnet.model import BitNetModel
-    from bitnet.quant import dispatch
     from crossval.layers import teacher_forced_layers
 
     dispatch.set_backend(backend)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet.atomic import atomic_write_text
 from bitnet.errors import ConfigError
+from bitnet.files.atomic import atomic_write_text
 
 VERDICTS = ("pass", "fail", "skipped", "error")
 #: format families whose noise floors differ (policies/parity.yml `families`)

@@ -91,8 +91,8 @@ def _version(root: Path, src: Path) -> str:
 
 @cache
 def shim_for(ref: Reference):
-    """The compiled shim module for this reference (built once, cached on disk by bitnet.ffi)."""
-    from bitnet.ffi import build_shim
+    """The compiled shim module for this reference (built once, cached on disk by bitnet.toolchain.ffi)."""
+    from bitnet.toolchain.ffi import build_shim
 
     defines = ["-DBH_OLD_API"] if ref.api == "bitnet.cpp-fork" else []
     return build_shim(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet.timeouts import PARITY_TIMEOUT_S
+from crossval.timeouts import PARITY_TIMEOUT_S
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Build the C++ reference: `python -m crossval.setup [--cache DIR] [--jobs N] [--print-dir]`.
 
 Obtains upstream llama.cpp from the llama-cpp-python sdist on PyPI (pinned version, see
-bitnet.sdist), builds `libllama` CPU-only with CMake into the cache, copies llama.cpp's vocab
+bitnet.toolchain.sdist), builds `libllama` CPU-only with CMake into the cache, copies llama.cpp's vocab
 test files next to it, and prints the folder to pass as `--bitnet-cpp-dir`. A second run finds
 the stamp file and reuses the build. Expect about 12 minutes on 2 cores the first time.
 """
@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from bitnet.cache import cache_dir
 from bitnet.errors import BridgeError
-from bitnet.sdist import LLAMA_CPP_PYTHON_VERSION, extract_vocab, sdist_root
+from bitnet.files.cache import cache_dir
+from bitnet.toolchain.sdist import LLAMA_CPP_PYTHON_VERSION, extract_vocab, sdist_root
 
 CMAKE_FLAGS = [
     "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DGGML_NATIVE=ON", "-DGGML_OPENMP=ON",

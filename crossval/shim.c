@@ -1,6 +1,6 @@
 /* bitnet-harness crossval shim: a flat, stable C interface over libllama.
  *
- * Compiled against the target's own llama.h by bitnet.ffi.build_shim. BH_OLD_API selects the
+ * Compiled against the target's own llama.h by bitnet.toolchain.ffi.build_shim. BH_OLD_API selects the
  * older API of bitnet.cpp's llama.cpp fork (llama_load_model_from_file, ...); otherwise the
  * current upstream API (llama_model_load_from_file, llama_init_from_model, vocab objects).
  * Every evaluation uses a fresh context: no flash attention, causal attention, logits for every

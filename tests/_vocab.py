@@ -29,7 +29,7 @@ def vocab_dirs() -> list[Path]:
     if os.environ.get("BITNET_VOCAB_DIR"):
         dirs.append(Path(os.environ["BITNET_VOCAB_DIR"]))
     dirs.append(SHARED)
-    from bitnet.cache import cache_dir
+    from bitnet.files.cache import cache_dir
 
     root = cache_dir()
     dirs.append(root / "vocab")

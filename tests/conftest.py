@@ -13,7 +13,7 @@ def find_libggml_base(cpp_dir: str | None) -> Path | None:
     reference cache that `python -m crossval.setup` fills."""
     roots = [cpp_dir, os.environ.get("BITNET_CPP_DIR")]
     try:
-        from bitnet.cache import cache_dir
+        from bitnet.files.cache import cache_dir
 
         roots += [str(p) for p in cache_dir("reference").glob("*")]
     except Exception:  # pragma: no cover - cache dir not creatable

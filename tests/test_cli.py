@@ -75,14 +75,14 @@ def test_console_script_demo():
 
 @pytest.fixture
 def restore_backend():
-    from bitnet.quant import dispatch
+    from bitnet.kernels import dispatch
 
     yield
     dispatch.set_backend("numpy")
 
 
 def test_run_reports_the_backend_that_ran(tmp_path, restore_backend):
-    from bitnet.native import native_status
+    from bitnet.kernels.native import native_status
 
     path = tmp_path / "m.gguf"
     assert run("synth", str(path), "--seed", "3")[0] == 0

@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from bitnet.timeouts import PARITY_TIMEOUT_S
 from crossval.parity import (
     compare,
     parity_receipt,
@@ -19,6 +18,7 @@ from crossval.parity import (
     write_parity_receipt,
 )
 from crossval.runner import run_reference
+from crossval.timeouts import PARITY_TIMEOUT_S
 
 
 def test_metrics_on_known_inputs():

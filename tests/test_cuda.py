@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bitnet.cuda import cuda_status
+from bitnet.kernels.cuda import cuda_status
 
 pytestmark = [pytest.mark.ac15, pytest.mark.gpu]
 
@@ -38,7 +38,7 @@ def test_status_is_a_reason_not_a_crash():
 @needs_gpu
 @pytest.mark.parametrize("out,k,t", [(64, 128, 1), (640, 2560, 1), (300, 2560, 3), (2560, 6912 // 128 * 128, 2)])
 def test_i2s_exact(out, k, t):
-    from bitnet.cuda import i2s_gemm
+    from bitnet.kernels.cuda import i2s_gemm
 
     rng = np.random.default_rng(out + k + t)
     codes = rng.integers(0, 3, (out, k), dtype=np.uint8)
@@ -54,7 +54,7 @@ def test_i2s_exact(out, k, t):
 @needs_gpu
 @pytest.mark.parametrize("out,k,t", [(32, 256, 1), (640, 2560, 2)])
 def test_tq2_0_exact(out, k, t):
-    from bitnet.cuda import tq2_0_gemm
+    from bitnet.kernels.cuda import tq2_0_gemm
 
     rng = np.random.default_rng(k + t)
     codes = rng.integers(0, 3, (out, k), dtype=np.uint8)

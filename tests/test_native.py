@@ -8,9 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bitnet.native import native_status
-from bitnet.quant import dispatch, i2s, tq
-from bitnet.quant.activations import per_token_absmax, q8_k
+from bitnet.kernels import dispatch
+from bitnet.kernels.activations import per_token_absmax, q8_k
+from bitnet.kernels.native import native_status
+from bitnet.quant import i2s, tq
 from bitnet.quant.weights import PackedWeight
 
 ok, why = native_status()
@@ -19,8 +20,8 @@ pytestmark = pytest.mark.skipif(not ok, reason=f"native kernels unavailable: {wh
 
 @pytest.fixture
 def native_backend():
-    import bitnet.native.backend  # noqa: F401
-    from bitnet.native import lib
+    import bitnet.kernels.native.backend  # noqa: F401
+    from bitnet.kernels.native import lib
 
     dispatch.set_backend("native")
     yield lib()
@@ -67,7 +68,7 @@ def test_bit_identical_to_numpy(native_backend, fmt, scalar, data):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(t=st.integers(1, 5), blocks=st.integers(1, 3), scale=st.sampled_from([1e-4, 1.0, 1e3]), seed=st.integers(0, 999))
 def test_quantizers_bit_identical(native_backend, t, blocks, scale, seed):
-    from bitnet.native.backend import quant_i8_s, quant_q8k
+    from bitnet.kernels.native.backend import quant_i8_s, quant_q8k
 
     x = (np.random.default_rng(seed).standard_normal((t, 256 * blocks)) * scale).astype(np.float32)
     x[0, :7] = [0.5, -0.5, 1.5, 127.0, -128.0, 0.0, 2.5]  # ties and edges
@@ -92,7 +93,7 @@ def test_kernel_ids_name_the_variant_that_ran(native_backend):
     native_backend.bn_set_force_scalar(1)
     dispatch.matmul(np.ones((2, 256), np.float32), w)
     ids = [k.id for k in dispatch.KERNEL_LOG.snapshot()]
-    from bitnet.native import VARIANTS
+    from bitnet.kernels.native import VARIANTS
 
     assert ids == [f"i2s_x86_{VARIANTS[native_backend.bn_simd_level()]}_gemv", "i2s_x86_scalar_gemm"]
 
@@ -112,7 +113,7 @@ def test_strict_mode_refuses_a_numpy_fallback(native_backend):
 
 @pytest.mark.ac6
 def test_one_shim_builder_caches_by_source(tmp_path, monkeypatch):
-    from bitnet import ffi
+    from bitnet.toolchain import ffi
 
     monkeypatch.setenv("BITNET_CACHE_DIR", str(tmp_path))
     a = ffi.build_shim("bn_selftest", "static int f(void) { return 7; }", "int f(void);")
@@ -128,17 +129,17 @@ def test_one_shim_builder_caches_by_source(tmp_path, monkeypatch):
 def test_crossval_and_native_use_the_same_builder():
     import inspect
 
-    import bitnet.native as native
+    import bitnet.kernels.native as native
     import crossval.reference as ref
 
-    assert "from bitnet.ffi import build_shim" in inspect.getsource(native)
-    assert "from bitnet.ffi import build_shim" in inspect.getsource(ref)
+    assert "from bitnet.toolchain.ffi import build_shim" in inspect.getsource(native)
+    assert "from bitnet.toolchain.ffi import build_shim" in inspect.getsource(ref)
 
 
 @pytest.mark.ac6
 def test_compiler_errors_are_typed(tmp_path, monkeypatch):
-    from bitnet import ffi
     from bitnet.errors import BridgeError
+    from bitnet.toolchain import ffi
 
     monkeypatch.setenv("BITNET_CACHE_DIR", str(tmp_path))
     with pytest.raises(BridgeError, match="building the C shim"):

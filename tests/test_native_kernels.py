@@ -1,5 +1,5 @@
 """Native kernels against an exact int64 NumPy model written from the spec layouts
-(bitnet.native.reference), bit for bit, for both SIMD variants (AC10 for I2_S); the shim
+(bitnet.kernels.native.reference), bit for bit, for both SIMD variants (AC10 for I2_S); the shim
 builder's cache key (AC6); a missing native build is recorded, and refused in strict mode (AC9).
 """
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import bitnet.native as native
-from bitnet.native import native_matmul, native_status, reference
+import bitnet.kernels.native as native
+from bitnet.kernels.native import native_matmul, native_status, reference
 
 ok, why = native_status()
 needs_native = pytest.mark.skipif(not ok, reason=f"native kernels unavailable: {why}")
@@ -151,7 +151,7 @@ def test_tq_edge_activations(fmt):
 @given(T=st.integers(1, 5), blocks=st.integers(1, 3), scale=st.sampled_from([1e-7, 1e-4, 1.0, 1e3]),
        seed=st.integers(0, 999))
 def test_quantizers_bit_identical(T, blocks, scale, seed):
-    from bitnet.native.backend import quant_i8_s, quant_q8k
+    from bitnet.kernels.native.backend import quant_i8_s, quant_q8k
 
     x = (np.random.default_rng(seed).standard_normal((T, 256 * blocks)) * scale).astype(np.float32)
     x[0, :7] = [0.5, -0.5, 1.5, 127.0, -128.0, 0.0, 2.5]  # ties and edges
@@ -229,7 +229,7 @@ def fresh_build(monkeypatch):
 
 @pytest.mark.ac6
 def test_build_key_includes_the_cpu_and_goes_through_build_shim(fresh_build):
-    import bitnet.ffi
+    import bitnet.toolchain.ffi
 
     seen = []
 
@@ -239,7 +239,7 @@ def test_build_key_includes_the_cpu_and_goes_through_build_shim(fresh_build):
 
     import bitnet.errors
 
-    fresh_build.setattr(bitnet.ffi, "build_shim", fake)
+    fresh_build.setattr(bitnet.toolchain.ffi, "build_shim", fake)
     available, reason = native.native_status()
     assert not available and "stop here" in reason
     assert len(seen) == len(native.FLAG_SETS)  # each fallback flag set tried once
@@ -283,7 +283,7 @@ def test_an_avx2_build_without_vnni_is_bit_identical_too():
     flags = set(native.cpu_signature().split("|")[-1].split())
     if not {"avx2", "fma", "f16c"} <= flags:
         pytest.skip("this CPU lacks AVX2/FMA/F16C")
-    from bitnet.ffi import build_shim
+    from bitnet.toolchain.ffi import build_shim
 
     m = build_shim("bitnet_native_kernels_avx2only", native.SOURCE.read_text(), native.CDEF,
                    extra_compile_args=["-O3", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fno-fast-math"])

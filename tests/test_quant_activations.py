@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from bitnet.errors import FormatError
-from bitnet.quant.activations import per_token_absmax, q8_k, quantize_activations
+from bitnet.kernels.activations import per_token_absmax, q8_k, quantize_activations
 
 rows = hnp.arrays(np.float32, st.tuples(st.integers(1, 4), st.sampled_from([256, 512])),
                   elements=st.floats(-1e4, 1e4, width=32).filter(lambda v: v == 0 or abs(v) > 1e-30))  # a block of only tiny values overflows iscale to inf in llama.cpp too (undefined there)

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from bitnet.errors import FormatError, StrictModeError
 from bitnet.gguf import GGUFReader, GGUFWriter
+from bitnet.kernels.activations import per_token_absmax, q8_k
+from bitnet.kernels.dispatch import KERNEL_LOG, matmul, set_backend
 from bitnet.quant import i2s, rust_port, tq
-from bitnet.quant.activations import per_token_absmax, q8_k
-from bitnet.quant.dispatch import KERNEL_LOG, matmul, set_backend
 from bitnet.quant.encoders import FORMATS
 from bitnet.quant.weights import load_weight
 
@@ -110,7 +110,7 @@ def test_no_full_weight_float_staging(tmp_path, fmt, profile):
     """A 4096 x 2560 matmul (a float32 copy would be 42 MB) allocates a small fraction of that
     in every format: only one chunk of rows is ever decoded, and block scales are read from
     the scale bytes alone (decoding every code to get them once cost 2.5x the float matrix)."""
-    from bitnet.quant.kernels import CHUNK_ELEMENTS
+    from bitnet.kernels.numpy_kernels import CHUNK_ELEMENTS
 
     rng = np.random.default_rng(2)
     out, k = 4096, 2560

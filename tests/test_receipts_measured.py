@@ -113,7 +113,7 @@ def test_committed_receipts_of_real_runs_verify(path):
 
 @pytest.mark.ac15
 def test_cuda_benchmark_skips_cleanly_without_a_gpu(tmp_path, bitnet_tiny_model):
-    from bitnet.cuda import cuda_status
+    from bitnet.kernels.cuda import cuda_status
 
     if cuda_status()[0]:
         pytest.skip("a CUDA device is present: the skip path does not apply")
@@ -136,8 +136,8 @@ def test_failed_run_writes_nothing(tmp_path):
 @pytest.mark.ac14
 @pytest.mark.ac20
 def test_native_benchmark_receipt_names_the_variant_and_threads(tmp_path, bitnet_model_factory):
-    from bitnet.native import best_variant, native_status
-    from bitnet.quant import dispatch
+    from bitnet.kernels import dispatch
+    from bitnet.kernels.native import best_variant, native_status
 
     if not native_status()[0]:
         pytest.skip(f"native kernels unavailable: {native_status()[1]}")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from bitnet.sdist import SdistError
 from bitnet.tokenizer import load_tokenizer
 from bitnet.tokenizer.fetch_vocab import main
+from bitnet.toolchain.sdist import SdistError
 from tests._vocab import read_cases
 
 

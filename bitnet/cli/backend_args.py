@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from bitnet.errors import ConfigError, StrictModeError
-from bitnet.quant import dispatch
-from bitnet.strict import strict_enabled
+from bitnet.errors import ConfigError, StrictModeError, strict_enabled
+from bitnet.kernels import dispatch
 
 BACKEND_ENV = "BITNET_BACKEND"
 
@@ -43,7 +42,7 @@ def select_backend(args: argparse.Namespace, io, command: str) -> str:
         dispatch.set_backend("numpy")
         return "numpy"
     if name == "cuda":
-        from bitnet.cuda import cuda_status
+        from bitnet.kernels.cuda import cuda_status
 
         ok, why = cuda_status()
         if not ok:
@@ -62,7 +61,7 @@ def select_backend(args: argparse.Namespace, io, command: str) -> str:
         dispatch.set_backend("numpy")
         return "numpy"
     if threads is not None:
-        from bitnet.native.backend import set_threads
+        from bitnet.kernels.native.backend import set_threads
 
         set_threads(threads)
     return "native"
@@ -72,6 +71,6 @@ def native_threads(backend: str) -> int | None:
     """The thread count the native kernels run with, or None for another backend."""
     if backend != "native":
         return None
-    from bitnet.native.backend import THREADS
+    from bitnet.kernels.native.backend import THREADS
 
     return THREADS[0]

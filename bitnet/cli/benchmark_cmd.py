@@ -4,7 +4,6 @@ succeeded (atomically; a failed run writes nothing and exits non-zero)."""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import Counter
 
@@ -12,11 +11,10 @@ from bitnet.cli.backend_args import add_backend_args, native_threads, select_bac
 from bitnet.cli.run_cmd import add_model_args, resolve_model
 from bitnet.engine import Engine, SamplerConfig
 from bitnet.engine.generate import deterministic_env
-from bitnet.errors import ConfigError, StrictModeError
-from bitnet.quant import dispatch
+from bitnet.errors import ConfigError
+from bitnet.kernels import dispatch
 from bitnet.receipts.build import RunMeasurement, build_receipt, write_receipt
 from bitnet.receipts.machine import peak_rss_bytes
-from bitnet.strict import strict_enabled
 
 BENCH_PROMPT = "The quick brown fox jumps over the lazy dog. " * 4
 
@@ -66,7 +64,7 @@ def run(args: argparse.Namespace, io) -> int:
                            "rows": k.rows - (p.rows if p else 0), "seconds": k.seconds - (p.seconds if p else 0)})
     gpu = None
     if backend == "cuda":
-        from bitnet.cuda import gpu_fingerprint
+        from bitnet.kernels.cuda import gpu_fingerprint
 
         gpu = gpu_fingerprint().to_dict()
     m = RunMeasurement(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bitnet.sdist import LLAMA_CPP_PYTHON_VERSION, extract_vocab
+from bitnet.toolchain.sdist import LLAMA_CPP_PYTHON_VERSION, extract_vocab
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace, io) -> int:
         return 2
     path = args.model
     if args.demo:
-        from bitnet.cache import default_model_path
+        from bitnet.synth.default import default_model_path
 
         path = default_model_path()
     with GGUFReader(path) as reader:

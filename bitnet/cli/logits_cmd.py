@@ -7,11 +7,11 @@ import io as _io
 
 import numpy as np
 
-from bitnet.atomic import atomic_write_bytes
 from bitnet.cli.backend_args import add_backend_args, select_backend
 from bitnet.cli.run_cmd import add_model_args, resolve_model
 from bitnet.engine import Engine
 from bitnet.errors import ConfigError
+from bitnet.files.atomic import atomic_write_bytes
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -25,7 +25,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def resolve_model(args: argparse.Namespace, io) -> str:
     if args.model:
         return args.model
-    from bitnet.cache import default_model_path
+    from bitnet.synth.default import default_model_path
 
     path = default_model_path()
     print(f"bitnet {args.command}: no --model: using the embedded default model {path} "

@@ -17,8 +17,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from bitnet.atomic import atomic_open
 from bitnet.errors import GGUFError
+from bitnet.files.atomic import atomic_open
 from bitnet.gguf.constants import (
     GGML_TYPES,
     GGUF_DEFAULT_ALIGNMENT,

@@ -17,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet.errors import ConfigError
+from bitnet.errors import ConfigError, strict_enabled
 from bitnet.gguf.reader import GGUFReader
+from bitnet.kernels.dispatch import matmul
+from bitnet.kernels.runlog import KERNEL_LOG
 from bitnet.model.config import ModelConfig, read_config
 from bitnet.model.kv_cache import KVCache
 from bitnet.model.ops import FFN_ACT, causal_attention, rms_norm, rope_angles, rope_neox
 from bitnet.model.profiles import NumericsProfile, default_profile, get_profile
-from bitnet.quant.dispatch import KERNEL_LOG, PackedWeight, load_weight, matmul
-from bitnet.strict import strict_enabled
+from bitnet.quant.weights import PackedWeight, load_weight
 
 PROJ = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 NORMS = ("attn_norm", "attn_sub_norm", "ffn_norm", "ffn_sub_norm")

@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from bitnet.errors import ConfigError, StrictModeError
+from bitnet.errors import ConfigError, StrictModeError, strict_enabled
 from bitnet.gguf.reader import GGUFReader
-from bitnet.strict import strict_enabled
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bitnet.errors import FormatError, StrictModeError
+from bitnet.errors import FormatError, StrictModeError, strict_enabled
 from bitnet.gguf.reader import TensorInfo
-from bitnet.quant import i2s, rust_port, tq
-from bitnet.strict import strict_enabled
+from bitnet.quant.formats import formats_for_type, get_format
 
 log = logging.getLogger("bitnet.flavor")
 
@@ -77,46 +76,10 @@ def _n(shape: tuple[int, ...]) -> int:
 
 
 def candidates(type_id: int, shape: tuple[int, ...], type_name: str | None) -> list[Candidate]:
-    """Every flavor a tensor of this type id and shape could hold, with its byte size."""
-    n = _n(shape)
-    ne0 = shape[0]
-    if type_id == 36:
-        out = [Candidate("i2_s", i2s.nbytes(n))]
-        if ne0 % rust_port.QK256 == 0:
-            out.append(Candidate("qk256", rust_port.qk256_nbytes(n)))
-        if ne0 % rust_port.B32 == 0:
-            out.append(Candidate("bitnet32", rust_port.bitnet32_nbytes(n)))
-        return out
-    if type_id == 35 and ne0 % tq.QK == 0:
-        return [Candidate("tq2_0", n // tq.QK * tq.TQ2_BYTES)]
-    if type_id == 34 and ne0 % tq.QK == 0:
-        return [Candidate("tq1_0", n // tq.QK * tq.TQ1_BYTES)]
-    if type_id == 38:
-        return [Candidate("tl1", i2s.nbytes(n))]
-    if type_id == 39 and type_name == "TL2":
-        from bitnet.gguf.constants import ggml_type
-
-        return [Candidate("tl2", ggml_type("TL2").nbytes(shape))]
-    floats = {0: ("f32", 4), 1: ("f16", 2), 30: ("bf16", 2)}
-    if type_id in floats:
-        name, size = floats[type_id]
-        return [Candidate(name, n * size)]
-    return []
-
-
-def _decodes(flavor: str, raw: np.ndarray, n: int) -> bool:
-    """Whether the bytes are a valid tensor of `flavor`: no code 3, finite non-negative scales."""
-    try:
-        if flavor == "i2_s":
-            scale = i2s.read_scale(raw, n)
-            codes = np.asarray(raw[: n // 4], np.uint8)
-            return bool(np.isfinite(scale) and scale > 0 and not (((codes[:, None] >> np.array([0, 2, 4, 6], np.uint8)) & 3) == 3).any())
-        if flavor == "bitnet32":
-            _, d = rust_port.bitnet32_codes(raw, n)
-            return bool(np.isfinite(d).all() and (d >= 0).all())
-    except FormatError:
-        return False
-    return True
+    """Every registered format a tensor of this type id and shape could hold, with its byte
+    size (the format registry's size rules, in registration order)."""
+    return [Candidate(f.name, f.tensor_bytes(shape)) for f in formats_for_type(type_id)
+            if f.applies(shape, type_name)]
 
 
 def _align(n: int, a: int) -> int:
@@ -141,7 +104,7 @@ def detect_flavor(info: TensorInfo, *, alignment: int = 32, raw: np.ndarray | No
     if len(exact) > 1 and raw is not None:
         # sizes can coincide (I2_S and BitNet32-F16 both take 160 bytes for n = 512): keep the
         # candidates whose bytes decode validly, and say so
-        valid = [c for c in exact if _decodes(c.flavor, raw, _n(info.shape))]
+        valid = [c for c in exact if get_format(c.flavor).decodes(raw, _n(info.shape))]
         if len(valid) == 1:
             note = f"sizes of {[c.flavor for c in exact]} coincide; only {valid[0].flavor} decodes validly"
             exact = valid
@@ -164,11 +127,8 @@ def detect_flavor(info: TensorInfo, *, alignment: int = 32, raw: np.ndarray | No
                 f"{where}: strict mode refuses a within-tolerance match: expected {c.expected_bytes} bytes "
                 f"for {c.flavor}, found {span} (deviation {dev * 100:+.4f}%); rewrite the tensor with its exact size"
             )
-    if decision.flavor in ("i2_s", "tl1") and raw is not None:
-        scale = i2s.read_scale(raw, _n(info.shape))
-        if not np.isfinite(scale) or scale <= 0:
-            raise FormatError(f"{where}: an {decision.flavor} tensor by size, but its scale at byte "
-                              f"{_n(info.shape) // 4} is {scale!r}, not a positive finite f32: corrupt tensor")
+    if raw is not None:
+        get_format(decision.flavor).check_bytes(raw, _n(info.shape), where)
     log.info(decision.log_line)
     if not decision.exact:
         warnings.warn(decision.log_line, FlavorWarning, stacklevel=2)

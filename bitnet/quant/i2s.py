@@ -18,12 +18,18 @@ Every function is a vectorised view transform; nothing loops over weights in Pyt
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from bitnet.errors import FormatError
+from bitnet.gguf.constants import ggml_type
+from bitnet.quant.formats import Encoding, Format
 
 LAYOUTS = {"x86": 128, "arm": 64, "x86_1x4": None}
 SCALE_PAD = 32  # bytes after the codes: f32 scale + 28 bytes of padding
+#: which code layout a file uses (the byte size cannot say; absent means x86)
+KEY_LAYOUT = "bitnet_harness.i2s_layout"
 
 
 def nbytes(n: int) -> int:
@@ -108,3 +114,67 @@ def dequantize(raw: np.ndarray, rows: int, cols: int, layout: str = "x86") -> np
     """For tests and diagnostics only: kernels never build this float matrix."""
     codes = unpack_codes(raw, rows, cols, layout)
     return (codes.astype(np.float32) - 1) * np.float32(read_scale(raw, rows * cols))
+
+
+def valid_bytes(raw: np.ndarray, n: int) -> bool:
+    """A positive finite scale and no code 3: the bytes decode as I2_S (or TL1's I2_S part)."""
+    scale = read_scale(raw, n)
+    codes = np.asarray(raw[: n // 4], np.uint8)
+    return bool(np.isfinite(scale) and scale > 0
+                and not (((codes[:, None] >> np.array([0, 2, 4, 6], np.uint8)) & 3) == 3).any())
+
+
+def check_scale(raw: np.ndarray, n: int, where: str, what: str) -> None:
+    scale = read_scale(raw, n)
+    if not np.isfinite(scale) or scale <= 0:
+        raise FormatError(f"{where}: an {what} tensor by size, but its scale at byte "
+                          f"{n // 4} is {scale!r}, not a positive finite f32: corrupt tensor")
+
+
+class I2S(Format):
+    """Microsoft I2_S: 2-bit codes and one f32 tensor scale; three code layouts."""
+
+    name, type_id = "i2_s", 36
+    block, row_multiple, scale = 128, 128, "tensor"
+    kernels = {"per-token-absmax": "gemm_per_token"}
+
+    def nbytes(self, n: int) -> int:
+        return nbytes(n)
+
+    def applies(self, shape, type_name) -> bool:
+        return True  # the size rule decides among the type-36 layouts
+
+    def decodes(self, raw, n) -> bool:
+        try:
+            return valid_bytes(raw, n)
+        except FormatError:
+            return False
+
+    def check_bytes(self, raw, n, where) -> None:
+        check_scale(raw, n, where, self.name)
+
+    def bind(self, reader, name, raw, out, k, *, strict):
+        layout = str(reader.get(KEY_LAYOUT, "x86"))
+        if layout not in LAYOUTS:
+            raise FormatError(f"{reader.path}: {KEY_LAYOUT} = {layout!r}; known: {list(LAYOUTS)}")
+        if layout == "x86_1x4" and out % 4:
+            raise FormatError(f"{reader.path}: {name}: x86_1x4 needs rows % 4 == 0, has {out}")
+        return raw[: out * k // 4], {"scale": read_scale(raw, out * k), "layout": layout}
+
+    def decode_rows(self, w, r0, r1):
+        # every layout keeps rows r0..r1 in bytes r0*k/4..r1*k/4 when K % 128 == 0 (x86, arm)
+        # or r0, r1 are multiples of 4 (x86_1x4, see row_group)
+        k = w.in_features
+        part = w.raw[r0 * k // 4 : r1 * k // 4]
+        return unpack_codes(part, r1 - r0, k, w.layout).view(np.int8) - np.int8(1)
+
+    def row_group(self, w) -> int:
+        return 4 if w.layout == "x86_1x4" else 1
+
+    def tag(self, w) -> str:
+        return f"i2s_{w.layout}"
+
+    def encodings(self) -> Iterator[Encoding]:
+        for name, layout in (("i2_s", "x86"), ("i2_s_arm", "arm"), ("i2_s_1x4", "x86_1x4")):
+            yield Encoding(name, ggml_type("I2_S"), lambda t, s, _l=layout: pack(t, s, _l),
+                           file_type=40, metadata=((KEY_LAYOUT, layout),))

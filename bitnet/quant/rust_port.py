@@ -18,10 +18,14 @@ Microsoft's I2_S only by byte size (see `bitnet.quant.flavor`):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
-from bitnet.errors import FormatError
+from bitnet.errors import FormatError, StrictModeError
+from bitnet.gguf.constants import ggml_type
 from bitnet.quant.blocks import raw_blocks
+from bitnet.quant.formats import Encoding, Format
 
 B32 = 32
 B32_BYTES = 10
@@ -29,6 +33,8 @@ QK256 = 256
 QK256_BYTES = 64
 TERNARY_LUT = (-1, 0, 1, 0)  # code 3 never written
 PORT_LUTS = {"port-2112": (-2, -1, 1, 2), "port-3113": (-3, -1, 1, 3)}
+#: the code table a QK256 file says it uses (no default: the port's documents disagree)
+KEY_QK256_LUT = "bitnet_harness.qk256_lut"
 
 
 def bitnet32_nbytes(n: int) -> int:
@@ -94,3 +100,59 @@ def qk256_values(raw: np.ndarray, n: int, lut: tuple[int, int, int, int]) -> np.
     # fancy-indexing the [256, 4] table's rows
     words = byte_table(lut).view(np.int32).reshape(-1)
     return np.take(words, b.reshape(-1)).view(np.int8)
+
+
+class QK256Format(Format):
+    """The Rust port's QK256: 2-bit codes in blocks of 256, no scale in the tensor, an explicit
+    code table from the file's metadata."""
+
+    name, type_id = "qk256", 36
+    block, block_bytes, row_multiple, scale = QK256, QK256_BYTES, QK256, "tensor"
+    kernels = {"per-token-absmax": "gemm_per_token"}
+
+    def bind(self, reader, name, raw, out, k, *, strict):
+        lut = reader.get(KEY_QK256_LUT)
+        if lut is None:
+            msg = (f"{reader.path}: {name} is QK256 (Rust-port layout) and the file does not say which "
+                   f"code table it uses ({KEY_QK256_LUT}); the port's own documents disagree "
+                   f"({PORT_LUTS}), so it cannot be decoded without guessing")
+            raise StrictModeError(msg) if strict else FormatError(msg)
+        lut_t = tuple(int(v) for v in np.asarray(lut).tolist())
+        if len(lut_t) != 4:
+            raise FormatError(f"{reader.path}: {KEY_QK256_LUT} must have 4 entries, got {lut_t}")
+        return raw, {"lut": lut_t}
+
+    def decode_rows(self, w, r0, r1):
+        k = w.in_features
+        part = w.raw[r0 * k // 4 : r1 * k // 4]
+        return qk256_values(part, (r1 - r0) * k, w.lut).reshape(r1 - r0, k)
+
+    def encodings(self) -> Iterator[Encoding]:
+        yield Encoding("qk256", ggml_type("I2_S"), lambda t, s: pack_qk256(t), file_type=40,
+                       holds_scale=False, size=lambda o, i: qk256_nbytes(o * i),
+                       metadata=((KEY_QK256_LUT, list(TERNARY_LUT)),))
+
+
+class BitNet32Format(Format):
+    """The Rust port's BitNet32-F16: blocks of 32 codes with an f16 scale each."""
+
+    name, type_id = "bitnet32", 36
+    block, block_bytes, row_multiple, scale = B32, B32_BYTES, B32, "block"
+    kernels = {"per-token-absmax": "gemm_blocked_per_token"}
+
+    def decodes(self, raw, n) -> bool:
+        try:
+            _, d = bitnet32_codes(raw, n)
+        except FormatError:
+            return False
+        return bool(np.isfinite(d).all() and (d >= 0).all())
+
+    def decode_rows(self, w, r0, r1):
+        k = w.in_features
+        rb = self.row_bytes(k)
+        codes, _ = bitnet32_codes(w.raw[r0 * rb : r1 * rb], (r1 - r0) * k)
+        return codes.reshape(r1 - r0, k).view(np.int8) - np.int8(1)
+
+    def encodings(self) -> Iterator[Encoding]:
+        yield Encoding("bitnet32", ggml_type("I2_S"), pack_bitnet32, file_type=40,
+                       size=lambda o, i: bitnet32_nbytes(o * i))

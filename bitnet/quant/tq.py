@@ -16,10 +16,14 @@ Quantize and dequantize are byte-exact with gguf-py (tested).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from bitnet.errors import FormatError
+from bitnet.gguf.constants import ggml_type
 from bitnet.quant.blocks import raw_blocks
+from bitnet.quant.formats import Encoding, Format
 
 QK = 256
 TQ2_BYTES = 66
@@ -125,3 +129,38 @@ def _ternary_encode(ternary: np.ndarray, scale: float, quant) -> np.ndarray:
         raise FormatError(f"row length {ternary.shape[-1]} is not a multiple of {QK}")
     # w = t * s quantizes back to exactly t with d = s (round(t*s * (1/s)) == t for t in -1..1)
     return quant(ternary.astype(np.float32) * np.float32(scale))
+
+
+class _TQ(Format):
+    """Blocks of 256 with an f16 d closing each block; Q8_K activations in llama.cpp."""
+
+    block, row_multiple, scale = QK, QK, "block"
+    kernels = {"q8_k-block256": "gemm_blocked_q8k", "per-token-absmax": "gemm_blocked_per_token"}
+    file_type: int
+
+    def decode_rows(self, w, r0, r1):
+        k = w.in_features
+        rb = self.row_bytes(k)
+        codes, _ = self.codes(w.raw[r0 * rb : r1 * rb], (r1 - r0) * k)
+        return codes.reshape(r1 - r0, k).view(np.int8) - np.int8(1)
+
+    def codes(self, raw: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def encodings(self) -> Iterator[Encoding]:
+        enc = ternary_tq2_0 if self.name == "tq2_0" else ternary_tq1_0
+        yield Encoding(self.name, ggml_type(self.name.upper()), enc, file_type=self.file_type)
+
+
+class TQ2_0(_TQ):
+    name, type_id, block_bytes, file_type = "tq2_0", 35, TQ2_BYTES, 37
+
+    def codes(self, raw, n):
+        return tq2_0_codes(raw, n)
+
+
+class TQ1_0(_TQ):
+    name, type_id, block_bytes, file_type = "tq1_0", 34, TQ1_BYTES, 36
+
+    def codes(self, raw, n):
+        return tq1_0_codes(raw, n)

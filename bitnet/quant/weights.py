@@ -1,7 +1,8 @@
 """PackedWeight: a projection's bytes as they sit in the file, plus the facts a kernel needs.
 
 `load_weight` is the loader's only way in: it runs flavor detection (`bitnet.quant.flavor`),
-checks the row rules the kernels rely on, and returns zero-copy views. Nothing here converts a
+checks the K multiple the format's kernels rely on, lets the format bind the bytes
+(`Format.bind`: layout, scale, code table) and returns zero-copy views. Nothing here converts a
 ternary weight to float.
 """
 
@@ -11,17 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bitnet.errors import FormatError, StrictModeError
+from bitnet.errors import FormatError, strict_enabled
 from bitnet.gguf.reader import GGUFReader, TensorInfo
-from bitnet.quant import floats, i2s, rust_port
+from bitnet.quant import floats, rust_port
 from bitnet.quant.flavor import FlavorDecision, detect_flavor
-from bitnet.strict import strict_enabled
-
-KEY_I2S_LAYOUT = "bitnet_harness.i2s_layout"
-KEY_QK256_LUT = "bitnet_harness.qk256_lut"
-TERNARY_FLAVORS = ("i2_s", "tq2_0", "tq1_0", "bitnet32", "qk256", "tl1", "tl2")
-#: the K (in_features) multiple each flavor's kernels need
-ROW_MULTIPLE = {"i2_s": 128, "tq2_0": 256, "tq1_0": 256, "bitnet32": 32, "qk256": 256}
+from bitnet.quant.formats import Format, get_format
 
 
 @dataclass(eq=False)
@@ -38,8 +33,13 @@ class PackedWeight:
     int8_cache: np.ndarray | None = field(default=None, repr=False)
 
     @property
+    def format(self) -> Format:
+        """The registered format object of this weight's flavor."""
+        return get_format(self.flavor)
+
+    @property
     def is_ternary(self) -> bool:
-        return self.flavor in TERNARY_FLAVORS
+        return self.format.ternary
 
     @property
     def nbytes(self) -> int:
@@ -52,13 +52,18 @@ class PackedWeight:
             raise FormatError(f"{self.name}: {self.flavor} is not a float weight")
         return floats.rows(self.raw, self.flavor, r0, r1)
 
+    def values(self, r0: int, r1: int) -> np.ndarray:
+        """Integer weight values int8 [r1 - r0, K] of output rows r0..r1: from the int8 cache
+        when there is one, else decoded from the packed bytes by the format."""
+        if self.int8_cache is not None:
+            return self.int8_cache[r0:r1]
+        return self.format.decode_rows(self, r0, r1)
+
     def cache_int8(self) -> None:
         """Keep the decoded integer values as int8 [out, in] (4 bytes per packed byte): no
         decoding per call, at 4x the memory of the packed tensor."""
-        from bitnet.quant.kernels import _values
-
         if self.is_ternary and self.int8_cache is None:
-            self.int8_cache = np.ascontiguousarray(_values(self, 0, self.out_features))
+            self.int8_cache = np.ascontiguousarray(self.format.decode_rows(self, 0, self.out_features))
 
 
 def load_weight(reader: GGUFReader, name: str, *, strict: bool | None = None) -> PackedWeight:
@@ -70,42 +75,9 @@ def load_weight(reader: GGUFReader, name: str, *, strict: bool | None = None) ->
     k, out = info.shape
     span = np.frombuffer(reader._buf, np.uint8, info.span, info.data_offset) if info.span else reader.raw(info)
     decision = detect_flavor(info, alignment=reader.alignment, raw=span, strict=strict)
-    f = decision.flavor
-    need = ROW_MULTIPLE.get(f)
+    fmt = get_format(decision.flavor)
+    need = fmt.row_multiple
     if need and k % need:
-        raise FormatError(f"{reader.path}: {name} has rows of {k}; {f} kernels need a multiple of {need}")
-    if f in ("tl1", "tl2"):
-        raise FormatError(
-            f"{reader.path}: {name} is {f.upper()}; its tiles are permuted by the (M, K) tile configuration "
-            "that bitnet.cpp generates per model (include/kernel_config.ini), which the file does not carry. "
-            "TL1/TL2 kernels are not implemented here; convert the model to I2_S."
-        )
-    raw = span[: decision.expected_bytes]
-    if f == "f32":
-        return PackedWeight(name, f, out, k, raw.view("<f4").reshape(out, k), decision=decision)
-    if f in ("f16", "bf16"):
-        return PackedWeight(name, f, out, k, raw.view("<f2" if f == "f16" else "<u2").reshape(out, k), decision=decision)
-    if f == "i2_s":
-        layout = str(reader.get(KEY_I2S_LAYOUT, "x86"))
-        if layout not in i2s.LAYOUTS:
-            raise FormatError(f"{reader.path}: {KEY_I2S_LAYOUT} = {layout!r}; known: {list(i2s.LAYOUTS)}")
-        if layout == "x86_1x4" and out % 4:
-            raise FormatError(f"{reader.path}: {name}: x86_1x4 needs rows % 4 == 0, has {out}")
-        return PackedWeight(name, f, out, k, raw[: out * k // 4], scale=i2s.read_scale(raw, out * k),
-                            layout=layout, decision=decision)
-    if f == "qk256":
-        lut = reader.get(KEY_QK256_LUT)
-        if lut is None:
-            msg = (f"{reader.path}: {name} is QK256 (Rust-port layout) and the file does not say which "
-                   f"code table it uses ({KEY_QK256_LUT}); the port's own documents disagree "
-                   f"({rust_port.PORT_LUTS}), so it cannot be decoded without guessing")
-            raise StrictModeError(msg) if strict else FormatError(msg)
-        lut_t = tuple(int(v) for v in np.asarray(lut).tolist())
-        if len(lut_t) != 4:
-            raise FormatError(f"{reader.path}: {KEY_QK256_LUT} must have 4 entries, got {lut_t}")
-        return PackedWeight(name, f, out, k, raw, lut=lut_t, decision=decision)  # type: ignore[arg-type]
-    if f in ("tq2_0", "tq1_0", "bitnet32"):
-        return PackedWeight(name, f, out, k, raw, decision=decision)
-    raise FormatError(f"{reader.path}: {name}: flavor {f} has no loader")  # pragma: no cover
-
-
+        raise FormatError(f"{reader.path}: {name} has rows of {k}; {fmt.name} kernels need a multiple of {need}")
+    raw, extra = fmt.bind(reader, name, span[: decision.expected_bytes], out, k, strict=strict)
+    return PackedWeight(name, fmt.name, out, k, raw, decision=decision, **extra)

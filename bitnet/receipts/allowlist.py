@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bitnet.atomic import atomic_write_text
 from bitnet.errors import ReceiptError
+from bitnet.files.atomic import atomic_write_text
 from bitnet.receipts.policy import is_packaged_copy, load_schema, receipt_policy
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bitnet import __version__
-from bitnet.atomic import atomic_write_text
+from bitnet.files.atomic import atomic_write_text
 from bitnet.receipts.machine import fingerprint
 
 SCHEMA_VERSION = "1.0.0"

@@ -15,8 +15,22 @@ hits and the merge loop only runs for new ones.
 from __future__ import annotations
 
 import heapq
+from functools import lru_cache
 
-from bitnet.vocab import bytes_to_unicode
+
+@lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map (as in llama.cpp's unicode.cpp)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs), strict=True))
+
 
 #: piece -> ids; bounded so that a long-running process cannot grow it without limit
 CACHE_LIMIT = 262_144

@@ -5,7 +5,7 @@
 Why from there: the `llama-cpp-python` sdist on PyPI vendors llama.cpp, `models/` included, so
 the vectors come with a pinned llama.cpp through an ordinary package client
 (`pip download --no-deps --no-binary :all: llama-cpp-python==VERSION`) and nothing else. The
-sdist is unpacked once into the project cache (`bitnet.sdist`); the files are copied to DEST,
+sdist is unpacked once into the project cache (`bitnet.toolchain.sdist`); the files are copied to DEST,
 by default `vocab_cache_dir()`, where the tokenizer tests look for extra vocabularies (as well
 as `$BITNET_VOCAB_DIR` and `<repo>/../shared/vocab`). Same as `bitnet fetch-vocab DIR`.
 """
@@ -17,9 +17,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bitnet.cache import cache_dir
 from bitnet.errors import BitNetError
-from bitnet.sdist import LLAMA_CPP_PYTHON_VERSION, extract_vocab
+from bitnet.files.cache import cache_dir
+from bitnet.toolchain.sdist import LLAMA_CPP_PYTHON_VERSION, extract_vocab
 
 
 def vocab_cache_dir() -> Path:

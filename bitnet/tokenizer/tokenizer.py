@@ -15,12 +15,11 @@ from collections.abc import Sequence
 
 from bitnet.errors import TokenizerError
 from bitnet.gguf.reader import GGUFReader
-from bitnet.tokenizer.bpe import BPE
+from bitnet.tokenizer.bpe import BPE, bytes_to_unicode
 from bitnet.tokenizer.load import BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED, Vocab, read_vocab
 from bitnet.tokenizer.pretokenize import split
 from bitnet.tokenizer.special import partition
 from bitnet.tokenizer.spm import SPM
-from bitnet.vocab import bytes_to_unicode
 
 
 class Tokenizer:

@@ -3,7 +3,7 @@
  * Integer parts are exact (int32 accumulation of code x int8 activation); the float steps
  * follow the NumPy reference kernels operation by operation (compiled with
  * -ffp-contract=off, so no fused multiply-add changes a rounding), which makes the results
- * bit-identical to bitnet.quant.kernels.
+ * bit-identical to bitnet.kernels.numpy_kernels.
  *
  * Each GEMM returns the variant that ran (1 = AVX2, 0 = scalar) so the dispatcher records the
  * kernel that actually executed. Threads split the output rows (OpenMP).

@@ -23,8 +23,8 @@ import types
 from collections.abc import Sequence
 from pathlib import Path
 
-from bitnet.cache import cache_dir
 from bitnet.errors import BridgeError
+from bitnet.files.cache import cache_dir
 
 
 def compiler() -> str:

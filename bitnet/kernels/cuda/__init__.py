@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bitnet.errors import BridgeError
+from bitnet.kernels.ids import KernelId
 
 KERNEL_SOURCE = Path(__file__).with_name("kernels.cu")
 ROWS_PER_BLOCK = 8
@@ -149,4 +150,4 @@ def tq2_0_gemm(name: str, raw: np.ndarray, out: int, k: int, xq: np.ndarray, xd:
 
 
 #: kernel ids as recorded by the dispatcher when these ran
-KERNEL_IDS = {"i2_s": "i2s_x86_cuda_gemm", "tq2_0": "tq2_0_q8k_cuda_gemm"}
+KERNEL_IDS = {"i2_s": KernelId("i2s_x86", "", "gemm", "cuda"), "tq2_0": KernelId("tq2_0", "q8k", "gemm", "cuda")}

@@ -26,8 +26,9 @@ from bitnet.errors import ConfigError
 from bitnet.gguf.constants import ValueType
 from bitnet.gguf.reader import GGUFReader
 from bitnet.gguf.writer import GGUFWriter
-from bitnet.quant.encoders import WeightFormat, weight_format
-from bitnet.vocab import builtin_vocab
+from bitnet.quant.encoders import weight_format
+from bitnet.quant.formats import Encoding
+from bitnet.synth.vocab import builtin_vocab
 
 ARCHS = ("bitnet-b1.58", "bitnet")
 
@@ -186,7 +187,7 @@ def synthesize(
     return w.write()
 
 
-def _add_projection(w: GGUFWriter, wf: WeightFormat, arch: str, seed: int, tname: str, out_f: int, in_f: int,
+def _add_projection(w: GGUFWriter, wf: Encoding, arch: str, seed: int, tname: str, out_f: int, in_f: int,
                     size_deviation: int = 0) -> None:
     # The callable regenerates the tensor from its own seed stream when the writer reaches it,
     # so no weight is held in memory between declaration and writing.

@@ -1,10 +1,13 @@
-"""Registers the native kernels with the dispatcher (backend "native").
+"""The native backend (row "native" of bitnet.kernels.backends): status, activate, select.
 
 A native kernel takes the float activations, quantizes them in C with the profile's quantizer
-(bit-identical to bitnet.quant.activations) and returns (y, kernel_id) where the id names the
+(bit-identical to bitnet.kernels.activations) and returns (y, kernel_id) where the id names the
 variant that ran: `i2s_x86_avxvnni_gemv`, `i2s_x86_avx2_gemv`, `i2s_x86_scalar_gemv`, `tq2_0_avx2_gemv`, ... Pairs it
 does not cover (other flavors and profiles) return None, and the dispatcher falls back to NumPy
 outside strict mode.
+
+Importing this module does nothing: `activate()` (called when a run selects the backend) builds
+the kernels and caps BLAS threads (see limit_blas_threads).
 """
 
 from __future__ import annotations
@@ -12,13 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from bitnet.errors import ConfigError
-from bitnet.native import default_threads, ffi, lib, native_status, variant_name
-from bitnet.quant import dispatch
+from bitnet.kernels.ids import KernelId
+from bitnet.kernels.native import default_threads, ffi, lib, native_status, variant_name
 from bitnet.quant.weights import PackedWeight
-
-_ok, _why = native_status()
-if not _ok:
-    raise ImportError(f"native kernels unavailable: {_why}")
 
 THREADS: list[int] = [default_threads()]
 
@@ -62,8 +61,19 @@ def quant_q8k(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 _variant = variant_name
 
+_FFI = _LIB = None  # set by activate()
 
-_FFI, _LIB = ffi(), lib()
+
+def status() -> tuple[bool, str]:
+    return native_status()
+
+
+def activate() -> None:
+    """Build (or load) the kernels and cap BLAS threads; idempotent."""
+    global _FFI, _LIB
+    if _LIB is None:
+        _FFI, _LIB = ffi(), lib()
+        limit_blas_threads()
 
 
 def _wptr(w: PackedWeight, ctype: str):
@@ -85,7 +95,7 @@ def _i2s(x: np.ndarray, w: PackedWeight):
     y = np.empty((t, w.out_features), np.float32)
     v = _LIB.bn_linear_i2s(_wptr(w, "uint8_t *"), w.out_features, w.in_features, _FFI.cast("float *", x.ctypes.data),
                            t, float(np.float32(w.scale)), _FFI.cast("float *", y.ctypes.data), THREADS[0])
-    return y, f"i2s_x86_{_variant(v)}_{_op(t)}"
+    return y, KernelId("i2s_x86", "", _op(t), "native", _variant(v))
 
 
 def _tq(tq1: int, tag: str):
@@ -94,7 +104,7 @@ def _tq(tq1: int, tag: str):
         y = np.empty((t, w.out_features), np.float32)
         v = _LIB.bn_linear_tq_q8k(tq1, _wptr(w, "uint8_t *"), w.out_features, w.in_features,
                                   _FFI.cast("float *", x.ctypes.data), t, _FFI.cast("float *", y.ctypes.data), THREADS[0])
-        return y, f"{tag}_{_variant(v)}_{_op(t)}"
+        return y, KernelId(tag, "", _op(t), "native", _variant(v))
     return kernel
 
 
@@ -103,23 +113,22 @@ def _f16(x: np.ndarray, w: PackedWeight):
     y = np.empty((t, w.out_features), np.float32)
     v = _LIB.bn_gemm_f16(_wptr(w, "uint16_t *"), w.out_features, w.in_features, _FFI.cast("float *", x.ctypes.data),
                          t, _FFI.cast("float *", y.ctypes.data), THREADS[0])
-    return y, f"f16_f32act_{_variant(v)}_{_op(t)}"
+    return y, KernelId("f16", "f32act", _op(t), "native", _variant(v))
 
 
 _TQ2, _TQ1 = _tq(0, "tq2_0"), _tq(1, "tq1_0")
 
 
+#: (format tag, activation profile) -> native kernel; the tag is the format's kernel-id word
+#: (`Format.tag`: I2_S adds its layout, and only the x86 layout has a C kernel)
+KERNELS = {
+    ("i2s_x86", "per-token-absmax"): _i2s,
+    ("tq2_0", "q8_k-block256"): _TQ2,
+    ("tq1_0", "q8_k-block256"): _TQ1,
+    ("f16", "none"): _f16,
+}
+
+
 def select(w: PackedWeight, act: str):
-    if w.flavor == "i2_s" and w.layout == "x86" and act == "per-token-absmax":
-        return _i2s
-    if w.flavor == "tq2_0" and act == "q8_k-block256":
-        return _TQ2
-    if w.flavor == "tq1_0" and act == "q8_k-block256":
-        return _TQ1
-    if w.flavor == "f16" and act == "none":
-        return _f16
-    return None
+    return KERNELS.get((w.format.tag(w), act))
 
-
-dispatch.BACKENDS["native"] = select
-limit_blas_threads()

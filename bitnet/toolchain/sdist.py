@@ -14,8 +14,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from bitnet.cache import cache_dir
 from bitnet.errors import BitNetError
+from bitnet.files.cache import cache_dir
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 

@@ -1,5 +1,8 @@
 """`bitnet crossval --cpp-dir DIR --model M --prompt "..."`: our logits against libllama's,
-position by position. Exit 0 pass, 1 fail, 2 error (the reference or our engine broke)."""
+position by position. Exit 0 pass, 1 fail, 2 error (the reference or our engine broke).
+
+Registered by the `bitnet` CLI (`bitnet.cli.SUBCOMMANDS`); it lives here so that the dependency
+runs one way: crossval uses bitnet, the bitnet library never imports crossval."""
 
 from __future__ import annotations
 

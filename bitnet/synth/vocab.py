@@ -15,6 +15,7 @@ from functools import lru_cache
 import regex
 
 from bitnet.gguf.constants import ValueType
+from bitnet.tokenizer.bpe import bytes_to_unicode
 
 _CORPUS = """\
 BitNet b1.58 is a large language model whose weights take only three values: minus one, zero
@@ -37,18 +38,6 @@ SPECIAL_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>")
 _PRE_SPLIT = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
 
 
-@lru_cache(maxsize=1)
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character map (as in llama.cpp's unicode.cpp)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs), strict=True))
 
 
 @dataclass(frozen=True)

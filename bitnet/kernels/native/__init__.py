@@ -1,5 +1,5 @@
 """Native CPU kernels (C, AVX2 with a scalar fallback, OpenMP over output rows) built with cffi
-on first use through the project's one shim builder (bitnet.ffi, AC6), cached per source hash,
+on first use through the project's one shim builder (bitnet.toolchain.ffi, AC6), cached per source hash,
 compiler and flags (`-march=native`: the cache is per machine).
 
 `native_status()` says whether they built and why not; a missing compiler makes the dispatcher
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bitnet.errors import BridgeError
+from bitnet.kernels.ids import KernelId
 
 SOURCE = Path(__file__).with_name("kernels.c")
 CDEF = """
@@ -80,7 +81,7 @@ def cpu_signature() -> str:
 
 @functools.cache
 def _module():
-    from bitnet.ffi import build_shim
+    from bitnet.toolchain.ffi import build_shim
 
     if os.environ.get(DISABLE_ENV, "1") == "0":
         raise BridgeError(f"native kernels disabled by {DISABLE_ENV}=0")
@@ -119,8 +120,7 @@ def require_native(strict: bool | None = None) -> bool:
     """True when the native kernels are usable. When they are not: in strict mode a
     StrictModeError (a NumPy fallback would be a silent downgrade), otherwise False, and the
     reason stays readable through native_status() (callers record it)."""
-    from bitnet.errors import StrictModeError
-    from bitnet.strict import strict_enabled
+    from bitnet.errors import StrictModeError, strict_enabled
 
     ok, why = native_status()
     if not ok and strict_enabled(strict):
@@ -225,4 +225,4 @@ def native_matmul(x: np.ndarray, raw: np.ndarray, fmt: str, out_features: int, i
     v = m.lib.bn_linear(code, m.ffi.from_buffer("uint8_t[]", raw), out_features, in_features,
                         m.ffi.from_buffer("float[]", x), t, wscale, m.ffi.from_buffer("float[]", y),
                         threads, cap)
-    return y, f"{stem}_{variant_name(v)}_{'gemv' if t == 1 else 'gemm'}"
+    return y, KernelId(stem, "", "gemv" if t == 1 else "gemm", "native", variant_name(v)).render()

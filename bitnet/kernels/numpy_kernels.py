@@ -13,6 +13,11 @@ exist as float32 at any time, whatever the matrix size. Alternatively a PackedWe
 a cached int8 copy of its codes (4x the packed size, no decoding per call); `bench/bench_gemv.py`
 measures both.
 
+Kernels are generic over formats: they read integer values through `PackedWeight.values` (the
+format's `decode_rows`, or the int8 cache) and block scales through the format's
+`block_scales`; which kernel serves which (format, activation profile) pair is the format's
+`kernels` table.
+
 Every kernel returns a `KernelRun`: the output AND its own id and the bytes it read, so the
 dispatcher records what executed (the id says `i8cache` when the cached int8 copy was read
 instead of the packed bytes), never a label chosen before the call.
@@ -25,10 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bitnet.errors import FormatError
-from bitnet.quant import i2s, rust_port, tq
-from bitnet.quant.activations import QuantizedRows
-from bitnet.quant.blocks import raw_blocks
+from bitnet.kernels.activations import QK_K, QuantizedRows
+from bitnet.kernels.ids import KernelId
 from bitnet.quant.weights import PackedWeight
 
 CHUNK_ELEMENTS = 1 << 18  # 256K code values (1 MB as float32) per chunk: see docs/explanation/kernels.md
@@ -43,77 +46,33 @@ class KernelRun:
     """What one kernel call produced and what it was: its id and the weight bytes it read."""
 
     y: np.ndarray  # float32 [T, out]
-    kernel_id: str
+    kernel_id: KernelId
     bytes_read: int
 
 
 def weights_tag(w: PackedWeight) -> str:
-    """The weight part of a kernel id: format (and I2_S layout), plus `i8cache` when the
-    kernel reads the cached int8 copy rather than the packed bytes."""
-    tag = f"i2s_{w.layout}" if w.flavor == "i2_s" else w.flavor
+    """The weight part of a kernel id: the format's tag (I2_S adds its layout), plus `i8cache`
+    when the kernel reads the cached int8 copy rather than the packed bytes."""
+    tag = w.format.tag(w)
     return f"{tag}_i8cache" if w.int8_cache is not None else tag
 
 
 def _run(y: np.ndarray, w: PackedWeight, act: str) -> KernelRun:
     """Called by each kernel on its way out: the id is built from the weight data the kernel
     actually decoded (packed bytes or the int8 cache) and the activations it was given."""
-    cached = w.int8_cache is not None
-    read = int(w.int8_cache.nbytes) if cached else w.nbytes
-    return KernelRun(y, f"{weights_tag(w)}_{ACT_TAG[act]}_gemm_numpy", read)
+    read = int(w.int8_cache.nbytes) if w.int8_cache is not None else w.nbytes
+    return KernelRun(y, KernelId(weights_tag(w), ACT_TAG[act], "gemm", "numpy"), read)
 
 
 def rows_per_chunk(k: int) -> int:
     return max(1, CHUNK_ELEMENTS // max(k, 1))
 
 
-# -- decoding rows of integer weight values (-1/0/+1, or a QK256 table) ----------------------
-def _values(w: PackedWeight, r0: int, r1: int) -> np.ndarray:
-    """Integer weight values int8 [r1 - r0, K] of output rows r0..r1."""
-    if w.int8_cache is not None:
-        return w.int8_cache[r0:r1]
-    k = w.in_features
-    f = w.flavor
-    if f == "i2_s":
-        # every layout keeps rows r0..r1 in bytes r0*k/4..r1*k/4 when K % 128 == 0 (x86, arm)
-        # or r0, r1 are multiples of 4 (x86_1x4, see _chunks)
-        part = w.raw[r0 * k // 4 : r1 * k // 4]
-        return i2s.unpack_codes(part, r1 - r0, k, w.layout).view(np.int8) - np.int8(1)
-    if f in ("tq2_0", "tq1_0"):
-        bb = tq.TQ2_BYTES if f == "tq2_0" else tq.TQ1_BYTES
-        nb = k // tq.QK
-        part = w.raw[r0 * nb * bb : r1 * nb * bb]
-        codes, _ = (tq.tq2_0_codes if f == "tq2_0" else tq.tq1_0_codes)(part, (r1 - r0) * k)
-        return codes.reshape(r1 - r0, k).view(np.int8) - np.int8(1)
-    if f == "bitnet32":
-        nb = k // rust_port.B32
-        part = w.raw[r0 * nb * rust_port.B32_BYTES : r1 * nb * rust_port.B32_BYTES]
-        codes, _ = rust_port.bitnet32_codes(part, (r1 - r0) * k)
-        return codes.reshape(r1 - r0, k).view(np.int8) - np.int8(1)
-    if f == "qk256":
-        part = w.raw[r0 * k // 4 : r1 * k // 4]
-        return rust_port.qk256_values(part, (r1 - r0) * k, w.lut).reshape(r1 - r0, k)
-    raise FormatError(f"{w.name}: no integer decoder for flavor {f}")
-
-
-def block_scales(w: PackedWeight) -> np.ndarray:
-    """Per-block weight scales float32 [out, K/block] for the blocked flavors, read from the
-    scale bytes of each block only (a strided view: no code is decoded to get them)."""
-    k = w.in_features
-    if w.flavor in ("tq2_0", "tq1_0"):
-        bb, block = (tq.TQ2_BYTES if w.flavor == "tq2_0" else tq.TQ1_BYTES), tq.QK
-    elif w.flavor == "bitnet32":
-        bb, block = rust_port.B32_BYTES, rust_port.B32
-    else:
-        raise FormatError(f"{w.name}: {w.flavor} has no block scales")
-    blocks = raw_blocks(w.raw, w.out_features * k, block, bb, w.flavor)
-    d = np.ascontiguousarray(blocks[:, bb - 2:]).view("<f2")  # the f16 d closes every block
-    return d.astype(np.float32).reshape(w.out_features, k // block)
-
-
 def _chunks(w: PackedWeight) -> Iterator[tuple[int, int]]:
     step = rows_per_chunk(w.in_features)
-    if w.flavor == "i2_s" and w.layout == "x86_1x4":
-        step = max(4, step // 4 * 4)
+    group = w.format.row_group(w) if w.is_ternary else 1
+    if group > 1:
+        step = max(group, step // group * group)
     for r0 in range(0, w.out_features, step):
         yield r0, min(r0 + step, w.out_features)
 
@@ -132,7 +91,7 @@ def gemm_per_token(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     y = np.empty((x.q.shape[0], w.out_features), np.float32)
     wscale = np.float32(w.scale if w.scale is not None else 1.0)
     for r0, r1 in _chunks(w):
-        acc = _int_dot(_values(w, r0, r1), x.q)  # [rows, T]
+        acc = _int_dot(w.values(r0, r1), x.q)  # [rows, T]
         y[:, r0:r1] = (acc.T.astype(np.float32) / x.scale[:, None]) * wscale
     return _run(y, w, x.profile)
 
@@ -140,13 +99,13 @@ def gemm_per_token(x: QuantizedRows, w: PackedWeight) -> KernelRun:
 def gemm_blocked_q8k(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     """Block-scaled weights (TQ1_0, TQ2_0: 256) x Q8_K: per block an exact integer dot, then
     `sumf += (float)sumi * (d_x * d_w)` block after block (ggml_vec_dot_tq*_q8_K_generic)."""
-    nb = w.in_features // tq.QK
+    nb = w.in_features // QK_K
     t = x.q.shape[0]
-    dw = block_scales(w)  # [out, nb]
-    qb = x.q.reshape(t, nb, tq.QK).transpose(1, 2, 0).astype(np.float32)  # [nb, 256, T]
+    dw = w.format.block_scales(w)  # [out, nb]
+    qb = x.q.reshape(t, nb, QK_K).transpose(1, 2, 0).astype(np.float32)  # [nb, 256, T]
     y = np.empty((t, w.out_features), np.float32)
     for r0, r1 in _chunks(w):
-        v = _values(w, r0, r1).reshape(r1 - r0, nb, tq.QK).transpose(1, 0, 2).astype(np.float32)  # [nb, rows, 256]
+        v = w.values(r0, r1).reshape(r1 - r0, nb, QK_K).transpose(1, 0, 2).astype(np.float32)  # [nb, rows, 256]
         acc = v @ qb  # [nb, rows, T]: exact (|sum| <= 256*127)
         s = np.zeros((r1 - r0, t), np.float32)
         for b in range(nb):  # the float accumulation order of the C loop
@@ -160,14 +119,14 @@ def gemm_blocked_per_token(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     """Block-scaled weights (TQ, BitNet32-F16) x per-token int8: exact per-block integer dots,
     scaled by each block's d, summed in float, divided by the token scale."""
     k = w.in_features
-    block = tq.QK if w.flavor.startswith("tq") else rust_port.B32
+    block = w.format.block
     nb = k // block
     t = x.q.shape[0]
-    dw = block_scales(w)
+    dw = w.format.block_scales(w)
     qb = x.q.reshape(t, nb, block).transpose(1, 2, 0).astype(np.float32)
     y = np.empty((t, w.out_features), np.float32)
     for r0, r1 in _chunks(w):
-        v = _values(w, r0, r1).reshape(r1 - r0, nb, block).transpose(1, 0, 2).astype(np.float32)
+        v = w.values(r0, r1).reshape(r1 - r0, nb, block).transpose(1, 0, 2).astype(np.float32)
         acc = v @ qb  # [nb, rows, T]
         s = np.einsum("brt,rb->rt", acc, dw[r0:r1], dtype=np.float32)
         y[:, r0:r1] = (s / x.scale[None, :]).T
@@ -191,10 +150,10 @@ def gemm_float_acts_ternary(x: np.ndarray, w: PackedWeight) -> KernelRun:
     """Ternary weights x float activations (profile "none"): y = (x . v) * scale per chunk."""
     y = np.empty((x.shape[0], w.out_features), np.float32)
     for r0, r1 in _chunks(w):
-        v = _values(w, r0, r1).astype(np.float32)
-        if w.flavor in ("tq2_0", "tq1_0", "bitnet32"):
-            block = tq.QK if w.flavor.startswith("tq") else rust_port.B32
-            v = (v.reshape(r1 - r0, -1, block) * block_scales(w)[r0:r1, :, None]).reshape(r1 - r0, -1)
+        v = w.values(r0, r1).astype(np.float32)
+        fmt = w.format
+        if fmt.scale == "block":
+            v = (v.reshape(r1 - r0, -1, fmt.block) * fmt.block_scales(w)[r0:r1, :, None]).reshape(r1 - r0, -1)
         y[:, r0:r1] = (x @ v.T) * np.float32(w.scale if w.scale is not None else 1.0)
     return _run(y, w, "none")
 

@@ -1,4 +1,4 @@
-"""Registers the CUDA kernels with the dispatcher (backend "cuda").
+"""The CUDA backend (row "cuda" of bitnet.kernels.backends): status, activate, select.
 
 Activations are quantized on the host by the NumPy quantizers (the same bits every backend
 sees), weights are uploaded once per tensor in their file layout, and the kernel id names the
@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitnet.cuda import KERNEL_IDS, cuda_status, i2s_gemm, tq2_0_gemm
-from bitnet.quant import dispatch
-from bitnet.quant.activations import per_token_absmax, q8_k
+from bitnet.kernels.activations import per_token_absmax, q8_k
+from bitnet.kernels.cuda import KERNEL_IDS, cuda_status, i2s_gemm, tq2_0_gemm
 from bitnet.quant.weights import PackedWeight
 
-_ok, _why = cuda_status()
-if not _ok:
-    raise ImportError(f"CUDA backend unavailable: {_why}")
+
+def status() -> tuple[bool, str]:
+    return cuda_status()
+
+
+def activate() -> None:
+    """Nothing beyond what status() did (CuPy imported, the module compiled)."""
 
 
 def _i2s(x: np.ndarray, w: PackedWeight):
@@ -29,12 +32,10 @@ def _tq2(x: np.ndarray, w: PackedWeight):
     return tq2_0_gemm(w.name, w.raw, w.out_features, w.in_features, a.q, a.scale), KERNEL_IDS["tq2_0"]
 
 
+#: (format tag, activation profile) -> GPU kernel (see bitnet.kernels.native.backend.KERNELS)
+KERNELS = {("i2s_x86", "per-token-absmax"): _i2s, ("tq2_0", "q8_k-block256"): _tq2}
+
+
 def select(w: PackedWeight, act: str):
-    if w.flavor == "i2_s" and w.layout == "x86" and act == "per-token-absmax":
-        return _i2s
-    if w.flavor == "tq2_0" and act == "q8_k-block256":
-        return _tq2
-    return None
+    return KERNELS.get((w.format.tag(w), act))
 
-
-dispatch.BACKENDS["cuda"] = select

@@ -1,0 +1,1 @@
+"""File helpers: atomic writes (`atomic`) and the project's cache folder (`cache`)."""
