@@ -23,8 +23,9 @@ class Fault:
     name: str
     size: str  # what the bug is, in numbers
     apply: Callable[[Callable], None]
-    #: False where the fault is known to sit below some family's end-to-end noise floor; the
-    #: default suite pins it directly instead (tests/test_profile_knobs.py)
+    #: False where the fault sits below the end-to-end floor of activation-rounding families and
+    #: outside every layer (the lm_head); the default suite pins it directly instead
+    #: (tests/test_profile_knobs.py)
     end_to_end: bool = True
 
 

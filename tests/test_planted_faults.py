@@ -57,8 +57,9 @@ def test_planted_fault_fails_the_exact_gate(clean, model, fault):
         return
     if np.array_equal(o.prompt_logits, ref.prompt_logits) and np.array_equal(o.decode_logits, ref.decode_logits):
         pytest.skip(f"{fault} does not change the {model} model")
-    if not FAULTS[fault].end_to_end and family == "f16-act":
-        pytest.skip(f"{fault} sits below the f16-act noise floor end to end; tests/test_profile_knobs.py pins it")
+    if not FAULTS[fault].end_to_end and family != "float":
+        pytest.skip(f"{fault} sits below the {family} end-to-end floor and after the last layer; "
+                    "tests/test_profile_knobs.py pins it")
     r = compare(o.prompt_logits, ref.prompt_logits, "exact", family=family, greedy_ours=o.greedy, greedy_ref=greedy,
                 decode_ours=o.decode_logits, decode_ref=ref.decode_logits, decode_tokens=greedy)
     r = gate_layers(r, layers)
