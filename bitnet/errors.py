@@ -63,13 +63,13 @@ class TokenizerError(BitNetError, ValueError):
 #: config keys it would otherwise default the way llama.cpp does, and the kernel dispatcher
 #: refuse any fallback to the NumPy kernels.
 STRICT_ENV = "BITNET_STRICT_MODE"
-_TRUE = {"1", "true", "yes", "on"}
 
 
 def strict_enabled(explicit: bool | None = None) -> bool:
-    """An explicit argument wins; otherwise the environment decides."""
+    """An explicit argument wins; otherwise BITNET_STRICT_MODE, parsed by bitnet.settings (a
+    value that is neither on nor off, like 2, is a ConfigError, not silently off)."""
     if explicit is not None:
         return bool(explicit)
-    import os
+    from bitnet.settings import settings
 
-    return os.environ.get(STRICT_ENV, "").strip().lower() in _TRUE
+    return settings().strict

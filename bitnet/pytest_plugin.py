@@ -36,12 +36,17 @@ class Criterion:
 
 def find_catalog(rootpath: Path, configured: str | None = None) -> Path | None:
     """The catalog path: the ini option, else `policies/acceptance.yml` under the rootdir,
-    else next to the installed `bitnet` package (editable installs and source checkouts)."""
+    else next to the `bitnet` package (editable installs and source checkouts), else the copy
+    packaged in the wheel (`bitnet/_resources/policies`), so a user's own repository gets the
+    AC markers too."""
+    from bitnet.receipts.policy import PACKAGED
+
     candidates = []
     if configured:
         candidates.append(Path(configured) if Path(configured).is_absolute() else rootpath / configured)
     candidates.append(rootpath / CATALOG_REL)
     candidates.append(Path(__file__).resolve().parents[1] / CATALOG_REL)
+    candidates.append(Path(__file__).resolve().parent / PACKAGED / CATALOG_REL)
     for c in candidates:
         if c.is_file():
             return c
@@ -67,13 +72,24 @@ def load_catalog(path: Path) -> list[Criterion]:
     return out
 
 
+def _env_path(key: str) -> str | None:
+    from bitnet.errors import ConfigError
+    from bitnet.settings import settings
+
+    try:
+        v = getattr(settings(), key)
+    except ConfigError as e:
+        raise pytest.UsageError(str(e)) from None
+    return str(v) if v else None
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("bitnet", "bitnet-harness")
     group.addoption("--crossval", action="store_true", default=False,
                     help="run tests marked 'crossval' against the C++ reference (libllama)")
-    group.addoption("--bitnet-cpp-dir", default=os.environ.get("BITNET_CPP_DIR"), metavar="DIR",
+    group.addoption("--bitnet-cpp-dir", default=_env_path("cpp_dir"), metavar="DIR",
                     help="llama.cpp / bitnet.cpp checkout with a build, or the reference cache folder")
-    group.addoption("--bitnet-gguf", default=os.environ.get("BITNET_GGUF"), metavar="MODEL.gguf",
+    group.addoption("--bitnet-gguf", default=_env_path("gguf"), metavar="MODEL.gguf",
                     help="a user model to include in model-level tests")
     group.addoption("--bitnet-strict", action="store_true", default=False,
                     help="set BITNET_STRICT_MODE=1: every fallback is an error")
@@ -82,16 +98,68 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("bitnet_acceptance", "path of the acceptance catalog", default="")
 
 
+#: an AC whose selected tests skipped more than this share is flagged "mostly skipped"
+MOSTLY_SKIPPED = 0.5
+
+
+@dataclass
+class ACRow:
+    """One AC's line of the report. `collected` = selected + deselected; of the selected,
+    passed + failed + skipped + not_run (interrupted, or -x stopped the run)."""
+
+    id: str
+    title: str
+    collected: int
+    deselected: int
+    passed: int
+    failed: int
+    skipped: int
+    skip_reasons: list[tuple[str, int]]  # most frequent first
+
+    @property
+    def selected(self) -> int:
+        return self.collected - self.deselected
+
+    @property
+    def not_run(self) -> int:
+        return self.selected - self.passed - self.failed - self.skipped
+
+    @property
+    def flag(self) -> str:
+        if not self.collected:
+            return "no tests"
+        if not self.selected:
+            return "all deselected"
+        if self.skipped > MOSTLY_SKIPPED * self.selected:
+            return f"MOSTLY SKIPPED ({self.skipped} of {self.selected})"
+        return ""
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    if hasattr(report, "wasxfail"):
+        return f"xfail: {report.wasxfail}" if report.wasxfail else "xfail"
+    lr = report.longrepr
+    reason = lr[2] if isinstance(lr, tuple) and len(lr) == 3 else str(lr)
+    return reason.removeprefix("Skipped: ").strip().splitlines()[0] if reason.strip() else "(no reason)"
+
+
 @dataclass(eq=False)  # hashable by identity: pluggy keeps registered plugins in sets
 class ACReporter:
-    """Collects which tests carry which AC marker and how each test ended.
+    """Collects which tests carry which AC marker, which were deselected, and how each test
+    ended (with the skip reason).
+
+    A deselected test (`-m`, `-k`) exists but did not run: it is counted apart, so `pytest -m
+    ac3` does not report every other AC as having no tests. A skip is never a pass, and an AC
+    whose selected tests mostly skipped is flagged with the reasons.
 
     Registered as a plugin object in `pytest_configure` so its hooks see its own state."""
 
     criteria: list[Criterion]
     show: bool = False
     tests: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # ac -> nodeids
+    deselected: set[str] = field(default_factory=set)
     outcomes: dict[str, str] = field(default_factory=dict)  # nodeid -> passed/failed/skipped
+    reasons: dict[str, str] = field(default_factory=dict)  # nodeid -> skip reason
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # The worst phase wins: a failing setup/teardown fails the test, a skip is a skip.
@@ -100,37 +168,63 @@ class ACReporter:
             self.outcomes[report.nodeid] = "failed"
         elif report.skipped and prev != "failed":
             self.outcomes[report.nodeid] = "skipped"
+            self.reasons[report.nodeid] = _skip_reason(report)
         elif report.passed and report.when == "call" and prev is None:
             self.outcomes[report.nodeid] = "passed"
 
     def pytest_deselected(self, items) -> None:
-        """Deselected tests (`-m`, `-k`) do not run: they are not this run's coverage."""
-        gone = {i.nodeid for i in items}
-        for ids in self.tests.values():
-            ids -= gone
+        """Deselected tests (`-m`, `-k`) do not run; they are reported as deselected. Their AC
+        markers are recorded here: `-m` may deselect them before our modifyitems sees them."""
+        for item in items:
+            self.deselected.add(item.nodeid)
+            self.note(item)
 
-    def summary(self) -> list[tuple[str, str, int, int, int, int]]:
-        """Rows (id, title, tests, passed, failed, skipped) in catalog order."""
-        rows = []
+    def note(self, item: pytest.Item) -> None:
+        for m in item.iter_markers():
+            if AC_ID.match(m.name):
+                self.tests[m.name].add(item.nodeid)
+
+    def rows(self) -> list[ACRow]:
+        out = []
         for c in self.criteria:
             ids = self.tests.get(c.id, set())
             counts = {"passed": 0, "failed": 0, "skipped": 0}
-            for nid in ids:
+            reasons: dict[str, int] = defaultdict(int)
+            for nid in ids - self.deselected:
                 o = self.outcomes.get(nid)
                 if o in counts:
                     counts[o] += 1
-            rows.append((c.id, c.title, len(ids), counts["passed"], counts["failed"], counts["skipped"]))
-        return rows
+                if o == "skipped":
+                    reasons[self.reasons.get(nid, "(no reason)")] += 1
+            out.append(ACRow(c.id, c.title, len(ids), len(ids & self.deselected), counts["passed"],
+                             counts["failed"], counts["skipped"],
+                             sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))))
+        return out
+
+    def summary(self) -> list[tuple[str, str, int, int, int, int]]:
+        """Rows (id, title, selected, passed, failed, skipped) in catalog order."""
+        return [(r.id, r.title, r.selected, r.passed, r.failed, r.skipped) for r in self.rows()]
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if not self.show:
             return
         tr = terminalreporter
+        rows = self.rows()
         tr.write_sep("=", "acceptance criteria coverage")
-        tr.write_line(f"{'AC':<6}{'tests':>6}{'passed':>8}{'failed':>8}{'skipped':>9}  title")
-        for ac, title, n, p, f, s in self.summary():
-            flag = "" if n else "  (no tests)"
-            tr.write_line(f"{ac:<6}{n:>6}{p:>8}{f:>8}{s:>9}  {title}{flag}")
+        tr.write_line(f"{'AC':<6}{'selected':>9}{'desel':>7}{'passed':>8}{'failed':>8}{'skipped':>9}  title")
+        for r in rows:
+            flag = f"  ({r.flag})" if r.flag else ""
+            tr.write_line(f"{r.id:<6}{r.selected:>9}{r.deselected:>7}{r.passed:>8}{r.failed:>8}"
+                          f"{r.skipped:>9}  {r.title}{flag}")
+        flagged = [r for r in rows if r.flag.startswith("MOSTLY")]
+        if flagged:
+            tr.write_sep("-", "ACs whose tests mostly skipped: not evidence of a pass")
+            for r in flagged:
+                tr.write_line(f"{r.id}: {r.skipped} of {r.selected} selected tests skipped")
+                for reason, n in r.skip_reasons[:5]:
+                    tr.write_line(f"    {n:>4} x {reason[:150]}")
+                if len(r.skip_reasons) > 5:
+                    tr.write_line(f"    ... and {len(r.skip_reasons) - 5} other reasons")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -153,9 +247,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     crossval = config.getoption("--crossval")
     skip = pytest.mark.skip(reason="crossval test: pass --crossval (and --bitnet-cpp-dir) to run it")
     for item in items:
-        for m in item.iter_markers():
-            if AC_ID.match(m.name):
-                reporter.tests[m.name].add(item.nodeid)
+        reporter.note(item)
         if item.get_closest_marker("crossval") and not crossval:
             item.add_marker(skip)
 
@@ -208,3 +300,43 @@ def bitnet_cpp_dir(pytestconfig: pytest.Config) -> Path:
     if not value:
         pytest.skip("no C++ reference: pass --bitnet-cpp-dir=DIR (see docs/how-to/crossval.md)")
     return Path(value)
+
+
+# -- shared fixtures (the repository's fixtures/, or the copy packaged in the wheel) -----------
+def fixtures_dir() -> Path | None:
+    """The harness's shared test data: `fixtures/` of a checkout (next to the package), else
+    `bitnet/_resources/fixtures` of an installed wheel; None when neither is there."""
+    from bitnet.receipts.policy import PACKAGED
+
+    here = Path(__file__).resolve()
+    for cand in (here.parents[1] / "fixtures", here.parent / PACKAGED / "fixtures"):
+        if (cand / "models.yml").is_file():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def bitnet_fixtures_dir() -> Path:
+    """The shared fixtures folder (receipt corpora, model recipes, prompts); see fixtures/README.md."""
+    d = fixtures_dir()
+    if d is None:
+        pytest.skip("bitnet-harness fixtures not found (neither a checkout's fixtures/ nor the wheel's copy)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def bitnet_recipe_model(bitnet_fixtures_dir: Path, bitnet_model_factory):
+    """`bitnet_recipe_model("default-i2s")`: the model a recipe of fixtures/models.yml names,
+    synthesised once per session (byte for byte what the recipe's sha256 pins)."""
+    from ruamel.yaml import YAML
+
+    recipes = YAML(typ="safe").load((bitnet_fixtures_dir / "models.yml").read_text(encoding="utf-8"))["models"]
+
+    def make(name: str) -> Path:
+        if name not in recipes:
+            raise pytest.UsageError(f"no model recipe {name!r} in {bitnet_fixtures_dir / 'models.yml'}; "
+                                    f"known: {', '.join(recipes)}")
+        r = recipes[name]
+        return bitnet_model_factory(preset=r["preset"], arch=r["arch"], fmt=r["format"], seed=r["seed"])
+
+    return make

@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 from bitnet.cli.logits_cmd import parse_ids
+from bitnet.errors import ConfigError
+from bitnet.files.atomic import check_writable
 from bitnet.model.profiles import PROFILES
+from bitnet.progress import add_quiet_arg, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,13 +35,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "beside it, not gating (deep random models, e.g. the 2B-4T shape)")
     p.add_argument("--no-per-layer", action="store_true", help="skip the per-layer gate (end to end only)")
     p.add_argument("--no-strict", action="store_true", help="allow fallbacks on our side (default: strict)")
+    p.add_argument("--apply-corrections", action="store_true",
+                   help="apply the validation policy's named corrections on our side (recorded in the receipt)")
     p.add_argument("--receipt", help="write a parity receipt here (atomically)")
     p.add_argument("--json", action="store_true")
+    add_quiet_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, io) -> int:
     from crossval.compare import crossval_model
+    from crossval.reference import locate
+
+    locate(args.cpp_dir, "--cpp-dir")  # a wrong folder is one line naming this option, before any work
+    if not Path(args.model).is_file():
+        raise ConfigError(f"--model {args.model}: no such file")
+    if args.receipt:
+        check_writable(args.receipt, "--receipt")
 
     if args.ids is not None:
         ids = parse_ids(args.ids)
@@ -45,9 +59,12 @@ def run(args: argparse.Namespace, io) -> int:
         from bitnet.tokenizer import load_tokenizer
 
         ids = load_tokenizer(args.model).encode(args.prompt, add_special=True, parse_special=True)
-    r = crossval_model(args.cpp_dir, args.model, ids, profile=args.gate, numerics=args.profile,
-                       n_greedy=args.greedy, strict=not args.no_strict, receipt=args.receipt, backend=args.backend,
-                       per_layer=not args.no_per_layer, end_to_end="report" if args.deep else "gate")
+    with progress(f"crossval: libllama worker, then our engine, on {len(ids)} positions + {args.greedy} greedy",
+                  stream=io.stderr, quiet=args.quiet):
+        r = crossval_model(args.cpp_dir, args.model, ids, profile=args.gate, numerics=args.profile,
+                           n_greedy=args.greedy, strict=not args.no_strict, receipt=args.receipt,
+                           apply_corrections=args.apply_corrections, backend=args.backend,
+                           per_layer=not args.no_per_layer, end_to_end="report" if args.deep else "gate")
     if args.json:
         json.dump({"verdict": r.verdict, "reason": r.reason, "first_divergence": r.first_divergence,
                    "greedy_match": r.greedy_match, "positions": [asdict(p) for p in r.positions],
@@ -57,6 +74,8 @@ def run(args: argparse.Namespace, io) -> int:
                               "positions": [asdict(p) for p in r.decode_positions]},
                    "layers": {"positions": r.layers, "first_divergence": r.layer_first_divergence}}, io.stdout, indent=2)
         io.stdout.write("\n")
+    elif r.verdict == "error":  # nothing was compared: one line on stderr, not a table title
+        print(f"bitnet crossval: {' '.join(r.reason.split())}", file=io.stderr)
     else:
         _table(r, io)
     return {"pass": 0, "fail": 1}.get(r.verdict, 2)

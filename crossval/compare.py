@@ -79,27 +79,27 @@ def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: i
 
 
 def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, forced: list[int], n_greedy: int,
-          backend: str, l_out: np.ndarray | None = None):
+          backend: str, l_out: np.ndarray | None = None, apply_corrections: bool = False):
     from bitnet.kernels import dispatch
     from bitnet.model import BitNetModel
     from crossval.layers import teacher_forced_layers
 
     dispatch.set_backend(backend)
     t0 = time.perf_counter()
-    m = BitNetModel(model, profile=numerics, strict=strict)
+    m = BitNetModel(model, profile=numerics, strict=strict, apply_corrections=apply_corrections)
     try:
         out = engine_outputs(m, ids, forced, n_greedy)
         layers = teacher_forced_layers(m, ids, l_out) if l_out is not None else None
     finally:
         m.close()
-    return out, layers, time.perf_counter() - t0
+    return out, layers, time.perf_counter() - t0, m.corrections
 
 
 def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
                    profile: str = "exact", numerics: str | None = None, n_greedy: int = 8, strict: bool = True,
                    backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
                    timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,
-                   per_layer: bool = True, end_to_end: str = "gate") -> ParityResult:
+                   per_layer: bool = True, end_to_end: str = "gate", apply_corrections: bool = False) -> ParityResult:
     """Prompt logits and `n_greedy` teacher-forced decode steps (the reference's greedy tokens
     fed to both sides, ours through our KV cache), gated separately at the bounds of the
     model's format family. `per_layer` (default) also runs each of our layers on the
@@ -127,9 +127,10 @@ def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str
         return errored(f"reference: {ref.error}", profile)
     ref_greedy = [int(t) for t in ref.data.get("greedy", np.zeros(0, np.int32))]
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    fut = pool.submit(_ours, model, ids, numerics, strict, ref_greedy, n_greedy, backend, ref.data.get("l_out"))
+    fut = pool.submit(_ours, model, ids, numerics, strict, ref_greedy, n_greedy, backend, ref.data.get("l_out"),
+                      apply_corrections)
     try:
-        out, layer_metrics, ours_s = fut.result(timeout=timeout)
+        out, layer_metrics, ours_s, corrections = fut.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
         pool.shutdown(wait=False, cancel_futures=True)
         return errored(f"ours: the engine ran past {timeout:g} s", profile)
@@ -160,6 +161,7 @@ def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str
             reference={"libllama": str(ref.data["libllama"]), "api": str(ref.data["api"]), "version": str(ref.data["version"])},
             ours={"numerics_profile": out.profile, "backend": backend, "strict": strict},
             timings={"reference_s": ref_s, "ours_s": ours_s, "timeout_s": timeout},
+            corrections=corrections,
         ))
     return result
 

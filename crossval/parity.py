@@ -333,7 +333,9 @@ def errored(reason: str, profile: str = "exact") -> ParityResult:
 
 
 def parity_receipt(result: ParityResult, *, model: str | os.PathLike[str], prompt_ids: list[int],
-                   reference: dict, ours: dict, timings: dict) -> dict:
+                   reference: dict, ours: dict, timings: dict, corrections: list[dict] | None = None) -> dict:
+    """The parity receipt document; `corrections` (validation corrections our engine applied
+    at load, `--apply-corrections`) is written only when some were applied."""
     from bitnet import __version__
     from bitnet.receipts.build import sha256_file
 
@@ -362,6 +364,7 @@ def parity_receipt(result: ParityResult, *, model: str | os.PathLike[str], promp
         "decode": {"tokens": result.decode_tokens, "positions": [asdict(p) for p in result.decode_positions],
                    "first_divergence": result.decode_first_divergence,
                    "greedy_degenerate": result.greedy_degenerate, **_worsts(result, "decode")},
+        **({"corrections": list(corrections)} if corrections else {}),
     }
 
 

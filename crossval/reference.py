@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -39,11 +40,14 @@ def _candidates(root: Path) -> list[Path]:
     return [root, root / "llama.cpp", root / "3rdparty" / "llama.cpp"]
 
 
-def locate(root: str | os.PathLike[str]) -> Reference:
+def locate(root: str | os.PathLike[str], option: str = "--bitnet-cpp-dir") -> Reference:
+    """The build under `root`; `option` is how the caller spells the folder's option
+    (`--bitnet-cpp-dir` for pytest, `--cpp-dir` for `bitnet crossval`) so errors name it."""
     r = Path(root).expanduser()
     looked: list[str] = []
     if not r.is_dir():
-        raise BridgeError(f"--bitnet-cpp-dir {r}: not a folder")
+        raise BridgeError(f"{option} {r}: not a folder. Build the reference with `python -m crossval.setup` "
+                          "(it prints the folder to pass)")
     for src in _candidates(r):
         header = src / "include" / "llama.h"
         looked.append(str(header))
@@ -61,8 +65,50 @@ def locate(root: str | os.PathLike[str]) -> Reference:
         lib = libs[0]
         _check_symbols(lib, api)
         return Reference(r, src, lib, api, _version(r, src))
-    raise BridgeError(f"--bitnet-cpp-dir {r}: no llama.cpp build found; looked for: {'; '.join(looked)}. "
+    raise BridgeError(f"{option} {r}: no llama.cpp build found; looked for: {'; '.join(looked)}. "
                       "Build one with `python -m crossval.setup` (prints the folder to pass).")
+
+
+_ARCH_ENTRY = re.compile(r'\{\s*LLM_ARCH_\w+\s*,\s*"([^"]+)"\s*\}')
+
+
+def known_archs(ref: Reference) -> list[str]:
+    """The `general.architecture` names this build's llama.cpp source registers (its
+    LLM_ARCH_NAMES table: src/llama-arch.cpp upstream, src/llama.cpp in older trees and the
+    bitnet.cpp fork). Empty when the source is not there to read."""
+    names: list[str] = []
+    for f in (ref.source / "src" / "llama-arch.cpp", ref.source / "src" / "llama.cpp", ref.source / "llama.cpp"):
+        if f.is_file():
+            names += [n for n in _ARCH_ENTRY.findall(f.read_text(errors="replace")) if n not in names]
+    return names
+
+
+def load_failure_hint(ref: Reference, model: str | os.PathLike[str]) -> str:
+    """Why a model may not load here, from facts: the model's arch and the archs this library
+    registers. The case users hit: upstream llama.cpp has `bitnet` but not `bitnet-b1.58` (the
+    arch of Microsoft's BitNet-b1.58-2B-4T GGUF and of `bitnet synth`'s default), which
+    bitnet.cpp's llama.cpp fork registers from 40ed0f29 (../shared/spec/MODEL.md; the older
+    406a5036 that docs/explanation/performance.md measured loads only `bitnet`)."""
+    try:
+        from bitnet.gguf import GGUFReader
+
+        with GGUFReader(model) as r:
+            arch = r.architecture
+    except Exception as e:  # the reader's own error says what is wrong with the file
+        return f"our reader cannot read it either: {e}"
+    archs = known_archs(ref)
+    bitnet = [a for a in archs if "bitnet" in a]
+    if not archs:
+        return f"model arch {arch!r}"
+    if arch in archs:
+        return f"model arch {arch!r} is one this library registers; see the worker's stderr"
+    hint = (f"model arch {arch!r} is not one this library ({ref.api} API) registers; its BitNet archs: "
+            f"{', '.join(bitnet) or 'none'}")
+    if arch == "bitnet-b1.58":
+        hint += ("; upstream llama.cpp cannot load bitnet-b1.58; bitnet.cpp's llama.cpp fork at 40ed0f29 "
+                 "(merge-dev) registers it (older forks such as 406a5036 only 'bitnet'): pass that checkout, "
+                 "or make a model this library loads with `bitnet synth --arch bitnet`")
+    return hint
 
 
 def _check_symbols(lib: Path, api: str) -> None:

@@ -25,6 +25,15 @@ class ReferenceRun:
     data: dict = field(default_factory=dict)
 
 
+def _last_words(stderr: str) -> str:
+    """What the worker said: its one line for a typed error; for an unexpected exception, the
+    exception line of the traceback (the frames are noise in a verdict's reason)."""
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    if any(ln.startswith("Traceback (most recent call last)") for ln in lines):
+        return f"{lines[-1].strip()} (a bug in the worker: run python -m crossval.worker to see the traceback)"
+    return " ".join(lines)[-800:]
+
+
 def run_reference(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], *, ids: Sequence[int] = (),
                   n_greedy: int = 0, texts: Sequence[str] = (), add_special: bool = False,
                   parse_special: bool = False, n_threads: int | None = None, runs: Sequence[dict] = (),
@@ -55,7 +64,7 @@ def run_reference(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str]
                 name = f"signal {-p.returncode}"
             return ReferenceRun(False, f"crash: the C++ worker died with {name}; stderr: {p.stderr.strip()[-400:]}")
         if p.returncode != 0:
-            return ReferenceRun(False, f"the C++ worker exited {p.returncode}: {p.stderr.strip()[-800:]}")
+            return ReferenceRun(False, f"the C++ worker exited {p.returncode}: {_last_words(p.stderr)}")
         with np.load(out) as z:
             data = {k: z[k] for k in z.files}
         return ReferenceRun(True, None, data)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from bitnet.errors import BridgeError
 from bitnet.files.cache import cache_dir
+from bitnet.progress import add_quiet_arg, progress
 from bitnet.toolchain.sdist import LLAMA_CPP_PYTHON_VERSION, extract_vocab, sdist_root
 
 CMAKE_FLAGS = [
@@ -46,14 +48,17 @@ def is_built(root: Path) -> bool:
 
 
 def build(version: str = LLAMA_CPP_PYTHON_VERSION, cache: str | None = None, jobs: int | None = None,
-          log=sys.stderr) -> Path:
+          log=sys.stderr, quiet: bool = False) -> Path:
+    """Build (or find) the reference. Progress (spinner, then a bar over CMake's percentages)
+    goes to `log` when it is a terminal and not `quiet`."""
     root = reference_dir(version, cache)
     if is_built(root):
         return root
     for tool in ("cmake", "c++"):
         if shutil.which(tool) is None:
             raise BridgeError(f"building the reference needs {tool!r} on PATH")
-    src = sdist_root(version)
+    with progress(f"llama-cpp-python {version} sdist (pip download, unpack)", stream=log, quiet=quiet):
+        src = sdist_root(version)
     root.mkdir(parents=True, exist_ok=True)
     # the source tree the build uses, next to the build (headers are read from here later)
     tree = root / "llama.cpp"
@@ -64,9 +69,12 @@ def build(version: str = LLAMA_CPP_PYTHON_VERSION, cache: str | None = None, job
     bdir = tree / "build"
     t0 = time.perf_counter()
     print(f"crossval.setup: configuring llama.cpp (llama-cpp-python {version}) in {bdir}", file=log)
-    _run(["cmake", "-S", str(tree), "-B", str(bdir), *CMAKE_FLAGS], log)
+    with progress("cmake: configuring llama.cpp", stream=log, quiet=quiet):
+        _run(["cmake", "-S", str(tree), "-B", str(bdir), *CMAKE_FLAGS], log)
     print(f"crossval.setup: building libllama with {jobs or os.cpu_count()} jobs (about 12 min on 2 cores)", file=log)
-    _run(["cmake", "--build", str(bdir), "-j", str(jobs or os.cpu_count() or 2), "--target", "llama"], log)
+    with progress("cmake: building libllama", total=100, stream=log, quiet=quiet) as update:
+        _run(["cmake", "--build", str(bdir), "-j", str(jobs or os.cpu_count() or 2), "--target", "llama"], log,
+             on_line=lambda line: _cmake_percent(line, update))
     lib = next((p for p in bdir.rglob("libllama.so") if p.is_file()), None) or \
         next((p for p in bdir.rglob("libllama.dylib") if p.is_file()), None)
     if lib is None:
@@ -80,10 +88,35 @@ def build(version: str = LLAMA_CPP_PYTHON_VERSION, cache: str | None = None, job
     return root
 
 
-def _run(cmd: list[str], log) -> None:
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise BridgeError(f"{' '.join(cmd[:3])} ... failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+_PERCENT = re.compile(r"^\[\s*(\d+)%\]\s*(.*)")
+
+
+def _cmake_percent(line: str, update) -> None:
+    """`[ 45%] Building CXX object src/CMakeFiles/llama.dir/llama.cpp.o` -> the bar at 45 %."""
+    m = _PERCENT.match(line)
+    if m:
+        what = m.group(2).rsplit("/", 1)[-1][:60]
+        update(completed=int(m.group(1)), what=f"cmake: building libllama ({what})")
+
+
+def _run(cmd: list[str], log, on_line=None) -> None:
+    """Run `cmd`, its output kept for the error message; `on_line` sees stdout as it comes."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out: list[str] = []
+    err_lines: list[str] = []
+    import threading
+
+    t = threading.Thread(target=lambda: err_lines.extend(p.stderr), daemon=True)
+    t.start()
+    for line in p.stdout:
+        out.append(line)
+        if on_line is not None:
+            on_line(line)
+    rc = p.wait()
+    t.join()
+    if rc != 0:
+        stdout, stderr = "".join(out), "".join(err_lines)
+        raise BridgeError(f"{' '.join(cmd[:3])} ... failed ({rc}):\n{stdout[-2000:]}\n{stderr[-2000:]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,9 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", help="cache folder (default: ~/.cache/bitnet-harness/reference)")
     ap.add_argument("--jobs", type=int, help="parallel build jobs (default: cores)")
     ap.add_argument("--print-dir", action="store_true", help="only print the folder (build if needed)")
+    add_quiet_arg(ap)
     args = ap.parse_args(argv)
     try:
-        root = build(args.version, args.cache, args.jobs)
+        root = build(args.version, args.cache, args.jobs, quiet=args.quiet)
     except BridgeError as e:
         print(f"crossval.setup: error: {e}", file=sys.stderr)
         return 2

@@ -21,15 +21,20 @@ import numpy as np
 def main(argv: list[str]) -> int:
     req_path, out_path = argv
     req = json.loads(open(req_path, encoding="utf-8").read())
-    from crossval.reference import locate, shim_for
+    from bitnet.errors import BitNetError
+    from crossval.reference import load_failure_hint, locate, shim_for
 
-    ref = locate(req["cpp_dir"])
-    mod = shim_for(ref)
+    try:  # a typed error is one line for the parent to show, never a traceback
+        ref = locate(req["cpp_dir"], req.get("option", "--bitnet-cpp-dir"))
+        mod = shim_for(ref)
+    except BitNetError as e:
+        print(str(e), file=sys.stderr)
+        return 2
     ffi, lib = mod.ffi, mod.lib
     t0 = time.perf_counter()
     h = lib.bh_load(req["model"].encode(), int(req.get("n_ctx", 0)), int(req.get("n_threads", 2)), 0)
     if h == ffi.NULL:
-        print(f"libllama could not load {req['model']}", file=sys.stderr)
+        print(f"libllama could not load {req['model']}: {load_failure_hint(ref, req['model'])}", file=sys.stderr)
         return 3
     load_s = time.perf_counter() - t0
     n_vocab = lib.bh_n_vocab(h)

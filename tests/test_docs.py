@@ -86,3 +86,40 @@ def test_readme_main_command_runs_through_the_console_script(tmp_path):
     r = subprocess.run([exe, *shlex.split(main_cmd)[1:]], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()
+
+
+@pytest.mark.crossval
+@pytest.mark.ac26
+def test_crossval_howto_step3_runs_as_written(pytestconfig, tmp_path):
+    """docs/how-to/crossval.md step 3, run in a shell from an empty folder as a user would (the
+    `$(python -m crossval.setup --print-dir)` included), against the reference pytest was given."""
+    import os
+    import subprocess
+    import sys
+
+    cpp = pytestconfig.getoption("--bitnet-cpp-dir")
+    if not cpp:
+        pytest.skip("needs --bitnet-cpp-dir")
+    text = (DOCS / "how-to" / "crossval.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"<!-- crossval-howto -->\s*```bash\n(.*?)```", text, re.S)
+    script = block.replace("$(python -m crossval.setup --print-dir)", cpp)
+    env = dict(os.environ, BITNET_CACHE_DIR=str(tmp_path / "cache"), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env["PYTHONPATH"] = f"{ROOT}:{env.get('PYTHONPATH', '')}"
+    bitnet = f"{sys.executable} -m bitnet"
+    script = "\n".join(ln.replace("bitnet ", bitnet + " ", 1) if ln.startswith("bitnet ") else ln
+                       for ln in script.splitlines())
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "PASS" in r.stdout and (tmp_path / "parity.json").is_file()
+    # and a bitnet-b1.58 model is refused with the arch facts, not "could not load" alone
+    subprocess.run([sys.executable, "-m", "bitnet", "synth", "b158.gguf"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True)
+    r = subprocess.run([sys.executable, "-m", "bitnet", "crossval", "--cpp-dir", cpp, "--model", "b158.gguf",
+                        "--prompt", "Hello"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2
+    assert "'bitnet-b1.58'" in r.stderr and "BitNet archs: bitnet" in r.stderr, r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = subprocess.run([sys.executable, "-m", "bitnet", "crossval", "--cpp-dir", str(tmp_path / "nope"), "--model",
+                        "m.gguf", "--prompt", "Hello"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "--cpp-dir" in r.stderr and "--bitnet-cpp-dir" not in r.stderr, r.stderr

@@ -46,6 +46,7 @@ def test_unknown_ac_marker_fails_collection(tester):
     r.stdout.fnmatch_lines(["*'ac99' not found in `markers` configuration option*"])
 
 
+@pytest.mark.ac27
 def test_ac_report_counts_outcomes_and_never_counts_skips_as_passes(tester):
     tester.makepyfile(
         """
@@ -63,8 +64,36 @@ def test_ac_report_counts_outcomes_and_never_counts_skips_as_passes(tester):
     )
     r = tester.runpytest("--ac-report")
     r.assert_outcomes(passed=1, failed=1, skipped=2)
-    r.stdout.re_match_lines([r"ac5\s+4\s+1\s+1\s+2\s+Tokenizer parity and real vocab size"])
-    r.stdout.re_match_lines([r"ac3\s+0\s+0\s+0\s+0\s+KV-cache guardrails\s+\(no tests\)"])
+    r.stdout.re_match_lines([r"ac5\s+4\s+0\s+1\s+1\s+2\s+Tokenizer parity and real vocab size$"])
+    r.stdout.re_match_lines([r"ac3\s+0\s+0\s+0\s+0\s+0\s+KV-cache guardrails\s+\(no tests\)"])
+
+
+@pytest.mark.ac27
+def test_ac_report_tells_deselected_from_missing_and_flags_mostly_skipped(tester):
+    """`pytest -m ac5` shows ac3's tests as deselected, not as "no tests"; an AC whose selected
+    tests mostly skipped is flagged, with the skip reasons counted."""
+    tester.makepyfile(
+        """
+        import pytest
+        @pytest.mark.ac3
+        def test_kv(): pass
+        @pytest.mark.ac5
+        def test_ok(): pass
+        @pytest.mark.ac5
+        def test_s1(): pytest.skip("no vocab files")
+        @pytest.mark.ac5
+        def test_s2(): pytest.skip("no vocab files")
+        @pytest.mark.ac5
+        @pytest.mark.skipif(True, reason="needs torch")
+        def test_s3(): pass
+        """
+    )
+    r = tester.runpytest("--ac-report", "-m", "ac5")
+    r.assert_outcomes(passed=1, skipped=3, deselected=1)
+    r.stdout.re_match_lines([r"ac3\s+0\s+1\s+0\s+0\s+0\s+KV-cache guardrails\s+\(all deselected\)"])
+    r.stdout.re_match_lines([r"ac5\s+4\s+0\s+1\s+0\s+3\s+Tokenizer parity.*\(MOSTLY SKIPPED \(3 of 4\)\)"])
+    r.stdout.re_match_lines([r"ac5: 3 of 4 selected tests skipped", r"\s+2 x no vocab files", r"\s+1 x needs torch"])
+    assert "ac1 " in r.stdout.str() and "(no tests)" in r.stdout.str()
 
 
 def test_crossval_skipped_with_reason_unless_requested(tester):

@@ -24,6 +24,7 @@ from bitnet.errors import BitNetError
 #: by name only, so no module of the `bitnet` library imports `crossval` (which imports `bitnet`).
 SUBCOMMANDS = [
     "bitnet.cli.inspect_cmd",
+    "bitnet.cli.validate_cmd",
     "bitnet.cli.synth_cmd",
     "bitnet.cli.run_cmd",
     "bitnet.cli.logits_cmd",

@@ -10,9 +10,8 @@ benchmark only.
 from __future__ import annotations
 
 import argparse
-import os
 
-from bitnet.errors import ConfigError, StrictModeError, strict_enabled
+from bitnet.errors import ConfigError
 from bitnet.kernels import dispatch
 
 BACKEND_ENV = "BITNET_BACKEND"
@@ -25,16 +24,19 @@ def add_backend_args(p: argparse.ArgumentParser, *, cuda: bool = False) -> None:
                         "build here, else numpy with a note on stderr; numpy = reference kernels; "
                         "native = C kernels or an error" + ("; cuda = CuPy kernels (SKIP without a GPU)" if cuda else ""))
     p.add_argument("--threads", type=int, default=None,
-                   help="threads for the native kernels (default: $BITNET_THREADS, else every core)")
+                   help="threads for the native kernels (default: $BITNET_THREADS, else every core; "
+                        "OpenMP threads wait passively, so a busy machine does not collapse decode)")
 
 
 def select_backend(args: argparse.Namespace, io, command: str) -> str:
     """Set the dispatcher's backend for this process from --backend / BITNET_BACKEND and return
     the one that will run: `numpy`, `native`, `cuda`, or `skip:<why>` for cuda without a GPU."""
-    name = args.backend or os.environ.get(BACKEND_ENV) or "cpu"
+    from bitnet.settings import settings
+
+    name = args.backend or settings().backend or "cpu"
     allowed = ("cpu", "numpy", "native", "cuda") if command == "benchmark" else ("cpu", "numpy", "native")
     if name not in allowed:
-        raise ConfigError(f"backend {name!r} (from ${BACKEND_ENV}) is not one of {', '.join(allowed)}")
+        raise ConfigError(f"{BACKEND_ENV}={name!r}: bitnet {command} takes one of {', '.join(allowed)}")
     threads = getattr(args, "threads", None)
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {threads}")
@@ -49,16 +51,9 @@ def select_backend(args: argparse.Namespace, io, command: str) -> str:
             return "skip:" + why
         dispatch.set_backend("cuda")
         return "cuda"
-    try:
-        dispatch.set_backend("native")
-    except ConfigError as e:
-        if name == "native":
-            raise
-        if strict_enabled(getattr(args, "strict", None)):
-            raise StrictModeError(f"--backend cpu: the native backend is unavailable ({e}); strict mode "
-                                  "refuses the NumPy fallback") from None
-        print(f"bitnet {command}: native backend unavailable ({e}); using numpy", file=io.stderr)
-        dispatch.set_backend("numpy")
+    ran = dispatch.activate(name, strict=getattr(args, "strict", None), who=f"bitnet {command}",
+                            stderr=io.stderr)
+    if ran == "numpy":
         return "numpy"
     if threads is not None:
         from bitnet.kernels.native.backend import set_threads

@@ -12,7 +12,9 @@ from bitnet.cli.run_cmd import add_model_args, resolve_model
 from bitnet.engine import Engine, SamplerConfig
 from bitnet.engine.generate import deterministic_env
 from bitnet.errors import ConfigError
+from bitnet.files.atomic import check_writable
 from bitnet.kernels import dispatch
+from bitnet.progress import add_quiet_arg, progress
 from bitnet.receipts.build import RunMeasurement, build_receipt, write_receipt
 from bitnet.receipts.machine import peak_rss_bytes
 
@@ -28,12 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--deterministic", action="store_true", help="greedy decoding, seed 0")
     p.add_argument("--out", help="receipt path (written atomically after a successful run)")
+    add_quiet_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, io) -> int:
     if args.tokens < 1:
         raise ConfigError("--tokens must be >= 1")
+    if args.out:
+        check_writable(args.out, "--out")  # before minutes of benchmark, not after
     backend = select_backend(args, io, "benchmark")
     if backend.startswith("skip:"):
         print("SKIP: no CUDA device available", file=io.stdout)
@@ -43,16 +48,27 @@ def run(args: argparse.Namespace, io) -> int:
     sampler = SamplerConfig(greedy=True) if deterministic else SamplerConfig()
     seed = 0 if deterministic and args.seed is None else args.seed
     t_start = time.perf_counter()
-    engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict)
-    model = engine.model
-    # warm-up: caches, BLAS threads, device uploads; not measured
-    engine.generate(args.prompt, max_tokens=2, sampler=sampler, seed=seed, ignore_eog=True)
-    dispatch.KERNEL_LOG.reset()
-    marks: dict[str, list] = {}
-    t_run = time.perf_counter()
-    result = engine.generate(args.prompt, max_tokens=args.tokens, sampler=sampler, seed=seed, ignore_eog=True,
-                             on_decode_start=lambda: marks.setdefault("prefill", dispatch.KERNEL_LOG.snapshot()))
-    total = time.perf_counter() - t_run + engine.load_s
+    # progress on stderr (a terminal only): a spinner naming the phase; updating it costs a
+    # string assignment, drawing happens on rich's own thread
+    with progress(f"benchmark ({backend}): loading the model", stream=io.stderr, quiet=args.quiet) as update:
+        engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict,
+                        apply_corrections=args.apply_corrections)
+        model = engine.model
+        # warm-up: caches, BLAS threads, device uploads; not measured
+        update(what=f"benchmark ({backend}): warm-up")
+        engine.generate(args.prompt, max_tokens=2, sampler=sampler, seed=seed, ignore_eog=True)
+        dispatch.KERNEL_LOG.reset()
+        marks: dict[str, list] = {}
+
+        def decode_start() -> None:
+            marks.setdefault("prefill", dispatch.KERNEL_LOG.snapshot())
+            update(what=f"benchmark ({backend}): decoding {args.tokens} tokens")
+
+        update(what=f"benchmark ({backend}): prefill")
+        t_run = time.perf_counter()
+        result = engine.generate(args.prompt, max_tokens=args.tokens, sampler=sampler, seed=seed, ignore_eog=True,
+                                 on_decode_start=decode_start)
+        total = time.perf_counter() - t_run + engine.load_s
     everything = dispatch.KERNEL_LOG.snapshot()
     prefill = {k.id: k for k in marks.get("prefill", [])}
     decode = []
@@ -75,7 +91,7 @@ def run(args: argparse.Namespace, io) -> int:
         max_tokens=args.tokens, seed=result.seed, sampler=result.sampler, deterministic=deterministic,
         load_s=engine.load_s, prefill_s=result.timings.prefill_s, decode_step_s=result.timings.decode_step_s,
         total_s=total, kernels=[k.to_dict() for k in everything], decode_kernels=decode,
-        peak_rss_bytes=peak_rss_bytes(), gpu=gpu, threads=native_threads(backend),
+        peak_rss_bytes=peak_rss_bytes(), gpu=gpu, threads=native_threads(backend), corrections=model.corrections,
     )
     receipt = build_receipt(m)
     tp = receipt["throughput"]

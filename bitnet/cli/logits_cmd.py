@@ -11,7 +11,7 @@ from bitnet.cli.backend_args import add_backend_args, select_backend
 from bitnet.cli.run_cmd import add_model_args, resolve_model
 from bitnet.engine import Engine
 from bitnet.errors import ConfigError
-from bitnet.files.atomic import atomic_write_bytes
+from bitnet.files.atomic import atomic_write_bytes, check_writable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,8 +36,10 @@ def parse_ids(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace, io) -> int:
+    check_writable(args.out, "--out")
     backend = select_backend(args, io, "logits")
-    engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict)
+    engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict,
+                    apply_corrections=args.apply_corrections)
     ids = parse_ids(args.ids) if args.ids is not None else engine.encode(args.prompt)
     logits = engine.logits(ids)
     buf = _io.BytesIO()

@@ -20,6 +20,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="numerics profile (default: bitnet.cpp for I2_S bitnet-b1.58, llama.cpp for TQ bitnet, else reference)")
     p.add_argument("--strict", action="store_true", default=None,
                    help="strict mode: every fallback is an error (also BITNET_STRICT_MODE=1)")
+    p.add_argument("--apply-corrections", action="store_true",
+                   help="apply the validation policy's named corrections (recorded in receipts)")
 
 
 def resolve_model(args: argparse.Namespace, io) -> str:
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace, io) -> int:
     sampler = SamplerConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                             repeat_penalty=args.repeat_penalty, greedy=args.greedy)
     backend = select_backend(args, io, "run")
-    engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict)
+    engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict,
+                    apply_corrections=args.apply_corrections)
     prompt = args.prompt
     if args.chat:
         prompt = CHAT_TEMPLATE_2B4T.format(system=args.system, user=prompt)

@@ -6,6 +6,7 @@ import argparse
 import os
 import time
 
+from bitnet.progress import add_quiet_arg, progress
 from bitnet.quant.encoders import FORMATS
 from bitnet.synth import ARCHS, PRESETS, synthesize
 
@@ -24,14 +25,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-weight", action="store_true", help="write an untied output.weight")
     p.add_argument("--size-deviation", type=int, default=0, metavar="BYTES",
                    help="add (or remove, if negative) BYTES at the end of every projection: a malformed file for strict-loader tests")
+    add_quiet_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, io) -> int:
+    from bitnet.files.atomic import check_writable
+
+    check_writable(args.out, "output")
     t0 = time.perf_counter()
-    path = synthesize(args.out, preset=args.preset, arch=args.arch, fmt=args.fmt, seed=args.seed,
-                      vocab_gguf=args.vocab, embed_format=args.embed_format, output_weight=args.output_weight,
-                      size_deviation=args.size_deviation)
+    with progress(f"synthesising {args.preset} {args.arch} {args.fmt} -> {args.out}", total=1,
+                  stream=io.stderr, quiet=args.quiet) as update:
+        path = synthesize(args.out, preset=args.preset, arch=args.arch, fmt=args.fmt, seed=args.seed,
+                          vocab_gguf=args.vocab, embed_format=args.embed_format, output_weight=args.output_weight,
+                          size_deviation=args.size_deviation,
+                          on_progress=lambda done, total: update(completed=done, total=total))
     dt = time.perf_counter() - t0
     print(f"wrote {path} ({os.path.getsize(path):,} bytes, {args.preset}, {args.arch}, {args.fmt}, "
           f"seed {args.seed}) in {dt:.2f} s -- weights are random, not a trained model", file=io.stdout)

@@ -21,17 +21,18 @@ DEFAULT_SYSTEM = "You are a helpful assistant."
 
 def env_seed() -> int | None:
     """`BITNET_SEED`, else 0 when `BITNET_DETERMINISTIC=1`, else None (fresh entropy)."""
-    s = os.environ.get("BITNET_SEED")
-    if s not in (None, ""):
-        try:
-            return int(s)
-        except ValueError:
-            raise ConfigError(f"BITNET_SEED must be an integer, got {s!r}") from None
-    return 0 if deterministic_env() else None
+    from bitnet.settings import settings
+
+    s = settings()
+    if s.seed is not None:
+        return s.seed
+    return 0 if s.deterministic else None
 
 
 def deterministic_env() -> bool:
-    return os.environ.get("BITNET_DETERMINISTIC", "").strip().lower() in {"1", "true", "yes", "on"}
+    from bitnet.settings import settings
+
+    return settings().deterministic
 
 
 @dataclass
@@ -73,9 +74,11 @@ class Engine:
     """A loaded model (and its tokenizer, when the file has one) ready to generate."""
 
     def __init__(self, model_path: str | os.PathLike[str], *, profile: str | None = None,
-                 strict: bool | None = None, max_ctx: int | None = None):
+                 strict: bool | None = None, max_ctx: int | None = None, apply_corrections: bool = False,
+                 validate: bool = True):
         t0 = time.perf_counter()
-        self.model = BitNetModel(model_path, profile=profile, strict=strict)
+        self.model = BitNetModel(model_path, profile=profile, strict=strict, apply_corrections=apply_corrections,
+                                 validate=validate)
         self.path = Path(model_path)
         self.max_ctx = max_ctx or self.model.config.n_ctx
         self._tokenizer = None

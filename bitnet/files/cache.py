@@ -8,9 +8,11 @@ from pathlib import Path
 
 def cache_dir(*parts: str) -> Path:
     """`$BITNET_CACHE_DIR`, else `$XDG_CACHE_HOME/bitnet-harness`, else `~/.cache/bitnet-harness`."""
-    root = os.environ.get("BITNET_CACHE_DIR")
+    from bitnet.settings import settings
+
+    root = settings().cache_dir
     if root:
-        base = Path(root)
+        base = root
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bitnet-harness"
     p = base.joinpath(*parts)

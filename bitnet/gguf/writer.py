@@ -216,14 +216,17 @@ class GGUFWriter:
         out += b"\0" * (_align(len(out), self.alignment) - len(out))
         return bytes(out)
 
-    def write(self) -> Path:
-        """Write the file atomically; returns its path."""
+    def write(self, on_progress: Callable[[int, int], None] | None = None) -> Path:
+        """Write the file atomically; returns its path. `on_progress(done, total)` (tensor data
+        bytes) is called after each tensor: a progress bar for big synthetic models."""
         with atomic_open(self.path) as fh:
-            self._stream(fh)
+            self._stream(fh, on_progress)
         return self.path
 
-    def _stream(self, fh: BinaryIO) -> None:
+    def _stream(self, fh: BinaryIO, on_progress: Callable[[int, int], None] | None = None) -> None:
         fh.write(self._header())
+        total = sum(t.nbytes for t in self._tensors.values())
+        done = 0
         for t in self._tensors.values():
             src = t.source() if callable(t.source) else t.source
             data = memoryview(np.ascontiguousarray(src) if isinstance(src, np.ndarray) else src).cast("B")
@@ -233,6 +236,9 @@ class GGUFWriter:
             pad = _align(t.nbytes, self.alignment) - t.nbytes
             if pad:
                 fh.write(b"\0" * pad)
+            done += t.nbytes
+            if on_progress is not None:
+                on_progress(done, total)
 
 
 def _align(n: int, a: int) -> int:

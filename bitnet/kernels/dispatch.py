@@ -19,14 +19,13 @@ serves a (weight format, activation profile) pair is the format's own `kernels` 
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-from bitnet.errors import FormatError, StrictModeError, strict_enabled
+from bitnet.errors import ConfigError, FormatError, StrictModeError, strict_enabled
 from bitnet.kernels import backends
 from bitnet.kernels import numpy_kernels as K
 from bitnet.kernels.activations import QuantizedRows, quantize_activations
@@ -65,9 +64,32 @@ def set_backend(name: str) -> None:
 def get_backend() -> str:
     b = getattr(_state, "backend", None)
     if b is None:
-        b = os.environ.get("BITNET_BACKEND", "numpy")
-        set_backend(b)
+        from bitnet.settings import settings
+
+        b = activate(settings().backend or "numpy")
     return b
+
+
+def activate(name: str, *, strict: bool | None = None, who: str = "bitnet", stderr=None) -> str:
+    """Make `name` this thread's backend and return the one that runs. `cpu` means the native
+    kernels when they build here, else NumPy with one line on stderr saying why (never silently)
+    and a StrictModeError in strict mode. The one resolver of `cpu`: the CLI's --backend and
+    BITNET_BACKEND in library use both come here."""
+    if name != "cpu":
+        set_backend(name)
+        return name
+    try:
+        set_backend("native")
+        return "native"
+    except ConfigError as e:
+        if strict_enabled(strict):
+            raise StrictModeError(f"backend cpu: the native backend is unavailable ({e}); strict mode "
+                                  "refuses the NumPy fallback") from None
+        import sys
+
+        print(f"{who}: native backend unavailable ({e}); using numpy", file=stderr or sys.stderr)
+        set_backend("numpy")
+        return "numpy"
 
 
 def matmul(x: np.ndarray, w: PackedWeight, profile: str = "per-token-absmax", *,

@@ -51,6 +51,7 @@ class RunMeasurement:
     peak_rss_bytes: int
     gpu: dict | None = None
     threads: int | None = None  # the native kernels' thread count (None for other backends)
+    corrections: list[dict] = field(default_factory=list)  # validation corrections applied at load
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -102,6 +103,7 @@ def build_receipt(m: RunMeasurement) -> dict:
         "machine": fingerprint(m.gpu),
         "peak_rss_bytes": int(m.peak_rss_bytes),
         **({"threads": int(m.threads)} if m.threads is not None else {}),
+        **({"corrections": list(m.corrections)} if m.corrections else {}),
     }
 
 

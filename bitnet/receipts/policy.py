@@ -40,8 +40,12 @@ def _packaged(kind: str) -> Path | None:
 
 
 def _find(kind: str, env: str) -> Path:
-    if os.environ.get(env):
-        return Path(os.environ[env])
+    from bitnet.settings import VARS, settings
+
+    key = next(k for k, v in VARS.items() if v.name == env)
+    configured = getattr(settings(), key)
+    if configured:
+        return configured
     repo = _ROOT / kind
     if repo.is_dir() and (_ROOT / "pyproject.toml").is_file():
         return repo

@@ -232,7 +232,8 @@ def _model_facts(res: VerifyResult, path: Path, r: dict) -> None:
 
     m = r["model"]
     try:
-        model = BitNetModel(path, profile=r["profile"])
+        # a receipt that records validation corrections was measured with them applied
+        model = BitNetModel(path, profile=r["profile"], apply_corrections=bool(r.get("corrections")))
     except BitNetError as e:
         res.add("R-MODEL-FACTS", False, f"the model file does not load under profile {r['profile']!r}: {e}")
         return

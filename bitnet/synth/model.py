@@ -125,6 +125,7 @@ def synthesize(
     output_weight: bool = False,
     name: str | None = None,
     size_deviation: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write a synthetic model and return its path (written atomically).
 
@@ -184,7 +185,7 @@ def synthesize(
             out_f, in_f = shapes[proj]
             tname = f"{p}.{proj}.weight"
             _add_projection(w, wf, arch, seed, tname, out_f, in_f, size_deviation)
-    return w.write()
+    return w.write(on_progress)
 
 
 def _add_projection(w: GGUFWriter, wf: Encoding, arch: str, seed: int, tname: str, out_f: int, in_f: int,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bitnet.errors import BitNetError
 from bitnet.files.cache import cache_dir
+from bitnet.progress import add_quiet_arg, progress
 from bitnet.toolchain.sdist import LLAMA_CPP_PYTHON_VERSION, extract_vocab
 
 
@@ -36,9 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bitnet.tokenizer.fetch_vocab", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dest", default=None, help="folder to copy the files into (default: the project cache's vocab/)")
     ap.add_argument("--version", default=LLAMA_CPP_PYTHON_VERSION, help="llama-cpp-python version")
+    add_quiet_arg(ap)
     args = ap.parse_args(argv)
     try:
-        files = fetch(args.dest, args.version)
+        with progress(f"fetching llama.cpp vocab files (llama-cpp-python {args.version} sdist)", quiet=args.quiet):
+            files = fetch(args.dest, args.version)
     except BitNetError as e:
         print(f"fetch_vocab: error: {e}", file=sys.stderr)
         return 2

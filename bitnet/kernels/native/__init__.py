@@ -8,6 +8,7 @@ fall back to NumPy, which receipts record (the kernel ids say `numpy`), and stri
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
@@ -79,18 +80,65 @@ def cpu_signature() -> str:
     return f"{platform.machine()} | {model} | {flags}"
 
 
+#: OpenMP's wait policy for our kernels' threads unless the user set OMP_WAIT_POLICY. libgomp's
+#: default spins for a while after each parallel region; between the many small matmuls of a
+#: decode step those spinning threads take the cores other processes (and our own next step)
+#: need: on a loaded 2-core machine decode collapsed to ~3 tok/s from ~90 (issue 15). Passive
+#: threads sleep on a futex instead. libgomp reads the variable once, when it loads.
+WAIT_POLICY = "PASSIVE"
+_wait_policy: list[str] = ["unknown"]
+
+
+@contextlib.contextmanager
+def _omp_env_for_load():
+    """Set OMP_WAIT_POLICY for the moment libgomp loads with our module, then restore the
+    environment, so child processes (llama.cpp in crossval, benchmarks) keep their own default."""
+    user = os.environ.get("OMP_WAIT_POLICY")
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        maps = ""
+    if "libgomp" in maps:
+        _wait_policy[0] = f"{(user or 'default').lower()} (libgomp was already loaded)"
+        yield
+        return
+    if user:
+        _wait_policy[0] = f"{user.lower()} (OMP_WAIT_POLICY)"
+        yield
+        return
+    os.environ["OMP_WAIT_POLICY"] = WAIT_POLICY
+    _wait_policy[0] = WAIT_POLICY.lower()
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_WAIT_POLICY", None)
+
+
+def wait_policy() -> str:
+    """The OpenMP wait policy our kernels' threads got: `passive` (the default here), the user's
+    OMP_WAIT_POLICY, or what an earlier-loaded libgomp had."""
+    return _wait_policy[0]
+
+
 @functools.cache
 def _module():
+    from bitnet.settings import settings
     from bitnet.toolchain.ffi import build_shim
 
-    if os.environ.get(DISABLE_ENV, "1") == "0":
+    if not settings().native:
         raise BridgeError(f"native kernels disabled by {DISABLE_ENV}=0")
-    source = f"/* built for: {cpu_signature()} */\n" + SOURCE.read_text()
+    try:
+        text = SOURCE.read_text()
+    except OSError as e:  # an install that lost its C source: a reason to fall back, not a crash
+        raise BridgeError(f"native kernel source {SOURCE} is unreadable ({e.strerror}); "
+                          "reinstall bitnet-harness or use --backend numpy") from None
+    source = f"/* built for: {cpu_signature()} */\n" + text
     errors = []
     for cflags, lflags in FLAG_SETS:
         try:
-            m = build_shim("bitnet_native_kernels", source, CDEF,
-                           extra_compile_args=cflags, extra_link_args=lflags)
+            with _omp_env_for_load():
+                m = build_shim("bitnet_native_kernels", source, CDEF,
+                               extra_compile_args=cflags, extra_link_args=lflags)
             m.lib.bn_set_force_scalar(_env_cap())  # the fused/dispatcher entry points
             return m
         except BridgeError as e:
@@ -112,7 +160,7 @@ def native_status() -> tuple[bool, str]:
         simd += f", scalar forced by {SCALAR_ENV}"
     elif _env_cap() == 2:
         simd += f", VNNI off by {NO_VNNI_ENV}"
-    omp = "OpenMP" if m.lib.bn_openmp() else "single-threaded"
+    omp = f"OpenMP, {wait_policy()} wait" if m.lib.bn_openmp() else "single-threaded"
     return True, f"native kernels built ({simd}, {omp})"
 
 
@@ -137,14 +185,19 @@ def ffi():
 
 
 def default_threads() -> int:
-    v = os.environ.get("BITNET_THREADS")
-    return int(v) if v else (os.cpu_count() or 1)
+    from bitnet.settings import settings
+
+    n = settings().threads
+    return n if n else (os.cpu_count() or 1)
 
 
 def _env_cap() -> int:
-    if os.environ.get(SCALAR_ENV, "0") not in ("", "0"):
+    from bitnet.settings import settings
+
+    s = settings()
+    if s.native_scalar:
         return CAPS["scalar"]
-    if os.environ.get(NO_VNNI_ENV, "0") not in ("", "0"):
+    if s.native_no_vnni:
         return CAPS["avx2"]
     return CAPS["auto"]
 
