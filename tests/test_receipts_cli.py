@@ -44,13 +44,14 @@ def test_json_output_lists_every_applied_rule():
     rc, out, _ = run_verify(GOOD, "--json")
     doc = json.loads(out)
     assert rc == 0 and doc["passed"] is True
-    assert all(set(r) == {"rule", "passed", "message"} for r in doc["rules"])
+    assert all(set(r) == {"rule", "passed", "message", "status"} for r in doc["rules"])
+    assert all(r["passed"] == (r["status"] == "pass") for r in doc["rules"])
 
 
 @pytest.mark.ac13
 def test_require_gpu_kernels_fails_a_cpu_receipt():
     rc, out, _ = run_verify(GOOD, "--require-gpu-kernels", "--json")
-    failed = {r["rule"] for r in json.loads(out)["rules"] if not r["passed"]}
+    failed = {r["rule"] for r in json.loads(out)["rules"] if r["status"] == "fail"}
     assert rc == 1 and failed == {"R-GPU-KERNEL", "R-GPU-FINGERPRINT"}
 
 

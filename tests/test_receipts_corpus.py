@@ -42,14 +42,16 @@ def test_corpus_is_reproducible_and_large_enough():
     assert files == {f"{n}.json" for n in make_bad.MUTATIONS} == set(EXPECTED)
     for name in make_bad.MUTATIONS:
         committed = json.loads((HERE / "bad" / f"{name}.json").read_text())
-        assert committed == make_bad.mutate(BASE, name), f"{name}.json is stale: run fixtures/receipts/make_bad.py"
+        # compared as JSON text: the NaN lies are not equal to themselves as numbers
+        assert json.dumps(committed) == json.dumps(make_bad.mutate(BASE, name)), f"{name}.json is stale: run fixtures/receipts/make_bad.py"
     assert (HERE / "bad" / "expected.yml").read_text() == make_bad.expected_yaml()
 
 
 def test_corpus_exercises_every_rule():
     named = {rule for e in EXPECTED.values() for rule in e["rules"]}
     assert named <= set(RULES)
-    assert set(RULES) - named == set(), f"rules no lie exercises: {set(RULES) - named}"
+    # the option rules have their own tests (test_receipts_signing.py, test_receipts_rerun.py)
+    assert set(RULES) - named == {"R-SIGNATURE", "R-RERUN"}, f"rules no lie exercises: {set(RULES) - named}"
 
 
 def _check(name: str, base_model: Path):
@@ -82,5 +84,5 @@ def test_each_lie_fails_through_the_cli(name, receipt_base_model, tmp_path):
         argv += ["--allowlist", str(al)]
     out, err = io.StringIO(), io.StringIO()
     rc = verify_main(argv, IO(out, err))
-    failed = {r["rule"] for r in json.loads(out.getvalue())["rules"] if not r["passed"]}
+    failed = {r["rule"] for r in json.loads(out.getvalue())["rules"] if r["status"] == "fail"}
     assert rc == 1 and failed == set(e["rules"]), (rc, failed, err.getvalue())

@@ -30,6 +30,7 @@ SUBCOMMANDS = [
     "bitnet.cli.logits_cmd",
     "bitnet.cli.tokenize_cmd",
     "bitnet.cli.benchmark_cmd",
+    "bitnet.cli.keygen_cmd",
     "crossval.cli",
     "bitnet.cli.fetch_cmd",
 ]

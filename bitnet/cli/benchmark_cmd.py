@@ -4,6 +4,7 @@ succeeded (atomically; a failed run writes nothing and exits non-zero)."""
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections import Counter
 
@@ -17,6 +18,7 @@ from bitnet.kernels import dispatch
 from bitnet.progress import add_quiet_arg, progress
 from bitnet.receipts.build import RunMeasurement, build_receipt, write_receipt
 from bitnet.receipts.machine import peak_rss_bytes
+from bitnet.receipts.probe import DEFAULT_MIB, measure_bandwidth
 
 BENCH_PROMPT = "The quick brown fox jumps over the lazy dog. " * 4
 
@@ -30,20 +32,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--deterministic", action="store_true", help="greedy decoding, seed 0")
     p.add_argument("--out", help="receipt path (written atomically after a successful run)")
+    p.add_argument("--sign-key", metavar="KEY", help="sign the receipt with this Ed25519 private key (bitnet keygen; needs the [sign] extra)")
+    p.add_argument("--probe-mib", type=int, default=DEFAULT_MIB,
+                   help=f"buffer size of the memory-bandwidth probe recorded in the receipt (MiB, default {DEFAULT_MIB})")
     add_quiet_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, io) -> int:
+    if args.sign_key:
+        from bitnet.receipts.signing import load_private_key
+
+        load_private_key(args.sign_key)  # a bad key fails before the run, not after it
+    receipt = measure(args, io)
+    if receipt is None:
+        return 0
+    if args.sign_key:
+        from bitnet.receipts.signing import sign_receipt
+
+        receipt = sign_receipt(receipt, args.sign_key)
+    if args.out:
+        write_receipt(args.out, receipt)
+        print(f"wrote {args.out}" + (" (signed)" if args.sign_key else ""), file=io.stdout)
+    return 0
+
+
+def measure(args: argparse.Namespace, io) -> dict | None:
+    """One warm-up and one timed run as `args` describe; the receipt, or None when the cuda
+    backend has no device (SKIP). `bitnet-verify-receipt --rerun` calls this too."""
     if args.tokens < 1:
         raise ConfigError("--tokens must be >= 1")
+    if args.probe_mib < 1:
+        raise ConfigError("--probe-mib must be >= 1")
     if args.out:
         check_writable(args.out, "--out")  # before minutes of benchmark, not after
     backend = select_backend(args, io, "benchmark")
     if backend.startswith("skip:"):
         print("SKIP: no CUDA device available", file=io.stdout)
         print(f"bitnet benchmark: {backend[5:]}; no receipt written", file=io.stderr)
-        return 0
+        return None
     deterministic = args.deterministic or deterministic_env()
     sampler = SamplerConfig(greedy=True) if deterministic else SamplerConfig()
     seed = 0 if deterministic and args.seed is None else args.seed
@@ -92,13 +119,14 @@ def run(args: argparse.Namespace, io) -> int:
         load_s=engine.load_s, prefill_s=result.timings.prefill_s, decode_step_s=result.timings.decode_step_s,
         total_s=total, kernels=[k.to_dict() for k in everything], decode_kernels=decode,
         peak_rss_bytes=peak_rss_bytes(), gpu=gpu, threads=native_threads(backend), corrections=model.corrections,
+        projection_bytes=int(sum(w.nbytes for layer in model.layers for w in layer.proj.values())),
+        context_length=int(model.config.n_ctx), vocab_size=int(model.config.n_vocab),
+        prefill_cpu_s=result.timings.prefill_cpu_s, decode_step_cpu_s=list(result.timings.decode_step_cpu_s),
+        memory_bandwidth=measure_bandwidth(native_threads(backend) or os.cpu_count() or 1, args.probe_mib),
     )
     receipt = build_receipt(m)
     tp = receipt["throughput"]
     print(f"{backend}: prefill {tp['prefill_tok_s']:.2f} tok/s ({len(result.prompt_ids)} tokens), "
           f"decode {tp['decode_tok_s']:.2f} tok/s ({len(result.ids)} tokens), profile {model.profile.name}; "
           f"wall {time.perf_counter() - t_start:.1f} s", file=io.stdout)
-    if args.out:
-        write_receipt(args.out, receipt)
-        print(f"wrote {args.out}", file=io.stdout)
-    return 0
+    return receipt

@@ -1,8 +1,9 @@
-"""`bitnet-verify-receipt RECEIPT [--model M.gguf] [--allowlist A.yml] [--require-gpu-kernels]
-[--json]` and `--add-to-allowlist RECEIPT`.
+"""`bitnet-verify-receipt RECEIPT [--model M.gguf] [--allowlist A.yml] [--cpu-allowlist C.yml]
+[--require-gpu-kernels] [--trusted-key PUB] [--rerun [--rerun-repeats N] [--prompt TEXT]] [--json]`
+and `--add-to-allowlist RECEIPT`.
 
-Exit codes: 0 every rule passed, 1 a rule failed, 2 the receipt or a file is unreadable, or
-usage."""
+Exit codes: 0 every rule passed, 1 a rule failed, 2 the receipt or a file is unreadable, usage,
+or `--rerun` could not be performed here (another machine: it says so, and does not pretend)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 from bitnet.errors import BitNetError
 from bitnet.receipts.allowlist import add_from_receipt, load_allowlist
-from bitnet.receipts.policy import default_allowlist_path
+from bitnet.receipts.policy import default_allowlist_path, default_cpu_allowlist_path
 from bitnet.receipts.verify import verify_receipt
 
 
@@ -22,20 +23,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("receipt", nargs="?", help="receipt JSON file")
     p.add_argument("--model", help="the model file: its sha256 and size must match the receipt")
     p.add_argument("--allowlist", help="GPU allowlist YAML (default: policies/gpu-allowlist.yml)")
+    p.add_argument("--cpu-allowlist", help="CPU allowlist YAML (default: policies/cpu-allowlist.yml)")
     p.add_argument("--require-gpu-kernels", action="store_true", help="fail unless a GPU kernel ran")
+    p.add_argument("--trusted-key", metavar="PUB", help="require an Ed25519 signature by this public key (bitnet keygen)")
+    p.add_argument("--rerun", action="store_true",
+                   help="re-run what the receipt describes on this machine (same fingerprint only) and compare")
+    p.add_argument("--rerun-repeats", type=int, default=None, help="re-runs for --rerun (default: policy rerun_repeats)")
+    p.add_argument("--prompt", help="for --rerun: the prompt text, when not the benchmark's default")
     p.add_argument("--json", action="store_true", help="machine-readable result")
     p.add_argument("--add-to-allowlist", metavar="RECEIPT", help="add this GPU receipt's fingerprint to the allowlist")
     return p
 
 
-def _read_json(path: str):
+def _read(path: str) -> tuple[object, bytes]:
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as e:
         raise BitNetError(f"{path}: {e.strerror}") from None
+    try:
+        return json.loads(raw.decode("utf-8")), raw
+    except UnicodeDecodeError as e:
+        raise BitNetError(f"{path}: not UTF-8: {e}") from None
     except json.JSONDecodeError as e:
         raise BitNetError(f"{path}: not JSON: {e}") from None
+
+
+def _read_json(path: str):
+    return _read(path)[0]
 
 
 def main(argv: Sequence[str] | None = None, io=None) -> int:
@@ -56,10 +71,27 @@ def main(argv: Sequence[str] | None = None, io=None) -> int:
         if not args.receipt:
             print("bitnet-verify-receipt: error: give a RECEIPT (or --add-to-allowlist RECEIPT)", file=err)
             return 2
-        receipt = _read_json(args.receipt)
+        if args.rerun_repeats is not None and args.rerun_repeats < 1:
+            print("bitnet-verify-receipt: error: --rerun-repeats must be >= 1", file=err)
+            return 2
+        receipt, raw = _read(args.receipt)
         allowlist = load_allowlist(allowlist_path)
-        result = verify_receipt(receipt, model=args.model, allowlist=allowlist,
-                                require_gpu_kernels=args.require_gpu_kernels)
+        from bitnet.receipts.cpu_allowlist import load_cpu_allowlist
+
+        cpu_allowlist = load_cpu_allowlist(args.cpu_allowlist or default_cpu_allowlist_path())
+        extra: dict = {}
+        if args.trusted_key:
+            from bitnet.receipts.signing import load_public_key
+
+            extra.update(trusted_key=load_public_key(args.trusted_key), raw=raw)
+        result = verify_receipt(receipt, model=args.model, allowlist=allowlist, cpu_allowlist=cpu_allowlist,
+                                require_gpu_kernels=args.require_gpu_kernels, extra=extra)
+        if args.rerun and result.passed:
+            from bitnet.receipts.rerun import rerun
+
+            extra["rerun"] = rerun(receipt, model=args.model, prompt=args.prompt, repeats=args.rerun_repeats)
+            result = verify_receipt(receipt, model=args.model, allowlist=allowlist, cpu_allowlist=cpu_allowlist,
+                                    require_gpu_kernels=args.require_gpu_kernels, extra=extra)
     except (BitNetError, FileNotFoundError) as e:
         print(f"bitnet-verify-receipt: error: {e}", file=err)
         return 2
@@ -68,19 +100,26 @@ def main(argv: Sequence[str] | None = None, io=None) -> int:
         out.write("\n")
     else:
         _table(result, args.receipt, out)
-    return 0 if result.passed else 1
+    if not result.passed:
+        return 1
+    if args.rerun and "R-RERUN" in result.skipped_rules:
+        print("bitnet-verify-receipt: re-run attestation not performed: " + extra["rerun"].message, file=err)
+        return 2
+    return 0
 
 
 def _table(result, path: str, out) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"{path}: {'PASS' if result.passed else 'FAIL'}")
+    skipped = len(result.skipped_rules)
+    t = Table(title=f"{path}: {'PASS' if result.passed else 'FAIL'}" + (f" ({skipped} rule(s) skipped: no evidence)" if skipped else ""))
     t.add_column("rule", no_wrap=True)
     t.add_column("status", no_wrap=True)
     t.add_column("message", overflow="fold")
+    style = {"pass": "[green]pass[/green]", "fail": "[red]FAIL[/red]", "skip": "[yellow]skip[/yellow]"}
     for r in result.results:
-        t.add_row(r.rule, "[green]pass[/green]" if r.passed else "[red]FAIL[/red]", r.message)
+        t.add_row(r.rule, style[r.status], r.message)
     Console(file=out, width=140).print(t)
 
 

@@ -42,6 +42,10 @@ class Timings:
     prefill_s: float = 0.0
     decode_step_s: list[float] = field(default_factory=list)
     total_s: float = 0.0
+    # CPU seconds of the calling thread per phase (time.thread_time): what load cannot inflate,
+    # so re-run attestation can compare runs made under different load (bitnet.receipts.rerun)
+    prefill_cpu_s: float = 0.0
+    decode_step_cpu_s: list[float] = field(default_factory=list)
 
     @property
     def decode_s(self) -> float:
@@ -142,9 +146,10 @@ class Engine:
         eog = self._eog_ids()
         cache = self.model.new_cache(self.max_ctx)
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         logits = self.model.forward(np.asarray(prompt_ids, np.int64), cache, 0, all_logits=return_prompt_logits)
         timings.prefill_s = time.perf_counter() - t0
+        timings.prefill_cpu_s = time.thread_time() - c0
         prompt_logits = logits if return_prompt_logits else None
         last = logits[-1]
 
@@ -173,9 +178,10 @@ class Engine:
             if pos >= self.max_ctx:
                 stop_reason = "context"
                 break
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             last = self.model.forward(np.asarray([tok], np.int64), cache, pos, all_logits=False)[0]
             timings.decode_step_s.append(time.perf_counter() - t0)
+            timings.decode_step_cpu_s.append(time.thread_time() - c0)
             pos += 1
         text = self._decode(out)
         if stop_reason == "stop_string":

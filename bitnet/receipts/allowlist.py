@@ -40,6 +40,10 @@ def validate_allowlist(data: Any, where: Path | str = "allowlist") -> None:
     if errors:
         e = errors[0]
         raise ReceiptError(f"{where}: {'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}")
+    from bitnet.receipts.cpu_allowlist import require_finite_positive
+
+    for i, e in enumerate(plain.get("gpus") or []):
+        require_finite_positive(e["max_bytes_per_s"], f"{where}: gpus/{i}/max_bytes_per_s")
 
 
 def _plain(x: Any) -> Any:

@@ -14,7 +14,7 @@ from bitnet import __version__
 from bitnet.files.atomic import atomic_write_text
 from bitnet.receipts.machine import fingerprint
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"  # 1.1: model.projection_bytes/context_length/vocab_size, machine.memory_bandwidth, signature
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 24) -> str:
@@ -51,6 +51,12 @@ class RunMeasurement:
     peak_rss_bytes: int
     gpu: dict | None = None
     threads: int | None = None  # the native kernels' thread count (None for other backends)
+    projection_bytes: int | None = None  # bytes of every projection tensor (read once per decode step)
+    context_length: int | None = None
+    vocab_size: int | None = None
+    memory_bandwidth: dict | None = None  # bitnet.receipts.probe.measure_bandwidth() of this run
+    prefill_cpu_s: float | None = None  # CPU seconds of the calling thread (time.thread_time)
+    decode_step_cpu_s: list[float] | None = None
     corrections: list[dict] = field(default_factory=list)  # validation corrections applied at load
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -76,6 +82,8 @@ def build_receipt(m: RunMeasurement) -> dict:
             "architecture": m.architecture,
             "formats": dict(m.formats),
             "weight_bytes_per_token": int(m.weight_bytes_per_token),
+            **{k: int(v) for k, v in (("projection_bytes", m.projection_bytes), ("context_length", m.context_length),
+                                      ("vocab_size", m.vocab_size)) if v is not None},
         },
         "prompt": {"tokens": len(m.prompt_ids), "sha256": hashlib.sha256(m.prompt_text.encode("utf-8")).hexdigest()},
         "generation": {
@@ -92,6 +100,8 @@ def build_receipt(m: RunMeasurement) -> dict:
             "decode_s": decode_s,
             "total_s": m.total_s,
             "decode_step_s": list(m.decode_step_s),
+            **({"prefill_cpu_s": m.prefill_cpu_s} if m.prefill_cpu_s is not None else {}),
+            **({"decode_step_cpu_s": list(m.decode_step_cpu_s)} if m.decode_step_cpu_s is not None else {}),
         },
         "throughput": {
             "prefill_tok_s": rate(len(m.prompt_ids), m.prefill_s),
@@ -100,7 +110,7 @@ def build_receipt(m: RunMeasurement) -> dict:
         },
         "kernels": m.kernels,
         "decode_kernels": m.decode_kernels,
-        "machine": fingerprint(m.gpu),
+        "machine": {**fingerprint(m.gpu), **({"memory_bandwidth": m.memory_bandwidth} if m.memory_bandwidth else {})},
         "peak_rss_bytes": int(m.peak_rss_bytes),
         **({"threads": int(m.threads)} if m.threads is not None else {}),
         **({"corrections": list(m.corrections)} if m.corrections else {}),

@@ -96,3 +96,7 @@ def receipt_policy() -> dict[str, Any]:
 
 def default_allowlist_path() -> Path:
     return policy_dir() / "gpu-allowlist.yml"
+
+
+def default_cpu_allowlist_path() -> Path:
+    return policy_dir() / "cpu-allowlist.yml"
