@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gguf import cpu_model  # noqa: E402
 
 from bitnet.engine import Engine, SamplerConfig  # noqa: E402
-from bitnet.kernels.dispatch import KERNEL_LOG  # noqa: E402
+from bitnet.kernels.runlog import KERNEL_LOG  # noqa: E402
 
 
 def component(kernel_id: str) -> str:

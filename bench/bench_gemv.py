@@ -21,6 +21,7 @@ import tracemalloc
 import numpy as np
 
 from bitnet.kernels import dispatch
+from bitnet.kernels.runlog import KERNEL_LOG
 from bitnet.quant.encoders import FORMATS
 from bitnet.quant.weights import PackedWeight
 
@@ -100,10 +101,10 @@ def main() -> None:
             if native:
                 dispatch.set_backend("native")
                 try:
-                    dispatch.KERNEL_LOG.reset()
+                    KERNEL_LOG.reset()
                     d = timed(call, args.repeat * 20)
                     # what actually ran: a format without a native kernel falls back to NumPy
-                    ran = sorted(r.id for r in dispatch.KERNEL_LOG.snapshot())
+                    ran = sorted(r.id for r in KERNEL_LOG.snapshot())
                     row.update(native_ms=d * 1e3, native_GBps=w.nbytes / d / 1e9, native_vs_blas=d / blas,
                                native_kernel=",".join(ran))
                 except Exception as e:  # a format the native backend lacks: say so, keep going

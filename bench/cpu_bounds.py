@@ -20,6 +20,7 @@ from collections import defaultdict
 import numpy as np
 
 from bitnet.kernels import dispatch
+from bitnet.kernels.runlog import KERNEL_LOG
 from bitnet.model.bitnet_model import BitNetModel
 from bitnet.receipts.machine import fingerprint
 from bitnet.receipts.probe import measure_bandwidth
@@ -45,9 +46,9 @@ def main() -> None:
     model.forward(np.array([1]), cache, 0, all_logits=False)
     best: dict[str, float] = defaultdict(lambda: float("inf"))
     for pos in range(1, a.steps + 1):
-        dispatch.KERNEL_LOG.reset()
+        KERNEL_LOG.reset()
         model.forward(np.array([pos % model.config.n_vocab]), cache, pos, all_logits=False)
-        for k in dispatch.KERNEL_LOG.snapshot():
+        for k in KERNEL_LOG.snapshot():
             best[k.id] = min(best[k.id], k.seconds / k.calls)
     print(f"cpu: {fp['cpu']!r}, {fp['cores']} cores")
     print(f"copy bandwidth, 1 thread, best of {a.repeats} probes: {bw:.4g} B/s")

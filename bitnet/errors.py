@@ -57,6 +57,27 @@ class TokenizerError(BitNetError, ValueError):
     (an unknown pre-tokenizer, a token id outside the vocabulary)."""
 
 
+class NonFiniteLogitsError(BitNetError, ValueError):
+    """The model produced NaN or infinite logits (corrupt weights, a NaN in the metadata): no
+    token can be sampled from them, and picking one anyway would hide the corruption. The
+    message names the first non-finite position."""
+
+
+def naming_file(err: BitNetError, path: object) -> BitNetError:
+    """`err` with `path: ` in front unless its message already names the file; same type, so
+    callers still catch what they caught. Used where a file-agnostic layer (weight formats,
+    flavor detection, the tokenizer's rules) raised about a file's content."""
+    text = str(err)
+    if str(path) in text:
+        return err
+    try:
+        new = type(err)(f"{path}: {text}")
+    except TypeError:  # an error type with a different constructor: keep the original
+        return err
+    new.__cause__ = err.__cause__
+    return new
+
+
 # -- strict mode: one switch that turns every fallback into an error --------------------------
 #: `BITNET_STRICT_MODE=1` (or `--strict` / `strict=True` where a function takes it) makes the
 #: loader refuse within-tolerance flavors and unknown tensor types, the model refuse missing

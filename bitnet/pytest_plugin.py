@@ -7,6 +7,10 @@
   as a skip: it never counts towards "passed".
 - `--crossval`, `--bitnet-cpp-dir`, `--bitnet-gguf`: tests marked `crossval` are skipped with a
   reason unless `--crossval` is given.
+- `--engine=SPEC [--reference=SPEC] [--engine-gate=exact|cross] [--bitnet-gguf=M.gguf ...]`:
+  adds the parity suite (`crossval.parity_suite`) to the run, judging the engine under
+  test against the reference (default: ours). `--crossval --bitnet-cpp-dir=DIR` without
+  `--engine` runs it as `--engine=libllama:DIR`.
 - `--bitnet-strict` sets BITNET_STRICT_MODE=1 for the run (strict mode forbids fallbacks).
 - Fixtures: `bitnet_tiny_model` (a real tiny GGUF built by the synthesiser), `bitnet_gguf`,
   `bitnet_cpp_dir`.
@@ -89,8 +93,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run tests marked 'crossval' against the C++ reference (libllama)")
     group.addoption("--bitnet-cpp-dir", default=_env_path("cpp_dir"), metavar="DIR",
                     help="llama.cpp / bitnet.cpp checkout with a build, or the reference cache folder")
-    group.addoption("--bitnet-gguf", default=_env_path("gguf"), metavar="MODEL.gguf",
-                    help="a user model to include in model-level tests")
+    group.addoption("--bitnet-gguf", action="append", default=None, metavar="MODEL.gguf",
+                    help="a user model to include in model-level tests (repeatable; default $BITNET_GGUF)")
+    group.addoption("--engine", default=None, metavar="SPEC",
+                    help='run the parity suite against this engine: reference[:PROFILE][@BACKEND], libllama:DIR, '
+                         'hf:[DIR], cmd:"PROGRAM ARGS" or a plugin kind')
+    group.addoption("--reference", default=None, metavar="SPEC",
+                    help="the engine the suite compares against (default: ours, in the engine's claimed numerics)")
+    group.addoption("--engine-gate", choices=("exact", "cross"), default="exact",
+                    help="parity gate of the engine suite (policies/parity.yml)")
+    group.addoption("--engine-receipts", default=None, metavar="DIR",
+                    help="write one parity receipt (schema 2.x, naming both engines) per suite comparison here")
     group.addoption("--bitnet-strict", action="store_true", default=False,
                     help="set BITNET_STRICT_MODE=1: every fallback is an error")
     group.addoption("--ac-report", action="store_true", default=False,
@@ -240,6 +253,58 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(reporter, "bitnet-ac-reporter")
     if config.getoption("--bitnet-strict"):
         os.environ["BITNET_STRICT_MODE"] = "1"
+    config.addinivalue_line("markers", "engine_suite: the parity suite run against --engine")
+    if _add_suite(config):
+        config.args.append(str(SUITE))  # `pytest --engine=SPEC` alone runs the suite, wherever it is called
+
+
+#: the suite lives in crossval (it compares through crossval.pair); named by path, not imported:
+#: the bitnet library never imports crossval. Both packages are installed side by side.
+SUITE = Path(__file__).resolve().parents[1] / "crossval" / "parity_suite.py"
+
+
+def engine_spec(config: pytest.Config) -> str | None:
+    """--engine, else libllama:DIR for the older spelling `--crossval --bitnet-cpp-dir=DIR`."""
+    spec = config.getoption("--engine", None)
+    if spec:
+        return spec
+    cpp = config.getoption("--bitnet-cpp-dir", None)
+    if config.getoption("--crossval", False) and cpp:
+        return f"libllama:{cpp}"
+    return None
+
+
+def _add_suite(config: pytest.Config) -> bool:
+    """--engine adds the suite to any run; the older `--crossval --bitnet-cpp-dir` spelling adds
+    it only to a whole-suite run (no test paths named), not to `pytest --crossval tests/x.py`."""
+    if not engine_spec(config) or any("parity_suite" in str(a) for a in config.args):
+        return False
+    return bool(config.getoption("--engine", None)) or config.args_source != pytest.Config.ArgsSource.ARGS
+
+
+def user_models(config: pytest.Config) -> list[Path]:
+    """--bitnet-gguf files (repeatable), else $BITNET_GGUF; a missing file is a usage error."""
+    env = _env_path("gguf")
+    given = config.getoption("--bitnet-gguf", None) or ([env] if env else [])
+    out = []
+    for v in given:
+        p = Path(v).expanduser()
+        if not p.is_file():
+            raise pytest.UsageError(f"--bitnet-gguf {p}: no such file")
+        out.append(p)
+    return out
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """An engine declaring it cannot do what a test asks (bitnet.engines.CapabilityMissing)
+    makes that test a skip with the engine's reason: never a pass, never a failure."""
+    from bitnet.engines.protocol import CapabilityMissing
+
+    try:
+        return (yield)
+    except CapabilityMissing as e:
+        pytest.skip(str(e))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -284,13 +349,10 @@ def bitnet_model_factory(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def bitnet_gguf(pytestconfig: pytest.Config) -> Path:
     """The user's model from --bitnet-gguf / BITNET_GGUF; skipped with a reason when absent."""
-    value = pytestconfig.getoption("--bitnet-gguf")
-    if not value:
+    models = user_models(pytestconfig)
+    if not models:
         pytest.skip("no user model: pass --bitnet-gguf=MODEL.gguf")
-    p = Path(value)
-    if not p.is_file():
-        raise pytest.UsageError(f"--bitnet-gguf {p}: no such file")
-    return p
+    return models[0]
 
 
 @pytest.fixture(scope="session")
@@ -300,6 +362,31 @@ def bitnet_cpp_dir(pytestconfig: pytest.Config) -> Path:
     if not value:
         pytest.skip("no C++ reference: pass --bitnet-cpp-dir=DIR (see docs/how-to/crossval.md)")
     return Path(value)
+
+
+@pytest.fixture(scope="session")
+def engine_under_test(pytestconfig: pytest.Config):
+    """The engine from --engine (or --crossval --bitnet-cpp-dir); skipped with a reason when none."""
+    spec = engine_spec(pytestconfig)
+    if not spec:
+        pytest.skip("no engine under test: pass --engine=SPEC (docs/how-to/validate-your-engine.md)")
+    from bitnet.engines import CapabilityMissing, open_engine
+    from bitnet.errors import BitNetError
+
+    try:
+        eng = open_engine(spec)
+    except CapabilityMissing as e:  # e.g. hf: without the [hf] extra: every suite test skips, saying why
+        pytest.skip(f"--engine {spec}: {e}")
+    except BitNetError as e:
+        raise pytest.UsageError(f"--engine {spec}: {e}") from None
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="session")
+def reference_engine_spec(pytestconfig: pytest.Config) -> str | None:
+    """--reference, or None: ours, in the numerics the engine under test claims."""
+    return pytestconfig.getoption("--reference")
 
 
 # -- shared fixtures (the repository's fixtures/, or the copy packaged in the wheel) -----------

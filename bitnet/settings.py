@@ -81,7 +81,7 @@ VARS: dict[str, Var] = {
                    "native, cuda; unset: the CLI uses cpu, library use numpy"),
     "threads": Var("BITNET_THREADS", _int(1), None,
                    "threads for the native kernels (default: every core; they wait passively, see docs/explanation/performance.md)"),
-    "seed": Var("BITNET_SEED", _int(), None, "sampling seed"),
+    "seed": Var("BITNET_SEED", _int(0), None, "sampling seed"),
     "deterministic": Var("BITNET_DETERMINISTIC", parse_bool, False,
                          "deterministic runs: seed 0 unless BITNET_SEED is set"),
     "native": Var("BITNET_NATIVE", parse_bool, True,
@@ -97,6 +97,9 @@ VARS: dict[str, Var] = {
     "vocab_dir": Var("BITNET_VOCAB_DIR", _path, None, "llama.cpp vocab test files (tests, fetch_vocab)"),
     "cpp_dir": Var("BITNET_CPP_DIR", _path, None, "C++ reference build dir (pytest --bitnet-cpp-dir default)"),
     "gguf": Var("BITNET_GGUF", _path, None, "the user's model (pytest --bitnet-gguf default)"),
+    "kernel_config": Var("BITNET_KERNEL_CONFIG", _path, None,
+                         "bitnet.cpp kernel_config.ini (or a bitnet.cpp checkout) for TL1/TL2 files that do not "
+                         "carry their kernel config; BITNET_CPP_DIR's include/kernel_config.ini is tried after it"),
 }
 
 
@@ -116,6 +119,7 @@ class Settings:
     vocab_dir: Path | None = None
     cpp_dir: Path | None = None
     gguf: Path | None = None
+    kernel_config: Path | None = None
 
 
 assert {f.name for f in fields(Settings)} == set(VARS)

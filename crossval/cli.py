@@ -1,8 +1,13 @@
-"""`bitnet crossval --cpp-dir DIR --model M --prompt "..."`: our logits against libllama's,
-position by position. Exit 0 pass, 1 fail, 2 error (the reference or our engine broke).
+"""`bitnet crossval --engine SPEC [--reference SPEC] --model M (--prompt TEXT | --ids ...)`: the
+engine under test against a reference engine (default: ours), position by position.
+Exit 0 pass, 1 fail, 2 error or skipped (an engine broke, or lacks what the comparison needs).
+
+`--cpp-dir DIR` is the older spelling of `--engine reference --reference libllama:DIR` (our
+engine judged against libllama); with it, `--profile` may still name our numerics profile.
 
 Registered by the `bitnet` CLI (`bitnet.cli.SUBCOMMANDS`); it lives here so that the dependency
-runs one way: crossval uses bitnet, the bitnet library never imports crossval."""
+runs one way: crossval uses bitnet, the bitnet library never imports crossval.
+"""
 
 from __future__ import annotations
 
@@ -11,98 +16,207 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from bitnet.cli.args import (
+    console,
+    count,
+    finite_float,
+    input_dir,
+    input_file,
+    markup_safe,
+    output_file,
+    utf8,
+)
 from bitnet.cli.logits_cmd import parse_ids
 from bitnet.errors import ConfigError
 from bitnet.files.atomic import check_writable
 from bitnet.model.profiles import PROFILES
 from bitnet.progress import add_quiet_arg, progress
 
+GATES = ("exact", "cross")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("crossval", help="compare our logits with a C++ reference (libllama)")
-    p.add_argument("--cpp-dir", required=True, help="reference folder (python -m crossval.setup prints one)")
-    p.add_argument("--model", required=True)
+    p = sub.add_parser("crossval", help="compare an engine's logits with a reference engine's (default: ours)")
+    p.add_argument("--engine", metavar="SPEC",
+                   help='engine under test: reference[:PROFILE][@BACKEND], libllama:DIR, hf:[DIR], cmd:"PROGRAM ARGS", '
+                        "or a plugin kind (docs/how-to/validate-your-engine.md)")
+    p.add_argument("--reference", metavar="SPEC", default=None, help="the engine to compare against (default: reference)")
+    p.add_argument("--cpp-dir", type=input_dir, help="older spelling of --engine reference --reference libllama:DIR")
+    p.add_argument("--model", type=input_file, required=True)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt")
-    src.add_argument("--ids")
-    p.add_argument("--gate", choices=("exact", "cross"), default="exact", help="parity thresholds (policies/parity.yml)")
-    p.add_argument("--profile", choices=sorted(PROFILES), help="our numerics profile (default: the model's)")
-    p.add_argument("--greedy", type=int, default=8,
-                   help="greedy tokens to compare; as many teacher-forced decode steps are gated")
-    p.add_argument("--backend", default="numpy", help="our kernel backend (numpy, native, ...)")
+    src.add_argument("--prompt", type=utf8, help="text, tokenized by the model's own tokenizer (ours) so both sides get the same ids")
+    src.add_argument("--ids", help="comma-separated token ids")
+    p.add_argument("--profile", choices=GATES + tuple(sorted(PROFILES)), default=None,
+                   help="parity gate exact|cross (policies/parity.yml; default exact); with --cpp-dir a numerics "
+                        "profile name still selects our side's numerics")
+    p.add_argument("--gate", choices=GATES, default=None, help="same as --profile exact|cross")
+    p.add_argument("--greedy", type=count, default=8,
+                   help="greedy tokens to compare (0: none); for ours against libllama as many teacher-forced "
+                        "decode steps are gated")
+    p.add_argument("--timeout", type=finite_float, default=None, help="seconds per engine call (default: the shared parity timeout)")
     p.add_argument("--deep", action="store_true",
-                   help="the per-layer teacher-forced gate decides alone; the end-to-end comparison is reported "
-                        "beside it, not gating (deep random models, e.g. the 2B-4T shape)")
-    p.add_argument("--no-per-layer", action="store_true", help="skip the per-layer gate (end to end only)")
-    p.add_argument("--no-strict", action="store_true", help="allow fallbacks on our side (default: strict)")
+                   help="ours against libllama only: the per-layer teacher-forced gate decides alone; the end-to-end "
+                        "comparison is reported beside it, not gating (deep random models, e.g. the 2B-4T shape)")
+    p.add_argument("--no-per-layer", action="store_true",
+                   help="ours against libllama: skip the per-layer gate (end to end only)")
+    p.add_argument("--no-strict", action="store_true", help="with --cpp-dir: allow fallbacks on our side (default: strict)")
     p.add_argument("--apply-corrections", action="store_true",
-                   help="apply the validation policy's named corrections on our side (recorded in the receipt)")
-    p.add_argument("--receipt", help="write a parity receipt here (atomically)")
+                   help="apply the validation policy's named corrections in our engine(s) (recorded in the receipt)")
+    p.add_argument("--receipt", type=output_file, help="write a parity receipt naming both engines here (atomically)")
     p.add_argument("--json", action="store_true")
     add_quiet_arg(p)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, io) -> int:
-    from crossval.compare import crossval_model
-    from crossval.reference import locate
+def _specs(args) -> tuple[str, str, str]:
+    gate = args.gate or (args.profile if args.profile in GATES else None) or "exact"
+    numerics = args.profile if args.profile in PROFILES else None
+    if args.cpp_dir:
+        if args.engine or args.reference:
+            raise ConfigError("--cpp-dir is the older spelling of --engine reference --reference libllama:DIR; "
+                              "give one or the other")
+        return "reference" + (f":{numerics}" if numerics else ""), f"libllama:{args.cpp_dir}", gate
+    if not args.engine:
+        raise ConfigError("name the engine under test: --engine SPEC (or --cpp-dir DIR for ours against libllama)")
+    if numerics:
+        raise ConfigError(f"--profile {numerics}: a numerics profile goes into the engine spec "
+                          f"(e.g. --reference reference:{numerics}); --profile here is the gate: exact or cross")
+    return args.engine, args.reference or "reference", gate
 
-    locate(args.cpp_dir, "--cpp-dir")  # a wrong folder is one line naming this option, before any work
+
+#: what the table and --json say when the pair is not ours against libllama
+NOT_AVAILABLE = ("decode-step and per-layer gates: not available for this pair (they need ours, "
+                 "--engine reference[:PROFILE][@BACKEND], against --reference libllama:DIR)")
+
+
+def _libllama_pair(engine_spec: str, ref_spec: str, strict: bool | None):
+    """(numerics, backend, cpp_dir, strict) when the pair is our engine against a libllama build
+    (the pair crossval.compare gates with decode steps and per layer), else None. The specs are
+    opened (and closed) here, so a malformed one fails as open_engine says."""
+    from bitnet.engines import open_engine
+    from bitnet.engines.reference import ReferenceEngine
+    from crossval.engine import LibllamaEngine
+
+    e, r = open_engine(engine_spec), open_engine(ref_spec)
+    try:
+        if not (isinstance(e, ReferenceEngine) and isinstance(r, LibllamaEngine)):
+            return None
+        return e.profile, e.backend, r.cpp_dir, strict if strict is not None else e.strict
+    finally:
+        e.close()
+        r.close()
+
+
+def run(args: argparse.Namespace, io) -> int:
+    from bitnet.engines import open_engine
+    from crossval.pair import compare_engines
+    from crossval.timeouts import PARITY_TIMEOUT_S
+
+    engine_spec, ref_spec, gate = _specs(args)
+    if args.cpp_dir:
+        from crossval.reference import locate
+
+        locate(args.cpp_dir, "--cpp-dir")  # a wrong folder is one line naming this option, before any work
     if not Path(args.model).is_file():
         raise ConfigError(f"--model {args.model}: no such file")
     if args.receipt:
         check_writable(args.receipt, "--receipt")
-
+    if args.greedy < 0:
+        raise ConfigError(f"--greedy must be >= 0, got {args.greedy}")
     if args.ids is not None:
         ids = parse_ids(args.ids)
     else:
         from bitnet.tokenizer import load_tokenizer
 
         ids = load_tokenizer(args.model).encode(args.prompt, add_special=True, parse_special=True)
-    with progress(f"crossval: libllama worker, then our engine, on {len(ids)} positions + {args.greedy} greedy",
-                  stream=io.stderr, quiet=args.quiet):
-        r = crossval_model(args.cpp_dir, args.model, ids, profile=args.gate, numerics=args.profile,
-                           n_greedy=args.greedy, strict=not args.no_strict, receipt=args.receipt,
-                           apply_corrections=args.apply_corrections, backend=args.backend,
-                           per_layer=not args.no_per_layer, end_to_end="report" if args.deep else "gate")
+    timeout = args.timeout or PARITY_TIMEOUT_S
+    pair = _libllama_pair(engine_spec, ref_spec, strict=not args.no_strict if args.cpp_dir else None)
+    if pair is None and args.deep:
+        raise ConfigError(f"--deep: the per-layer gate is available only for ours against libllama "
+                          f"(--engine reference[:PROFILE][@BACKEND] --reference libllama:DIR), not {engine_spec} "
+                          f"against {ref_spec}")
+    if pair is not None:  # ours against libllama: decode-step and per-layer gates too (crossval.compare)
+        numerics, backend, cpp_dir, strict = pair
+        from crossval.compare import crossval_libllama
+
+        with progress(f"crossval: {engine_spec} against {ref_spec} on {len(ids)} positions + {args.greedy} greedy",
+                      stream=io.stderr, quiet=args.quiet):
+            c = crossval_libllama(cpp_dir, args.model, ids, profile=gate, numerics=numerics, n_greedy=args.greedy,
+                                  strict=strict, backend=backend, receipt=args.receipt, timeout=timeout,
+                                  per_layer=not args.no_per_layer, end_to_end="report" if args.deep else "gate",
+                                  apply_corrections=args.apply_corrections)
+        extra = None
+    else:
+        engine, reference = open_engine(engine_spec), open_engine(ref_spec)
+        for e in (engine, reference):
+            if hasattr(e, "timeout"):
+                e.timeout = timeout
+            if args.apply_corrections and hasattr(e, "apply_corrections"):
+                e.apply_corrections = True
+        try:
+            with progress(f"crossval: {engine_spec} against {ref_spec} on {len(ids)} positions + {args.greedy} greedy",
+                          stream=io.stderr, quiet=args.quiet):
+                c = compare_engines(engine, reference, args.model, ids, gate=gate, n_greedy=args.greedy,
+                                    receipt=args.receipt, timeout=timeout)
+        finally:
+            engine.close()
+            reference.close()
+        extra = NOT_AVAILABLE
+    r = c.result
     if args.json:
-        json.dump({"verdict": r.verdict, "reason": r.reason, "first_divergence": r.first_divergence,
-                   "greedy_match": r.greedy_match, "positions": [asdict(p) for p in r.positions],
+        json.dump({"verdict": r.verdict, "reason": r.reason, "profile": r.profile,
+                   "engine": c.engine.to_dict() if c.engine else None,
+                   "reference": c.reference.to_dict() if c.reference else None,
+                   "first_divergence": r.first_divergence, "greedy_match": r.greedy_match,
+                   "greedy_first_divergence": r.greedy_first_divergence,
+                   "positions": [asdict(p) for p in r.positions],
                    "family": r.family, "bounds": r.bounds, "nonfinite": asdict(r.nonfinite) if r.nonfinite else None,
                    "decode": {"tokens": r.decode_tokens, "first_divergence": r.decode_first_divergence,
                               "greedy_degenerate": r.greedy_degenerate,
                               "positions": [asdict(p) for p in r.decode_positions]},
-                   "layers": {"positions": r.layers, "first_divergence": r.layer_first_divergence}}, io.stdout, indent=2)
+                   "layers": {"positions": r.layers, "first_divergence": r.layer_first_divergence},
+                   **({"not_available": extra} if extra else {}),
+                   "receipt": str(c.receipt) if c.receipt else None}, io.stdout, indent=2)
         io.stdout.write("\n")
     elif r.verdict == "error":  # nothing was compared: one line on stderr, not a table title
         print(f"bitnet crossval: {' '.join(r.reason.split())}", file=io.stderr)
     else:
-        _table(r, io)
+        _table(c, io, extra)
     return {"pass": 0, "fail": 1}.get(r.verdict, 2)
 
 
-def _table(r, io) -> None:
-    from rich.console import Console
+def _table(c, io, not_available: str | None = None) -> None:
     from rich.table import Table
 
+    r = c.result
+    con = console(io.stdout, width=120)
+    for side, info in (("engine", c.engine), ("reference", c.reference)):
+        if info:
+            con.print(f"{side}: {info.spec} - {info.name} {info.version} ({info.build}; numerics {info.numerics})",
+                      markup=False, highlight=False)
     fam = f", {r.family} bounds" if r.family else ""
-    t = Table(title=f"crossval: {r.verdict.upper()} ({r.profile}{fam}) - {r.reason}")
-    for c in ("pos", "1-cos", "rel max|d|", "KL", "top-1 ours/ref", "top-5 overlap"):
-        t.add_column(c, justify="right")
+    t = Table(title=markup_safe(f"crossval: {r.verdict.upper()} ({r.profile}{fam}) - {r.reason}"))
+    for col in ("pos", "cosine", "1-cos", "max_abs", "rel max|d|", "KL", "top-1 engine/ref", "top-5 overlap"):
+        t.add_column(col, justify="right")
     for label, rows, first in (("", r.positions, r.first_divergence), ("d", r.decode_positions, r.decode_first_divergence)):
         for p in rows:  # decode steps are labelled d0, d1, ...: teacher-forced through the KV cache
             mark = " <" if p.position == first else ""
-            t.add_row(f"{label}{p.position}", f"{p.one_minus_cos:.2e}", f"{p.rel_max_abs:.2e}", f"{p.kl:.2e}",
-                      f"{p.top1_ours}/{p.top1_ref}{mark}", f"{p.top5_overlap:.1f}")
-    Console(file=io.stdout, width=120).print(t)
+            t.add_row(f"{label}{p.position}", f"{p.cosine:.7f}", f"{p.one_minus_cos:.2e}", f"{p.max_abs:.3g}",
+                      f"{p.rel_max_abs:.2e}", f"{p.kl:.2e}", f"{p.top1_ours}/{p.top1_ref}{mark}",
+                      f"{p.top5_overlap:.1f}")
+    con.print(t)
     if r.layers:
         lt = Table(title="per layer, teacher-forced on the reference's input")
-        for c in ("layer", "median rel max|d|", "max rel max|d|", "1-cos", "worst pos"):
-            lt.add_column(c, justify="right")
+        for col in ("layer", "median rel max|d|", "max rel max|d|", "1-cos", "worst pos"):
+            lt.add_column(col, justify="right")
         for x in r.layers:
             mark = " <" if x["layer"] == r.layer_first_divergence else ""
             lt.add_row(f"{x['layer']}{mark}", f"{x['median_rel_abs']:.2e}", f"{x['max_rel_abs']:.2e}",
                        f"{x['max_one_minus_cos']:.2e}", str(x["worst_position"]))
-        Console(file=io.stdout, width=120).print(lt)
+        con.print(lt)
     if r.greedy_match is not None:
-        print(f"greedy: {r.greedy_match:.3f} exact match; ours {r.greedy_ours}; reference {r.greedy_ref}", file=io.stdout)
+        print(f"greedy: {r.greedy_match:.3f} exact match; engine {r.greedy_ours}; reference {r.greedy_ref}", file=io.stdout)
+    if not_available:
+        print(not_available, file=io.stdout)
+    if c.receipt:
+        print(f"receipt: {c.receipt}", file=io.stdout)

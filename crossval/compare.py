@@ -1,9 +1,10 @@
-"""One comparison end to end: the reference in a worker process, our engine under the same
-timeout, the gates, and (optionally) the parity receipt."""
+"""Our engine against libllama (the pair of engines crossval.pair compares), and tokenizer
+parity against libllama."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crossval.pair import EngineComparison
 from crossval.parity import (
     ParityResult,
     compare,
@@ -100,17 +102,61 @@ def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str
                    backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
                    timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,
                    per_layer: bool = True, end_to_end: str = "gate", apply_corrections: bool = False) -> ParityResult:
+    """Our engine (`reference[:numerics]@backend`) against a libllama build; see
+    `crossval_libllama` (this returns its result alone)."""
+    return crossval_libllama(cpp_dir, model, ids, profile=profile, numerics=numerics, n_greedy=n_greedy,
+                             strict=strict, backend=backend, receipt=receipt, timeout=timeout,
+                             worker_argv=worker_argv, per_layer=per_layer, end_to_end=end_to_end,
+                             apply_corrections=apply_corrections).result
+
+
+def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
+                      profile: str = "exact", numerics: str | None = None, n_greedy: int = 8, strict: bool = True,
+                      backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
+                      timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,
+                      per_layer: bool = True, end_to_end: str = "gate",
+                      apply_corrections: bool = False) -> EngineComparison:
     """Prompt logits and `n_greedy` teacher-forced decode steps (the reference's greedy tokens
     fed to both sides, ours through our KV cache), gated separately at the bounds of the
     model's format family. `per_layer` (default) also runs each of our layers on the
     reference's own input (libllama's `l_out-N`, crossval.layers) and gates it: for
     activation-rounding formats the end-to-end floor is set by rounding flips that grow through
     the layers, the per-layer median is not. With end_to_end="report" the end-to-end comparison
-    is reported beside the per-layer verdict instead of deciding it (deep models)."""
+    is reported beside the per-layer verdict instead of deciding it (deep models).
+
+    This is the engine pair `reference` vs `libllama:DIR` of crossval.pair with the decode-step
+    and per-layer gates added (they need our model's KV cache and layers, and libllama's
+    `l_out` capture, so no other pair has them); the receipt names both engines (schema 2.x)."""
+    from bitnet import __version__
+    from bitnet.engines.protocol import EngineInfo
+
     if end_to_end not in ("gate", "report"):
         raise ValueError(f"end_to_end must be 'gate' or 'report', got {end_to_end!r}")
     ids = [int(i) for i in ids]
     model = Path(model)
+    spec = "reference" + (f":{numerics}" if numerics else "") + f"@{backend}"
+    ours_info = EngineInfo(spec, "bitnet-harness reference", __version__, f"backend {backend}", numerics or "inferred")
+    timings: dict = {"timeout_s": timeout}
+    corrections: list[dict] = []
+
+    def ref_info() -> EngineInfo:
+        from bitnet.errors import BitNetError
+        from crossval.engine import LibllamaEngine
+
+        try:
+            return LibllamaEngine(f"libllama:{cpp_dir}", str(cpp_dir)).describe()
+        except BitNetError as e:
+            return EngineInfo(f"libllama:{cpp_dir}", "unknown", "unknown", f"describe failed: {e}", "unknown")
+
+    def finish(result: ParityResult) -> EngineComparison:
+        theirs = ref_info()
+        c = EngineComparison(result, ours_info, theirs, timings)
+        if receipt is not None and model.is_file():
+            c.receipt = write_parity_receipt(receipt, parity_receipt(
+                result, model=model, prompt_ids=ids, engine=ours_info.to_dict(), reference=theirs.to_dict(),
+                timings=timings, corrections=corrections))
+        return c
+
     t0 = time.perf_counter()
     layers_req = None
     if per_layer:
@@ -118,13 +164,13 @@ def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str
         from bitnet.model.config import read_config
 
         with GGUFReader(model) as rd:
-            c = read_config(rd, strict=False)
-        layers_req = {"n_layer": c.n_layer, "n_embd": c.n_embd}
+            cfg = read_config(rd, strict=False)
+        layers_req = {"n_layer": cfg.n_layer, "n_embd": cfg.n_embd}
     ref = run_reference(cpp_dir, model, ids=ids, n_greedy=n_greedy, timeout=timeout, worker_argv=worker_argv,
                         layers=layers_req)
-    ref_s = time.perf_counter() - t0
+    timings["reference_s"] = time.perf_counter() - t0
     if not ref.ok:
-        return errored(f"reference: {ref.error}", profile)
+        return finish(errored(f"reference: {ref.error}", profile))
     ref_greedy = [int(t) for t in ref.data.get("greedy", np.zeros(0, np.int32))]
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     fut = pool.submit(_ours, model, ids, numerics, strict, ref_greedy, n_greedy, backend, ref.data.get("l_out"),
@@ -133,16 +179,18 @@ def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str
         out, layer_metrics, ours_s, corrections = fut.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
         pool.shutdown(wait=False, cancel_futures=True)
-        return errored(f"ours: the engine ran past {timeout:g} s", profile)
+        return finish(errored(f"ours: the engine ran past {timeout:g} s", profile))
     except Exception as e:  # our engine refusing the model (strict mode, format) is an error verdict
         pool.shutdown(wait=False)
-        return errored(f"ours: {type(e).__name__}: {e}", profile)
+        return finish(errored(f"ours: {type(e).__name__}: {e}", profile))
     pool.shutdown(wait=False)
+    timings["engine_s"] = ours_s
+    ours_info = dataclasses.replace(ours_info, numerics=out.profile)
     ref_logits = ref.data["logits"]
     ours = out.prompt_logits
     if ours.shape != ref_logits.shape:
-        return errored(f"logits shapes differ: ours {ours.shape}, reference {ref_logits.shape} "
-                       f"(vocab: ours {ours.shape[1]}, libllama {int(ref.data['n_vocab'])})", profile)
+        return finish(errored(f"logits shapes differ: ours {ours.shape}, reference {ref_logits.shape} "
+                              f"(vocab: ours {ours.shape[1]}, libllama {int(ref.data['n_vocab'])})", profile))
     dec_ref = ref.data.get("decode_logits")
     result = compare(ours, ref_logits, profile, greedy_ours=out.greedy, greedy_ref=ref_greedy, family=out.family,
                      decode_ours=out.decode_logits if dec_ref is not None else None, decode_ref=dec_ref,
@@ -152,18 +200,10 @@ def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str
     elif per_layer:
         why = str(ref.data.get("l_out_error", "no l_out captured"))
         if end_to_end == "report":
-            return errored(f"per-layer gate requested alone, but the reference's layers were not captured: {why}",
-                           profile)
+            return finish(errored(f"per-layer gate requested alone, but the reference's layers were not captured: "
+                                  f"{why}", profile))
         result.reason += f"; per-layer gate not applied (reference layers not captured: {why})"
-    if receipt is not None:
-        write_parity_receipt(receipt, parity_receipt(
-            result, model=model, prompt_ids=ids,
-            reference={"libllama": str(ref.data["libllama"]), "api": str(ref.data["api"]), "version": str(ref.data["version"])},
-            ours={"numerics_profile": out.profile, "backend": backend, "strict": strict},
-            timings={"reference_s": ref_s, "ours_s": ours_s, "timeout_s": timeout},
-            corrections=corrections,
-        ))
-    return result
+    return finish(result)
 
 
 def tokenizer_parity(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], texts: Sequence[str], *,

@@ -116,8 +116,8 @@ def _skip_norm(set_, which: str) -> None:
 
     def layer(self, i):
         lay = real_layer(self, i)
-        n = lay.norms[which]
-        return dataclasses.replace(lay, norms={**lay.norms, which: _Skip(n)})
+        field = next(f for f, g, dims in bm.LAYER_TENSORS if g == which and len(dims) == 1)
+        return dataclasses.replace(lay, **{field: _Skip(getattr(lay, field))})
 
     real = bm.rms_norm
     set_(bm.BitNetModel, "_layer", layer)
@@ -143,13 +143,13 @@ def weight_scale_off(set_) -> None:
     """One projection's scale off by 0.1% (blk.0.attn_output; a scale off on attn_v or any
     projection feeding a sub-norm would be normalized away)."""
     bm = _bm()
-    real = bm.BitNetModel._linear
+    real = bm.BitNetModel.linear
 
-    def linear(self, x, layer, name):
-        y = real(self, x, layer, name)
-        return y * np.float32(1.001) if (name == "attn_output" and layer is self.layers[0]) else y
+    def linear(self, p, x):
+        y = real(self, p, x)
+        return y * np.float32(1.001) if p is self.layers[0].wo else y
 
-    set_(bm.BitNetModel, "_linear", linear)
+    set_(bm.BitNetModel, "linear", linear)
 
 
 def _interleaved_rope(x, cos, sin):

@@ -332,25 +332,30 @@ def errored(reason: str, profile: str = "exact") -> ParityResult:
     return ParityResult("error", reason, profile)
 
 
+PARITY_SCHEMA_VERSION = "2.1.0"  # 2.x: both sides are named engines (1.x assumed ours vs libllama); 2.1: gate, prompt, decode, layers
+
+
 def parity_receipt(result: ParityResult, *, model: str | os.PathLike[str], prompt_ids: list[int],
-                   reference: dict, ours: dict, timings: dict, corrections: list[dict] | None = None) -> dict:
-    """The parity receipt document; `corrections` (validation corrections our engine applied
-    at load, `--apply-corrections`) is written only when some were applied."""
+                   engine: dict, reference: dict, timings: dict, corrections: list[dict] | None = None) -> dict:
+    """`engine` / `reference`: each side's `EngineInfo.to_dict()` (spec, name, version, build,
+    numerics). In `positions` and `greedy`, "ours" is the engine under test. `corrections`
+    (validation corrections an engine of ours applied at load, `--apply-corrections`) is
+    written only when some were applied."""
     from bitnet import __version__
     from bitnet.receipts.build import sha256_file
 
     return {
-        "schema_version": "1.1.0",
+        "schema_version": PARITY_SCHEMA_VERSION,
         "tool": {"name": "bitnet-harness", "version": __version__},
         "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "model": {"path": str(model), "sha256": sha256_file(model), "bytes": Path(model).stat().st_size},
+        "engine": engine,
         "reference": reference,
-        "ours": ours,
         "profile": result.profile,
         "prompt_ids": [int(i) for i in prompt_ids],
         "positions": [asdict(p) for p in result.positions],
         "first_divergence": result.first_divergence,
-        "greedy": {"ours": result.greedy_ours, "reference": result.greedy_ref, "match": result.greedy_match,
+        "greedy": {"engine": result.greedy_ours, "reference": result.greedy_ref, "match": result.greedy_match,
                    "first_divergence": result.greedy_first_divergence},
         "verdict": result.verdict,
         "reason": result.reason,

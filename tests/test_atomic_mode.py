@@ -83,9 +83,11 @@ def test_benchmark_out_fails_fast_naming_the_path(tmp_path, how):
         (tmp_path / "f").write_text("x")
         out = tmp_path / "f" / "r.json"
     o, e = _io.StringIO(), _io.StringIO()
-    rc = main(["benchmark", "--backend", "numpy", "--model", str(tmp_path / "no-such.gguf"),
+    junk = tmp_path / "junk.gguf"  # a file (argparse checks that), but loading it would fail
+    junk.write_bytes(b"not a model")
+    rc = main(["benchmark", "--backend", "numpy", "--model", str(junk),
                "--out", str(out)], IO(o, e))
     assert rc == 2
     err = e.getvalue().strip()
     assert len(err.splitlines()) == 1 and f"--out {out}" in err and ".tmp" not in err
-    assert "no-such.gguf" not in err  # failed before even looking at the model
+    assert "junk.gguf" not in err  # failed before even looking at the model

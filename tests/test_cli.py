@@ -100,7 +100,7 @@ def test_threads_and_backend_are_checked(tmp_path, restore_backend, monkeypatch)
     path = tmp_path / "m.gguf"
     assert run("synth", str(path), "--seed", "3")[0] == 0
     rc, _, err = run("run", "--model", str(path), "--threads", "0")
-    assert rc == 2 and "--threads must be >= 1" in err
+    assert rc == 2 and "--threads: must be >= 1" in err
     monkeypatch.setenv("BITNET_BACKEND", "cuda")  # the benchmark's choice only
     rc, _, err = run("run", "--model", str(path))
     assert rc == 2 and "BITNET_BACKEND" in err

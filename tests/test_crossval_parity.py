@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from crossval.parity import (
+    PARITY_SCHEMA_VERSION,
     compare,
     parity_receipt,
     position_metrics,
@@ -105,8 +106,11 @@ def test_parity_receipt_is_schema_valid_and_atomic(tmp_path, bitnet_tiny_model):
     ref = np.random.default_rng(1).standard_normal((3, 20)).astype(np.float32)
     r = compare(ref, ref, "exact")
     doc = parity_receipt(r, model=bitnet_tiny_model, prompt_ids=[1, 2, 3],
-                         reference={"libllama": "/x/libllama.so", "api": "upstream", "version": "test"},
-                         ours={"numerics_profile": "llama.cpp", "backend": "numpy"}, timings={"reference_s": 0.1})
+                         engine={"spec": "reference:llama.cpp@numpy", "name": "ours", "version": "0.1.0",
+                                 "build": "backend numpy", "numerics": "llama.cpp"},
+                         reference={"spec": "libllama:/x", "name": "libllama (upstream)", "version": "test",
+                                    "build": "/x/libllama.so", "numerics": "llama.cpp"},
+                         timings={"reference_s": 0.1})
     out = tmp_path / "p.json"
     write_parity_receipt(out, doc)
     assert json.loads(out.read_text())["verdict"] == "pass"
@@ -241,11 +245,13 @@ def test_parity_receipt_carries_prompt_and_decode_sections(tmp_path, bitnet_tiny
     r = compare(ref, ref, "exact", family="float", decode_ours=dec, decode_ref=dec, decode_tokens=[3, 4],
                 greedy_ours=[3, 4], greedy_ref=[3, 4])
     doc = parity_receipt(r, model=bitnet_tiny_model, prompt_ids=[1, 2, 3],
-                         reference={"libllama": "/x/libllama.so", "api": "upstream", "version": "test"},
-                         ours={"numerics_profile": "llama.cpp", "backend": "numpy"}, timings={})
+                         engine={"spec": "reference:llama.cpp", "name": "bitnet-harness reference", "version": "t",
+                                 "build": "backend numpy", "numerics": "llama.cpp"},
+                         reference={"spec": "libllama:/x", "name": "libllama (upstream)", "version": "test",
+                                    "build": "/x/libllama.so", "numerics": "llama.cpp"}, timings={})
     write_parity_receipt(tmp_path / "p.json", doc)
     got = json.loads((tmp_path / "p.json").read_text())
-    assert got["schema_version"] == "1.1.0" and got["gate"]["family"] == "float"
+    assert got["schema_version"] == PARITY_SCHEMA_VERSION == "2.1.0" and got["gate"]["family"] == "float"
     assert got["decode"]["tokens"] == [3, 4] and len(got["decode"]["positions"]) == 2
     assert got["prompt"]["positions"] == 3 and got["decode"]["greedy_degenerate"] is False
     assert got["gate"]["bounds"]["max_one_minus_cos"] == thresholds("exact", "float")["max_one_minus_cos"]

@@ -63,3 +63,14 @@ def test_the_bitnet_library_never_imports_crossval():
     pat = re.compile(r"^\s*(from|import)\s+crossval\b", re.M)
     offenders = [str(p.relative_to(root)) for p in root.rglob("*.py") if pat.search(p.read_text())]
     assert offenders == []
+
+
+def test_formats_do_not_import_kernels():
+    """Layering: bitnet.kernels runs formats; bitnet.quant (formats, detection, PackedWeight)
+    never imports bitnet.kernels (the old quant.kernels <-> quant.weights cycle is gone)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "bitnet" / "quant"
+    pat = re.compile(r"^\s*(from|import)\s+bitnet\.kernels\b", re.M)
+    assert [p.name for p in root.glob("*.py") if pat.search(p.read_text())] == []

@@ -32,7 +32,20 @@ def test_for_config_checks_context(bitnet_tiny_model):
     with pytest.raises(KVCacheError, match="exceeds the model's context_length 256"):
         KVCache.for_config(m.config, max_ctx=1000)
     c = KVCache.for_config(m.config)
-    assert c.k[0].shape == (2, 256, 64)
+    assert c.max_ctx == 256 and c.k[0].shape == (2, c.capacity, 64) and c.capacity <= 256
+
+
+@pytest.mark.ac25
+def test_cache_grows_on_demand_and_refuses_beyond_its_budget():
+    c = KVCache(2, 2, 2**24, 8)  # a context of 16M positions costs nothing until used
+    assert c.capacity <= 256 and c.nbytes == c.bytes_for(c.capacity)
+    c.append(0, 0, *kv(300, fill=1.0))
+    assert c.capacity >= 300 and c.view(0)[0].shape == (2, 300, 8) and float(c.view(0)[0].min()) == 1.0
+    small = KVCache(2, 2, 2**24, 8, budget_bytes=2 * 2 * 2 * 512 * 8 * 4)
+    small.append(0, 0, *kv(500))
+    with pytest.raises(KVCacheError, match=r"would need [\d,]+ bytes .* more than the budget"):
+        small.append(0, 500, *kv(100))
+    assert small.length[0] == 500  # nothing was written
 
 
 def test_append_checks_layer_heads_head_dim():

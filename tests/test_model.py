@@ -9,73 +9,9 @@ from bitnet.errors import ConfigError, StrictModeError
 from bitnet.gguf import GGUFReader, GGUFWriter
 from bitnet.model import BitNetModel
 
-gguf = pytest.importorskip("gguf")
+pytest.importorskip("gguf")
 
-
-# -- an independent reference: gguf-py for reading, plain NumPy loops for the math -----------
-def _independent_logits(path, ids):
-    """Written separately from bitnet.model (no shared code): BitNet b1.58 per the paper/HF —
-    per-token absmax int8 activations, float weights, exact rope, per-head loop attention."""
-    g = gguf.GGUFReader(str(path))
-    T_ = {t.name: t for t in g.tensors}
-    f = {k: v.contents() for k, v in g.fields.items() if not k.startswith("GGUF.")}
-    arch = f["general.architecture"]
-    D, H, Hkv = f[f"{arch}.embedding_length"], f[f"{arch}.attention.head_count"], f[f"{arch}.attention.head_count_kv"]
-    L, eps, base = f[f"{arch}.block_count"], f[f"{arch}.attention.layer_norm_rms_epsilon"], f[f"{arch}.rope.freq_base"]
-    hd = D // H
-
-    def W(name):
-        t = T_[name]
-        return np.asarray(t.data, dtype=np.float64).reshape([int(x) for x in reversed(t.shape)])
-
-    def norm(x, w):
-        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
-
-    def lin(x, name):
-        m = np.maximum(np.abs(x).max(axis=-1, keepdims=True), 1e-5)
-        xq = np.clip(np.round(x * 127.0 / m), -128, 127) * m / 127.0
-        y = xq @ W(name + ".weight").T
-        if name + ".scale" in T_:
-            y = y * W(name + ".scale")[0]
-        return y
-
-    def rope(x, p):
-        half = hd // 2
-        inv = base ** (-np.arange(half) * 2.0 / hd)
-        out = x.copy()
-        for t in range(x.shape[0]):
-            a = (p[t] * inv)
-            x0, x1 = x[t, :, :half], x[t, :, half:]
-            out[t, :, :half] = x0 * np.cos(a) - x1 * np.sin(a)
-            out[t, :, half:] = x0 * np.sin(a) + x1 * np.cos(a)
-        return out
-
-    x = W("token_embd.weight")[ids]
-    T = len(ids)
-    pos = np.arange(T)
-    for i in range(L):
-        p = f"blk.{i}."
-        a = norm(x, W(p + "attn_norm.weight"))
-        q = rope(lin(a, p + "attn_q").reshape(T, H, hd), pos)
-        k = rope(lin(a, p + "attn_k").reshape(T, Hkv, hd), pos)
-        v = lin(a, p + "attn_v").reshape(T, Hkv, hd)
-        o = np.zeros((T, H, hd))
-        for h in range(H):
-            kh = h // (H // Hkv)
-            for t in range(T):
-                s = q[t, h] @ k[: t + 1, kh].T / np.sqrt(hd)
-                w = np.exp(s - s.max())
-                o[t, h] = (w / w.sum()) @ v[: t + 1, kh]
-        o = norm(o.reshape(T, D), W(p + "attn_sub_norm.weight"))
-        x = x + lin(o, p + "attn_output")
-        gn = norm(x, W(p + "ffn_norm.weight"))
-        gate, up = lin(gn, p + "ffn_gate"), lin(gn, p + "ffn_up")
-        act = np.maximum(gate, 0) ** 2 if arch == "bitnet-b1.58" else gate / (1 + np.exp(-gate))
-        h_ = norm(act * up, W(p + "ffn_sub_norm.weight"))
-        x = x + lin(h_, p + "ffn_down")
-    x = norm(x, W("output_norm.weight"))
-    return x @ W("token_embd.weight").T
-
+from tests.oracles.spec_forward import spec_logits  # noqa: E402  (needs gguf-py)
 
 IDS = [381, 40, 41, 300, 7, 99, 256, 12]
 
@@ -86,7 +22,7 @@ def test_matches_independent_reference(bitnet_model_factory, arch, fmt):
     path = bitnet_model_factory(arch=arch, fmt=fmt, seed=5)
     m = BitNetModel(path, profile="reference")
     ours = m.forward(np.array(IDS), m.new_cache(), 0)
-    ref = _independent_logits(path, IDS)
+    ref = spec_logits(path, IDS)
     rel = np.abs(ours - ref).max() / np.abs(ref).max()
     assert rel < 1e-5, rel
 
@@ -162,3 +98,19 @@ def test_profile_defaults_and_unknown(bitnet_tiny_model):
     assert BitNetModel(bitnet_tiny_model).profile.name == "reference"
     with pytest.raises(ConfigError, match="unknown numerics profile"):
         BitNetModel(bitnet_tiny_model, profile="fast")
+
+
+def test_forward_records_every_op_in_the_run_log(bitnet_tiny_model):
+    """The timing moved out of the math (@timed_op) records the same ids, calls and rows."""
+    from bitnet.kernels.runlog import KERNEL_LOG
+
+    m = BitNetModel(bitnet_tiny_model, profile="reference")
+    KERNEL_LOG.reset()
+    m.forward(np.array(IDS), m.new_cache(), 0)
+    log = {k.id: k for k in KERNEL_LOG.snapshot()}
+    L, T = m.config.n_layer, len(IDS)
+    ops = {f"get_rows_{m.tok_embd.dtype.name}_numpy": 1, "rms_norm_f32_numpy": 4 * L + 1,
+           "rope_neox_f32_numpy": L, "attention_kv32_numpy": L, f"ffn_{m.config.ffn_act}_mul_numpy": L}
+    assert {k: log[k].calls for k in ops} == ops
+    assert all(log[k].rows == T * n for k, n in ops.items())
+    assert sum(k.calls for i, k in log.items() if i not in ops) == 7 * L + 1  # projections + lm_head

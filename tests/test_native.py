@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from bitnet.kernels import dispatch
 from bitnet.kernels.activations import per_token_absmax, q8_k
 from bitnet.kernels.native import native_status
+from bitnet.kernels.runlog import KERNEL_LOG
 from bitnet.quant import i2s, tq
 from bitnet.quant.weights import PackedWeight
 
@@ -88,11 +89,11 @@ def test_quantizers_bit_identical(native_backend, t, blocks, scale, seed):
 def test_kernel_ids_name_the_variant_that_ran(native_backend):
     t = np.random.default_rng(0).integers(-1, 2, (8, 256)).astype(np.int8)
     w = packed("i2_s", t, 0.5)
-    dispatch.KERNEL_LOG.reset()
+    KERNEL_LOG.reset()
     dispatch.matmul(np.ones((1, 256), np.float32), w)
     native_backend.bn_set_force_scalar(1)
     dispatch.matmul(np.ones((2, 256), np.float32), w)
-    ids = [k.id for k in dispatch.KERNEL_LOG.snapshot()]
+    ids = [k.id for k in KERNEL_LOG.snapshot()]
     from bitnet.kernels.native import VARIANTS
 
     assert ids == [f"i2s_x86_{VARIANTS[native_backend.bn_simd_level()]}_gemv", "i2s_x86_scalar_gemm"]
@@ -106,9 +107,9 @@ def test_strict_mode_refuses_a_numpy_fallback(native_backend):
     w = PackedWeight("w", "bitnet32", 4, 256, np.zeros(80, np.uint8))  # no native kernel for BitNet32
     with pytest.raises(StrictModeError, match="refuses the NumPy fallback"):
         dispatch.matmul(np.ones((1, 256), np.float32), w, "per-token-absmax", strict=True)
-    dispatch.KERNEL_LOG.reset()
+    KERNEL_LOG.reset()
     dispatch.matmul(np.ones((1, 256), np.float32), packed("i2_s", t, 1.0), strict=True)
-    assert dispatch.KERNEL_LOG.snapshot()[0].id.startswith("i2s_x86_")
+    assert KERNEL_LOG.snapshot()[0].id.startswith("i2s_x86_")
 
 
 @pytest.mark.ac6
@@ -165,7 +166,7 @@ def test_whole_engine_on_native_kernels_equals_the_numpy_engine(bitnet_model_fac
         res = {}
         for backend in ("numpy", "native"):
             dispatch.set_backend(backend)
-            dispatch.KERNEL_LOG.reset()
+            KERNEL_LOG.reset()
             try:
                 e = Engine(path)
                 logits = e.logits(prompt)
@@ -173,7 +174,7 @@ def test_whole_engine_on_native_kernels_equals_the_numpy_engine(bitnet_model_fac
             finally:
                 dispatch.set_backend("numpy")
             res[backend] = (logits, out.ids, out.prompt_logits)
-            ids = {k.id for k in dispatch.KERNEL_LOG.snapshot()}
+            ids = {k.id for k in KERNEL_LOG.snapshot()}
             ternary = {i for i in ids if i.startswith(("i2s_", "tq1_0_", "tq2_0_"))}
             assert ternary and all(i.endswith("_numpy") != (backend == "native") for i in ternary), ids
         (l_np, ids_np, p_np), (l_nat, ids_nat, p_nat) = res["numpy"], res["native"]

@@ -133,18 +133,31 @@ def test_coinciding_sizes_are_resolved_by_content_or_refused(tmp_path):
 
 @pytest.mark.ac11
 @pytest.mark.parametrize("type_id,name", [(38, "TL1"), (39, "TL2")])
-def test_tl1_tl2_are_recognised_and_refused_with_a_reason(tmp_path, type_id, name):
+def test_tl1_tl2_without_a_kernel_config_are_refused_naming_shape_and_places(tmp_path, monkeypatch, type_id, name):
     from bitnet.gguf.constants import ggml_type
+    from bitnet.quant.tl_config import (
+        ENV_CPP_DIR,
+        ENV_KERNEL_CONFIG,
+        KEY_KERNEL_CONFIG,
+        KernelConfigError,
+    )
 
+    monkeypatch.delenv(ENV_KERNEL_CONFIG, raising=False)
+    monkeypatch.setenv(ENV_CPP_DIR, str(tmp_path / "no-checkout"))
     shape = (3200, 256) if name == "TL2" else (256, 256)
     n = ggml_type(name).nbytes(shape)
     raw = np.zeros(n, np.uint8)
-    raw[256 * 256 // 4: 256 * 256 // 4 + 4] = np.array([1.0], "<f4").view(np.uint8)
+    raw[n - 32: n - 28] = np.array([1.0], "<f4").view(np.uint8)
     p = write(tmp_path / "t.gguf", raw, shape=shape, type_id=type_id)
     with GGUFReader(p) as r:
         assert r.tensor("w").type_name == name
-        with pytest.raises(FormatError, match=f"is {name}; its tiles are permuted"):
+        with pytest.raises(KernelConfigError) as e:
             load_weight(r, "w")
+    msg = str(e.value)
+    assert f"w is {name} with M={shape[1]} rows, K={shape[0]} columns" in msg
+    assert f"metadata key {KEY_KERNEL_CONFIG} (absent)" in msg
+    assert f"${ENV_KERNEL_CONFIG} (unset)" in msg
+    assert f"${ENV_CPP_DIR} -> {tmp_path / 'no-checkout' / 'include' / 'kernel_config.ini'} (no such file)" in msg
 
 
 @pytest.mark.ac1

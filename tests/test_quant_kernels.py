@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from bitnet.errors import FormatError, StrictModeError
 from bitnet.gguf import GGUFReader, GGUFWriter
 from bitnet.kernels.activations import per_token_absmax, q8_k
-from bitnet.kernels.dispatch import KERNEL_LOG, matmul, set_backend
+from bitnet.kernels.dispatch import matmul, set_backend
+from bitnet.kernels.runlog import KERNEL_LOG
 from bitnet.quant import i2s, rust_port, tq
 from bitnet.quant.encoders import FORMATS
 from bitnet.quant.weights import load_weight

@@ -58,6 +58,7 @@ def test_decode(vocab):
 ])
 def test_bad_input_is_one_line_and_exit_2(vocab, tmp_path, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.txt").write_text("x", encoding="utf-8")  # exists: the refusal is about the combination
     rc, out, err = run("tokenize", vocab, *argv)
     assert rc == 2 and out == "" and message in err and err.count("\n") == 1, err
 

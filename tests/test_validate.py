@@ -225,9 +225,11 @@ def test_corrections_recorded_in_receipts_and_parity_receipts(bitnet_model_facto
 
     x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
     doc = parity_receipt(compare(x, x), model=p, prompt_ids=[1, 2],
-                         reference={"libllama": "/x/libllama.so", "api": "upstream", "version": "test"},
-                         ours={"numerics_profile": "reference", "backend": "numpy"}, timings={},
-                         corrections=receipt["corrections"])
+                         engine={"spec": "reference@numpy", "name": "ours", "version": "0.1.0",
+                                 "build": "backend numpy", "numerics": "reference"},
+                         reference={"spec": "libllama:/x", "name": "libllama (upstream)", "version": "test",
+                                    "build": "/x/libllama.so", "numerics": "llama.cpp"},
+                         timings={}, corrections=receipt["corrections"])
     write_parity_receipt(tmp_path / "p.json", doc)  # schema-checked on write
     assert doc["corrections"] == receipt["corrections"]
 

@@ -10,6 +10,7 @@ Exit codes: 0 success, 1 a check ran and failed (verification, parity), 2 bad in
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import sys
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ SUBCOMMANDS = [
 ]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 141
 
 
 @dataclass
@@ -46,10 +48,33 @@ class IO:
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
 
 
+class UsageError(Exception):
+    """A command line argparse refused; `main` prints it as one line and returns 2."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(f"{message} (see {prog} --help)")
+        self.prog = prog
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse exits 2 on usage errors; keep that, one line
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        raise UsageError(self.prog, message)
+
+
+def quiet_broken_pipe(stream: TextIO) -> int:
+    """The reader of stdout went away (`bitnet inspect --json | head`): no traceback, and no
+    second BrokenPipeError when the interpreter flushes stdout at exit. Exit 141 (128 + SIGPIPE),
+    as a shell reports a writer killed by SIGPIPE: the output was not all delivered, and it is
+    neither a pass (0) nor a failed check (1)."""
+    import os
+
+    if stream is sys.stdout:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+    return EXIT_BROKEN_PIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,27 +86,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    """The parser, built once per process: building it costs ~0.1 s (argparse and gettext), and
+    tests and the fuzz suite call `main` thousands of times. Parsing leaves it unchanged."""
+    return build_parser()
+
+
 def main(argv: Sequence[str] | None = None, io: IO | None = None) -> int:
     io = io or IO()
-    parser = build_parser()
+    parser = _parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # usage errors and --help/--version
+    except UsageError as e:
+        return error_line(e.prog, e, io.stderr)
+    except SystemExit as e:  # --help/--version
         return int(e.code or 0)
     if not getattr(args, "func", None):
         parser.print_help(io.stdout)
         return EXIT_USAGE
     try:
         return int(args.func(args, io))
+    except BrokenPipeError:
+        return quiet_broken_pipe(io.stdout)
     except BitNetError as e:
-        print(f"bitnet {args.command}: error: {e}", file=io.stderr)
-        return EXIT_USAGE
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        print(f"bitnet {args.command}: error: {e.filename}: {e.strerror}", file=io.stderr)
-        return EXIT_USAGE
+        return error_line(f"bitnet {args.command}", e, io.stderr)
+    except OSError as e:  # a file named on the command line could not be read or written
+        return error_line(f"bitnet {args.command}", f"{e.filename}: {e.strerror or e}", io.stderr)
     except KeyboardInterrupt:
         print(f"bitnet {args.command}: interrupted", file=io.stderr)
         return 130
+
+
+def error_line(prog: str, err: object, stream: TextIO) -> int:
+    """Print one line `prog: error: reason` (newlines and control characters from the error
+    folded so it stays one line) and return exit code 2."""
+    from bitnet.cli.args import plain
+
+    text = plain(str(err).replace("\r\n", " ").replace("\n", " "))
+    try:
+        print(f"{prog}: error: {text}", file=stream)
+    except BrokenPipeError:
+        pass
+    return EXIT_USAGE
 
 
 def console_main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from bitnet.cli.args import positive
 from bitnet.errors import ConfigError
 from bitnet.kernels import dispatch
 
@@ -23,7 +24,7 @@ def add_backend_args(p: argparse.ArgumentParser, *, cuda: bool = False) -> None:
                    help=f"kernels to run (default: ${BACKEND_ENV}, else cpu): cpu = native C kernels when they "
                         "build here, else numpy with a note on stderr; numpy = reference kernels; "
                         "native = C kernels or an error" + ("; cuda = CuPy kernels (SKIP without a GPU)" if cuda else ""))
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive, default=None,
                    help="threads for the native kernels (default: $BITNET_THREADS, else every core; "
                         "OpenMP threads wait passively, so a busy machine does not collapse decode)")
 

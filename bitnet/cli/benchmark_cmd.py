@@ -8,13 +8,14 @@ import os
 import time
 from collections import Counter
 
+from bitnet.cli.args import input_file, output_file, positive, seed, utf8
 from bitnet.cli.backend_args import add_backend_args, native_threads, select_backend
 from bitnet.cli.run_cmd import add_model_args, resolve_model
 from bitnet.engine import Engine, SamplerConfig
 from bitnet.engine.generate import deterministic_env
 from bitnet.errors import ConfigError
 from bitnet.files.atomic import check_writable
-from bitnet.kernels import dispatch
+from bitnet.kernels.runlog import KERNEL_LOG
 from bitnet.progress import add_quiet_arg, progress
 from bitnet.receipts.build import RunMeasurement, build_receipt, write_receipt
 from bitnet.receipts.machine import peak_rss_bytes
@@ -26,14 +27,15 @@ BENCH_PROMPT = "The quick brown fox jumps over the lazy dog. " * 4
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="time a real generation run and write a receipt")
     add_model_args(p)
-    p.add_argument("--tokens", type=int, default=32, help="tokens to decode (EOS is ignored)")
-    p.add_argument("--prompt", default=BENCH_PROMPT, help="prompt text (tokenized with the model's tokenizer)")
+    p.add_argument("--tokens", type=positive, default=32, help="tokens to decode (EOS is ignored)")
+    p.add_argument("--prompt", type=utf8, default=BENCH_PROMPT, help="prompt text (tokenized with the model's tokenizer)")
     add_backend_args(p, cuda=True)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=seed, default=None)
     p.add_argument("--deterministic", action="store_true", help="greedy decoding, seed 0")
-    p.add_argument("--out", help="receipt path (written atomically after a successful run)")
-    p.add_argument("--sign-key", metavar="KEY", help="sign the receipt with this Ed25519 private key (bitnet keygen; needs the [sign] extra)")
-    p.add_argument("--probe-mib", type=int, default=DEFAULT_MIB,
+    p.add_argument("--out", type=output_file, help="receipt path (written atomically after a successful run)")
+    p.add_argument("--sign-key", metavar="KEY", type=input_file,
+                   help="sign the receipt with this Ed25519 private key (bitnet keygen; needs the [sign] extra)")
+    p.add_argument("--probe-mib", type=positive, default=DEFAULT_MIB,
                    help=f"buffer size of the memory-bandwidth probe recorded in the receipt (MiB, default {DEFAULT_MIB})")
     add_quiet_arg(p)
     p.set_defaults(func=run)
@@ -84,11 +86,11 @@ def measure(args: argparse.Namespace, io) -> dict | None:
         # warm-up: caches, BLAS threads, device uploads; not measured
         update(what=f"benchmark ({backend}): warm-up")
         engine.generate(args.prompt, max_tokens=2, sampler=sampler, seed=seed, ignore_eog=True)
-        dispatch.KERNEL_LOG.reset()
+        KERNEL_LOG.reset()
         marks: dict[str, list] = {}
 
         def decode_start() -> None:
-            marks.setdefault("prefill", dispatch.KERNEL_LOG.snapshot())
+            marks.setdefault("prefill", KERNEL_LOG.snapshot())
             update(what=f"benchmark ({backend}): decoding {args.tokens} tokens")
 
         update(what=f"benchmark ({backend}): prefill")
@@ -96,7 +98,7 @@ def measure(args: argparse.Namespace, io) -> dict | None:
         result = engine.generate(args.prompt, max_tokens=args.tokens, sampler=sampler, seed=seed, ignore_eog=True,
                                  on_decode_start=decode_start)
         total = time.perf_counter() - t_run + engine.load_s
-    everything = dispatch.KERNEL_LOG.snapshot()
+    everything = KERNEL_LOG.snapshot()
     prefill = {k.id: k for k in marks.get("prefill", [])}
     decode = []
     for k in everything:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from bitnet.cli.args import output_dir
 from bitnet.progress import add_quiet_arg, progress
 from bitnet.toolchain.sdist import LLAMA_CPP_PYTHON_VERSION, extract_vocab
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fetch-vocab", help="download llama.cpp's ggml-vocab-* test files (PyPI sdist)")
-    p.add_argument("dest", help="folder to copy the files into")
+    p.add_argument("dest", type=output_dir, help="folder to copy the files into (created; an existing file is refused)")
     p.add_argument("--version", default=LLAMA_CPP_PYTHON_VERSION, help="llama-cpp-python version")
     add_quiet_arg(p)
     p.set_defaults(func=run)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from bitnet.cli.args import console, input_file, markup_safe
+from bitnet.errors import BitNetError, naming_file
 from bitnet.gguf.reader import Field, GGUFReader, StringArray
 
 ARRAY_PREVIEW = 8
@@ -15,7 +17,7 @@ ARRAY_PREVIEW = 8
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="show a GGUF file's metadata and tensors")
-    p.add_argument("model", nargs="?", help="path of a .gguf file")
+    p.add_argument("model", nargs="?", type=input_file, help="path of a .gguf file")
     p.add_argument("--demo", action="store_true",
                    help="inspect the embedded default model (a tiny synthetic model, random weights)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -38,7 +40,7 @@ def _value_summary(f: Field, full: bool = False) -> Any:
         items = [x[0].tolist() if isinstance(x[0], np.ndarray) else list(x[0]) for x in v]
     if full or n <= ARRAY_PREVIEW:
         return items
-    return {"type": f"array[{f.elem_type.name}]", "length": n, "head": items[:ARRAY_PREVIEW]}
+    return {"type": f"array[{f.elem_type.name if f.elem_type else None}]", "length": n, "head": items[:ARRAY_PREVIEW]}
 
 
 def _flavor(reader: GGUFReader, t, strict: bool | None) -> dict[str, Any]:
@@ -90,7 +92,10 @@ def run(args: argparse.Namespace, io) -> int:
 
         path = default_model_path()
     with GGUFReader(path) as reader:
-        doc = describe(reader, args.full_arrays, args.strict_loader)
+        try:
+            doc = describe(reader, args.full_arrays, args.strict_loader)
+        except BitNetError as e:
+            raise naming_file(e, path) from None
     if args.json:
         json.dump(doc, io.stdout, indent=2, default=str)
         io.stdout.write("\n")
@@ -108,28 +113,31 @@ def _short(v: Any) -> str:
 
 
 def _print_rich(doc: dict[str, Any], io) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=io.stdout, width=140, soft_wrap=False)
-    console.print(f"[bold]{doc['path']}[/bold]  GGUF v{doc['version']}  {doc['file_bytes']:,} bytes  "
+    # every name, key and value below comes from the file: escaped (`[/INST]` in a chat template
+    # is text, not markup) and made printable (no terminal escapes, no lone surrogates)
+    out = console(io.stdout)
+    out.print(f"[bold]{markup_safe(doc['path'])}[/bold]  GGUF v{doc['version']}  {doc['file_bytes']:,} bytes  "
                   f"alignment {doc['alignment']}  data at {doc['data_offset']}")
     meta = Table(title=f"metadata ({len(doc['metadata'])} keys)", show_lines=False)
     meta.add_column("key", style="cyan", no_wrap=True)
     meta.add_column("type")
     meta.add_column("value", overflow="fold")
     for k, m in doc["metadata"].items():
-        meta.add_row(k, m["type"], _short(m["value"]))
-    console.print(meta)
+        meta.add_row(markup_safe(k), markup_safe(m["type"]), markup_safe(_short(m["value"])))
+    out.print(meta)
     tens = Table(title=f"tensors ({len(doc['tensors'])})")
-    for col, just in (("name", "left"), ("shape", "left"), ("type", "left"), ("flavor", "left"),
-                      ("bytes", "right"), ("offset", "right")):
+    cols: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("name", "left"), ("shape", "left"), ("type", "left"), ("flavor", "left"), ("bytes", "right"), ("offset", "right"))
+    for col, just in cols:
         tens.add_column(col, justify=just, no_wrap=True)
     for t in doc["tensors"]:
         flavor = t["flavor"] or ""
         if t["flavor"] and not t["flavor_exact"]:
             flavor += f" (~{t['flavor_deviation'] * 100:+.3f}%)"
-        tens.add_row(t["name"], "x".join(map(str, t["shape"])), t["type"], flavor, f"{t['bytes']:,}", f"{t['offset']:,}")
-    console.print(tens)
+        tens.add_row(markup_safe(t["name"]), "x".join(map(str, t["shape"])), markup_safe(t["type"]), flavor,
+                     f"{t['bytes']:,}", f"{t['offset']:,}")
+    out.print(tens)
     total = sum(t["bytes"] for t in doc["tensors"])
-    console.print(f"total tensor bytes: {total:,}")
+    out.print(f"total tensor bytes: {total:,}")

@@ -7,6 +7,7 @@ import io as _io
 
 import numpy as np
 
+from bitnet.cli.args import output_file, utf8
 from bitnet.cli.backend_args import add_backend_args, select_backend
 from bitnet.cli.run_cmd import add_model_args, resolve_model
 from bitnet.engine import Engine
@@ -19,9 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_backend_args(p)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt", help="text to tokenize (with BOS as the model asks)")
+    src.add_argument("--prompt", type=utf8, help="text to tokenize (with BOS as the model asks)")
     src.add_argument("--ids", help="comma-separated token ids, e.g. 1,2,3")
-    p.add_argument("--out", required=True, help="output .npz (prompt_ids, logits[T, V], profile)")
+    p.add_argument("--out", type=output_file, required=True, help="output .npz (prompt_ids, logits[T, V], profile)")
     p.set_defaults(func=run)
 
 

@@ -10,15 +10,16 @@ import argparse
 import json
 from pathlib import Path
 
+from bitnet.cli.args import input_file, utf8
 from bitnet.errors import ConfigError, TokenizerError
 from bitnet.tokenizer import load_tokenizer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tokenize", help="tokenize text (or --decode ids) with a GGUF's tokenizer")
-    p.add_argument("model", help="GGUF file with tokenizer.ggml.* metadata (a vocab-only file works)")
-    p.add_argument("text", nargs="?", help="text to tokenize")
-    p.add_argument("--file", help="read the text from this file (UTF-8)")
+    p.add_argument("model", type=input_file, help="GGUF file with tokenizer.ggml.* metadata (a vocab-only file works)")
+    p.add_argument("text", nargs="?", type=utf8, help="text to tokenize")
+    p.add_argument("--file", type=input_file, help="read the text from this file (UTF-8)")
     p.add_argument("--add-special", action="store_true", help="add BOS/EOS as the vocabulary asks")
     p.add_argument("--parse-special", action="store_true",
                    help="turn special-token text into its ids (with --decode: render control tokens)")

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from bitnet.cli.args import input_file
 from bitnet.validate import load_policy, validate_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check a model against the validation policy (mis-conversions)")
-    p.add_argument("model", help="GGUF model")
-    p.add_argument("--policy", help="validation policy YAML (default: policies/model-validation.yml)")
+    p.add_argument("model", type=input_file, help="GGUF model")
+    p.add_argument("--policy", type=input_file, help="validation policy YAML (default: policies/model-validation.yml)")
     p.add_argument("--json", action="store_true", help="machine-readable report (every check)")
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("--apply-corrections", action="store_true",
@@ -41,8 +42,9 @@ _STYLE = {"pass": "[green]pass[/green]", "warn": "[yellow]warn[/yellow]", "fail"
 
 def _table(report, verdict: str, out) -> None:
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
+
+    from bitnet.cli.args import markup_safe as escape  # markup, control characters, lone surrogates
 
     t = Table(title=escape(f"{report.path} ({report.architecture}): {verdict.upper()}"), show_lines=False)
     for col in ("rule", "status", "subject", "measured", "bound", "note"):

@@ -12,45 +12,32 @@ import json
 import sys
 from collections.abc import Sequence
 
+from bitnet.cli import UsageError, _Parser, error_line, quiet_broken_pipe
+from bitnet.cli.args import console, input_file, markup_safe, positive, utf8
 from bitnet.errors import BitNetError
 from bitnet.receipts.allowlist import add_from_receipt, load_allowlist
+from bitnet.receipts.load import load_receipt, read_receipt
 from bitnet.receipts.policy import default_allowlist_path, default_cpu_allowlist_path
 from bitnet.receipts.verify import verify_receipt
 
+PROG = "bitnet-verify-receipt"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bitnet-verify-receipt", description="verify an inference receipt")
-    p.add_argument("receipt", nargs="?", help="receipt JSON file")
-    p.add_argument("--model", help="the model file: its sha256 and size must match the receipt")
-    p.add_argument("--allowlist", help="GPU allowlist YAML (default: policies/gpu-allowlist.yml)")
-    p.add_argument("--cpu-allowlist", help="CPU allowlist YAML (default: policies/cpu-allowlist.yml)")
+    p = _Parser(prog=PROG, description="verify an inference receipt")
+    p.add_argument("receipt", nargs="?", type=input_file, help="receipt JSON file")
+    p.add_argument("--model", type=input_file, help="the model file: its sha256 and size must match the receipt")
+    p.add_argument("--allowlist", type=input_file, help="GPU allowlist YAML (default: policies/gpu-allowlist.yml)")
+    p.add_argument("--cpu-allowlist", type=input_file, help="CPU allowlist YAML (default: policies/cpu-allowlist.yml)")
     p.add_argument("--require-gpu-kernels", action="store_true", help="fail unless a GPU kernel ran")
-    p.add_argument("--trusted-key", metavar="PUB", help="require an Ed25519 signature by this public key (bitnet keygen)")
+    p.add_argument("--trusted-key", metavar="PUB", type=input_file, help="require an Ed25519 signature by this public key (bitnet keygen)")
     p.add_argument("--rerun", action="store_true",
                    help="re-run what the receipt describes on this machine (same fingerprint only) and compare")
-    p.add_argument("--rerun-repeats", type=int, default=None, help="re-runs for --rerun (default: policy rerun_repeats)")
-    p.add_argument("--prompt", help="for --rerun: the prompt text, when not the benchmark's default")
+    p.add_argument("--rerun-repeats", type=positive, default=None, help="re-runs for --rerun (default: policy rerun_repeats)")
+    p.add_argument("--prompt", type=utf8, help="for --rerun: the prompt text, when not the benchmark's default")
     p.add_argument("--json", action="store_true", help="machine-readable result")
-    p.add_argument("--add-to-allowlist", metavar="RECEIPT", help="add this GPU receipt's fingerprint to the allowlist")
+    p.add_argument("--add-to-allowlist", metavar="RECEIPT", type=input_file, help="add this GPU receipt's fingerprint to the allowlist")
     return p
-
-
-def _read(path: str) -> tuple[object, bytes]:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise BitNetError(f"{path}: {e.strerror}") from None
-    try:
-        return json.loads(raw.decode("utf-8")), raw
-    except UnicodeDecodeError as e:
-        raise BitNetError(f"{path}: not UTF-8: {e}") from None
-    except json.JSONDecodeError as e:
-        raise BitNetError(f"{path}: not JSON: {e}") from None
-
-
-def _read_json(path: str):
-    return _read(path)[0]
 
 
 def main(argv: Sequence[str] | None = None, io=None) -> int:
@@ -59,22 +46,21 @@ def main(argv: Sequence[str] | None = None, io=None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+    except UsageError as e:
+        return error_line(e.prog, e, err)
     except SystemExit as e:
         return int(e.code or 0)
     allowlist_path = args.allowlist or default_allowlist_path()
     try:
         if args.add_to_allowlist:
-            entry = add_from_receipt(allowlist_path, _read_json(args.add_to_allowlist))
+            entry = add_from_receipt(allowlist_path, load_receipt(args.add_to_allowlist))
             print(f"added {entry['name']} ({entry['compute_capability']}) to {allowlist_path}: "
                   f"max {entry['max_bytes_per_s']:.4g} B/s", file=out)
             return 0
         if not args.receipt:
             print("bitnet-verify-receipt: error: give a RECEIPT (or --add-to-allowlist RECEIPT)", file=err)
             return 2
-        if args.rerun_repeats is not None and args.rerun_repeats < 1:
-            print("bitnet-verify-receipt: error: --rerun-repeats must be >= 1", file=err)
-            return 2
-        receipt, raw = _read(args.receipt)
+        receipt, raw = read_receipt(args.receipt)
         allowlist = load_allowlist(allowlist_path)
         from bitnet.receipts.cpu_allowlist import load_cpu_allowlist
 
@@ -89,17 +75,23 @@ def main(argv: Sequence[str] | None = None, io=None) -> int:
         if args.rerun and result.passed:
             from bitnet.receipts.rerun import rerun
 
+            assert isinstance(receipt, dict)  # verify_receipt passed: it is a receipt object
             extra["rerun"] = rerun(receipt, model=args.model, prompt=args.prompt, repeats=args.rerun_repeats)
             result = verify_receipt(receipt, model=args.model, allowlist=allowlist, cpu_allowlist=cpu_allowlist,
                                     require_gpu_kernels=args.require_gpu_kernels, extra=extra)
-    except (BitNetError, FileNotFoundError) as e:
-        print(f"bitnet-verify-receipt: error: {e}", file=err)
-        return 2
-    if args.json:
-        json.dump(result.to_json(), out, indent=2)
-        out.write("\n")
-    else:
-        _table(result, args.receipt, out)
+    except BitNetError as e:
+        return error_line(PROG, e, err)
+    except OSError as e:  # the model, key or an allowlist could not be read
+        return error_line(PROG, f"{e.filename}: {e.strerror or e}", err)
+    try:
+        if args.json:
+            json.dump(result.to_json(), out, indent=2)
+            out.write("\n")
+        else:
+            _table(result, args.receipt, out)
+        out.flush()
+    except BrokenPipeError:
+        quiet_broken_pipe(out)
     if not result.passed:
         return 1
     if args.rerun and "R-RERUN" in result.skipped_rules:
@@ -109,18 +101,19 @@ def main(argv: Sequence[str] | None = None, io=None) -> int:
 
 
 def _table(result, path: str, out) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    # every string here may come from the receipt file: escaped, so `[/bold]` prints as itself
+
     skipped = len(result.skipped_rules)
-    t = Table(title=f"{path}: {'PASS' if result.passed else 'FAIL'}" + (f" ({skipped} rule(s) skipped: no evidence)" if skipped else ""))
+    t = Table(title=f"{markup_safe(path)}: {'PASS' if result.passed else 'FAIL'}" + (f" ({skipped} rule(s) skipped: no evidence)" if skipped else ""))
     t.add_column("rule", no_wrap=True)
     t.add_column("status", no_wrap=True)
     t.add_column("message", overflow="fold")
     style = {"pass": "[green]pass[/green]", "fail": "[red]FAIL[/red]", "skip": "[yellow]skip[/yellow]"}
     for r in result.results:
-        t.add_row(r.rule, style[r.status], r.message)
-    Console(file=out, width=140).print(t)
+        t.add_row(markup_safe(r.rule), style[r.status], markup_safe(r.message))
+    console(out).print(t)
 
 
 def console_main() -> None:

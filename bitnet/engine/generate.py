@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bitnet.engine.sampling import SamplerConfig, sample
-from bitnet.errors import ConfigError
+from bitnet.errors import BitNetError, ConfigError, NonFiniteLogitsError, naming_file
 from bitnet.model.bitnet_model import BitNetModel
 
 CHAT_TEMPLATE_2B4T = "System: {system}<|eot_id|>User: {user}<|eot_id|>Assistant: "
@@ -81,8 +81,11 @@ class Engine:
                  strict: bool | None = None, max_ctx: int | None = None, apply_corrections: bool = False,
                  validate: bool = True):
         t0 = time.perf_counter()
-        self.model = BitNetModel(model_path, profile=profile, strict=strict, apply_corrections=apply_corrections,
-                                 validate=validate)
+        try:
+            self.model = BitNetModel(model_path, profile=profile, strict=strict, apply_corrections=apply_corrections,
+                                     validate=validate)
+        except BitNetError as e:  # a format/flavor error about a tensor: say which file
+            raise naming_file(e, model_path) from None
         self.path = Path(model_path)
         self.max_ctx = max_ctx or self.model.config.n_ctx
         self._tokenizer = None
@@ -121,7 +124,7 @@ class Engine:
         return_prompt_logits: bool = False,
         on_token: Callable[[int, str], None] | None = None,
         ignore_eog: bool = False,
-        on_decode_start: Callable[[], None] | None = None,
+        on_decode_start: Callable[[], object] | None = None,
     ) -> GenerationResult:
         """Prefill, then sample up to max_tokens. Every sampled token that does not end the run
         is evaluated (one timed decode step per token, as llama.cpp's generation loop does), so
@@ -161,7 +164,10 @@ class Engine:
         text = ""
         pos = len(prompt_ids)
         for _ in range(max_tokens):
-            tok = sample(last, sampler, rng, history)
+            try:
+                tok = sample(last, sampler, rng, history, position=pos - 1)
+            except NonFiniteLogitsError as e:
+                raise naming_file(e, self.path) from None
             out.append(tok)
             history.append(tok)
             piece = self._piece(tok)
@@ -201,14 +207,12 @@ class Engine:
         return self._eog
 
     def _find_eog_ids(self) -> set[int]:
-        """End-of-generation ids straight from the metadata (no tokenizer needed)."""
-        r = self.model.reader
-        keys = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
-        ids = {int(r.get(k)) for k in keys if r.get(k) is not None}
-        if self._has_tokenizer():  # llama.cpp also finds EOT/EOG tokens by their text
-            tok = self.tokenizer
-            ids |= {i for i in range(tok.real_vocab_size) if tok.is_eog(i)}
-        return ids
+        """End-of-generation ids (bitnet.tokenizer.eog): from the metadata, plus the ones the
+        vocabulary marks when the file has a tokenizer."""
+        from bitnet.tokenizer.eog import end_of_generation_ids
+
+        vocab = self.tokenizer.vocab if self._has_tokenizer() else None
+        return set(end_of_generation_ids(self.model.reader, vocab))
 
     def _piece(self, tok: int) -> str:
         return self.tokenizer.decode([tok]) if self._has_tokenizer() else ""

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from bitnet.errors import ConfigError
+from bitnet.errors import ConfigError, NonFiniteLogitsError
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,21 @@ def apply_repeat_penalty(logits: np.ndarray, history: list[int], penalty: float,
     return out
 
 
-def sample(logits: np.ndarray, cfg: SamplerConfig, rng: np.random.Generator, history: list[int]) -> int:
-    """Pick one token id from a row of logits."""
+def check_finite(logits: np.ndarray, where: str = "logits") -> None:
+    """Raise NonFiniteLogitsError naming the first non-finite position (row, token id)."""
+    if not np.isfinite(logits).all():
+        bad = np.argwhere(~np.isfinite(logits))[0]
+        at = ", ".join(str(int(i)) for i in bad)
+        value = logits[tuple(bad)]
+        raise NonFiniteLogitsError(f"{where}: non-finite value {value} at index [{at}] "
+                                   f"({int((~np.isfinite(logits)).sum())} of {logits.size} are NaN/inf); "
+                                   "the model's weights or metadata are corrupt")
+
+
+def sample(logits: np.ndarray, cfg: SamplerConfig, rng: np.random.Generator, history: list[int],
+           position: int | None = None) -> int:
+    """Pick one token id from a row of logits; NonFiniteLogitsError if any is NaN or infinite."""
+    check_finite(logits, "logits" if position is None else f"logits at position {position}")
     z = apply_repeat_penalty(logits.astype(np.float64), history, cfg.repeat_penalty, cfg.repeat_last_n)
     if cfg.is_greedy:
         return int(np.argmax(z))

@@ -34,6 +34,10 @@ from bitnet.gguf.constants import (
 
 #: ggml's GGML_MAX_DIMS: a tensor info with more dims than this is corrupt.
 MAX_DIMS = 4
+#: deepest nesting of metadata arrays accepted. llama.cpp's gguf.cpp reads no nested arrays at
+#: all and gguf-py writes them only one level deep; the limit keeps a hostile file (arrays
+#: nested 600 deep) from exhausting Python's recursion limit.
+MAX_ARRAY_DEPTH = 8
 
 
 class StringArray(Sequence[str]):
@@ -66,7 +70,7 @@ class StringArray(Sequence[str]):
     def __len__(self) -> int:
         return len(self._offsets)
 
-    def __getitem__(self, i):  # type: ignore[override]
+    def __getitem__(self, i):
         return self._all()[i]
 
     def __iter__(self) -> Iterator[str]:
@@ -306,7 +310,10 @@ class GGUFReader:
             v = bool(v)
         return v, None
 
-    def _array(self, cur: _Cursor, key: str) -> tuple[Any, ValueType]:
+    def _array(self, cur: _Cursor, key: str, depth: int = 1) -> tuple[Any, ValueType]:
+        if depth > MAX_ARRAY_DEPTH:
+            raise GGUFError(f"array {key!r} nests more than {MAX_ARRAY_DEPTH} arrays deep",
+                            path=self.path, offset=cur.pos)
         elem = self._value_type(cur, f"array element type of {key!r}")
         count_at = cur.pos
         count = cur.unpack("<Q", f"array length of {key!r}")
@@ -330,7 +337,7 @@ class GGUFReader:
             return self._string_array(cur, key, count), elem
         # nested arrays: each element is (elem type, count, items) with no type tag of its own,
         # as gguf-py writes and reads them; returned as (value, elem_type) pairs
-        return [self._array(cur, f"{key}[{i}]") for i in range(count)], elem
+        return [self._array(cur, f"{key}[{i}]", depth + 1) for i in range(count)], elem
 
     def _string_array(self, cur: _Cursor, key: str, count: int) -> StringArray:
         offsets = np.empty(count, np.int64)

@@ -229,7 +229,8 @@ class GGUFWriter:
         done = 0
         for t in self._tensors.values():
             src = t.source() if callable(t.source) else t.source
-            data = memoryview(np.ascontiguousarray(src) if isinstance(src, np.ndarray) else src).cast("B")
+            buf: Any = np.ascontiguousarray(src) if isinstance(src, np.ndarray) else src
+            data = memoryview(buf).cast("B")
             if data.nbytes != t.nbytes:
                 raise GGUFError(f"tensor {t.name!r}: source produced {data.nbytes} bytes, declared {t.nbytes}")
             fh.write(data)

@@ -11,6 +11,12 @@ matmul. Both are exact transcriptions of the C, operation by operation, in NumPy
   (the first one on ties), `iscale = -127 / max` in float, `q = min(127, nearest_int(iscale*x))`,
   `d = 1 / iscale`, `bsums` = sums of 16-element groups; an all-zero block stores d = 0.
   Dequantized: `x ~ q * d`.
+- `tl2-lut` — bitnet.cpp's TL2 LUT path (`per_tensor_quant` and `three_lut_ctor` /
+  `two_lut_ctor` in `utils/codegen_tl2.py`, microsoft/BitNet 16da220), per token:
+  `max = max|x|` in float (NO 1e-5 floor), `s = 127 / max` in float, `q = round(x * s)` half to
+  even (`_mm256_round_ps` nearest), no clamp (|x*s| <= 127 by construction). The same as
+  `per-token-absmax` except on an all-zero row, where the C divides by zero (s = inf, NaN
+  products): refused here rather than guessed.
 """
 
 from __future__ import annotations
@@ -68,7 +74,20 @@ def q8_k(x: np.ndarray) -> QuantizedRows:
     return QuantizedRows("q8_k-block256", q.reshape(t, k), d, bsums, divide=False)
 
 
-PROFILES = {"per-token-absmax": per_token_absmax, "q8_k-block256": q8_k}
+def tl2_lut(x: np.ndarray) -> QuantizedRows:
+    x = np.asarray(x, np.float32)
+    if x.ndim != 2:
+        raise FormatError(f"activations must be [T, K], got shape {x.shape}")
+    mx = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
+    if (mx == 0).any():
+        raise FormatError(f"tl2-lut: activation row {int(np.argmin(mx))} is all zero; bitnet.cpp's "
+                          "per_tensor_quant divides by zero there (127 / 0), which is not modelled")
+    s = (np.float32(127.0) / mx.astype(np.float32)).astype(np.float32)
+    q = np.rint(x * s[:, None]).astype(np.int8)  # |x * s| <= 127: no clamp, as in the C
+    return QuantizedRows("tl2-lut", q, s, q.sum(axis=1, dtype=np.int32), divide=True)
+
+
+PROFILES = {"per-token-absmax": per_token_absmax, "q8_k-block256": q8_k, "tl2-lut": tl2_lut}
 
 
 def quantize_activations(x: np.ndarray, profile: str) -> QuantizedRows:

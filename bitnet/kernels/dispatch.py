@@ -32,7 +32,7 @@ from bitnet.kernels.activations import QuantizedRows, quantize_activations
 from bitnet.kernels.runlog import KERNEL_LOG
 from bitnet.quant.weights import PackedWeight
 
-ACT_PROFILES = ("none", "per-token-absmax", "q8_k-block256")
+ACT_PROFILES = ("none", "per-token-absmax", "q8_k-block256", "tl2-lut")
 
 #: a NumPy kernel: (activations as the profile left them, weight) -> KernelRun
 Kernel = Callable[..., K.KernelRun]
@@ -115,6 +115,7 @@ def matmul(x: np.ndarray, w: PackedWeight, profile: str = "per-token-absmax", *,
         bytes_read = w.nbytes
     else:
         xa: np.ndarray | QuantizedRows = x if profile == "none" else quantize_activations(x, profile)
+        assert fn is not None
         run = fn(xa, w)  # the kernel names itself and the bytes it read
         y, kernel_id, bytes_read = run.y, run.kernel_id, run.bytes_read
     KERNEL_LOG.record(kernel_id, bytes_read=bytes_read, rows=x.shape[0], seconds=time.perf_counter() - t0)

@@ -38,7 +38,7 @@ CHUNK_ELEMENTS = 1 << 18  # 256K code values (1 MB as float32) per chunk: see do
 EXACT_K_LIMIT = (1 << 24) // (3 * 128)
 
 
-ACT_TAG = {"none": "f32act", "per-token-absmax": "i8act", "q8_k-block256": "q8k"}
+ACT_TAG = {"none": "f32act", "per-token-absmax": "i8act", "q8_k-block256": "q8k", "tl2-lut": "tl2lut"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,40 @@ def gemm_per_token(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     wscale = np.float32(w.scale if w.scale is not None else 1.0)
     for r0, r1 in _chunks(w):
         acc = _int_dot(w.values(r0, r1), x.q)  # [rows, T]
+        y[:, r0:r1] = (acc.T.astype(np.float32) / x.scale[:, None]) * wscale
+    return _run(y, w, x.profile)
+
+
+def _wrap16(a: np.ndarray) -> np.ndarray:
+    """int64 -> the int16 value a wrapping 16-bit accumulator (`_mm256_add_epi16`) ends with."""
+    return (a + 32768) % 65536 - 32768
+
+
+def gemm_tl2_lut(x: QuantizedRows, w: PackedWeight) -> KernelRun:
+    """TL2 weights x `tl2-lut` activations, with the arithmetic of bitnet.cpp's TL2 LUT kernel
+    for one token (`three_tbl_impl` / `two_tbl_impl` / `*_qgemm_lut` in `utils/codegen_tl2.py`):
+    the LUT entries are exact signed sums of 3 (or 2) int8 activations; per BK-column tile of the
+    three-weight part (per 32-column tile of the two-weight part) the looked-up entries are
+    summed in a WRAPPING int16 accumulator, and the tile sums in int32; then
+    `y = (float)acc / lut_scale * weight_scale` in float. Exact (equal to the integer dot
+    product) whenever no tile sum leaves int16, i.e. always for BK <= 258."""
+    tile = w.tile
+    k = w.in_features
+    k3 = k - k % tile.BK
+    y = np.empty((x.q.shape[0], w.out_features), np.float32)
+    wscale = np.float32(w.scale if w.scale is not None else 1.0)
+    q = x.q.astype(np.int64)
+    for r0, r1 in _chunks(w):
+        v = w.values(r0, r1).astype(np.int64)
+        parts = []
+        if k3:
+            t3 = np.einsum("rnk,tnk->rtn", v[:, :k3].reshape(r1 - r0, k3 // tile.BK, tile.BK),
+                           q[:, :k3].reshape(-1, k3 // tile.BK, tile.BK))
+            parts.append(_wrap16(t3).sum(axis=-1))
+        if k > k3:
+            t2 = np.einsum("rnk,tnk->rtn", v[:, k3:].reshape(r1 - r0, -1, 32), q[:, k3:].reshape(-1, (k - k3) // 32, 32))
+            parts.append(_wrap16(t2).sum(axis=-1))
+        acc = sum(parts).astype(np.int32)  # [rows, T]
         y[:, r0:r1] = (acc.T.astype(np.float32) / x.scale[:, None]) * wscale
     return _run(y, w, x.profile)
 

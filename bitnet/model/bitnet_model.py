@@ -5,22 +5,29 @@ Both arch strings share the layer; they differ in the FFN activation (ReLU^2 for
 scale lives (inside the I2_S tensor, or an optional `blk.N.<proj>.scale` tensor multiplied after
 the matmul). Projections never exist as float matrices here: `matmul` hands the packed tensor
 to a kernel (AC12).
+
+The forward pass reads like the model: `block()` is `x + attention(norm(x))` then
+`x + ffn(norm(x))`; `attention()` and `ffn()` are the BitNet sublayers with their sub-norms.
+The numerics profile is one value (`self.profile`); the timing of the non-matmul ops for the
+run log is done by the `@timed_op` wrappers below, not in the math.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import time
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bitnet.errors import ConfigError, strict_enabled
 from bitnet.gguf.reader import GGUFReader
 from bitnet.kernels.dispatch import matmul
-from bitnet.kernels.runlog import KERNEL_LOG
+from bitnet.kernels.ids import KernelId
+from bitnet.kernels.runlog import timed
 from bitnet.model.config import ModelConfig, read_config
 from bitnet.model.kv_cache import KVCache
 from bitnet.model.ops import FFN_ACT, causal_attention, rms_norm, rope_angles, rope_neox
@@ -28,23 +35,116 @@ from bitnet.model.profiles import NumericsProfile, default_profile, get_profile
 from bitnet.quant.weights import PackedWeight, load_weight
 from bitnet.validate.load import corrected_norm, validate_at_load
 
-PROJ = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
-NORMS = ("attn_norm", "attn_sub_norm", "ffn_norm", "ffn_sub_norm")
+#: Every tensor of block N, in one table: (Layer field, GGUF name after `blk.N.`, shape from the
+#: config in NumPy order). Norms are [n]; projections are [out, in] and may have an optional
+#: `blk.N.<name>.scale` tensor (upstream `bitnet`).
+LAYER_TENSORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("attn_norm", "attn_norm", ("n_embd",)),
+    ("attn_sub_norm", "attn_sub_norm", ("n_embd",)),
+    ("ffn_norm", "ffn_norm", ("n_embd",)),
+    ("ffn_sub_norm", "ffn_sub_norm", ("n_ff",)),
+    ("wq", "attn_q", ("n_embd", "n_embd")),
+    ("wk", "attn_k", ("n_embd_kv", "n_embd")),
+    ("wv", "attn_v", ("n_embd_kv", "n_embd")),
+    ("wo", "attn_output", ("n_embd", "n_embd")),
+    ("w_gate", "ffn_gate", ("n_ff", "n_embd")),
+    ("w_up", "ffn_up", ("n_ff", "n_embd")),
+    ("w_down", "ffn_down", ("n_embd", "n_ff")),
+)
+NORMS = tuple(g for _, g, dims in LAYER_TENSORS if len(dims) == 1)
+PROJ = tuple(g for _, g, dims in LAYER_TENSORS if len(dims) == 2)
+
+
+@dataclass(frozen=True)
+class Linear:
+    """A BitLinear projection: the packed weight and its optional separate scale."""
+
+    weight: PackedWeight
+    scale: float | None = None  # blk.N.<proj>.scale, multiplied after the matmul
 
 
 @dataclass(frozen=True)
 class Layer:
-    norms: dict[str, np.ndarray]  # name -> float32 [n]
-    proj: dict[str, PackedWeight]
-    scale: dict[str, float]  # optional per-projection scale tensors (upstream `bitnet`)
+    attn_norm: np.ndarray  # float32 [n_embd]
+    attn_sub_norm: np.ndarray
+    ffn_norm: np.ndarray
+    ffn_sub_norm: np.ndarray  # float32 [n_ff]
+    wq: Linear
+    wk: Linear
+    wv: Linear
+    wo: Linear
+    w_gate: Linear
+    w_up: Linear
+    w_down: Linear
+
+    @property
+    def norms(self) -> dict[str, np.ndarray]:
+        """GGUF norm name -> weight (the arrays the forward pass uses)."""
+        return {g: getattr(self, f) for f, g, dims in LAYER_TENSORS if len(dims) == 1}
+
+    @property
+    def proj(self) -> dict[str, PackedWeight]:
+        """GGUF projection name -> packed weight."""
+        return {g: getattr(self, f).weight for f, g, dims in LAYER_TENSORS if len(dims) == 2}
 
 
-@contextmanager
-def _kernel(kernel_id: str, bytes_read: int, rows: int):
-    """Record a non-matmul op in the dispatcher's log, timed around the work itself."""
-    t0 = time.perf_counter()
-    yield
-    KERNEL_LOG.record(kernel_id, bytes_read=bytes_read, rows=rows, seconds=time.perf_counter() - t0)
+@dataclass(frozen=True)
+class Step:
+    """What every block of one forward call shares."""
+
+    cache: KVCache
+    pos0: int
+    cos: np.ndarray  # [T, head_dim/2]
+    sin: np.ndarray
+    single: bool  # a one-row step under a profile with bitnet.cpp's single-row F16 rounding
+
+
+# -- the non-matmul ops, timed into the run log ---------------------------------------------
+def timed_op(describe: Callable[..., tuple[KernelId, int, int]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Record each call of the wrapped op in the run log as (kernel id, bytes, rows), where
+    `describe` computes those from the op's arguments."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def op(*args: Any) -> Any:
+            kid, nbytes, rows = describe(*args)
+            with timed(kid, nbytes, rows):
+                return fn(*args)
+
+        return op
+
+    return wrap
+
+
+def _numpy_op(op: str, tag: str = "") -> KernelId:
+    return KernelId("", tag, op, "numpy")
+
+
+@timed_op(lambda x, w, eps: (_numpy_op("rms_norm", "f32"), x.nbytes, len(x)))
+def norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    return rms_norm(x, w, eps)
+
+
+@timed_op(lambda q, k, cos, sin: (_numpy_op("rope_neox", "f32"), q.nbytes + k.nbytes, len(q)))
+def rope(q: np.ndarray, k: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return rope_neox(q, cos, sin), rope_neox(k, cos, sin)
+
+
+@timed_op(lambda q, K, V, pos0, q_f16, probs_f16: (
+    _numpy_op("attention", f"kv{K.dtype.itemsize * 8}"), K.nbytes + V.nbytes, len(q)))
+def attend(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, q_f16: bool, probs_f16: bool) -> np.ndarray:
+    return causal_attention(q, K, V, pos0, q_f16=q_f16, probs_f16=probs_f16)
+
+
+@timed_op(lambda act, gate, up: (_numpy_op(f"ffn_{act}_mul"), gate.nbytes + up.nbytes, len(gate)))
+def gated(act: str, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    return FFN_ACT[act](gate) * up
+
+
+@timed_op(lambda table, tokens: (_numpy_op("get_rows", table.dtype.name), tokens.size * table.shape[1] * table.itemsize,
+                                 tokens.size))
+def get_rows(table: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    return table[tokens].astype(np.float32)
 
 
 class BitNetModel:
@@ -114,48 +214,28 @@ class BitNetModel:
         return self._float_tensor(name, np_shape)
 
     def _layer(self, i: int) -> Layer:
-        c = self.config
-        p = f"blk.{i}"
-        sizes = {"attn_norm": c.n_embd, "attn_sub_norm": c.n_embd, "ffn_norm": c.n_embd, "ffn_sub_norm": c.n_ff}
-        norms = {n: self._norm_tensor(f"{p}.{n}.weight", (sizes[n],)) for n in NORMS}
-        shapes = {"attn_q": (c.n_embd, c.n_embd), "attn_k": (c.n_embd_kv, c.n_embd),
-                  "attn_v": (c.n_embd_kv, c.n_embd), "attn_output": (c.n_embd, c.n_embd),
-                  "ffn_gate": (c.n_ff, c.n_embd), "ffn_up": (c.n_ff, c.n_embd), "ffn_down": (c.n_embd, c.n_ff)}
-        proj, scale = {}, {}
-        names = self._names
-        for n in PROJ:
-            tname = f"{p}.{n}.weight"
+        """Block i's tensors, by the LAYER_TENSORS table, shapes checked against the config."""
+        c, names = self.config, self._names
+        fields: dict[str, Any] = {}
+        for field, gname, dims in LAYER_TENSORS:
+            shape = tuple(getattr(c, d) for d in dims)
+            tname = f"blk.{i}.{gname}.weight"
+            if len(shape) == 1:
+                fields[field] = self._norm_tensor(tname, shape)
+                continue
             if tname not in names:
                 raise ConfigError(f"{self.path}: missing tensor {tname}")
             w = load_weight(self.reader, tname, strict=self.strict)
-            if (w.out_features, w.in_features) != shapes[n]:
-                raise ConfigError(f"{self.path}: {tname} is [{w.out_features}, {w.in_features}] (out, in), expected {list(shapes[n])}")
-            proj[n] = w
-            sname = f"{p}.{n}.scale"
-            if sname in names:
-                s = self._float_tensor(sname, (1,))
-                scale[n] = float(s[0])
-        return Layer(norms, proj, scale)
+            if (w.out_features, w.in_features) != shape:
+                raise ConfigError(f"{self.path}: {tname} is [{w.out_features}, {w.in_features}] (out, in), expected {list(shape)}")
+            sname = f"blk.{i}.{gname}.scale"
+            scale = float(self._float_tensor(sname, (1,))[0]) if sname in names else None
+            fields[field] = Linear(w, scale)
+        return Layer(**fields)
 
     # -- forward ---------------------------------------------------------------------------
     def new_cache(self, max_ctx: int | None = None) -> KVCache:
         return KVCache.for_config(self.config, max_ctx, self.profile.kv_dtype)
-
-    def _linear(self, x: np.ndarray, layer: Layer, name: str) -> np.ndarray:
-        w = layer.proj[name]
-        act = self.profile.act_for(w.flavor)
-        if act in ("f16", "bf16"):  # llama.cpp converts activations to the weight's vec_dot_type
-            x = x.astype(np.float16).astype(np.float32) if act == "f16" else _round_bf16(x)
-            act = "none"
-        y = matmul(x, w, act)
-        return y * np.float32(layer.scale[name]) if name in layer.scale else y
-
-    def embed(self, tokens: np.ndarray) -> np.ndarray:
-        c = self.config
-        if tokens.size and (tokens.min() < 0 or tokens.max() >= c.n_vocab):
-            raise ConfigError(f"token id out of range 0..{c.n_vocab - 1}: {tokens.tolist()}")
-        with _kernel(f"get_rows_{self.tok_embd.dtype.name}_numpy", tokens.size * c.n_embd * self.tok_embd.itemsize, tokens.size):
-            return self.tok_embd[tokens].astype(np.float32)
 
     def forward(self, tokens: np.ndarray, cache: KVCache, pos0: int, *, all_logits: bool = True) -> np.ndarray:
         """Logits [T, n_vocab] for tokens [T] at positions pos0.., appending K/V to the cache.
@@ -164,35 +244,50 @@ class BitNetModel:
         T = len(tokens)
         x = self.embed(np.asarray(tokens, dtype=np.int64))                   # [T, D]
         cos, sin = rope_angles(np.arange(pos0, pos0 + T), c.head_dim, c.rope_theta, prof.rope_iterative_f32)
-        single = T == 1 and prof.single_row_f16
-        for i, L in enumerate(self.layers):
-            with _kernel("rms_norm_f32_numpy", x.nbytes, T):
-                a = rms_norm(x, L.norms["attn_norm"], c.rms_eps)            # [T, D]
-            q = self._linear(a, L, "attn_q").reshape(T, c.n_head, c.head_dim)
-            k = self._linear(a, L, "attn_k").reshape(T, c.n_head_kv, c.head_dim)
-            v = self._linear(a, L, "attn_v").reshape(T, c.n_head_kv, c.head_dim)
-            with _kernel("rope_neox_f32_numpy", q.nbytes + k.nbytes, T):
-                q, k = rope_neox(q, cos, sin), rope_neox(k, cos, sin)      # [T, H, hd], [T, Hkv, hd]
-            cache.append(i, pos0, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
-            K, V = cache.view(i, pos0 + T)                                   # [Hkv, S, hd]
-            with _kernel(f"attention_kv{np.dtype(cache.dtype).itemsize * 8}_numpy", K.nbytes + V.nbytes, T):
-                o = causal_attention(q, K, V, pos0, q_f16=prof.q_f16, probs_f16=single)  # [T, H*hd]
-            with _kernel("rms_norm_f32_numpy", o.nbytes, T):
-                o = rms_norm(o, L.norms["attn_sub_norm"], c.rms_eps)
-            x = x + self._linear(o, L, "attn_output")                        # [T, D]
-            with _kernel("rms_norm_f32_numpy", x.nbytes, T):
-                g = rms_norm(x, L.norms["ffn_norm"], c.rms_eps)
-            gate, up = self._linear(g, L, "ffn_gate"), self._linear(g, L, "ffn_up")  # [T, F]
-            with _kernel(f"ffn_{c.ffn_act}_mul_numpy", gate.nbytes + up.nbytes, T):
-                f = FFN_ACT[c.ffn_act](gate) * up
-            with _kernel("rms_norm_f32_numpy", f.nbytes, T):
-                f = rms_norm(f, L.norms["ffn_sub_norm"], c.rms_eps)            # [T, F]
-            x = x + self._linear(f, L, "ffn_down")                            # [T, D]
+        step = Step(cache, pos0, cos, sin, single=T == 1 and prof.single_row_f16)
+        for i, layer in enumerate(self.layers):
+            x = self.block(i, layer, x, step)
         if not all_logits:
             x = x[-1:]
-        with _kernel("rms_norm_f32_numpy", x.nbytes, len(x)):
-            x = rms_norm(x, self.output_norm, c.rms_eps)
-        return self.lm_head(x, single)
+        return self.lm_head(norm(x, self.output_norm, c.rms_eps), step.single)
+
+    def block(self, i: int, layer: Layer, x: np.ndarray, step: Step) -> np.ndarray:
+        eps = self.config.rms_eps
+        x = x + self.attention(i, layer, norm(x, layer.attn_norm, eps), step)
+        return x + self.ffn(layer, norm(x, layer.ffn_norm, eps))
+
+    def attention(self, i: int, layer: Layer, a: np.ndarray, step: Step) -> np.ndarray:
+        """Causal self-attention of block i with grouped K/V heads and the BitNet sub-norm."""
+        c, T = self.config, len(a)
+        q = self.linear(layer.wq, a).reshape(T, c.n_head, c.head_dim)
+        k = self.linear(layer.wk, a).reshape(T, c.n_head_kv, c.head_dim)
+        v = self.linear(layer.wv, a).reshape(T, c.n_head_kv, c.head_dim)
+        q, k = rope(q, k, step.cos, step.sin)                                # [T, H, hd], [T, Hkv, hd]
+        step.cache.append(i, step.pos0, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
+        K, V = step.cache.view(i, step.pos0 + T)                             # [Hkv, S, hd]
+        o = attend(q, K, V, step.pos0, self.profile.q_f16, step.single)       # [T, H*hd]
+        return self.linear(layer.wo, norm(o, layer.attn_sub_norm, c.rms_eps))
+
+    def ffn(self, layer: Layer, g: np.ndarray) -> np.ndarray:
+        """The gated FFN (ReLU^2 or SiLU gate) with the BitNet sub-norm."""
+        f = gated(self.config.ffn_act, self.linear(layer.w_gate, g), self.linear(layer.w_up, g))  # [T, F]
+        return self.linear(layer.w_down, norm(f, layer.ffn_sub_norm, self.config.rms_eps))
+
+    def linear(self, p: Linear, x: np.ndarray) -> np.ndarray:
+        """A BitLinear projection through the dispatcher, activations treated as the profile
+        says for this weight's format."""
+        act = self.profile.act_for(p.weight.flavor)
+        if act in ("f16", "bf16"):  # llama.cpp converts activations to the weight's vec_dot_type
+            x = x.astype(np.float16).astype(np.float32) if act == "f16" else _round_bf16(x)
+            act = "none"
+        y = matmul(x, p.weight, act)
+        return y * np.float32(p.scale) if p.scale is not None else y
+
+    def embed(self, tokens: np.ndarray) -> np.ndarray:
+        c = self.config
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= c.n_vocab):
+            raise ConfigError(f"token id out of range 0..{c.n_vocab - 1}: {tokens.tolist()}")
+        return get_rows(self.tok_embd, tokens)
 
     def lm_head(self, x: np.ndarray, single_row_f16: bool) -> np.ndarray:
         """x [T, D] -> logits [T, V] against token_embd (or output.weight under the reference

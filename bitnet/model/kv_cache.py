@@ -1,6 +1,10 @@
-"""A preallocated KV cache that checks every access (AC3).
+"""A KV cache that checks every access (AC3) and every allocation.
 
-Layout per layer: `[n_kv_heads, max_ctx, head_dim]` for K and for V, allocated once. Every
+Layout per layer: `[n_kv_heads, capacity, head_dim]` for K and for V. The capacity grows on
+demand (doubling, capped at `max_ctx`), so a model whose metadata claims a context of 2**24
+tokens costs nothing until positions are written; each growth first computes the bytes the new
+capacity needs and refuses (KVCacheError, with that size) above `budget_bytes`
+(`KV_BUDGET_BYTES`, 16 GiB, by default) instead of letting NumPy raise MemoryError. Every
 append and view checks the layer index, the head count, head_dim and the position against the
 context limit and raises `KVCacheError` with the limits in the message: an overflow is an
 error, never a silent truncation. Conditions that are worth a warning but not an error (values
@@ -18,6 +22,11 @@ import numpy as np
 from bitnet.errors import KVCacheError
 
 FILL_WARNING = 0.9
+#: default ceiling on the bytes one KV cache may hold (K and V, every layer). The 2B-4T model at
+#: its full 4096-token context needs 0.63 GB in F32; 16 GiB covers a 100k-token context for it.
+KV_BUDGET_BYTES = 16 * 2**30
+#: first capacity allocated (positions); grows by doubling
+INITIAL_CAPACITY = 256
 
 
 class KVCacheWarning(UserWarning):
@@ -31,6 +40,7 @@ class KVCache:
     max_ctx: int
     head_dim: int
     dtype: np.dtype = np.dtype(np.float32)
+    budget_bytes: int = KV_BUDGET_BYTES
     k: list[np.ndarray] = field(init=False, repr=False)
     v: list[np.ndarray] = field(init=False, repr=False)
     length: list[int] = field(init=False)
@@ -44,20 +54,48 @@ class KVCache:
         self.dtype = np.dtype(self.dtype)
         if self.dtype not in (np.float32, np.float16):
             raise KVCacheError(f"KV cache dtype must be float32 or float16, got {self.dtype}")
-        shape = (self.n_kv_heads, self.max_ctx, self.head_dim)
-        self.k = [np.zeros(shape, self.dtype) for _ in range(self.n_layer)]
-        self.v = [np.zeros(shape, self.dtype) for _ in range(self.n_layer)]
         self.length = [0] * self.n_layer
+        self.k, self.v = [], []
+        self._grow(min(self.max_ctx, INITIAL_CAPACITY))
+
+    def bytes_for(self, positions: int) -> int:
+        """Bytes K and V of every layer take for `positions` positions."""
+        return 2 * self.n_layer * self.n_kv_heads * positions * self.head_dim * self.dtype.itemsize
+
+    @property
+    def capacity(self) -> int:
+        """Positions allocated now (<= max_ctx)."""
+        return self.k[0].shape[1] if self.k else 0
+
+    def _grow(self, need: int) -> None:
+        new = min(self.max_ctx, max(need, 2 * self.capacity))
+        size = self.bytes_for(new)
+        if size > self.budget_bytes:
+            raise KVCacheError(
+                f"KV cache for {new} positions would need {size:,} bytes ({self.n_layer} layers x K,V x "
+                f"{self.n_kv_heads} heads x {self.head_dim} x {self.dtype.itemsize} B), more than the "
+                f"budget of {self.budget_bytes:,} bytes; use a shorter context (max_ctx)")
+        shape = (self.n_kv_heads, new, self.head_dim)
+        old = self.capacity
+        ks, vs = [], []
+        for i in range(self.n_layer):
+            k, v = np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
+            if old:
+                k[:, :old], v[:, :old] = self.k[i], self.v[i]
+            ks.append(k)
+            vs.append(v)
+        self.k, self.v = ks, vs
 
     @classmethod
-    def for_config(cls, cfg, max_ctx: int | None = None, dtype=np.float32) -> KVCache:
+    def for_config(cls, cfg, max_ctx: int | None = None, dtype=np.float32,
+                   budget_bytes: int = KV_BUDGET_BYTES) -> KVCache:
         """A cache for a ModelConfig; head_dim is checked against embedding/heads."""
         if cfg.n_embd % cfg.n_head:
             raise KVCacheError(f"head_dim is not an integer: embedding {cfg.n_embd} / heads {cfg.n_head}")
         n = cfg.n_ctx if max_ctx is None else max_ctx
         if n > cfg.n_ctx:
             raise KVCacheError(f"requested context {n} exceeds the model's context_length {cfg.n_ctx}")
-        return cls(cfg.n_layer, cfg.n_head_kv, n, cfg.head_dim, np.dtype(dtype))
+        return cls(cfg.n_layer, cfg.n_head_kv, n, cfg.head_dim, np.dtype(dtype), budget_bytes)
 
     @property
     def nbytes(self) -> int:
@@ -91,6 +129,8 @@ class KVCache:
                 f"layer {layer}: context overflow: positions {pos}..{end - 1} exceed the cache's "
                 f"max context {self.max_ctx} (max position {self.max_ctx - 1})"
             )
+        if end > self.capacity:
+            self._grow(end)
         if self.dtype == np.float16:
             big = max(float(np.abs(k).max(initial=0)), float(np.abs(v).max(initial=0)))
             if big > 65504.0:

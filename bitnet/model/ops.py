@@ -30,8 +30,8 @@ def rope_angles(positions: np.ndarray, head_dim: int, theta: float, iterative_f3
             cur = (cur * s).astype(np.float32)
         return np.cos(ang), np.sin(ang)
     inv = np.power(float(theta), -np.arange(half, dtype=np.float64) * 2.0 / head_dim)
-    ang = positions.astype(np.float64)[:, None] * inv[None, :]
-    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+    ang64 = positions.astype(np.float64)[:, None] * inv[None, :]
+    return np.cos(ang64).astype(np.float32), np.sin(ang64).astype(np.float32)
 
 
 def rope_neox(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:

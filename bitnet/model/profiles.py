@@ -13,6 +13,9 @@ A profile is data, passed down to the forward pass; nothing branches on an engin
 - `bitnet.cpp`: Microsoft's fork: per-token int8 activations for I2_S, F16 KV cache, Q rounded
   to F16 for Q.K, and with a single-row batch the attention probabilities and the lm_head
   input rounded to F16 too (../shared/spec/MODEL.md, bitnet.cpp numerics).
+- `bitnet.cpp-tl2`: the same, with TL2 projections computed as bitnet.cpp's TL2 LUT kernels
+  compute them for one token (`tl2-lut` activations, wrapping int16 tile sums;
+  bitnet.kernels.numpy_kernels.gemm_tl2_lut).
 """
 
 from __future__ import annotations
@@ -53,12 +56,13 @@ def flavor_family(flavor: str) -> str:
         return "i2_s"
     if f.startswith("tq"):
         return "tq"
-    if f in ("f32", "f16", "bf16"):
+    if f in ("f32", "f16", "bf16", "tl2"):
         return f
-    return "ternary"  # bitnet32, qk256, tl1, tl2: engines of the Rust-port lineage
+    return "ternary"  # bitnet32, qk256, tl1: engines of the Rust-port lineage
 
 
-_ALL = ("i2_s", "tq", "f32", "f16", "bf16", "ternary")
+_ALL = ("i2_s", "tq", "f32", "f16", "bf16", "ternary", "tl2")
+_BITNET_CPP = {"i2_s": "per-token-absmax", "f32": "none", "f16": "f16", "ternary": "per-token-absmax"}
 
 PROFILES: dict[str, NumericsProfile] = {
     "reference": NumericsProfile("reference", {k: "per-token-absmax" for k in _ALL}),
@@ -71,7 +75,18 @@ PROFILES: dict[str, NumericsProfile] = {
     ),
     "bitnet.cpp": NumericsProfile(
         "bitnet.cpp",
-        {"i2_s": "per-token-absmax", "f32": "none", "f16": "f16", "ternary": "per-token-absmax"},
+        {**_BITNET_CPP, "tl2": "per-token-absmax"},
+        kv_dtype=np.dtype(np.float16),
+        q_f16=True,
+        single_row_f16=True,
+        rope_iterative_f32=True,
+        lm_head_tok_embd=True,
+    ),
+    # bitnet.cpp built with its TL2 LUT kernels (GGML_BITNET_X86_TL2), token by token: TL2
+    # projections run the LUT arithmetic (activations `tl2-lut`, wrapping int16 tile sums)
+    "bitnet.cpp-tl2": NumericsProfile(
+        "bitnet.cpp-tl2",
+        {**_BITNET_CPP, "tl2": "tl2-lut"},
         kv_dtype=np.dtype(np.float16),
         q_f16=True,
         single_row_f16=True,

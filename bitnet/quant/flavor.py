@@ -95,6 +95,8 @@ def detect_flavor(info: TensorInfo, *, alignment: int = 32, raw: np.ndarray | No
     where = f"tensor {info.name!r} (type {info.type_id} {info.type_name}, shape {list(info.shape)}, {span} bytes in file)"
     if not cands:
         raise FormatError(f"{where}: no weight format of this project has that type and shape")
+    if _n(info.shape) == 0:
+        raise FormatError(f"{where}: a zero-size dimension; a weight tensor cannot be empty")
     # exact: the span is the size, or the size plus the writer's alignment padding; a match
     # that needs no padding beats one that does (only tiny tensors can have both)
     exact = [c for c in cands if span == c.expected_bytes] or \

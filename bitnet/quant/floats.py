@@ -18,7 +18,7 @@ from bitnet.errors import FormatError
 from bitnet.gguf.constants import ggml_type
 from bitnet.quant.formats import Encode, Encoding, Format
 
-DTYPES = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2"), "bf16": np.dtype("<u2")}
+DTYPES: dict[str, np.dtype] = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2"), "bf16": np.dtype("<u2")}
 
 
 def to_bf16_bits(x: np.ndarray) -> np.ndarray:

@@ -43,7 +43,7 @@ class Encoding:
     """One way the synthesiser can write a weight (a format, or one layout of a format)."""
 
     name: str
-    gtype: GGMLType
+    gtype: GGMLType | int  # the type id tensors are written with (an int for an id ggml lacks)
     encode: Encode
     file_type: int  # general.file_type of a model whose projections use this encoding
     #: False when the format has no place for a per-tensor scale (QK256): the synthesiser then
@@ -54,10 +54,15 @@ class Encoding:
     size: Callable[[int, int], int] | None = None
     #: metadata keys a file in this format must carry to be decoded without guessing
     metadata: tuple[tuple[str, object], ...] = ()
+    #: metadata that depends on the projection shapes of the model being written ([(out, in)]
+    #: -> (key, value) pairs): TL1/TL2 record the kernel config their tiles were permuted by
+    shape_metadata: Callable[[list[tuple[int, int]]], tuple[tuple[str, object], ...]] | None = None
 
     def nbytes(self, out_f: int, in_f: int) -> int:
         if self.size is not None:
             return self.size(out_f, in_f)
+        if not isinstance(self.gtype, GGMLType):
+            raise ConfigError(f"encoding {self.name!r}: type id {self.gtype} has no ggml size rule; give `size`")
         return self.gtype.nbytes((in_f, out_f))
 
 

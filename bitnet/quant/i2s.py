@@ -18,6 +18,7 @@ Every function is a vectorised view transform; nothing loops over weights in Pyt
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import numpy as np
@@ -48,6 +49,13 @@ def _check(rows: int, cols: int, layout: str) -> None:
         raise FormatError(f"I2_S x86_1x4: rows ({rows}) must be a multiple of 4")
 
 
+def _block(layout: str) -> int:
+    b = LAYOUTS[layout]
+    if b is None:
+        raise FormatError(f"I2_S {layout}: no flat block (rows are grouped by four)")
+    return b
+
+
 def codes_from_ternary(t: np.ndarray) -> np.ndarray:
     """-1/0/+1 (int8) -> codes 0/1/2 (uint8)."""
     if t.size and (t.min() < -1 or t.max() > 1):
@@ -63,7 +71,7 @@ def pack_codes(codes: np.ndarray, layout: str = "x86") -> np.ndarray:
     if layout == "x86_1x4":
         g = c.reshape(rows // 4, 4, cols)  # [group, row in group, col]
         return (g[:, 0] << 6 | g[:, 1] << 4 | g[:, 2] << 2 | g[:, 3]).reshape(-1)
-    q = LAYOUTS[layout] // 4  # bytes per block
+    q = _block(layout) // 4  # bytes per block
     b = c.reshape(-1, 4, q)  # [block, group, byte]
     return (b[:, 0] << 6 | b[:, 1] << 4 | b[:, 2] << 2 | b[:, 3]).reshape(-1)
 
@@ -79,12 +87,12 @@ def unpack_codes(packed: np.ndarray, rows: int, cols: int, layout: str = "x86") 
     if layout == "x86_1x4":
         g = (p.reshape(rows // 4, 1, cols) >> shifts[None, :, None]) & 3  # [group, row, col]
         return g.reshape(rows, cols)
-    q = LAYOUTS[layout] // 4
+    q = _block(layout) // 4
     b = (p.reshape(-1, 1, q) >> shifts[None, :, None]) & 3  # [block, group, byte]
     return b.reshape(rows, cols)
 
 
-def pack(ternary: np.ndarray, scale: float, layout: str = "x86") -> np.ndarray:
+def pack(ternary: np.ndarray, scale: float | np.floating, layout: str = "x86") -> np.ndarray:
     """ternary int8 [rows, cols] and the tensor scale -> the n/4 + 32 bytes of the tensor."""
     rows, cols = ternary.shape
     packed = pack_codes(codes_from_ternary(ternary), layout)
@@ -129,6 +137,10 @@ def check_scale(raw: np.ndarray, n: int, where: str, what: str) -> None:
     if not np.isfinite(scale) or scale <= 0:
         raise FormatError(f"{where}: an {what} tensor by size, but its scale at byte "
                           f"{n // 4} is {scale!r}, not a positive finite f32: corrupt tensor")
+
+
+def _pack_layout(ternary: np.ndarray, scale: float, *, layout: str) -> np.ndarray:
+    return pack(ternary, scale, layout)
 
 
 class I2S(Format):
@@ -176,5 +188,5 @@ class I2S(Format):
 
     def encodings(self) -> Iterator[Encoding]:
         for name, layout in (("i2_s", "x86"), ("i2_s_arm", "arm"), ("i2_s_1x4", "x86_1x4")):
-            yield Encoding(name, ggml_type("I2_S"), lambda t, s, _l=layout: pack(t, s, _l),
+            yield Encoding(name, ggml_type("I2_S"), functools.partial(_pack_layout, layout=layout),
                            file_type=40, metadata=((KEY_LAYOUT, layout),))

@@ -17,6 +17,7 @@ from bitnet.gguf.reader import GGUFReader, TensorInfo
 from bitnet.quant import floats, rust_port
 from bitnet.quant.flavor import FlavorDecision, detect_flavor
 from bitnet.quant.formats import Format, get_format
+from bitnet.quant.tl_config import TileConfig
 
 
 @dataclass(eq=False)
@@ -29,6 +30,7 @@ class PackedWeight:
     scale: float | None = None  # per-tensor scale inside the tensor (I2_S)
     layout: str = "x86"  # I2_S code layout
     lut: tuple[int, int, int, int] = rust_port.TERNARY_LUT  # QK256 code table
+    tile: TileConfig | None = None  # TL1/TL2 kernel config entry the tiles were permuted by
     decision: FlavorDecision | None = None
     int8_cache: np.ndarray | None = field(default=None, repr=False)
 

@@ -91,10 +91,6 @@ def add_from_receipt(path: str | os.PathLike[str], receipt: dict) -> dict:
 
 
 def _measured_rate(receipt: dict) -> float:
-    import re
+    from bitnet.receipts.rules import Ctx
 
-    pol = receipt_policy()
-    wpat = re.compile(pol["weight_kernel_pattern"])
-    steps = len(receipt["timings"]["decode_step_s"])
-    per_step = sum(k["bytes_read"] for k in receipt["decode_kernels"] if wpat.search(k["id"])) / max(steps, 1)
-    return receipt["throughput"]["decode_tok_s"] * per_step
+    return Ctx(receipt, receipt_policy()).decode_rate

@@ -23,12 +23,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from bitnet.kernels.ids import GPU_BACKENDS, GRAMMAR, MATMUL_OPS, KernelId, KernelIdError
+
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 Outcome = tuple[str, str]
 
 #: Kernel id grammar: lowercase ASCII words of [a-z0-9] joined by single underscores, e.g.
 #: `i2s_x86_avx2_gemv`, `lm_head_float16_numpy`. No spaces, dashes, capitals or empty words.
-KERNEL_ID = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")
+#: Rules read an id's fields (`bitnet.kernels.ids.KernelId.parse`), never its substrings.
+KERNEL_ID = GRAMMAR
 SEMVER = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
 
 
@@ -87,17 +90,62 @@ class Ctx:
     def n_steps(self) -> int:
         return len(self.r["timings"]["decode_step_s"])
 
+    @cached_property
+    def parsed(self) -> dict[str, KernelId | None]:
+        """Every kernel id parsed once into its fields; None for an id that does not parse
+        (R-KERNEL-ID fails it; the other rules treat it as a NumPy kernel of no weight format)."""
+        out: dict[str, KernelId | None] = {}
+        for k in self.kernels + self.decode:
+            try:
+                out[k["id"]] = KernelId.parse(k["id"])
+            except KernelIdError:
+                out[k["id"]] = None
+        return out
+
+    def kid(self, kid: str) -> KernelId | None:
+        return self.parsed[kid] if kid in self.parsed else None
+
     def is_gpu(self, kid: str) -> bool:
-        return any(mk in kid for mk in self.pol["gpu_kernel_markers"])
+        k = self.kid(kid)
+        return k is not None and k.backend in GPU_BACKENDS
 
     def is_native(self, kid: str) -> bool:
-        return any(mk in kid for mk in self.pol["native_kernel_markers"])
+        k = self.kid(kid)
+        return k is not None and k.backend == "native"
+
+    def weight_format(self, kid: str) -> str | None:
+        """The ternary format a matmul's weights field names (policy kernel_formats: the
+        weights field's leading words -> format), None for any other kernel."""
+        k = self.kid(kid)
+        if k is None or not k.weights:
+            return None
+        return next((f for head, f in self.pol["kernel_formats"].items()
+                     if k.weights == head or k.weights.startswith(head + "_")), None)
 
     def is_quant(self, kid: str) -> bool:
-        return kid.startswith(tuple(self.pol["quantized_kernel_prefixes"]))
+        return self.weight_format(kid) is not None
+
+    def is_op(self, kid: str, op: str) -> bool:
+        """An element-wise op whose op field is `op` (optionally followed by a dtype tag, as
+        in `get_rows_float16_numpy`)."""
+        k = self.kid(kid)
+        return k is not None and not k.weights and (k.op == op or k.op.startswith(op + "_"))
 
     def is_weight(self, kid: str) -> bool:
-        return re.search(self.pol["weight_kernel_pattern"], kid) is not None
+        """A kernel whose bytes_read are weight bytes: a matmul, or an op of policy weight_ops."""
+        k = self.kid(kid)
+        if k is None:
+            return False
+        return k.op in MATMUL_OPS or any(self.is_op(kid, op) for op in self.pol["weight_ops"])
+
+    def is_per_step(self, kid: str) -> bool:
+        """A kernel that runs once per decode step: an op of policy per_step_ops, or a matmul
+        over float weights (policy per_step_weights: the lm_head)."""
+        k = self.kid(kid)
+        if k is None:
+            return False
+        return any(self.is_op(kid, op) for op in self.pol["per_step_ops"]) or (
+            k.op in MATMUL_OPS and k.weights in self.pol["per_step_weights"])
 
     def kind(self, kid: str) -> str:
         """Where a kernel ran: `cuda`, `native` or `numpy` (everything dispatched from Python)."""

@@ -14,6 +14,8 @@ from bitnet.receipts.rules import (
     SEMVER,
     SKIP,
     Ctx,
+    KernelId,
+    KernelIdError,
     Outcome,
     close,
     ok,
@@ -89,10 +91,19 @@ def kernels_empty(c: Ctx) -> Iterator[Outcome]:
              f"expected kernels for the run and its decode phase, found {len(c.kernels)} and {len(c.decode)}")
 
 
-@rule("R-KERNEL-ID", "every kernel id matches the grammar ^[a-z0-9]+(_[a-z0-9]+)*$")
+@rule("R-KERNEL-ID", "every kernel id matches the grammar ^[a-z0-9]+(_[a-z0-9]+)*$ and parses into its fields (weights, activations, op, backend, variant) with a known backend")
 def kernel_id(c: Ctx) -> Iterator[Outcome]:
-    bad = [k["id"] for k in c.kernels + c.decode if not KERNEL_ID.match(k["id"])]
-    yield ok(not bad, f"kernel ids must match {KERNEL_ID.pattern}; bad: {bad}" if bad else "kernel ids well formed")
+    bad = sorted({k["id"] for k in c.kernels + c.decode if c.kid(k["id"]) is None})
+    if not bad:
+        yield ok(True, "kernel ids well formed")
+        return
+    why = []
+    for kid in bad:
+        try:
+            KernelId.parse(kid)
+        except KernelIdError as e:
+            why.append(str(e))
+    yield ok(False, f"kernel ids must match {KERNEL_ID.pattern} and parse: {'; '.join(why)}")
 
 
 @rule("R-KERNEL-UNIQUE", "no kernel id appears twice in kernels or in decode_kernels (the log has one record per kernel)")
@@ -151,15 +162,15 @@ def kernel_floor(c: Ctx) -> Iterator[Outcome]:
 # -- backend against kernels ----------------------------------------------------------------
 
 
-@rule("R-CPU-QUANT-KERNEL", "a numpy/native receipt names a quantized (ternary) kernel (policy quantized_kernel_prefixes)")
+@rule("R-CPU-QUANT-KERNEL", "a numpy/native receipt names a quantized (ternary) kernel: a matmul whose weights field is a ternary format (policy kernel_formats)")
 def cpu_quant(c: Ctx) -> Iterator[Outcome]:
     if c.r["backend"] in ("numpy", "native"):
         ids = sorted({k["id"] for k in c.kernels + c.decode})
         yield ok(any(c.is_quant(i) for i in ids),
-                 f"a CPU receipt must name a quantized kernel (prefixes {c.pol['quantized_kernel_prefixes']}); found {ids}")
+                 f"a CPU receipt must name a quantized kernel (weights {sorted(c.pol['kernel_formats'])}); found {ids}")
 
 
-@rule("R-BACKEND-KERNELS", "a CPU receipt lists no GPU (or cuBLAS) kernel and no GPU fingerprint; a native receipt lists a native kernel (policy native_kernel_markers)")
+@rule("R-BACKEND-KERNELS", "a CPU receipt lists no GPU (or cuBLAS) kernel and no GPU fingerprint; a native receipt lists a native kernel (by the backend field)")
 def backend_kernels(c: Ctx) -> Iterator[Outcome]:
     backend = c.r["backend"]
     if backend not in ("numpy", "native"):
@@ -175,7 +186,7 @@ def backend_kernels(c: Ctx) -> Iterator[Outcome]:
         yield ok(any(c.is_native(i) for i in ids), f"a native receipt must name a native kernel; found {ids}")
 
 
-@rule("R-GPU-KERNEL", "a cuda receipt (or --require-gpu-kernels) lists a GPU kernel (policy gpu_kernel_markers)")
+@rule("R-GPU-KERNEL", "a cuda receipt (or --require-gpu-kernels) lists a GPU kernel (backend field cuda or cublas)")
 def gpu_kernel(c: Ctx) -> Iterator[Outcome]:
     if c.r["backend"] == "cuda" or c.require_gpu_kernels:
         ids = sorted({k["id"] for k in c.kernels + c.decode})
@@ -198,15 +209,15 @@ def gpu_fingerprint(c: Ctx) -> Iterator[Outcome]:
                  else f"GPU {gpu['name']} ({gpu['compute_capability']})")
 
 
-@rule("R-KERNEL-ISA", "every CPU kernel id's instruction set is in the recorded cpu_flags (policy isa_flags)")
+@rule("R-KERNEL-ISA", "every native kernel's variant (instruction set) is in the recorded cpu_flags (policy isa_flags)")
 def kernel_isa(c: Ctx) -> Iterator[Outcome]:
     flags = set(c.r["machine"]["cpu_flags"])
     bad = []
-    for kid in sorted({k["id"] for k in c.kernels + c.decode if not c.is_gpu(k["id"])}):
-        words = set(kid.split("_"))
-        for isa, need in c.pol["isa_flags"].items():
-            if isa in words and not flags & set(need):
-                bad.append(f"{kid} needs one of {need}")
+    for kid in sorted({k["id"] for k in c.kernels + c.decode}):
+        parsed = c.kid(kid)
+        need = c.pol["isa_flags"].get(parsed.variant) if parsed is not None and parsed.backend == "native" else None
+        if need is not None and not flags & set(need):
+            bad.append(f"{kid} needs one of {need}")
     yield ok(not bad, f"kernels for an instruction set the recorded CPU lacks: {bad}" if bad
              else "every kernel's instruction set is in cpu_flags")
 
@@ -216,7 +227,7 @@ def weight_types(c: Ctx) -> Iterator[Outcome]:
     formats = set(c.r["model"]["formats"])
     bad = []
     for kid in sorted({k["id"] for k in c.kernels + c.decode if c.is_quant(k["id"])}):
-        fmt = next((f for p, f in c.pol["kernel_formats"].items() if kid.startswith(p)), None)
+        fmt = c.weight_format(kid)
         if fmt not in formats:
             bad.append(f"{kid} ({fmt})")
     yield ok(not bad, f"kernels for weight types the model does not have ({sorted(formats)}): {bad}" if bad
@@ -248,7 +259,7 @@ def proj_calls(c: Ctx) -> Iterator[Outcome]:
 @rule("R-DECODE-ROWS", "decode kernels run one token row per call; the lm_head and the embedding lookup run once per step")
 def decode_rows(c: Ctx) -> Iterator[Outcome]:
     bad = [f"{k['id']} rows {k['rows']} != calls {k['calls']}" for k in c.decode if k["rows"] != k["calls"]]
-    heads = [k for k in c.decode if k["id"].startswith(tuple(c.pol["per_step_kernel_prefixes"]))]
+    heads = [k for k in c.decode if c.is_per_step(k["id"])]
     bad += [f"{k['id']} calls {k['calls']} != steps {c.n_steps}" for k in heads if k["calls"] != c.n_steps]
     yield ok(not bad, f"decode records disagree with batch-1 decoding: {bad[:4]}" if bad
              else "one row per decode call; one lm_head and one lookup per step")
@@ -259,8 +270,8 @@ def prefill_rows(c: Ctx) -> Iterator[Outcome]:
     n_w, n_p = _ternary_tensors(c), c.r["prompt"]["tokens"]
     pre = c.prefill()
     rows = sum(k["rows"] for k in pre if c.is_quant(k["id"]))
-    lookup = sum(k["rows"] for k in pre if k["id"].startswith("get_rows_"))
-    has_lookup = any(k["id"].startswith("get_rows_") for k in c.kernels)
+    lookup = sum(k["rows"] for k in pre if c.is_op(k["id"], "get_rows"))
+    has_lookup = any(c.is_op(k["id"], "get_rows") for k in c.kernels)
     yield ok(rows == n_p * n_w and (lookup == n_p or not has_lookup),
              f"prefill projection rows {rows} (expected {n_p} prompt tokens x {n_w} tensors = {n_p * n_w}); "
              f"embedding rows {lookup} (expected {n_p})")

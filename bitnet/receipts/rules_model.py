@@ -32,8 +32,8 @@ def model_facts(c: Ctx) -> Iterator[Outcome]:
     if c.model_path is None:
         return
     mf, m = c.model_facts, c.r["model"]
-    if isinstance(mf, str):
-        yield ok(False, mf)
+    if not isinstance(mf, dict):  # a str: why the file's facts could not be read
+        yield ok(False, str(mf))
         return
     wrong = {k: (m[k], mf[k]) for k in FACTS if k in m and m[k] != mf[k]}
     yield ok(not wrong, "; ".join(f"{k}: the receipt says {a!r}, the file gives {b!r}" for k, (a, b) in wrong.items())
@@ -48,9 +48,9 @@ def model_tensors(c: Ctx) -> Iterator[Outcome]:
     bad = []
     for k in c.decode:
         per_call = k["bytes_read"] / k["calls"]
-        if c.is_weight(k["id"]) and not c.is_quant(k["id"]) and not k["id"].startswith("get_rows_") and per_call != mf["lm_head_bytes"]:
+        if c.is_weight(k["id"]) and not c.is_quant(k["id"]) and not c.is_op(k["id"], "get_rows") and per_call != mf["lm_head_bytes"]:
             bad.append(f"{k['id']} reads {per_call:,.1f} B/call, the lm_head holds {mf['lm_head_bytes']:,}")
-        if k["id"].startswith("get_rows_") and per_call != mf["embedding_row_bytes"]:
+        if c.is_op(k["id"], "get_rows") and per_call != mf["embedding_row_bytes"]:
             bad.append(f"{k['id']} reads {per_call:,.1f} B/call, an embedding row is {mf['embedding_row_bytes']:,}")
     yield ok(not bad, "; ".join(bad) if bad else "lm_head and embedding kernels read the file's tensor bytes")
 

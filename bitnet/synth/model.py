@@ -26,6 +26,7 @@ from bitnet.errors import ConfigError
 from bitnet.gguf.constants import ValueType
 from bitnet.gguf.reader import GGUFReader
 from bitnet.gguf.writer import GGUFWriter
+from bitnet.model.dims import DIMS, VOCAB_SIZE, WRITE_ORDER, check_dims, check_value
 from bitnet.quant.encoders import weight_format
 from bitnet.quant.formats import Encoding
 from bitnet.synth.vocab import builtin_vocab
@@ -35,7 +36,9 @@ ARCHS = ("bitnet-b1.58", "bitnet")
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The dimensions of a BitNet model (names follow the GGUF keys)."""
+    """The dimensions of a BitNet model to write. Field names, GGUF keys and valid ranges come
+    from `bitnet.model.dims.DIMS`, the same description `ModelConfig` is read with, so a shape
+    synth accepts is one the reader accepts."""
 
     n_embd: int
     n_ff: int
@@ -46,6 +49,11 @@ class ModelShape:
     vocab_size: int | None = None  # embedding rows; None = the tokenizer's token count
     rope_theta: float = 500000.0
     rms_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        check_dims({d.name: getattr(self, d.name) for d in DIMS}, "ModelShape")
+        if self.vocab_size is not None:
+            check_value(VOCAB_SIZE, self.vocab_size, "ModelShape")
 
     @property
     def head_dim(self) -> int:
@@ -145,6 +153,7 @@ def synthesize(
     if vocab_rows < tok_rows:
         raise ConfigError(f"vocab_size {vocab_rows} is smaller than the tokenizer's {tok_rows} tokens")
     shape = replace(shape, vocab_size=vocab_rows)
+    n_vocab: int = vocab_rows
 
     a = arch
     w.add("general.architecture", a)
@@ -154,28 +163,22 @@ def synthesize(
     w.add("bitnet_harness.synthetic", True)
     w.add("bitnet_harness.seed", seed, ValueType.UINT32)
     w.add("bitnet_harness.weight_format", fmt)
-    w.add(f"{a}.vocab_size", shape.vocab_size, ValueType.UINT32)
-    w.add(f"{a}.context_length", shape.n_ctx, ValueType.UINT32)
-    w.add(f"{a}.embedding_length", shape.n_embd, ValueType.UINT32)
-    w.add(f"{a}.block_count", shape.n_layer, ValueType.UINT32)
-    w.add(f"{a}.feed_forward_length", shape.n_ff, ValueType.UINT32)
-    w.add(f"{a}.rope.dimension_count", shape.head_dim, ValueType.UINT32)
-    w.add(f"{a}.attention.head_count", shape.n_head, ValueType.UINT32)
-    w.add(f"{a}.attention.head_count_kv", shape.n_head_kv, ValueType.UINT32)
-    w.add(f"{a}.attention.layer_norm_rms_epsilon", shape.rms_eps, ValueType.FLOAT32)
-    w.add(f"{a}.rope.freq_base", shape.rope_theta, ValueType.FLOAT32)
-    for key, value in wf.metadata:
+    for d in WRITE_ORDER:
+        w.add(f"{a}.{d.key}", getattr(shape, {"n_vocab": "vocab_size", "rope_dim": "head_dim"}.get(d.name, d.name)),
+              d.gguf_type)
+    shapes = projection_shapes(shape)
+    extra = wf.shape_metadata(list(shapes.values())) if wf.shape_metadata else ()
+    for key, value in (*wf.metadata, *extra):
         w.add(key, value, ValueType.ARRAY if isinstance(value, list) else None,
               ValueType.INT32 if isinstance(value, list) else None)
 
-    w.add_tensor("token_embd.weight", _embedding(seed, shape.vocab_size, shape.n_embd, embed_dtype),
-                 shape=(shape.n_embd, shape.vocab_size), gtype="F32" if embed_dtype == "<f4" else "F16")
+    w.add_tensor("token_embd.weight", _embedding(seed, n_vocab, shape.n_embd, embed_dtype),
+                 shape=(shape.n_embd, n_vocab), gtype="F32" if embed_dtype == "<f4" else "F16")
     w.add_tensor("output_norm.weight", _norm_weight(seed, "output_norm.weight", shape.n_embd))
     if output_weight:
-        w.add_tensor("output.weight", _embedding(seed + 1, shape.vocab_size, shape.n_embd, embed_dtype),
-                     shape=(shape.n_embd, shape.vocab_size), gtype="F32" if embed_dtype == "<f4" else "F16")
+        w.add_tensor("output.weight", _embedding(seed + 1, n_vocab, shape.n_embd, embed_dtype),
+                     shape=(shape.n_embd, n_vocab), gtype="F32" if embed_dtype == "<f4" else "F16")
 
-    shapes = projection_shapes(shape)
     for i in range(shape.n_layer):
         p = f"blk.{i}"
         for norm, n in (("attn_norm", shape.n_embd), ("attn_sub_norm", shape.n_embd),

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from bitnet.errors import BitNetError
+from bitnet.files.atomic import atomic_open
 from bitnet.files.cache import cache_dir
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
@@ -53,12 +54,16 @@ def sdist_root(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
 
 def extract_vocab(dest: str | Path, version: str = LLAMA_CPP_PYTHON_VERSION) -> list[Path]:
     """Copy every `models/ggml-vocab-*` file (vocab GGUFs and their test vectors) to dest."""
-    models = sdist_root(version) / "models"
     out = Path(dest)
+    if out.exists() and not out.is_dir():
+        raise SdistError(f"{out}: exists and is not a directory; refusing to replace it")
+    models = sdist_root(version) / "models"
     out.mkdir(parents=True, exist_ok=True)
     copied = []
     for f in sorted(models.glob("ggml-vocab-*")):
-        shutil.copy2(f, out / f.name)
+        # each file appears complete or not at all, even if the copy is interrupted
+        with open(f, "rb") as src, atomic_open(out / f.name) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
         copied.append(out / f.name)
     if not copied:
         raise SdistError(f"{models} holds no ggml-vocab-* files")

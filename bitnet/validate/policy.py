@@ -62,7 +62,7 @@ class ArchPolicy:
 
     def envelope(self, name: str) -> Envelope:
         e = self.doc["envelopes"][name]
-        return Envelope(name, tuple(e["fail"]), tuple(e["warn"]), e["source"])  # type: ignore[arg-type]
+        return Envelope(name, tuple(e["fail"]), tuple(e["warn"]), e["source"])
 
     @property
     def required_keys(self) -> list[str]:

@@ -12,6 +12,8 @@ the kernels and caps BLAS threads (see limit_blas_threads).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from bitnet.errors import ConfigError
@@ -61,7 +63,8 @@ def quant_q8k(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 _variant = variant_name
 
-_FFI = _LIB = None  # set by activate()
+_FFI: Any = None  # set by activate()
+_LIB: Any = None
 
 
 def status() -> tuple[bool, str]:

@@ -1,0 +1,93 @@
+"""`libllama:DIR`: a llama.cpp or bitnet.cpp build through the crossval bridge (the cffi shim
+in `crossval/shim.c`), every call in the crash-isolated worker process under the shared
+timeout: a segfault or a hang in the C++ code is an engine error, never a dead pytest."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from bitnet.engines.protocol import (
+    Capabilities,
+    Engine,
+    EngineError,
+    EngineInfo,
+    EngineOutput,
+    check_logits,
+)
+from bitnet.errors import ConfigError
+from crossval.timeouts import PARITY_TIMEOUT_S
+
+#: what each API generation loads (measured: crossval tests against llama.cpp of
+#: llama-cpp-python 0.3.36, and the bitnet.cpp fork revisions we could build)
+LOADS = {
+    "upstream": (("bitnet", "f32"), ("bitnet", "f16"), ("bitnet", "tq1_0"), ("bitnet", "tq2_0")),
+    "bitnet.cpp-fork": (("bitnet", "i2_s"), ("bitnet", "f32")),
+}
+NUMERICS = {"upstream": "llama.cpp", "bitnet.cpp-fork": "bitnet.cpp"}
+
+
+def from_spec(spec: str, arg: str) -> LibllamaEngine:
+    if not arg:
+        raise ConfigError(f"{spec}: name the build, libllama:DIR (python -m crossval.setup --print-dir prints one)")
+    return LibllamaEngine(spec, arg)
+
+
+class LibllamaEngine(Engine):
+    kind = "libllama"
+
+    def __init__(self, spec: str, cpp_dir: str, *, timeout: float = PARITY_TIMEOUT_S,
+                 worker_argv: Sequence[str] | None = None):
+        super().__init__(spec)
+        self.cpp_dir = cpp_dir
+        self.timeout = timeout
+        self.worker_argv = worker_argv
+        self._ref = None
+
+    @property
+    def ref(self):
+        """The located build (BridgeError naming what was looked for); looked up on first use,
+        so a build that breaks only in the worker still ends as an `error` verdict."""
+        if self._ref is None:
+            from crossval.reference import locate
+
+            self._ref = locate(self.cpp_dir)
+        return self._ref
+
+    @property
+    def capabilities(self) -> Capabilities:  # type: ignore[override]
+        return Capabilities(logits=True, greedy=True, tokenize=True, loads=LOADS[self.ref.api])
+
+    def _run(self, **kw) -> dict:
+        from crossval.runner import run_reference
+
+        r = run_reference(self.cpp_dir, self._need_model(), timeout=self.timeout, worker_argv=self.worker_argv, **kw)
+        if not r.ok:
+            raise EngineError(f"{self.spec}: {r.error}")
+        return r.data
+
+    def evaluate(self, ids: Sequence[int], n_greedy: int = 0) -> EngineOutput:
+        t0 = time.perf_counter()
+        d = self._run(ids=[int(i) for i in ids], n_greedy=n_greedy)
+        lg = check_logits(self.spec, d.get("logits"), len(ids))
+        g = [int(i) for i in d.get("greedy", np.zeros(0, np.int32))]
+        return EngineOutput(lg, g, time.perf_counter() - t0)
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        return self.evaluate(ids, 0).logits
+
+    def greedy(self, ids: Sequence[int], n: int) -> list[int]:
+        return self.evaluate(ids, n).greedy
+
+    def tokenize(self, text: str, add_special: bool = False, parse_special: bool = False) -> list[int]:
+        return self.tokenize_many([text], add_special, parse_special)[0]
+
+    def tokenize_many(self, texts, add_special: bool = False, parse_special: bool = False) -> list[list[int]]:
+        d = self._run(texts=list(texts), add_special=add_special, parse_special=parse_special)
+        return [d[f"tok_{i}"].tolist() for i in range(len(texts))]
+
+    def describe(self) -> EngineInfo:
+        return EngineInfo(self.spec, f"libllama ({self.ref.api})", self.ref.version, str(self.ref.libllama),
+                          NUMERICS[self.ref.api])

@@ -1,0 +1,68 @@
+"""The hf: engine (AC21): HF transformers BitNetForCausalLM with offline BitLinear, built from
+a GGUF's own weights or loaded from an HF checkpoint folder, is an independent oracle for our
+`reference` numerics profile. Skipped with the reason without the [hf] extra."""
+
+from __future__ import annotations
+
+import pytest
+
+from bitnet.engines import open_engine
+
+pytest.importorskip("torch", reason="the hf: engine needs the [hf] extra: pip install torch==2.13.0; pip install transformers safetensors")
+pytest.importorskip("transformers", reason="the hf: engine needs the [hf] extra: pip install transformers safetensors")
+
+from crossval.pair import compare_engines  # noqa: E402
+
+PROMPT = [381, 40, 41, 300, 7, 99, 256, 12, 5, 200, 17, 330]
+pytestmark = [pytest.mark.ac21, pytest.mark.ac16]
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return open_engine("hf:")
+
+
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
+def test_reference_profile_passes_exact_against_hf_on_i2s(hf, bitnet_model_factory, seed):
+    """Seeds 1 and 2 run with -m slow (seed 1 also passes exact in the checkpoint test below)."""
+    model = bitnet_model_factory(arch="bitnet-b1.58", fmt="i2_s", seed=seed)
+    c = compare_engines(open_engine("reference:reference"), hf, model, PROMPT, gate="exact", n_greedy=4)
+    assert c.verdict == "pass", c.result.reason
+    assert c.result.greedy_match == 1.0
+    assert c.reference.numerics == "reference" and "transformers" in c.reference.version
+
+
+def test_bitnet_cpp_profile_shows_its_difference(hf, bitnet_model_factory):
+    """F16 KV cache and F16 Q (bitnet.cpp) against HF's float32 math: the documented profile
+    difference is visible, ~20x the reference profile's distance from HF. Since the calibrated
+    gates (issue 20) it sits inside the `exact` gate's int8-act end-to-end floor (1-cos 8e-4):
+    on an activation-rounding model only the per-layer gate (ours against libllama) is tight
+    enough to separate profile knobs, and tests/test_profile_knobs.py pins them. (Before the
+    merge with issue 20 this test asserted that `exact` fails here.)"""
+    model = bitnet_model_factory(arch="bitnet-b1.58", fmt="i2_s", seed=0)
+    c = compare_engines(open_engine("reference:bitnet.cpp"), hf, model, PROMPT, gate="exact", n_greedy=0)
+    base = compare_engines(open_engine("reference:reference"), hf, model, PROMPT, gate="exact", n_greedy=0)
+    worst = min(p.cosine for p in c.result.positions)
+    assert 0.99 < worst < 0.9999, worst
+    assert c.result.worst("one_minus_cos") > 10 * base.result.worst("one_minus_cos"), (c.result.reason, base.result.reason)
+    assert compare_engines(open_engine("reference:bitnet.cpp"), hf, model, PROMPT, gate="cross", n_greedy=0).verdict == "pass"
+
+
+def test_hf_checkpoint_folder(hf, bitnet_model_factory, tmp_path):
+    """hf:DIR loads config.json + safetensors offline; here the folder is the GGUF-built model
+    saved by transformers itself."""
+    from bitnet.engines.hf import build_from_gguf
+
+    model = bitnet_model_factory(arch="bitnet-b1.58", fmt="i2_s", seed=1)
+    build_from_gguf(model).save_pretrained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "config.json").is_file() and list((tmp_path / "ckpt").glob("*.safetensors"))
+    e = open_engine(f"hf:{tmp_path / 'ckpt'}")
+    c = compare_engines(e, open_engine("reference:reference"), model, PROMPT, gate="exact", n_greedy=4)
+    assert c.verdict == "pass", c.result.reason
+    assert "checkpoint" in c.engine.build
+
+
+def test_hf_refuses_what_it_cannot_hold(hf, bitnet_model_factory):
+    c = compare_engines(hf, open_engine("reference"), bitnet_model_factory(arch="bitnet-b1.58", fmt="qk256", seed=0),
+                        PROMPT, n_greedy=0)
+    assert c.verdict == "error" and "the hf: engine reads" in c.result.reason
