@@ -50,8 +50,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="parity gate exact|cross (policies/parity.yml; default exact); with --cpp-dir a numerics "
                         "profile name still selects our side's numerics")
     p.add_argument("--gate", choices=GATES, default=None, help="same as --profile exact|cross")
-    p.add_argument("--greedy", type=count, default=8, help="greedy tokens to compare (0: none)")
+    p.add_argument("--greedy", type=count, default=8,
+                   help="greedy tokens to compare (0: none); for ours against libllama as many teacher-forced "
+                        "decode steps are gated")
     p.add_argument("--timeout", type=finite_float, default=None, help="seconds per engine call (default: the shared parity timeout)")
+    p.add_argument("--deep", action="store_true",
+                   help="ours against libllama only: the per-layer teacher-forced gate decides alone; the end-to-end "
+                        "comparison is reported beside it, not gating (deep random models, e.g. the 2B-4T shape)")
+    p.add_argument("--no-per-layer", action="store_true",
+                   help="ours against libllama: skip the per-layer gate (end to end only)")
     p.add_argument("--no-strict", action="store_true", help="with --cpp-dir: allow fallbacks on our side (default: strict)")
     p.add_argument("--apply-corrections", action="store_true",
                    help="apply the validation policy's named corrections in our engine(s) (recorded in the receipt)")
@@ -77,6 +84,29 @@ def _specs(args) -> tuple[str, str, str]:
     return args.engine, args.reference or "reference", gate
 
 
+#: what the table and --json say when the pair is not ours against libllama
+NOT_AVAILABLE = ("decode-step and per-layer gates: not available for this pair (they need ours, "
+                 "--engine reference[:PROFILE][@BACKEND], against --reference libllama:DIR)")
+
+
+def _libllama_pair(engine_spec: str, ref_spec: str, strict: bool | None):
+    """(numerics, backend, cpp_dir, strict) when the pair is our engine against a libllama build
+    (the pair crossval.compare gates with decode steps and per layer), else None. The specs are
+    opened (and closed) here, so a malformed one fails as open_engine says."""
+    from bitnet.engines import open_engine
+    from bitnet.engines.reference import ReferenceEngine
+    from crossval.engine import LibllamaEngine
+
+    e, r = open_engine(engine_spec), open_engine(ref_spec)
+    try:
+        if not (isinstance(e, ReferenceEngine) and isinstance(r, LibllamaEngine)):
+            return None
+        return e.profile, e.backend, r.cpp_dir, strict if strict is not None else e.strict
+    finally:
+        e.close()
+        r.close()
+
+
 def run(args: argparse.Namespace, io) -> int:
     from bitnet.engines import open_engine
     from crossval.pair import compare_engines
@@ -99,23 +129,39 @@ def run(args: argparse.Namespace, io) -> int:
         from bitnet.tokenizer import load_tokenizer
 
         ids = load_tokenizer(args.model).encode(args.prompt, add_special=True, parse_special=True)
-    engine, reference = open_engine(engine_spec), open_engine(ref_spec)
-    if args.cpp_dir:
-        engine.strict = not args.no_strict
     timeout = args.timeout or PARITY_TIMEOUT_S
-    for e in (engine, reference):
-        if hasattr(e, "timeout"):
-            e.timeout = timeout
-        if args.apply_corrections and hasattr(e, "apply_corrections"):
-            e.apply_corrections = True
-    try:
+    pair = _libllama_pair(engine_spec, ref_spec, strict=not args.no_strict if args.cpp_dir else None)
+    if pair is None and args.deep:
+        raise ConfigError(f"--deep: the per-layer gate is available only for ours against libllama "
+                          f"(--engine reference[:PROFILE][@BACKEND] --reference libllama:DIR), not {engine_spec} "
+                          f"against {ref_spec}")
+    if pair is not None:  # ours against libllama: decode-step and per-layer gates too (crossval.compare)
+        numerics, backend, cpp_dir, strict = pair
+        from crossval.compare import crossval_libllama
+
         with progress(f"crossval: {engine_spec} against {ref_spec} on {len(ids)} positions + {args.greedy} greedy",
                       stream=io.stderr, quiet=args.quiet):
-            c = compare_engines(engine, reference, args.model, ids, gate=gate, n_greedy=args.greedy,
-                                receipt=args.receipt, timeout=timeout)
-    finally:
-        engine.close()
-        reference.close()
+            c = crossval_libllama(cpp_dir, args.model, ids, profile=gate, numerics=numerics, n_greedy=args.greedy,
+                                  strict=strict, backend=backend, receipt=args.receipt, timeout=timeout,
+                                  per_layer=not args.no_per_layer, end_to_end="report" if args.deep else "gate",
+                                  apply_corrections=args.apply_corrections)
+        extra = None
+    else:
+        engine, reference = open_engine(engine_spec), open_engine(ref_spec)
+        for e in (engine, reference):
+            if hasattr(e, "timeout"):
+                e.timeout = timeout
+            if args.apply_corrections and hasattr(e, "apply_corrections"):
+                e.apply_corrections = True
+        try:
+            with progress(f"crossval: {engine_spec} against {ref_spec} on {len(ids)} positions + {args.greedy} greedy",
+                          stream=io.stderr, quiet=args.quiet):
+                c = compare_engines(engine, reference, args.model, ids, gate=gate, n_greedy=args.greedy,
+                                    receipt=args.receipt, timeout=timeout)
+        finally:
+            engine.close()
+            reference.close()
+        extra = NOT_AVAILABLE
     r = c.result
     if args.json:
         json.dump({"verdict": r.verdict, "reason": r.reason, "profile": r.profile,
@@ -124,16 +170,22 @@ def run(args: argparse.Namespace, io) -> int:
                    "first_divergence": r.first_divergence, "greedy_match": r.greedy_match,
                    "greedy_first_divergence": r.greedy_first_divergence,
                    "positions": [asdict(p) for p in r.positions],
+                   "family": r.family, "bounds": r.bounds, "nonfinite": asdict(r.nonfinite) if r.nonfinite else None,
+                   "decode": {"tokens": r.decode_tokens, "first_divergence": r.decode_first_divergence,
+                              "greedy_degenerate": r.greedy_degenerate,
+                              "positions": [asdict(p) for p in r.decode_positions]},
+                   "layers": {"positions": r.layers, "first_divergence": r.layer_first_divergence},
+                   **({"not_available": extra} if extra else {}),
                    "receipt": str(c.receipt) if c.receipt else None}, io.stdout, indent=2)
         io.stdout.write("\n")
     elif r.verdict == "error":  # nothing was compared: one line on stderr, not a table title
         print(f"bitnet crossval: {' '.join(r.reason.split())}", file=io.stderr)
     else:
-        _table(c, io)
+        _table(c, io, extra)
     return {"pass": 0, "fail": 1}.get(r.verdict, 2)
 
 
-def _table(c, io) -> None:
+def _table(c, io, not_available: str | None = None) -> None:
     from rich.table import Table
 
     r = c.result
@@ -142,15 +194,29 @@ def _table(c, io) -> None:
         if info:
             con.print(f"{side}: {info.spec} - {info.name} {info.version} ({info.build}; numerics {info.numerics})",
                       markup=False, highlight=False)
-    t = Table(title=markup_safe(f"crossval: {r.verdict.upper()} ({r.profile}) - {r.reason}"))
-    for col in ("pos", "cosine", "max_abs", "KL", "top-1 engine/ref", "top-5 overlap"):
+    fam = f", {r.family} bounds" if r.family else ""
+    t = Table(title=markup_safe(f"crossval: {r.verdict.upper()} ({r.profile}{fam}) - {r.reason}"))
+    for col in ("pos", "cosine", "1-cos", "max_abs", "rel max|d|", "KL", "top-1 engine/ref", "top-5 overlap"):
         t.add_column(col, justify="right")
-    for p in r.positions:
-        mark = " <" if p.position == r.first_divergence else ""
-        t.add_row(str(p.position), f"{p.cosine:.7f}", f"{p.max_abs:.3g}", f"{p.kl:.2e}",
-                  f"{p.top1_ours}/{p.top1_ref}{mark}", f"{p.top5_overlap:.1f}")
+    for label, rows, first in (("", r.positions, r.first_divergence), ("d", r.decode_positions, r.decode_first_divergence)):
+        for p in rows:  # decode steps are labelled d0, d1, ...: teacher-forced through the KV cache
+            mark = " <" if p.position == first else ""
+            t.add_row(f"{label}{p.position}", f"{p.cosine:.7f}", f"{p.one_minus_cos:.2e}", f"{p.max_abs:.3g}",
+                      f"{p.rel_max_abs:.2e}", f"{p.kl:.2e}", f"{p.top1_ours}/{p.top1_ref}{mark}",
+                      f"{p.top5_overlap:.1f}")
     con.print(t)
+    if r.layers:
+        lt = Table(title="per layer, teacher-forced on the reference's input")
+        for col in ("layer", "median rel max|d|", "max rel max|d|", "1-cos", "worst pos"):
+            lt.add_column(col, justify="right")
+        for x in r.layers:
+            mark = " <" if x["layer"] == r.layer_first_divergence else ""
+            lt.add_row(f"{x['layer']}{mark}", f"{x['median_rel_abs']:.2e}", f"{x['max_rel_abs']:.2e}",
+                       f"{x['max_one_minus_cos']:.2e}", str(x["worst_position"]))
+        con.print(lt)
     if r.greedy_match is not None:
         print(f"greedy: {r.greedy_match:.3f} exact match; engine {r.greedy_ours}; reference {r.greedy_ref}", file=io.stdout)
+    if not_available:
+        print(not_available, file=io.stdout)
     if c.receipt:
         print(f"receipt: {c.receipt}", file=io.stdout)

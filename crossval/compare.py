@@ -3,36 +3,207 @@ parity against libllama."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 import os
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from crossval.pair import compare_engines
-from crossval.parity import ParityResult
+import numpy as np
+
+from crossval.pair import EngineComparison
+from crossval.parity import (
+    ParityResult,
+    compare,
+    errored,
+    gate_layers,
+    parity_receipt,
+    write_parity_receipt,
+)
 from crossval.runner import run_reference
 from crossval.timeouts import PARITY_TIMEOUT_S
+
+INT8_ACTS = ("per-token-absmax", "q8_k-block256")
+
+
+def gate_family(model) -> str:
+    """`int8-act` when any projection quantizes its activations to int8 under the model's
+    numerics profile (a one-ulp float difference can flip an int8 rounding there), `f16-act`
+    when any rounds them to F16/BF16, else `float`."""
+    acts = {model.profile.act_for(f) for f in model.flavors}
+    if acts & set(INT8_ACTS):
+        return "int8-act"
+    return "f16-act" if acts & {"f16", "bf16"} else "float"
+
+
+@dataclass
+class EngineOutputs:
+    prompt_logits: np.ndarray  # [T, V], one batch
+    decode_logits: np.ndarray  # [S, V], step s fed forced[s] at position T + s through the KV cache
+    greedy: list[int]  # our own free-running greedy continuation
+    profile: str
+    family: str
+
+
+def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: int) -> EngineOutputs:
+    """Our side of a comparison from a loaded BitNetModel: prompt logits, the teacher-forced
+    decode steps along `forced` (the reference's greedy tokens), and our own greedy tokens
+    (equal to the teacher-forced argmaxes until they first differ; a fresh run after that)."""
+    ids = [int(i) for i in ids]
+    forced = [int(t) for t in forced]
+    n = len(ids)
+    cache = model.new_cache()  # zeros are committed lazily: the model's context costs nothing unused
+    prompt = model.forward(np.asarray(ids, np.int64), cache, 0, all_logits=True)
+    rows = [model.forward(np.asarray([t], np.int64), cache, n + s, all_logits=False)[0] for s, t in enumerate(forced)]
+    V = prompt.shape[1]
+    decode = np.stack(rows).astype(np.float32) if rows else np.zeros((0, V), np.float32)
+    greedy: list[int] = []
+    last = prompt[-1]
+    for s in range(n_greedy):
+        tok = int(np.argmax(last))
+        greedy.append(tok)
+        if s + 1 == n_greedy:
+            break
+        if greedy == forced[:s + 1] and s < len(rows):
+            last = rows[s]
+        else:  # we left the reference's path: continue on our own from a fresh cache
+            c2 = model.new_cache(cache.max_ctx)
+            last = model.forward(np.asarray(ids + greedy, np.int64), c2, 0, all_logits=False)[0]
+            for s2 in range(s + 1, n_greedy):
+                tok = int(np.argmax(last))
+                greedy.append(tok)
+                if s2 + 1 < n_greedy:
+                    last = model.forward(np.asarray([tok], np.int64), c2, n + s2, all_logits=False)[0]
+            break
+    return EngineOutputs(prompt, decode, greedy, model.profile.name, gate_family(model))
+
+
+def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, forced: list[int], n_greedy: int,
+          backend: str, l_out: np.ndarray | None = None, apply_corrections: bool = False):
+    from bitnet.kernels import dispatch
+    from bitnet.model import BitNetModel
+    from crossval.layers import teacher_forced_layers
+
+    dispatch.set_backend(backend)
+    t0 = time.perf_counter()
+    m = BitNetModel(model, profile=numerics, strict=strict, apply_corrections=apply_corrections)
+    try:
+        out = engine_outputs(m, ids, forced, n_greedy)
+        layers = teacher_forced_layers(m, ids, l_out) if l_out is not None else None
+    finally:
+        m.close()
+    return out, layers, time.perf_counter() - t0, m.corrections
 
 
 def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
                    profile: str = "exact", numerics: str | None = None, n_greedy: int = 8, strict: bool = True,
                    backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
                    timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,
-                   apply_corrections: bool = False) -> ParityResult:
-    """Our engine (`reference[:numerics]@backend`) against a libllama build: the engine pair of
-    crossval.pair with libllama as the reference. `worker_argv` replaces the C++ worker (tests
-    plant crashes with it); `apply_corrections` applies the validation policy's corrections on
-    our side (recorded in the receipt)."""
-    from bitnet.engines.reference import ReferenceEngine
-    from crossval.engine import LibllamaEngine
+                   per_layer: bool = True, end_to_end: str = "gate", apply_corrections: bool = False) -> ParityResult:
+    """Our engine (`reference[:numerics]@backend`) against a libllama build; see
+    `crossval_libllama` (this returns its result alone)."""
+    return crossval_libllama(cpp_dir, model, ids, profile=profile, numerics=numerics, n_greedy=n_greedy,
+                             strict=strict, backend=backend, receipt=receipt, timeout=timeout,
+                             worker_argv=worker_argv, per_layer=per_layer, end_to_end=end_to_end,
+                             apply_corrections=apply_corrections).result
 
+
+def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
+                      profile: str = "exact", numerics: str | None = None, n_greedy: int = 8, strict: bool = True,
+                      backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
+                      timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,
+                      per_layer: bool = True, end_to_end: str = "gate",
+                      apply_corrections: bool = False) -> EngineComparison:
+    """Prompt logits and `n_greedy` teacher-forced decode steps (the reference's greedy tokens
+    fed to both sides, ours through our KV cache), gated separately at the bounds of the
+    model's format family. `per_layer` (default) also runs each of our layers on the
+    reference's own input (libllama's `l_out-N`, crossval.layers) and gates it: for
+    activation-rounding formats the end-to-end floor is set by rounding flips that grow through
+    the layers, the per-layer median is not. With end_to_end="report" the end-to-end comparison
+    is reported beside the per-layer verdict instead of deciding it (deep models).
+
+    This is the engine pair `reference` vs `libllama:DIR` of crossval.pair with the decode-step
+    and per-layer gates added (they need our model's KV cache and layers, and libllama's
+    `l_out` capture, so no other pair has them); the receipt names both engines (schema 2.x)."""
+    from bitnet import __version__
+    from bitnet.engines.protocol import EngineInfo
+
+    if end_to_end not in ("gate", "report"):
+        raise ValueError(f"end_to_end must be 'gate' or 'report', got {end_to_end!r}")
+    ids = [int(i) for i in ids]
+    model = Path(model)
     spec = "reference" + (f":{numerics}" if numerics else "") + f"@{backend}"
-    ours = ReferenceEngine(spec, numerics, backend, strict=strict, apply_corrections=apply_corrections)
-    ref = LibllamaEngine(f"libllama:{cpp_dir}", str(cpp_dir), timeout=timeout, worker_argv=worker_argv)
+    ours_info = EngineInfo(spec, "bitnet-harness reference", __version__, f"backend {backend}", numerics or "inferred")
+    timings: dict = {"timeout_s": timeout}
+    corrections: list[dict] = []
+
+    def ref_info() -> EngineInfo:
+        from bitnet.errors import BitNetError
+        from crossval.engine import LibllamaEngine
+
+        try:
+            return LibllamaEngine(f"libllama:{cpp_dir}", str(cpp_dir)).describe()
+        except BitNetError as e:
+            return EngineInfo(f"libllama:{cpp_dir}", "unknown", "unknown", f"describe failed: {e}", "unknown")
+
+    def finish(result: ParityResult) -> EngineComparison:
+        theirs = ref_info()
+        c = EngineComparison(result, ours_info, theirs, timings)
+        if receipt is not None and model.is_file():
+            c.receipt = write_parity_receipt(receipt, parity_receipt(
+                result, model=model, prompt_ids=ids, engine=ours_info.to_dict(), reference=theirs.to_dict(),
+                timings=timings, corrections=corrections))
+        return c
+
+    t0 = time.perf_counter()
+    layers_req = None
+    if per_layer:
+        from bitnet.gguf.reader import GGUFReader
+        from bitnet.model.config import read_config
+
+        with GGUFReader(model) as rd:
+            cfg = read_config(rd, strict=False)
+        layers_req = {"n_layer": cfg.n_layer, "n_embd": cfg.n_embd}
+    ref = run_reference(cpp_dir, model, ids=ids, n_greedy=n_greedy, timeout=timeout, worker_argv=worker_argv,
+                        layers=layers_req)
+    timings["reference_s"] = time.perf_counter() - t0
+    if not ref.ok:
+        return finish(errored(f"reference: {ref.error}", profile))
+    ref_greedy = [int(t) for t in ref.data.get("greedy", np.zeros(0, np.int32))]
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    fut = pool.submit(_ours, model, ids, numerics, strict, ref_greedy, n_greedy, backend, ref.data.get("l_out"),
+                      apply_corrections)
     try:
-        return compare_engines(ours, ref, Path(model), ids, gate=profile, n_greedy=n_greedy, receipt=receipt,
-                               timeout=timeout).result
-    finally:
-        ours.close()
+        out, layer_metrics, ours_s, corrections = fut.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        pool.shutdown(wait=False, cancel_futures=True)
+        return finish(errored(f"ours: the engine ran past {timeout:g} s", profile))
+    except Exception as e:  # our engine refusing the model (strict mode, format) is an error verdict
+        pool.shutdown(wait=False)
+        return finish(errored(f"ours: {type(e).__name__}: {e}", profile))
+    pool.shutdown(wait=False)
+    timings["engine_s"] = ours_s
+    ours_info = dataclasses.replace(ours_info, numerics=out.profile)
+    ref_logits = ref.data["logits"]
+    ours = out.prompt_logits
+    if ours.shape != ref_logits.shape:
+        return finish(errored(f"logits shapes differ: ours {ours.shape}, reference {ref_logits.shape} "
+                              f"(vocab: ours {ours.shape[1]}, libllama {int(ref.data['n_vocab'])})", profile))
+    dec_ref = ref.data.get("decode_logits")
+    result = compare(ours, ref_logits, profile, greedy_ours=out.greedy, greedy_ref=ref_greedy, family=out.family,
+                     decode_ours=out.decode_logits if dec_ref is not None else None, decode_ref=dec_ref,
+                     decode_tokens=ref_greedy)
+    if layer_metrics is not None:
+        result = gate_layers(result, layer_metrics, end_to_end=end_to_end)
+    elif per_layer:
+        why = str(ref.data.get("l_out_error", "no l_out captured"))
+        if end_to_end == "report":
+            return finish(errored(f"per-layer gate requested alone, but the reference's layers were not captured: "
+                                  f"{why}", profile))
+        result.reason += f"; per-layer gate not applied (reference layers not captured: {why})"
+    return finish(result)
 
 
 def tokenizer_parity(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], texts: Sequence[str], *,

@@ -71,8 +71,10 @@ int bh_tokenize(void *hp, const char *text, int len, int *out, int max, int add_
 #endif
 }
 
-static struct llama_context *bh_context(bh_handle *h, int n) {
+static struct llama_context *bh_context_cb(bh_handle *h, int n, ggml_backend_sched_eval_callback cb, void *ud) {
     struct llama_context_params cp = llama_context_default_params();
+    cp.cb_eval = cb;
+    cp.cb_eval_user_data = ud;
     cp.n_ctx = (uint32_t) (h->n_ctx > n ? h->n_ctx : n);
     cp.n_batch = cp.n_ctx;
     cp.n_ubatch = cp.n_ctx;
@@ -92,6 +94,10 @@ static struct llama_context *bh_context(bh_handle *h, int n) {
     cp.no_perf = 1;
     return llama_init_from_model(h->model, cp);
 #endif
+}
+
+static struct llama_context *bh_context(bh_handle *h, int n) {
+    return bh_context_cb(h, n, NULL, NULL);
 }
 
 static int bh_decode(struct llama_context *ctx, const int *ids, int n, int pos0, int all_logits) {
@@ -144,6 +150,76 @@ int bh_greedy(void *hp, const int *ids, int n, int n_gen, int *out) {
     }
     llama_free(ctx);
     return rc;
+}
+
+/* teacher-forced decode steps along the reference's own greedy path: prefill ids in one batch,
+ * greedy[0] = argmax of the last position; then step s decodes greedy[s] at position n + s
+ * through the KV cache, stores its logits in out[s * n_vocab] and greedy[s + 1] = their argmax.
+ * Our engine replays exactly these tokens, so both sides see the same sequence. 0 on success */
+int bh_decode_steps(void *hp, const int *ids, int n, int n_steps, int *greedy, float *out) {
+    bh_handle *h = (bh_handle *) hp;
+    struct llama_context *ctx = bh_context(h, n + n_steps);
+    if (!ctx) return -1;
+    int nv = bh_n_vocab(h);
+    int rc = bh_decode(ctx, ids, n, 0, 0);
+    const float *l = rc == 0 ? llama_get_logits_ith(ctx, -1) : NULL;
+    for (int s = 0; rc == 0 && s < n_steps; s++) {
+        if (!l) { rc = -2; break; }
+        int best = 0;
+        for (int v = 1; v < nv; v++) if (l[v] > l[best]) best = v;
+        greedy[s] = best;
+        rc = bh_decode(ctx, &best, 1, n + s, 0);
+        if (rc != 0) break;
+        l = llama_get_logits_ith(ctx, -1);
+        if (!l) { rc = -2; break; }
+        memcpy(out + (size_t) s * nv, l, sizeof(float) * (size_t) nv);
+    }
+    llama_free(ctx);
+    return rc;
+}
+
+/* per-layer capture through the graph eval callback (cb_eval): every `l_out-N` node (the
+ * residual stream after layer N, [n_embd, n_tokens] F32) is copied out as it is computed */
+typedef struct {
+    int n_layer, n_embd, n_tokens, captured, mismatched;
+    float *out; /* [n_layer][n_tokens][n_embd] */
+} bh_capture;
+
+static bool bh_capture_cb(struct ggml_tensor *t, bool ask, void *ud) {
+    bh_capture *c = (bh_capture *) ud;
+    if (strncmp(t->name, "l_out-", 6) != 0) return ask ? false : true;
+    if (ask) return true;
+    int il = atoi(t->name + 6);
+    size_t want = (size_t) c->n_embd * (size_t) c->n_tokens * sizeof(float);
+    if (il < 0 || il >= c->n_layer || t->type != GGML_TYPE_F32 || t->ne[0] != c->n_embd ||
+        t->ne[1] != c->n_tokens || ggml_nbytes(t) != want) {
+        c->mismatched++;
+        return true;
+    }
+    ggml_backend_tensor_get(t, c->out + (size_t) il * c->n_embd * c->n_tokens, 0, want);
+    c->captured++;
+    return true;
+}
+
+/* logits of every position (as bh_eval) plus every layer's output into layers_out
+ * [n_layer * n * n_embd]; returns the number of layers captured (n_layer on success), or < 0 */
+int bh_eval_layers(void *hp, const int *ids, int n, int n_layer, int n_embd, float *logits_out, float *layers_out) {
+    bh_handle *h = (bh_handle *) hp;
+    bh_capture cap = {n_layer, n_embd, n, 0, 0, layers_out};
+    struct llama_context *ctx = bh_context_cb(h, n, bh_capture_cb, &cap);
+    if (!ctx) return -1;
+    int rc = bh_decode(ctx, ids, n, 0, 1);
+    if (rc == 0) {
+        int nv = bh_n_vocab(h);
+        for (int i = 0; i < n; i++) {
+            const float *l = llama_get_logits_ith(ctx, i);
+            if (!l) { rc = -2; break; }
+            memcpy(logits_out + (size_t) i * nv, l, sizeof(float) * (size_t) nv);
+        }
+    }
+    llama_free(ctx);
+    if (rc != 0) return rc < 0 ? rc : -3;
+    return cap.mismatched ? -4 : cap.captured;
 }
 
 void bh_free(void *hp) {

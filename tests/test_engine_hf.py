@@ -32,14 +32,19 @@ def test_reference_profile_passes_exact_against_hf_on_i2s(hf, bitnet_model_facto
     assert c.reference.numerics == "reference" and "transformers" in c.reference.version
 
 
-def test_bitnet_cpp_profile_shows_its_difference_and_fails_exact(hf, bitnet_model_factory):
+def test_bitnet_cpp_profile_shows_its_difference(hf, bitnet_model_factory):
     """F16 KV cache and F16 Q (bitnet.cpp) against HF's float32 math: the documented profile
-    difference, which the exact gate must catch (and the cross gate tolerates)."""
+    difference is visible, ~20x the reference profile's distance from HF. Since the calibrated
+    gates (issue 20) it sits inside the `exact` gate's int8-act end-to-end floor (1-cos 8e-4):
+    on an activation-rounding model only the per-layer gate (ours against libllama) is tight
+    enough to separate profile knobs, and tests/test_profile_knobs.py pins them. (Before the
+    merge with issue 20 this test asserted that `exact` fails here.)"""
     model = bitnet_model_factory(arch="bitnet-b1.58", fmt="i2_s", seed=0)
     c = compare_engines(open_engine("reference:bitnet.cpp"), hf, model, PROMPT, gate="exact", n_greedy=0)
-    assert c.verdict == "fail" and c.result.first_divergence is not None, c.result.reason
+    base = compare_engines(open_engine("reference:reference"), hf, model, PROMPT, gate="exact", n_greedy=0)
     worst = min(p.cosine for p in c.result.positions)
     assert 0.99 < worst < 0.9999, worst
+    assert c.result.worst("one_minus_cos") > 10 * base.result.worst("one_minus_cos"), (c.result.reason, base.result.reason)
     assert compare_engines(open_engine("reference:bitnet.cpp"), hf, model, PROMPT, gate="cross", n_greedy=0).verdict == "pass"
 
 

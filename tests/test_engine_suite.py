@@ -22,9 +22,14 @@ pytestmark = pytest.mark.ac22
 
 
 def _faults():
-    from tests.test_crossval_libllama import FAULTS
+    """Planted faults of crossval.faults that reach the prompt logits (the cmd protocol compares
+    prompt positions and greedy ids, not teacher-forced decode steps)."""
+    from crossval.faults import FAULTS
 
-    return FAULTS
+    names = ["rope_pairing_swapped", "attn_sub_norm_skipped", "weight_scale_off_0.1pct", "tq2_0_bit_order_reversed",
+             "kv_position_off_by_one"]
+    assert set(names) <= set(FAULTS)
+    return names
 
 
 @pytest.fixture(scope="module")

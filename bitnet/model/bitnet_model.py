@@ -293,7 +293,7 @@ class BitNetModel:
         """x [T, D] -> logits [T, V] against token_embd (or output.weight under the reference
         profile), through the dispatcher as a float-weight matmul (the NumPy kernel widens
         the F16 matrix a chunk of rows at a time)."""
-        if single_row_f16 and self.head_weight.flavor == "f16":
+        if (single_row_f16 or self.profile.lm_head_f16) and self.head_weight.flavor == "f16":
             x = x.astype(np.float16).astype(np.float32)
         return matmul(x, self.head_weight, "none")
 

@@ -8,7 +8,8 @@ A profile is data, passed down to the forward pass; nothing branches on an engin
 - `llama.cpp`: upstream llama.cpp on CPU: activations converted to each weight type's
   `vec_dot_type` (Q8_K blocks of 256 for TQ1_0/TQ2_0, F16 for F16 weights, none for F32), F32
   KV cache (the crossval bridge sets type_k = type_v = F32), rope angles computed iteratively in
-  float, lm_head always `token_embd`.
+  float, lm_head always `token_embd` with its input rounded to F16 when that matrix is F16 (for
+  one row and for many: ggml-cpu's F16 vec_dot_type, measured ~4e-4 relative on logits).
 - `bitnet.cpp`: Microsoft's fork: per-token int8 activations for I2_S, F16 KV cache, Q rounded
   to F16 for Q.K, and with a single-row batch the attention probabilities and the lm_head
   input rounded to F16 too (../shared/spec/MODEL.md, bitnet.cpp numerics).
@@ -37,6 +38,9 @@ class NumericsProfile:
     single_row_f16: bool = False
     rope_iterative_f32: bool = False
     lm_head_tok_embd: bool = False  # ignore output.weight, as both C++ engines do for BitNet
+    #: round the lm_head input to F16 for every batch (an F16 head's vec_dot_type is F16 in
+    #: upstream ggml-cpu: `ggml_compute_forward_mul_mat` converts src1 before any F16 path)
+    lm_head_f16: bool = False
 
     def act_for(self, flavor: str) -> str:
         fam = flavor_family(flavor)
@@ -67,6 +71,7 @@ PROFILES: dict[str, NumericsProfile] = {
         {"tq": "q8_k-block256", "f32": "none", "f16": "f16", "bf16": "bf16"},
         rope_iterative_f32=True,
         lm_head_tok_embd=True,
+        lm_head_f16=True,
     ),
     "bitnet.cpp": NumericsProfile(
         "bitnet.cpp",

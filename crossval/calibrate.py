@@ -1,0 +1,550 @@
+"""Measure the noise floor of correct engine pairs and set the `exact` gate from it.
+
+`python -m crossval.calibrate --cpp-dir DIR --out calibration.json [--faults] [--update-policy]`
+
+Correct pairs, over synthesized models (several shapes and seeds) and random prompts, each
+compared on its prompt positions and on teacher-forced decode steps:
+- `libllama`: ours (numerics profile `llama.cpp`) against upstream libllama, for every format
+  upstream loads (F32, F16, TQ1_0, TQ2_0; arch `bitnet`);
+- `native-numpy`: our native backend against our NumPy backend (I2_S under `bitnet.cpp`, TQ
+  under `llama.cpp`, F32 under `reference`), skipped with a note when the native backend is
+  not built.
+
+Per format family (crossval.parity.FAMILIES) the largest value of each gated metric over all
+runs is the noise floor; the proposed bound is `margin x floor`. With `--faults`, every planted
+fault (crossval.faults) runs on every model it changes, judged against libllama and against
+the unmodified engine under the proposed bounds: the catch table and the margins (smallest
+fault metric over the largest correct one) go into the same JSON. `--update-policy` writes the
+bounds into policies/parity.yml (exact gate, per family). Exit 0 when every correct run passes
+the proposed bounds and every planted fault fails them, 1 otherwise, 2 when it could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bitnet.files.atomic import atomic_write_text
+from crossval.parity import FAMILIES, compare, position_metrics, section_medians
+
+#: the metrics a family's bounds are set from (record key -> policy key)
+GATED = {"one_minus_cos": "max_one_minus_cos", "kl": "max_kl", "rel_max_abs": "max_rel_abs",
+         "median_one_minus_cos": "max_median_one_minus_cos", "median_rel_abs": "max_median_rel_abs"}
+#: per-layer record key (the largest over layers) -> policy key
+LAYER_GATED = {"max_rel_abs": "layer_max_rel_abs", "max_one_minus_cos": "layer_max_one_minus_cos",
+               "median_rel_abs": "layer_max_median_rel_abs"}
+#: the per-layer single-position bounds (max rel max|d|, max 1-cos) only guard against gross
+#: faults: one rounding flip's size varies with the input, so they get this wider margin; the
+#: per-layer median, which no single flip moves, keeps the family's margin and decides
+LAYER_MAX_MARGIN = 10.0
+DEFAULT_MARGIN = {"float": 10.0, "f16-act": 1.5, "int8-act": 3.0}
+UPSTREAM = [("bitnet", "f32", "llama.cpp"), ("bitnet", "f16", "llama.cpp"), ("bitnet", "tq1_0", "llama.cpp"),
+            ("bitnet", "tq2_0", "llama.cpp")]
+BACKEND_PAIRS = [("bitnet-b1.58", "i2_s", "bitnet.cpp"), ("bitnet", "tq2_0", "llama.cpp"),
+                 ("bitnet", "tq1_0", "llama.cpp"), ("bitnet-b1.58", "f32", "reference")]
+
+
+def shapes() -> dict:
+    from bitnet.synth import PRESETS, ModelShape
+
+    tiny = PRESETS["tiny"]
+    return {
+        "tiny": tiny,
+        "hd128": ModelShape(n_embd=256, n_ff=512, n_layer=2, n_head=2, n_head_kv=1, n_ctx=256),
+        "gqa4": ModelShape(n_embd=512, n_ff=768, n_layer=2, n_head=8, n_head_kv=2, n_ctx=256),
+        "deep4": ModelShape(n_embd=256, n_ff=512, n_layer=4, n_head=4, n_head_kv=2, n_ctx=256),
+    }
+
+
+@dataclass
+class Plan:
+    seeds: int = 4
+    prompts: int = 4
+    n_decode: int = 8
+    shapes: tuple[str, ...] = ("tiny", "hd128", "gqa4", "deep4")
+
+
+def _prompts(rng: np.random.Generator, n: int, vocab: int) -> list[list[int]]:
+    lengths = [1, 5, 12, 24, 7, 16, 3, 9]
+    return [rng.integers(0, vocab, size=lengths[i % len(lengths)]).tolist() for i in range(n)]
+
+
+def _metrics(prompt_o, prompt_r, dec_o, dec_r) -> dict:
+    out = {}
+    for sec, o, r in (("prompt", prompt_o, prompt_r), ("decode", dec_o, dec_r)):
+        rows = position_metrics(o, r) if len(o) else []
+        m = {k: max((float(getattr(p, k)) for p in rows), default=0.0) for k in ("one_minus_cos", "kl", "rel_max_abs")}
+        m.update(section_medians(rows) if rows else {"median_one_minus_cos": 0.0, "median_rel_abs": 0.0})
+        m["top1_flips"] = int(sum(p.top1_ours != p.top1_ref for p in rows))
+        m["nonfinite"] = bool(not (np.isfinite(o).all() and np.isfinite(r).all()))
+        out[sec] = m
+    return out
+
+
+def _model(root: Path, arch: str, fmt: str, shape_name: str, seed: int) -> Path:
+    from bitnet.synth import synthesize
+
+    p = root / f"{arch}-{fmt}-{shape_name}-{seed}.gguf"
+    if not p.exists():
+        synthesize(p, preset=shapes()[shape_name], arch=arch, fmt=fmt, seed=seed)
+    return p
+
+
+def _layer_worst(layers) -> dict:
+    return {k: float(max(getattr(x, k) for x in layers)) for k in LAYER_GATED}
+
+
+def libllama_pairs(cpp_dir, root: Path, plan: Plan, log) -> tuple[list[dict], dict]:
+    """Ours vs upstream libllama; also returns the reference outputs of the fault models."""
+    from bitnet.model import BitNetModel
+    from crossval.compare import engine_outputs, gate_family
+    from crossval.layers import reference_layers, teacher_forced_layers
+    from crossval.runner import run_reference
+
+    records = []
+    for arch, fmt, numerics in UPSTREAM:
+        for shape_name in plan.shapes:
+            for seed in range(plan.seeds):
+                path = _model(root, arch, fmt, shape_name, 100 + seed)
+                m = BitNetModel(path, profile=numerics, strict=False)
+                rng = np.random.default_rng([seed, len(shape_name), len(fmt)])
+                prompts = _prompts(rng, plan.prompts, m.config.n_vocab)
+                ref = run_reference(cpp_dir, path, runs=[{"ids": p, "n_greedy": plan.n_decode} for p in prompts])
+                if not ref.ok:
+                    raise RuntimeError(f"libllama on {path.name}: {ref.error}")
+                lay = reference_layers(cpp_dir, path, prompts[-1], m.config.n_layer, m.config.n_embd)
+                lm = teacher_forced_layers(m, prompts[-1], lay["l_out"])
+                records.append({"pair": "libllama-layers", "arch": arch, "format": fmt, "numerics": numerics,
+                                "family": gate_family(m), "shape": shape_name, "seed": 100 + seed,
+                                "prompt_len": len(prompts[-1]),
+                                "layers": _layer_worst(lm)})
+                for j, ids in enumerate(prompts):
+                    forced = ref.data[f"greedy_{j}"].tolist()
+                    o = engine_outputs(m, ids, forced, 0)
+                    records.append({"pair": "libllama", "arch": arch, "format": fmt, "numerics": numerics,
+                                    "family": gate_family(m), "shape": shape_name, "seed": 100 + seed,
+                                    "prompt_len": len(ids), "n_decode": len(forced),
+                                    "greedy_degenerate": len(set(forced)) == 1,
+                                    **_metrics(o.prompt_logits, ref.data[f"logits_{j}"], o.decode_logits,
+                                               ref.data[f"decode_logits_{j}"])})
+                m.close()
+                log(f"libllama {fmt} {shape_name} seed {100 + seed}: {len(prompts)} prompts")
+    return records, {}
+
+
+def backend_pairs(root: Path, plan: Plan, log) -> tuple[list[dict], str | None]:
+    """Our native backend vs our NumPy backend (None note when both ran)."""
+    from bitnet.kernels import dispatch
+    from bitnet.model import BitNetModel
+    from crossval.compare import engine_outputs, gate_family
+
+    try:
+        dispatch.set_backend("native")
+        dispatch.set_backend("numpy")
+    except Exception as e:  # the native backend is optional (a C compiler)
+        return [], f"native backend unavailable: {type(e).__name__}: {e}"
+    records = []
+    for arch, fmt, numerics in BACKEND_PAIRS:
+        for shape_name in plan.shapes[:2]:
+            for seed in range(max(1, plan.seeds // 2)):
+                path = _model(root, arch, fmt, shape_name, 200 + seed)
+                m = BitNetModel(path, profile=numerics, strict=False)
+                rng = np.random.default_rng([seed, 7, len(fmt)])
+                for ids in _prompts(rng, max(1, plan.prompts // 2), m.config.n_vocab):
+                    dispatch.set_backend("numpy")
+                    a = engine_outputs(m, ids, [], plan.n_decode)
+                    b_np = engine_outputs(m, ids, a.greedy, 0)
+                    dispatch.set_backend("native")
+                    b = engine_outputs(m, ids, a.greedy, 0)
+                    dispatch.set_backend("numpy")
+                    records.append({"pair": "native-numpy", "arch": arch, "format": fmt, "numerics": numerics,
+                                    "family": gate_family(m), "shape": shape_name, "seed": 200 + seed,
+                                    "prompt_len": len(ids), "n_decode": len(a.greedy),
+                                    "greedy_degenerate": len(set(a.greedy)) == 1,
+                                    **_metrics(b.prompt_logits, b_np.prompt_logits, b.decode_logits, b_np.decode_logits)})
+                m.close()
+                log(f"native-numpy {fmt} {shape_name} seed {200 + seed}")
+    return records, None
+
+
+def summarize(records: list[dict], margins: dict[str, float]) -> dict:
+    """Per family: run count, the largest value of every gated metric (over prompt and decode
+    sections), quantiles, and the proposed bounds = margin x largest."""
+    out = {}
+    for fam in FAMILIES:
+        rs = [r for r in records if r["family"] == fam and "prompt" in r]
+        ls = [r for r in records if r["family"] == fam and "layers" in r]
+        if not rs:
+            continue
+        fam_out = {"runs": len(rs), "margin": margins[fam], "max": {}, "p50": {}, "p99": {}, "bounds": {}}
+        for key, pol in GATED.items():
+            vals = np.array([r[s][key] for r in rs for s in ("prompt", "decode")], np.float64)
+            fam_out["max"][key] = float(vals.max())
+            fam_out["p50"][key] = float(np.quantile(vals, 0.5))
+            fam_out["p99"][key] = float(np.quantile(vals, 0.99))
+            fam_out["bounds"][pol] = float(f"{margins[fam] * max(float(vals.max()), 1e-15):.2g}")
+        if ls:  # per-layer teacher-forced runs (libllama's l_out-N through the graph callback)
+            lv = {k: float(max(r["layers"][k] for r in ls)) for k in LAYER_GATED}
+            mult = {k: (margins[fam] if k == "median_rel_abs" else max(margins[fam], LAYER_MAX_MARGIN)) for k in lv}
+            fam_out["layers"] = {"runs": len(ls), "max": lv,
+                                 "bounds": {LAYER_GATED[k]: float(f"{mult[k] * max(v, 1e-15):.2g}")
+                                            for k, v in lv.items()}}
+            fam_out["bounds"].update(fam_out["layers"]["bounds"])
+        fam_out["top1_flips"] = int(sum(r[s]["top1_flips"] for r in rs for s in ("prompt", "decode")))
+        fam_out["nonfinite_runs"] = int(sum(r[s]["nonfinite"] for r in rs for s in ("prompt", "decode")))
+        out[fam] = fam_out
+    return out
+
+
+def fault_runs(cpp_dir, root: Path, bounds: dict, log) -> list[dict]:
+    """Every planted fault on every fault model it changes: against libllama (upstream
+    formats, when a reference is given) and against the unmodified engine."""
+    from bitnet.model import BitNetModel
+    from crossval.compare import engine_outputs, gate_family
+    from crossval.faults import FAULTS, plant
+    from crossval.layers import engine_l_out, reference_layers, teacher_forced_layers
+    from crossval.runner import run_reference
+
+    models = [(a, f, n) for a, f, n in UPSTREAM] + [("bitnet-b1.58", "i2_s", "bitnet.cpp"),
+                                                   ("bitnet-b1.58", "f32", "reference")]
+    prompt = [381, 40, 41, 300, 7, 99, 256, 12, 5, 200, 17, 330]
+    n_dec = 8
+    rows = []
+    for arch, fmt, numerics in models:
+        path = _model(root, arch, fmt, "tiny", 7)
+        clean_m = BitNetModel(path, profile=numerics, strict=False)
+        clean = engine_outputs(clean_m, prompt, [], n_dec)
+        forced = clean.greedy
+        refs = {"ours-unmodified": (clean.prompt_logits, None)}
+        ref_forced, lay, fl, clean_layers = None, None, None, None
+        if cpp_dir is not None and (arch, fmt, numerics) in UPSTREAM:
+            r = run_reference(cpp_dir, path, ids=prompt, n_greedy=n_dec)
+            if not r.ok:
+                raise RuntimeError(f"libllama on {path.name}: {r.error}")
+            ref_forced = r.data["greedy"].tolist()
+            refs["libllama"] = (r.data["logits"], r.data["decode_logits"])
+            lay = reference_layers(cpp_dir, path, prompt, clean_m.config.n_layer, clean_m.config.n_embd)["l_out"]
+            clean_layers = teacher_forced_layers(clean_m, prompt, lay)
+        clean_dec = engine_outputs(clean_m, prompt, forced, 0).decode_logits
+        own_lay = engine_l_out(clean_m, prompt)
+        layer_refs = {"ours-unmodified": (own_lay, teacher_forced_layers(clean_m, prompt, own_lay))}
+        if lay is not None:
+            layer_refs["libllama"] = (lay, clean_layers)
+        clean_m.close()
+        refs["ours-unmodified"] = (clean.prompt_logits, clean_dec)
+        for name, fault in FAULTS.items():
+            try:
+                with plant(name):
+                    fm = BitNetModel(path, profile=numerics, strict=False)
+                    o_self = engine_outputs(fm, prompt, forced, n_dec)
+                    o_ref = engine_outputs(fm, prompt, ref_forced, 0) if ref_forced is not None else None
+                    fl = {j: teacher_forced_layers(fm, prompt, lo) for j, (lo, _) in layer_refs.items()}
+                    fm.close()
+            except Exception as e:  # a fault that makes the engine refuse the model is caught too
+                rows.append({"fault": name, "size": fault.size, "format": fmt, "numerics": numerics,
+                             "judge": "engine", "changes_model": True, "verdict": "error",
+                             "reason": f"{type(e).__name__}: {e}"})
+                continue
+            changes = not (np.array_equal(o_self.prompt_logits, clean.prompt_logits)
+                           and np.array_equal(o_self.decode_logits, clean_dec))
+            family = gate_family(clean_m)
+            for judge, (rp, rd) in refs.items():
+                o = o_self if judge == "ours-unmodified" else o_ref
+                res = compare(o.prompt_logits, rp, "exact", family=family, bounds=bounds.get(family), decode_ours=o.decode_logits, decode_ref=rd,
+                              greedy_ours=o.greedy if judge == "ours-unmodified" else (),
+                              greedy_ref=forced if judge == "ours-unmodified" else (),
+                              decode_tokens=forced if judge == "ours-unmodified" else ref_forced)
+                met = _metrics(o.prompt_logits, rp, o.decode_logits, rd)
+                rows.append({"fault": name, "size": fault.size, "format": fmt, "numerics": numerics, "family": family,
+                             "judge": judge, "changes_model": changes, "verdict": res.verdict,
+                             "reason": res.reason[:300], **met})
+            for judge, layers in fl.items():  # per layer, teacher-forced on the judge's l_out-N
+                b = bounds.get(family, {})
+                worst = _layer_worst(layers)
+                caught = [x.layer for x in layers if any(not (getattr(x, k) <= b.get(pol, np.inf))
+                                                         for k, pol in LAYER_GATED.items())]
+                rows.append({"fault": name, "size": fault.size, "format": fmt, "numerics": numerics, "family": family,
+                             "judge": f"{judge}-per-layer", "changes_model": layers != layer_refs[judge][1],
+                             "verdict": "fail" if caught else "pass",
+                             "reason": f"first layer over the bounds: {caught[0]}" if caught else "every layer within bounds",
+                             "layers": worst})
+        log(f"faults on {fmt} ({numerics})")
+    return rows
+
+
+def margins_table(summary: dict, faults: list[dict]) -> dict:
+    """Per family: the planted fault closest to the noise floor, as the largest ratio over the
+    gated metrics of its value to the largest correct-pair value (a fault counts where it
+    changes the model and is expected to be caught end to end); the same per layer."""
+    from crossval.faults import FAULTS
+
+    out = {}
+    for fam, s in summary.items():
+        fs = [f for f in faults if f.get("family") == fam and f["changes_model"] and FAULTS[f["fault"]].end_to_end]
+        e2e, per_layer = {}, {}
+        for f in fs:
+            key = f"{f['fault']} [{f['format']}, {f['judge']}]"
+            if "prompt" in f:
+                e2e[key] = max(max(f[sec][k] / max(s["max"][k], 1e-300) for sec in ("prompt", "decode")) for k in GATED)
+            elif "layers" in f and "layers" in s:
+                per_layer[key] = max(f["layers"][k] / max(s["layers"]["max"][k], 1e-300) for k in LAYER_GATED)
+        fam_out = {"margin": s["margin"]}
+        for name, d in (("end_to_end", e2e), ("per_layer", per_layer)):
+            if d:
+                weakest = min(d, key=d.get)
+                fam_out[name] = {"weakest_fault": weakest, "ratio_to_largest_correct": d[weakest]}
+        out[fam] = fam_out
+    return out
+
+
+def over_bounds(records: list[dict], bounds: dict[str, dict]) -> list[dict]:
+    """Correct runs over their family's bounds (false alarms): end to end per section, and per layer."""
+    out = []
+    for r in records:
+        b = bounds.get(r["family"])
+        if b is None:
+            continue
+        ident = {k: r[k] for k in ("pair", "format", "shape", "seed")}
+        if "layers" in r:
+            if any(not (r["layers"][k] <= b.get(pol, np.inf)) for k, pol in LAYER_GATED.items()):
+                out.append({**ident, "section": "layers"})
+            continue
+        for sec in ("prompt", "decode"):
+            if any(r[sec][k] > b[pol] for k, pol in GATED.items()) or r[sec]["nonfinite"]:
+                out.append({**ident, "section": sec})
+    return out
+
+
+def holdout(records: list[dict], margins: dict[str, float]) -> dict:
+    """Bounds from the even seeds, false alarms counted on the odd seeds: how the bounds fare
+    on runs they were not set from."""
+    train = [r for r in records if r["seed"] % 2 == 0]
+    test = [r for r in records if r["seed"] % 2 == 1]
+    bounds = {fam: s["bounds"] for fam, s in summarize(train, margins).items()}
+    fa = over_bounds(test, bounds)
+    return {"train_runs": len(train), "test_runs": len(test), "false_alarms": len(fa), "examples": fa[:10]}
+
+
+def _fault_verdict(f: dict, b: dict) -> str:
+    """A fault row's verdict under bounds b, from its recorded metrics (as compare() decides:
+    a metric over its bound, a top-1 flip, or a non-finite logit fails)."""
+    if "layers" in f:
+        return "fail" if any(not (f["layers"][k] <= b.get(pol, np.inf)) for k, pol in LAYER_GATED.items()) else "pass"
+    if "prompt" not in f:
+        return f["verdict"]  # the engine refused the model: recorded as "error"
+    for sec in ("prompt", "decode"):
+        m = f[sec]
+        if m["nonfinite"] or m["top1_flips"] or any(not (m[k] <= b[pol]) for k, pol in GATED.items()):
+            return "fail"
+    return "pass"
+
+
+def judge(doc: dict, margins: dict[str, float]) -> dict:
+    """Bounds, false alarms, hold-out check, fault verdicts and margins from a calibration's
+    recorded measurements (so a margin can change without measuring again)."""
+    from crossval.faults import FAULTS
+
+    records = doc["records"]
+    summary = summarize(records, margins)
+    bounds = {fam: s["bounds"] for fam, s in summary.items()}
+    faults = [{**f, "verdict": _fault_verdict(f, bounds.get(f.get("family"), {}))} for f in doc.get("faults", [])]
+    exact = exact_verdicts(faults)
+    missed = [k for k, v in exact.items() if v == "pass"]
+    return {**doc, "families": summary, "false_alarms": over_bounds(records, bounds),
+            "holdout": holdout(records, margins), "faults": faults, "exact": exact,
+            "missed_faults": missed,
+            "missed_expected": [k for k in missed if FAULTS[k.split(" [")[0]].end_to_end],
+            "margins": margins_table(summary, faults)}
+
+
+def exact_verdicts(faults: list[dict]) -> dict[str, str]:
+    """The `exact` gate's verdict per (fault, model, judge): end to end and per layer together
+    (as crossval_model decides), over the rows that the fault changes; "n/a" when it changes
+    nothing the judge sees."""
+    groups: dict[str, list[dict]] = {}
+    for f in faults:
+        judge = f["judge"].removesuffix("-per-layer")
+        groups.setdefault(f"{f['fault']} [{f['format']}, {judge}]", []).append(f)
+    out = {}
+    for key, rows in groups.items():
+        live = [r for r in rows if r["changes_model"]]
+        out[key] = "n/a" if not live else ("pass" if all(r["verdict"] == "pass" for r in live) else "fail")
+    return out
+
+
+def report_markdown(doc: dict) -> str:
+    """The calibration's tables as Markdown (docs/reference/parity.md quotes them)."""
+    out = ["| family | runs | max 1-cos | max KL | max rel max-abs | max median rel max-abs | per-layer runs "
+           "| per-layer max rel max-abs | per-layer max median | margin |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for fam, s in doc["families"].items():
+        m, lay = s["max"], s.get("layers", {}).get("max", {})
+        out.append(f"| `{fam}` | {s['runs']} | {m['one_minus_cos']:.2g} | {m['kl']:.2g} | {m['rel_max_abs']:.2g} | "
+                   f"{m['median_rel_abs']:.2g} | {s.get('layers', {}).get('runs', 0)} | "
+                   f"{lay.get('max_rel_abs', float('nan')):.2g} | {lay.get('median_rel_abs', float('nan')):.2g} | "
+                   f"{s['margin']:g} |")
+    h = doc.get("holdout")
+    if h:
+        out += ["", f"Hold-out: bounds set from the even seeds ({h['train_runs']} runs) give "
+                    f"{h['false_alarms']} false alarms on the {h['test_runs']} odd-seed runs."]
+    mg = doc.get("margins", {})
+    if mg:
+        out += ["", "| family | weakest fault end to end (ratio to the largest correct value) | weakest per layer |",
+                "| --- | --- | --- |"]
+        for fam, m in mg.items():
+            e, lyr = m.get("end_to_end", {}), m.get("per_layer", {})
+            out.append(f"| `{fam}` | {e.get('weakest_fault', '-')}: {e.get('ratio_to_largest_correct', float('nan')):.3g} "
+                       f"| {lyr.get('weakest_fault', '-')}: {lyr.get('ratio_to_largest_correct', float('nan')):.3g} |")
+    out += ["", "Each cell: verdict (largest relative max-abs reached). `exact` = end to end or per layer fails.", "",
+            "| fault | format (profile) | libllama: end to end | per layer | exact | unmodified engine: end to end "
+            "| per layer | exact |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    cells: dict[tuple, dict] = {}
+    for f in doc["faults"]:
+        key = (f["fault"], f["format"], f["numerics"])
+        if not f["changes_model"]:
+            v = "n/a"
+        elif "prompt" in f:
+            v = f"{f['verdict']} ({max(f[s]['rel_max_abs'] for s in ('prompt', 'decode')):.1g})"
+        elif "layers" in f:
+            v = f"{f['verdict']} ({f['layers']['max_rel_abs']:.1g}, median {f['layers']['median_rel_abs']:.1g})"
+        else:
+            v = f"{f['verdict']} (engine refused)"
+        cells.setdefault(key, {})[f["judge"]] = v
+    exact = doc.get("exact", {})
+    for (fault, fmt, numerics), c in cells.items():
+        ex = [exact.get(f"{fault} [{fmt}, {j}]", "-") for j in ("libllama", "ours-unmodified")]
+        out.append(f"| {fault} | {fmt} ({numerics}) | {c.get('libllama', '-')} | {c.get('libllama-per-layer', '-')} | "
+                   f"**{ex[0]}** | {c.get('ours-unmodified', '-')} | {c.get('ours-unmodified-per-layer', '-')} | "
+                   f"**{ex[1]}** |")
+    out += ["", "| fault | size |", "| --- | --- |"]
+    for fault, size in dict.fromkeys((f["fault"], f["size"]) for f in doc["faults"]):
+        out.append(f"| {fault} | {size} |")
+    return "\n".join(out) + "\n"
+
+
+def update_policy(bounds: dict[str, dict], data_file: str) -> Path:
+    """Write the families' bounds into policies/parity.yml (comments kept, written atomically)."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    from bitnet.receipts.policy import policy_dir
+
+    path = policy_dir() / "parity.yml"
+    y = YAML()
+    doc = y.load(path.read_text())
+    fams = {fam: {k: v for k, v in b.items()} for fam, b in bounds.items()}
+    doc["profiles"]["exact"]["families"] = fams
+    for k in ("max_one_minus_cos", "max_kl", "max_rel_abs"):  # top level: the loosest family's
+        doc["profiles"]["exact"][k] = max(b[k] for b in bounds.values())
+    doc["profiles"]["exact"].yaml_set_comment_before_after_key(
+        "families", before=f"set by `python -m crossval.calibrate --update-policy` from {data_file}", indent=4)
+    buf = io.StringIO()
+    y.dump(doc, buf)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _margins(args: list[str]) -> dict[str, float]:
+    margins = dict(DEFAULT_MARGIN)
+    for m in args:
+        fam, _, x = m.partition("=")
+        if fam not in margins:
+            raise ValueError(f"unknown family {fam!r} in --margin (known: {', '.join(margins)})")
+        margins[fam] = float(x)
+    return margins
+
+
+def main(argv: list[str] | None = None, io=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m crossval.calibrate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--cpp-dir", help="upstream llama.cpp reference (python -m crossval.setup --print-dir)")
+    p.add_argument("--out", help="the calibration data (JSON, written atomically)")
+    p.add_argument("--report", metavar="JSON",
+                   help="judge an existing calibration again (with --margin; --out writes it, --update-policy "
+                        "sets its bounds) and print its tables as Markdown; measures nothing")
+    p.add_argument("--seeds", type=int, default=4)
+    p.add_argument("--prompts", type=int, default=4, help="prompts per model")
+    p.add_argument("--decode", type=int, default=8, help="teacher-forced decode steps per prompt")
+    p.add_argument("--shapes", default="tiny,hd128,gqa4,deep4")
+    p.add_argument("--margin", action="append", default=[], metavar="FAMILY=X",
+                   help=f"bound = X x the largest correct value (default {DEFAULT_MARGIN})")
+    p.add_argument("--faults", action="store_true", help="also run every planted fault (catch table)")
+    p.add_argument("--update-policy", action="store_true", help="write the bounds into policies/parity.yml")
+    a = p.parse_args(argv)
+    err = io.stderr if io else sys.stderr
+    if a.report:  # judge recorded measurements again (margins may differ), print the tables
+        try:
+            margins = _margins(a.margin)
+            doc = judge(json.loads(Path(a.report).read_text()), margins)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"calibrate: {a.report}: {e}", file=err)
+            return 2
+        (io.stdout if io else sys.stdout).write(report_markdown(doc))
+        if a.out:
+            atomic_write_text(a.out, json.dumps(doc, indent=1) + "\n")
+        return _finish(doc, a, lambda m: print(m, file=err))
+    if not a.out:
+        print("calibrate: --out is required (or --report JSON)", file=err)
+        return 2
+    try:
+        margins = _margins(a.margin)
+        plan = Plan(a.seeds, a.prompts, a.decode, tuple(s for s in a.shapes.split(",") if s))
+        unknown = set(plan.shapes) - set(shapes())
+        if unknown:
+            raise ValueError(f"unknown shapes {sorted(unknown)}; known: {sorted(shapes())}")
+        if a.cpp_dir:
+            from crossval.reference import locate
+
+            if locate(a.cpp_dir).api != "upstream":
+                raise ValueError(f"{a.cpp_dir}: calibration needs upstream llama.cpp (the formats it loads)")
+    except Exception as e:
+        print(f"calibrate: {e}", file=err)
+        return 2
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=err, flush=True)
+
+    notes = []
+    with tempfile.TemporaryDirectory(prefix="bitnet-calibrate-") as tmp:
+        root = Path(tmp)
+        records = []
+        if a.cpp_dir:
+            records += libllama_pairs(a.cpp_dir, root, plan, log)[0]
+        else:
+            notes.append("no --cpp-dir: the libllama pairs were not measured")
+        br, note = backend_pairs(root, plan, log)
+        records += br
+        if note:
+            notes.append(note)
+        bounds = {fam: s["bounds"] for fam, s in summarize(records, margins).items()}
+        faults = fault_runs(a.cpp_dir, root, bounds, log) if a.faults else []
+    doc = judge({"command": "python -m crossval.calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
+                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "machine": {"cpu_count": os.cpu_count()}, "notes": notes,
+                 "plan": {"seeds": plan.seeds, "prompts": plan.prompts, "decode": plan.n_decode,
+                          "shapes": list(plan.shapes)},
+                 "runs": sum("prompt" in r for r in records), "layer_runs": sum("layers" in r for r in records),
+                 "faults": faults, "records": records}, margins)
+    atomic_write_text(a.out, json.dumps(doc, indent=1) + "\n")
+    return _finish(doc, a, log)
+
+
+def _finish(doc: dict, a, log) -> int:
+    if a.update_policy:
+        update_policy({fam: s["bounds"] for fam, s in doc["families"].items()}, Path(a.out or a.report).name)
+    log(f"{doc['runs']} correct runs + {doc.get('layer_runs', 0)} per-layer, {len(doc['false_alarms'])} false alarms "
+        f"(hold-out: {doc['holdout']['false_alarms']} of {doc['holdout']['test_runs']}); {len(doc['faults'])} fault "
+        f"runs, {len(doc['missed_faults'])} missed ({len(doc['missed_expected'])} expected to be caught end to end)")
+    return 0 if not doc["false_alarms"] and not doc["missed_expected"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
