@@ -11,10 +11,10 @@ import numpy as np
 
 from bitnet.engines.protocol import (
     Capabilities,
-    Engine,
     EngineError,
     EngineInfo,
     EngineOutput,
+    RoundTripEngine,
     check_logits,
 )
 from bitnet.errors import ConfigError
@@ -35,7 +35,7 @@ def from_spec(spec: str, arg: str) -> LibllamaEngine:
     return LibllamaEngine(spec, arg)
 
 
-class LibllamaEngine(Engine):
+class LibllamaEngine(RoundTripEngine):
     kind = "libllama"
 
     def __init__(self, spec: str, cpp_dir: str, *, timeout: float = PARITY_TIMEOUT_S,
@@ -74,15 +74,6 @@ class LibllamaEngine(Engine):
         lg = check_logits(self.spec, d.get("logits"), len(ids))
         g = [int(i) for i in d.get("greedy", np.zeros(0, np.int32))]
         return EngineOutput(lg, g, time.perf_counter() - t0)
-
-    def logits(self, ids: Sequence[int]) -> np.ndarray:
-        return self.evaluate(ids, 0).logits
-
-    def greedy(self, ids: Sequence[int], n: int) -> list[int]:
-        return self.evaluate(ids, n).greedy
-
-    def tokenize(self, text: str, add_special: bool = False, parse_special: bool = False) -> list[int]:
-        return self.tokenize_many([text], add_special, parse_special)[0]
 
     def tokenize_many(self, texts, add_special: bool = False, parse_special: bool = False) -> list[list[int]]:
         d = self._run(texts=list(texts), add_special=add_special, parse_special=parse_special)

@@ -26,10 +26,10 @@ import numpy as np
 
 from bitnet.engines.protocol import (
     Capabilities,
-    Engine,
     EngineError,
     EngineInfo,
     EngineOutput,
+    RoundTripEngine,
     check_logits,
 )
 from bitnet.errors import ConfigError
@@ -55,7 +55,7 @@ def _tail(text: str) -> str:
     return ("..." + t[-STDERR_TAIL:]) if len(t) > STDERR_TAIL else t
 
 
-class CmdEngine(Engine):
+class CmdEngine(RoundTripEngine):
     kind = "cmd"
 
     def __init__(self, spec: str, argv: Sequence[str], *, timeout: float | None = None):
@@ -167,15 +167,6 @@ class CmdEngine(Engine):
         if n_greedy and (not isinstance(g, list) or len(g) != n_greedy or not all(isinstance(i, int) for i in g)):
             raise EngineError(f"{self.spec}: evaluate: 'greedy' must be a list of {n_greedy} token ids, got {g!r}")
         return EngineOutput(lg, [int(i) for i in g] if n_greedy else [], time.perf_counter() - t0)
-
-    def logits(self, ids: Sequence[int]) -> np.ndarray:
-        return self.evaluate(ids, 0).logits
-
-    def greedy(self, ids: Sequence[int], n: int) -> list[int]:
-        return self.evaluate(ids, n).greedy
-
-    def tokenize(self, text: str, add_special: bool = False, parse_special: bool = False) -> list[int]:
-        return self.tokenize_many([text], add_special, parse_special)[0]
 
     def tokenize_many(self, texts, add_special: bool = False, parse_special: bool = False) -> list[list[int]]:
         self.require("tokenize")

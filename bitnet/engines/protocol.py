@@ -139,6 +139,28 @@ class Engine(ABC):
         return self.model
 
 
+class RoundTripEngine(Engine):
+    """An adapter whose every call is one round trip to another process (libllama's worker, an
+    external program): `evaluate` and `tokenize_many` are the primitives it implements, and the
+    single questions are asked through them so that each costs one process start, not two."""
+
+    @abstractmethod
+    def evaluate(self, ids: Sequence[int], n_greedy: int = 0) -> EngineOutput: ...
+
+    @abstractmethod
+    def tokenize_many(self, texts: Sequence[str], add_special: bool = False,
+                      parse_special: bool = False) -> list[list[int]]: ...
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        return self.evaluate(ids, 0).logits
+
+    def greedy(self, ids: Sequence[int], n: int) -> list[int]:
+        return self.evaluate(ids, n).greedy
+
+    def tokenize(self, text: str, add_special: bool = False, parse_special: bool = False) -> list[int]:
+        return self.tokenize_many([text], add_special, parse_special)[0]
+
+
 def check_logits(spec: str, logits: object, n_ids: int) -> np.ndarray:
     """An engine's logits must be float32 [T, V] with T = the number of ids and every value
     finite; anything else is an engine error that names what was found."""
