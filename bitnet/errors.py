@@ -94,3 +94,10 @@ def strict_enabled(explicit: bool | None = None) -> bool:
     from bitnet.settings import settings
 
     return settings().strict
+
+
+class CapabilityMissing(BitNetError):
+    """An engine declared it cannot do what was asked: a test meeting this is skipped with the
+    message as its reason. Defined here, not in `bitnet.engines`, so that the pytest plugin's
+    per-test hook can name it without importing NumPy inside a pytester run (whose module
+    snapshot would then drop NumPy and break its next import)."""

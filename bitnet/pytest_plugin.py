@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from bitnet.errors import CapabilityMissing
+
 AC_ID = re.compile(r"^ac\d+$")
 CATALOG_REL = Path("policies") / "acceptance.yml"
 _REPORT_KEY = pytest.StashKey["ACReporter"]()
@@ -299,8 +301,6 @@ def user_models(config: pytest.Config) -> list[Path]:
 def pytest_runtest_call(item: pytest.Item):
     """An engine declaring it cannot do what a test asks (bitnet.engines.CapabilityMissing)
     makes that test a skip with the engine's reason: never a pass, never a failure."""
-    from bitnet.engines.protocol import CapabilityMissing
-
     try:
         return (yield)
     except CapabilityMissing as e:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet.errors import BitNetError
+from bitnet.errors import BitNetError, CapabilityMissing
 
 CAPABILITIES = ("logits", "greedy", "tokenize")
 
@@ -26,11 +26,6 @@ CAPABILITIES = ("logits", "greedy", "tokenize")
 class EngineError(BitNetError):
     """The engine under test broke (crash, hang, malformed answer): a comparison that meets one
     ends with verdict `error`, carrying this message."""
-
-
-class CapabilityMissing(BitNetError):
-    """The engine declared it cannot do what was asked: a test meeting this is skipped with
-    the message as its reason."""
 
 
 @dataclass(frozen=True)
