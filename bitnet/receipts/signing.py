@@ -59,9 +59,9 @@ def _unhex(text: object, what: str, n: int) -> bytes:
 
 def keygen(out: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write a new private key (mode 0600, refusing to overwrite) and its public key (K.pub)."""
+    ed = _crypto()  # first: a missing `cryptography` is a typed error naming the extra
     from cryptography.hazmat.primitives import serialization
 
-    ed = _crypto()
     priv_path, pub_path = Path(out), Path(str(out) + ".pub")
     for p in (priv_path, pub_path):
         if p.exists():
@@ -84,9 +84,9 @@ def keygen(out: str | os.PathLike[str]) -> tuple[Path, Path]:
 
 
 def load_private_key(path: str | os.PathLike[str]):
+    ed = _crypto()  # first: a missing `cryptography` is a typed error naming the extra
     from cryptography.hazmat.primitives import serialization
 
-    ed = _crypto()
     p = Path(path)
     try:
         mode = p.stat().st_mode
@@ -115,6 +115,7 @@ def load_public_key(path: str | os.PathLike[str]) -> bytes:
 
 def sign_receipt(receipt: dict, key_path: str | os.PathLike[str]) -> dict:
     """The receipt with a `signature` member (placed last) over its canonical bytes."""
+    _crypto()  # first: a missing `cryptography` is a typed error naming the extra
     from cryptography.hazmat.primitives import serialization
 
     key = load_private_key(key_path)
@@ -126,9 +127,9 @@ def sign_receipt(receipt: dict, key_path: str | os.PathLike[str]) -> dict:
 
 def check_signature(receipt: dict, trusted: bytes, raw: bytes | None) -> tuple[bool, str]:
     """(ok, message): signed, in the writer's exact form, and signed by `trusted`."""
+    ed = _crypto()  # first: a missing `cryptography` is a typed error naming the extra
     from cryptography.exceptions import InvalidSignature
 
-    ed = _crypto()
     sig = receipt.get("signature")
     if not isinstance(sig, dict):
         return False, "the receipt is unsigned; --trusted-key requires a signature"
