@@ -115,20 +115,25 @@ static int bh_decode(struct llama_context *ctx, const int *ids, int n, int pos0,
     return rc;
 }
 
+/* copy the logits of positions 0..n-1 of the last decode into out[n * n_vocab]; 0, or -2 when
+ * llama.cpp kept no logits for a position */
+static int bh_copy_logits(bh_handle *h, struct llama_context *ctx, int n, float *out) {
+    int nv = bh_n_vocab(h);
+    for (int i = 0; i < n; i++) {
+        const float *l = llama_get_logits_ith(ctx, i);
+        if (!l) return -2;
+        memcpy(out + (size_t) i * nv, l, sizeof(float) * (size_t) nv);
+    }
+    return 0;
+}
+
 /* logits of every position of ids into out[n * n_vocab]; 0 on success */
 int bh_eval(void *hp, const int *ids, int n, float *out) {
     bh_handle *h = (bh_handle *) hp;
     struct llama_context *ctx = bh_context(h, n);
     if (!ctx) return -1;
     int rc = bh_decode(ctx, ids, n, 0, 1);
-    if (rc == 0) {
-        int nv = bh_n_vocab(h);
-        for (int i = 0; i < n; i++) {
-            const float *l = llama_get_logits_ith(ctx, i);
-            if (!l) { rc = -2; break; }
-            memcpy(out + (size_t) i * nv, l, sizeof(float) * (size_t) nv);
-        }
-    }
+    if (rc == 0) rc = bh_copy_logits(h, ctx, n, out);
     llama_free(ctx);
     return rc;
 }
@@ -209,14 +214,7 @@ int bh_eval_layers(void *hp, const int *ids, int n, int n_layer, int n_embd, flo
     struct llama_context *ctx = bh_context_cb(h, n, bh_capture_cb, &cap);
     if (!ctx) return -1;
     int rc = bh_decode(ctx, ids, n, 0, 1);
-    if (rc == 0) {
-        int nv = bh_n_vocab(h);
-        for (int i = 0; i < n; i++) {
-            const float *l = llama_get_logits_ith(ctx, i);
-            if (!l) { rc = -2; break; }
-            memcpy(logits_out + (size_t) i * nv, l, sizeof(float) * (size_t) nv);
-        }
-    }
+    if (rc == 0) rc = bh_copy_logits(h, ctx, n, logits_out);
     llama_free(ctx);
     if (rc != 0) return rc < 0 ? rc : -3;
     return cap.mismatched ? -4 : cap.captured;
