@@ -3,7 +3,9 @@ a crash or hang in libllama kills this process, not pytest.
 
 REQ is a JSON file: {"cpp_dir", "model", "ids", "n_greedy", "runs", "layers", "texts", "n_ctx",
 "n_threads"}; "layers" ({"n_layer", "n_embd"}) adds `l_out` [n_layer, T, n_embd], every layer's
-output captured through libllama's graph eval callback.
+output captured through libllama's graph eval callback; "trace" ({"ids", "names", "decode_last"})
+adds every graph tensor with one of those base names (crossval.trace): trace_names, trace_ops,
+trace_ne [k, 4], trace_offsets, trace_data (F32, ggml order), trace_logits.
 OUT receives an .npz: logits [T, V], greedy ids [n] and the teacher-forced decode-step logits
 [n, V] along them, n_vocab, per-text token ids, library facts; for each of "runs" (a list of
 {"ids", "n_greedy"}, one model load for many prompts) the same keys suffixed `_j`.
@@ -41,6 +43,11 @@ def main(argv: list[str]) -> int:
     result: dict[str, np.ndarray] = {"n_vocab": np.array(n_vocab), "load_s": np.array(load_s),
                                      "api": np.array(ref.api), "libllama": np.array(str(ref.libllama)),
                                      "version": np.array(ref.version)}
+    tr = req.get("trace")
+    if tr:
+        rc = _trace(ffi, lib, h, n_vocab, tr, result)
+        if rc:
+            return rc
     ids = [int(i) for i in req.get("ids") or []]
     lay = req.get("layers")
     if ids and lay:  # per-layer capture (graph eval callback): logits and every l_out-N
@@ -101,6 +108,42 @@ def _evaluate(ffi, lib, h, n_vocab: int, ids_list: list[int], n_greedy: int, res
             return 4
         result["greedy" + suffix] = g
         result["decode_logits" + suffix] = dec
+    return 0
+
+
+def _trace(ffi, lib, h, n_vocab: int, tr: dict, result: dict) -> int:
+    """One forward pass with the named tensors copied out (shim bh_trace)."""
+    ids = np.asarray([int(i) for i in tr["ids"]], np.int32)
+    decode_last = bool(tr.get("decode_last"))
+    logits = np.zeros((1 if decode_last else ids.size, n_vocab), np.float32)
+    t0 = time.perf_counter()
+    t = lib.bh_trace(h, ffi.cast("int *", ids.ctypes.data), int(ids.size), int(decode_last),
+                     ",".join(tr["names"]).encode(), ffi.cast("float *", logits.ctypes.data))
+    if t == ffi.NULL:
+        print("llama context for the trace could not be made", file=sys.stderr)
+        return 4
+    try:
+        status = lib.bh_trace_status(t)
+        if status != 0:
+            print(f"llama_decode failed during the trace ({status})", file=sys.stderr)
+            return 4
+        n = lib.bh_trace_count(t)
+        names, ops, ne, offs = [], [], np.zeros((n, 4), np.int64), np.zeros(n, np.int64)
+        nb, ob = ffi.new("char[64]"), ffi.new("char[24]")
+        ne_c, off_c = ffi.new("long long[4]"), ffi.new("long long *")
+        for i in range(n):
+            lib.bh_trace_record(t, i, nb, ob, ne_c, off_c)
+            names.append(ffi.string(nb).decode())
+            ops.append(ffi.string(ob).decode())
+            ne[i] = list(ne_c)
+            offs[i] = off_c[0]
+        data = np.zeros(int(lib.bh_trace_size(t)), np.float32)
+        lib.bh_trace_copy(t, ffi.cast("float *", data.ctypes.data))
+        result.update(trace_names=np.array(names), trace_ops=np.array(ops), trace_ne=ne, trace_offsets=offs,
+                      trace_data=data, trace_logits=logits, trace_unsupported=np.array(lib.bh_trace_unsupported(t)),
+                      trace_s=np.array(time.perf_counter() - t0))
+    finally:
+        lib.bh_trace_free(t)
     return 0
 
 
