@@ -111,6 +111,8 @@ class ParityResult:
     #: per-layer teacher-forced metrics (crossval.layers.LayerMetrics as dicts), when measured
     layers: list[dict] = field(default_factory=list)
     layer_first_divergence: int | None = None
+    #: receipt 2.2: the op-by-op trace (crossval.trace.trace_to_dict), when asked for
+    trace: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -332,7 +334,7 @@ def errored(reason: str, profile: str = "exact") -> ParityResult:
     return ParityResult("error", reason, profile)
 
 
-PARITY_SCHEMA_VERSION = "2.1.0"  # 2.x: both sides are named engines (1.x assumed ours vs libllama); 2.1: gate, prompt, decode, layers
+PARITY_SCHEMA_VERSION = "2.2.0"  # 2.x: both sides are named engines (1.x assumed ours vs libllama); 2.1: gate, prompt, decode, layers; 2.2: trace
 
 
 def parity_receipt(result: ParityResult, *, model: str | os.PathLike[str], prompt_ids: list[int],
@@ -370,6 +372,7 @@ def parity_receipt(result: ParityResult, *, model: str | os.PathLike[str], promp
                    "first_divergence": result.decode_first_divergence,
                    "greedy_degenerate": result.greedy_degenerate, **_worsts(result, "decode")},
         **({"corrections": list(corrections)} if corrections else {}),
+        **({"trace": result.trace} if result.trace is not None else {}),
     }
 
 

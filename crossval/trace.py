@@ -402,7 +402,7 @@ def trace_libllama(cpp_dir: str | os.PathLike[str], model_path: str | os.PathLik
     ids = [int(i) for i in ids]
     data = captured if captured is not None else capture_libllama(cpp_dir, model_path, ids, decode_last=decode_last,
                                                                   timeout=timeout)
-    api = str(data.get("api", locate(cpp_dir).api))
+    api = str(data["api"]) if "api" in data else locate(cpp_dir).api
     own = model is None
     m = model if model is not None else BitNetModel(model_path, profile=numerics, strict=strict)
     try:
@@ -417,47 +417,60 @@ def trace_libllama(cpp_dir: str | os.PathLike[str], model_path: str | os.PathLik
 
 # -- text ---------------------------------------------------------------------------------------
 def format_trace(trace: Trace, context: int = 3) -> list[str]:
-    """The trace as lines: the verdict, then the ops around the first divergent one (every op
-    of its layer and `context` ops either side of that layer), metrics free-running and
-    teacher-forced."""
-    fd, ff = trace.first_divergent, trace.first_free_running
-    head = [f"trace ({trace.mode}, against {trace.reference}, {trace.family} per-layer bounds: "
-            + ", ".join(f"{k[6:]} {v:.2g}" for k, v in trace.bounds.items()) + ")"]
+    return format_trace_dict(trace_to_dict(trace), context)
+
+
+def format_trace_dict(d: dict, context: int = 3) -> list[str]:
+    """A trace (trace_to_dict's form, as a receipt holds it) as lines: the verdict, then every
+    op of the layer holding the first divergent op and `context` ops either side, with their
+    metrics free-running and teacher-forced ("!" marks an op out of bounds)."""
+    ops = d["ops"]
+    fd, ff = d.get("first_divergent"), d.get("first_free_running")
+    bounds = d.get("bounds") or {}
+    head = [f"trace ({d.get('mode', 'prompt')}, against {d.get('reference', 'the reference')}, "
+            f"{d.get('family')} per-layer bounds: " + ", ".join(f"{k[6:]} {v:.2g}" for k, v in bounds.items()) + ")"]
+
+    def idx(w):
+        return next((i for i, o in enumerate(ops) if o["layer"] == w["layer"] and o["op"] == w["op"]), None)
+
+    focus = None
     if fd is not None:
-        head.append(f"first divergent op: {_where(fd)} (teacher-forced: {'fails' if fd.teacher_forced else 'n/a'})")
+        focus = idx(fd)
+        o = ops[focus]
+        how = "teacher-forced on the reference's input" if o["teacher_forced"] is not None else "free-running"
+        head.append(f"first divergent op: {_where(o)} ({how})")
     elif ff is not None:
-        head.append(f"no op diverges teacher-forced; free-running leaves the bounds first at {_where(ff)}: "
-                    "amplification of rounding, not a bug at an op")
+        focus = idx(ff)
+        head.append(f"no op diverges teacher-forced; free-running leaves the bounds first at {_where(ops[focus])}: "
+                    "rounding amplified through the layers, not a bug at an op")
     else:
-        head.append(f"every op within bounds ({len(trace.ops)} ops)")
-    focus = fd or ff
+        head.append(f"every op within bounds ({len(ops)} ops compared)")
     if focus is None:
-        rows = [o for o in trace.ops if o.op in ("l_out", "logits")]
+        rows = [o for o in ops if o["op"] in ("l_out", "logits")]
     else:
-        idx = trace.ops.index(focus)
-        lo, hi = idx, idx
-        while lo > 0 and trace.ops[lo - 1].layer == focus.layer:
+        layer = ops[focus]["layer"]
+        lo = hi = focus
+        while lo > 0 and ops[lo - 1]["layer"] == layer:
             lo -= 1
-        while hi + 1 < len(trace.ops) and trace.ops[hi + 1].layer == focus.layer:
+        while hi + 1 < len(ops) and ops[hi + 1]["layer"] == layer:
             hi += 1
-        rows = trace.ops[max(0, lo - context):hi + 1 + context]
-    lines = head + [f"{'layer':>5} {'op':<14} {'reference name':<20} {'1-cos':>9} {'rel max|d|':>10} {'median':>9}"
-                    f"   {'tf 1-cos':>9} {'tf rel':>9}"]
+        rows = ops[max(0, lo - context):hi + 1 + context]
+    lines = head + [f"{'layer':>5} {'op':<14} {'reference name':<18} {'1-cos':>9} {'rel max|d|':>10}  "
+                    f"{'tf 1-cos':>9} {'tf rel':>9}"]
     for o in rows:
-        m, t = o.metrics, o.teacher_forced
-        tf = f"{t.one_minus_cos:9.2e} {t.rel_max_abs:9.2e}{'' if t.ok else ' !'}" if t else f"{'-':>9} {'-':>9}"
-        mark = " <" if o is focus else ""
-        lines.append(f"{'' if o.layer is None else o.layer:>5} {o.op:<14} {o.ref_name or '-':<20} "
-                     f"{m.one_minus_cos:9.2e} {m.rel_max_abs:10.2e} {m.median_rel_abs:9.2e}{'' if m.ok else ' !'}"
-                     f"   {tf}{mark}")
-    if trace.unmatched:
-        lines.append("not compared: " + ", ".join(
-            f"{u['op']}" + (f"-{u['layer']}" if u['layer'] is not None else "") for u in trace.unmatched[:6])
-            + (f" (+{len(trace.unmatched) - 6} more)" if len(trace.unmatched) > 6 else "")
-            + f": {trace.unmatched[0]['why']}")
+        t = o["teacher_forced"]
+        tf = f"{t['one_minus_cos']:9.2e} {t['rel_max_abs']:9.2e}{'' if t['ok'] else ' !'}" if t else f"{'-':>9} {'-':>9}"
+        mark = " <" if focus is not None and o is ops[focus] else ""
+        lines.append(f"{'' if o['layer'] is None else o['layer']:>5} {o['op']:<14} {o['ref_name'] or '-':<18} "
+                     f"{o['one_minus_cos']:9.2e} {o['rel_max_abs']:10.2e}{'' if o['ok'] else ' !'}  {tf}{mark}")
+    un = d.get("unmatched") or []
+    if un:
+        names = [u["op"] + (f"-{u['layer']}" if u["layer"] is not None else "") for u in un]
+        lines.append(f"not compared ({un[0]['why']}): " + ", ".join(names[:6])
+                     + (f" (+{len(names) - 6} more)" if len(names) > 6 else ""))
     return lines
 
 
-def _where(o: TraceOp) -> str:
-    return (f"{o.op}" + (f" of layer {o.layer}" if o.layer is not None else "")
-            + (f" (reference {o.ref_name})" if o.ref_name else ""))
+def _where(o: dict) -> str:
+    return (o["op"] + (f" of layer {o['layer']}" if o["layer"] is not None else "")
+            + (f" (reference {o['ref_name']})" if o.get("ref_name") else ""))
