@@ -92,15 +92,26 @@ def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, force
     m = BitNetModel(model, profile=numerics, strict=strict, apply_corrections=apply_corrections)
     trace = None
     try:
-        out = engine_outputs(m, ids, forced, n_greedy)
-        layers = teacher_forced_layers(m, ids, l_out) if l_out is not None else None
-        if trace_data is not None:  # the op-by-op trace (crossval.trace) on the same loaded model
-            from crossval.trace import trace_libllama
+        if trace_data is None:
+            out = engine_outputs(m, ids, forced, n_greedy)
+            layers = teacher_forced_layers(m, ids, l_out) if l_out is not None else None
+        else:  # the op-by-op trace (crossval.trace), recorded in the passes made anyway
+            from bitnet.model.record import recording
+            from crossval.trace import op_order, trace_libllama
 
+            with recording() as rec:
+                out = engine_outputs(m, ids, forced, n_greedy)
+            order = op_order(len(m.layers))
+            first = rec.records[:len(order)]  # the prompt pass: engine_outputs' first forward
+            ours_rec = {(r.layer, r.op): r.value for r in first} if [(r.layer, r.op) for r in first] == order else None
+            del rec
+            forced_rec: dict | None = {} if l_out is not None else None
+            layers = teacher_forced_layers(m, ids, l_out, record_into=forced_rec) if l_out is not None else None
             t1 = time.perf_counter()
-            trace = trace_libllama(None, model, ids, profile=profile, model=m, captured=trace_data)
+            trace = trace_libllama(None, model, ids, profile=profile, model=m, captured=trace_data, ours=ours_rec,
+                                   forced=forced_rec)
             if timings is not None:
-                timings["engine_trace_s"] = time.perf_counter() - t1
+                timings["engine_trace_walk_s"] = time.perf_counter() - t1
     finally:
         m.close()
     return out, layers, time.perf_counter() - t0, m.corrections, trace

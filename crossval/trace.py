@@ -231,7 +231,6 @@ def teacher_forced_records(model, ids: Sequence[int], ref: dict[Key, np.ndarray]
     """Our layer i run on the reference's l_out of layer i-1 (layer 0 on our embedding, which
     both sides read exactly), every op recorded; then our final norm on the reference's last
     l_out and our lm_head on the reference's result_norm."""
-    import bitnet.model.bitnet_model as bm
     from crossval.layers import our_layer
 
     ids = [int(i) for i in ids]
@@ -245,6 +244,16 @@ def teacher_forced_records(model, ids: Sequence[int], ref: dict[Key, np.ndarray]
         with recording(layer_offset=i) as rec:
             our_layer(model, i, x_in, ids)
         out.update({k: v for k, v in rec.by_key().items() if k[0] == i})
+    out.update(tail_forced(model, ref))
+    return out
+
+
+def tail_forced(model, ref: dict[Key, np.ndarray]) -> dict[Key, np.ndarray]:
+    """Our final norm on the reference's last l_out, our lm_head on its result_norm."""
+    import bitnet.model.bitnet_model as bm
+
+    out: dict[Key, np.ndarray] = {}
+    n_layer = len(model.layers)
     last = ref.get((n_layer - 1, "l_out"))
     if last is not None:
         out[(None, "result_norm")] = bm.norm(last.astype(np.float32), model.output_norm, model.config.rms_eps)
@@ -256,9 +265,12 @@ def teacher_forced_records(model, ids: Sequence[int], ref: dict[Key, np.ndarray]
 
 def build_trace(model, ids: Sequence[int], ref: dict[Key, np.ndarray], ref_names: dict[Key, str | None], *,
                 reference: str, profile: str = "exact", family: str | None = None, decode_last: bool = False,
-                bounds: dict | None = None) -> Trace:
+                bounds: dict | None = None, ours: dict[Key, np.ndarray] | None = None,
+                forced: dict[Key, np.ndarray] | None = None) -> Trace:
     """Walk our ops in graph order against the reference's values `ref` (keyed by our names;
-    `ref_names` says what the reference called each, None for our own engine)."""
+    `ref_names` says what the reference called each, None for our own engine). `ours` and
+    `forced`: our free-running and teacher-forced records when the caller already ran them
+    (crossval.compare records them in the passes it makes anyway)."""
     from crossval.compare import gate_family
     from crossval.parity import thresholds
 
@@ -269,8 +281,10 @@ def build_trace(model, ids: Sequence[int], ref: dict[Key, np.ndarray], ref_names
     if not th:
         raise ConfigError(f"policies/parity.yml has no per-layer bounds for profile {profile!r} family {family!r}; "
                           "run `python -m crossval.calibrate --update-policy`")
-    ours = record_engine(model, ids, decode_last)
-    forced = {} if decode_last else teacher_forced_records(model, ids, ref)
+    if ours is None:
+        ours = record_engine(model, ids, decode_last)
+    if forced is None:
+        forced = {} if decode_last else teacher_forced_records(model, ids, ref)
     tr = Trace(model.config.arch, reference, family, th, "decode" if decode_last else "prompt")
     for key in op_order(len(model.layers)):
         if key not in ours:
@@ -393,9 +407,10 @@ def worker_records(data: dict) -> list[dict]:
 def trace_libllama(cpp_dir: str | os.PathLike[str], model_path: str | os.PathLike[str], ids: Sequence[int], *,
                    numerics: str | None = None, profile: str = "exact", strict: bool = False,
                    decode_last: bool = False, timeout: float = PARITY_TIMEOUT_S, model=None,
-                   captured: dict | None = None) -> Trace:
+                   captured: dict | None = None, ours: dict | None = None, forced: dict | None = None) -> Trace:
     """Our engine (a loaded `model`, or one loaded here with `numerics`) traced against a
-    libllama build on `ids`. `captured`: the worker's data when the caller already has it."""
+    libllama build on `ids`. `captured`: the worker's data when the caller already has it;
+    `ours`, `forced`: our records, as build_trace."""
     from bitnet.model import BitNetModel
     from crossval.reference import locate
 
@@ -408,8 +423,10 @@ def trace_libllama(cpp_dir: str | os.PathLike[str], model_path: str | os.PathLik
     try:
         T = 1 if decode_last else len(ids)
         values, names = map_reference(worker_records(data), api, m.config.arch, len(m.layers), T, len(ids))
+        if forced is not None:
+            forced = {**forced, **tail_forced(m, values)}
         return build_trace(m, ids, values, names, reference=f"libllama ({api})", profile=profile,
-                           decode_last=decode_last)
+                           decode_last=decode_last, ours=ours, forced=forced)
     finally:
         if own:
             m.close()

@@ -50,7 +50,10 @@ def main(argv: list[str]) -> int:
             return rc
     ids = [int(i) for i in req.get("ids") or []]
     lay = req.get("layers")
-    if ids and lay:  # per-layer capture (graph eval callback): logits and every l_out-N
+    if ids and lay and tr and not tr.get("decode_last") and [int(i) for i in tr["ids"]] == ids:
+        _layers_from_trace(result, int(lay["n_layer"]), len(ids), int(lay["n_embd"]))
+    if ids and lay and "l_out" not in result and "l_out_error" not in result:
+        # per-layer capture (graph eval callback): logits and every l_out-N
         a = np.asarray(ids, np.int32)
         logits = np.zeros((a.size, n_vocab), np.float32)
         out = np.zeros((int(lay["n_layer"]), a.size, int(lay["n_embd"])), np.float32)
@@ -112,6 +115,25 @@ def _evaluate(ffi, lib, h, n_vocab: int, ids_list: list[int], n_greedy: int, res
         result["greedy" + suffix] = g
         result["decode_logits" + suffix] = dec
     return 0
+
+
+def _layers_from_trace(result: dict, n_layer: int, T: int, n_embd: int) -> None:
+    """The per-layer capture's keys (logits, l_out) from a trace of the same ids: the same
+    one-batch evaluation bh_eval_layers makes, so it is not made twice."""
+    names = [str(x) for x in result["trace_names"]]
+    out = np.zeros((n_layer, T, n_embd), np.float32)
+    got = set()
+    for i, name in enumerate(names):  # the last node named l_out-N is the layer's output
+        if name.startswith("l_out-") and name[6:].isdigit() and int(name[6:]) < n_layer:
+            ne = result["trace_ne"][i]
+            if int(np.prod(ne)) != T * n_embd:
+                continue
+            off = int(result["trace_offsets"][i])
+            out[int(name[6:])] = result["trace_data"][off:off + T * n_embd].reshape(T, n_embd)
+            got.add(int(name[6:]))
+    if len(got) == n_layer:
+        result["logits"] = result["trace_logits"]
+        result["l_out"] = out
 
 
 def _trace(ffi, lib, h, n_vocab: int, tr: dict, result: dict) -> int:

@@ -134,6 +134,9 @@ def test_cli_trace_against_libllama_writes_it_to_the_receipt(bitnet_cpp_dir, set
     doc = json.loads((tmp_path / "p.json").read_text())
     assert doc["trace"]["first_divergent"] == {"layer": 0, "op": "q_rope"}
     assert doc["trace"]["ops"][0]["ref_name"] is not None
+    # the per-layer gate read its l_out from the same traced evaluation (not made twice)
+    assert [x["layer"] for x in doc["layers"]["positions"]] == [0, 1] and doc["layers"]["first_divergence"] == 0
+    assert all(o["teacher_forced"] is not None for o in doc["trace"]["ops"] if o["layer"] is not None)
     assert "first divergent op: q_rope of layer 0 (reference Qcur-0)" in out.getvalue()
 
 
