@@ -306,7 +306,7 @@ def build_trace(model, ids: Sequence[int], ref: dict[Key, np.ndarray], ref_names
 
 def _aligned(ref: np.ndarray, ours: np.ndarray) -> np.ndarray | None:
     """The reference's value in our layout, or None when it cannot be (already position-major
-    when it comes from our engine; crossval.trace.ref_value lays libllama's out)."""
+    when it comes from our engine; `ref_value` lays libllama's out)."""
     if ref.shape == ours.shape:
         return ref
     if ref.size == ours.size:
@@ -316,8 +316,10 @@ def _aligned(ref: np.ndarray, ours: np.ndarray) -> np.ndarray | None:
 
 def trace_engine_pair(model, reference_model, ids: Sequence[int], *, profile: str = "exact",
                       family: str | None = None, decode_last: bool = False, bounds: dict | None = None) -> Trace:
-    """`model` traced against another loaded BitNetModel of ours (e.g. the unmodified engine
-    when `model` carries a planted fault)."""
+    """`model` traced against another loaded BitNetModel of ours (two numerics profiles, two
+    backends). A planted fault (crossval.faults) patches the module for every model while it
+    is planted: record the unmodified reference outside the `plant` block (`record_engine`)
+    and pass it to `build_trace`, as tests/test_trace.py does."""
     ref = record_engine(reference_model, ids, decode_last)
     return build_trace(model, ids, ref, {}, reference="ours", profile=profile, family=family,
                        decode_last=decode_last, bounds=bounds)
