@@ -221,6 +221,6 @@ def test_cli_trace_refuses_a_pair_without_named_intermediates(clean):
 
     path, _, _ = clean["f32"]
     out, err = io.StringIO(), io.StringIO()
-    rc = main(["crossval", "--engine", "reference", "--reference", "hf:", "--model", str(path), "--ids", "1,2",
-               "--trace", "-q"], IO(out, err))
+    rc = main(["crossval", "--engine", "reference", "--reference", 'cmd:"nonexistent-engine --logits"', "--model",
+               str(path), "--ids", "1,2", "--trace", "-q"], IO(out, err))
     assert rc == 2 and "--trace" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1, err.getvalue()
