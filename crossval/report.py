@@ -259,9 +259,12 @@ def summary_figure(data: ReportData):
     from matplotlib.figure import Figure
 
     has_map = data.trace is not None and bool(data.trace.get("ops"))
-    fig = Figure(figsize=(11, 7.5 if has_map else 4.8))
-    ratios = [0.9, 2.2] + ([3.2] if has_map else [])
-    axes = fig.subplots(len(ratios), 1, height_ratios=ratios)
+    n_rows = len({op.get("layer") for op in data.trace.get("ops", [])}) if has_map and data.trace else 0
+    heights = [0.9, 2.4] + ([max(1.2, 0.14 * n_rows)] if has_map else [])  # inches of each panel
+    gaps = 0.9  # inches between panels: the axis labels below each
+    fig = Figure(figsize=(11, sum(heights) + gaps * (len(heights) - 1) + (1.6 if has_map else 0.6)))
+    axes = fig.subplots(len(heights), 1, gridspec_kw={"height_ratios": heights,
+                                                      "hspace": gaps / (sum(heights) / len(heights))})
     banner = axes[0]
     banner.axis("off")
     colour = {"pass": "#1e8449", "fail": "#c0392b"}.get(data.verdict, "#7d6608")
