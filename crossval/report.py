@@ -130,7 +130,7 @@ def _plot_metric(ax, rows: list[dict], key: str, bound, first, xlabel: str) -> N
     if _finite(bound) and float(bound) > 0:
         ax.axhline(float(bound), ls="--", color="#c0392b", lw=1, label=f"bound {float(bound):.3g}")
     if first is not None:
-        ax.axvline(int(first), color="#c0392b", lw=2, alpha=0.6, label=f"first divergence ({first})")
+        ax.axvline(int(first), color="#c0392b", lw=2, alpha=0.6, label="first divergence")
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.grid(True, which="major", alpha=0.3)
@@ -149,7 +149,7 @@ def logits_figure(data: ReportData):
                          "decode step"))
     n = len(LOGIT_METRICS)
     fig = Figure(figsize=(5.2 * len(sections) + 1.0, 2.5 * n + 0.6))
-    axes = fig.subplots(n, len(sections), squeeze=False, sharey="row")
+    axes = fig.subplots(n, len(sections), squeeze=False, sharey="row", gridspec_kw={"hspace": 0.42, "wspace": 0.1})
     for c, (title, rows, first, xlabel) in enumerate(sections):
         for r, (key, label, bkey) in enumerate(LOGIT_METRICS):
             ax = axes[r][c]
@@ -511,20 +511,20 @@ def render_html(data: ReportData, logits_png, heat_png) -> str:
 {_first_divergent(data)}
 <h2>Engines</h2>
 {_engines(data)}
-<h2>Model, gate, numerics</h2>
-{_facts(data)}
 {notes}
+<h2>Where it diverges: layer x op</h2>
+{_map_section(data, heat_png)}
+{_ops_table(data)}
 <h2>Logits, position by position</h2>
 <p class="note">Per position: 1 - cosine, KL(reference || engine) of the softmaxes and max|d| relative to the
 reference's largest |logit|, prompt positions and teacher-forced decode steps (the reference's greedy tokens fed
 to both). Dashed: the gate's bound; red line: the first diverging position.</p>
 {_img(logits_png, "per-position logit metrics", "plot-logits") if logits_png else ""}
+<h2>Model, gate, numerics</h2>
+{_facts(data)}
 <h3>Prompt positions</h3>
 {_positions_table(data.positions, data.first_divergence, "") or '<p class="note">none compared</p>'}
 {("<h3>Decode steps</h3>" + decode_tbl) if decode_tbl else ""}
-<h2>Where it diverges: layer x op</h2>
-{_map_section(data, heat_png)}
-{_ops_table(data)}
 {_layers_table(data)}
 <h2>Top-k tokens at the worst positions</h2>
 {_topk(data)}
