@@ -140,6 +140,11 @@ def _plot_metric(ax, rows: list[dict], key: str, bound, first, xlabel: str) -> N
         ax.text(0.5, 0.5, "nothing compared", ha="center", va="center", transform=ax.transAxes, color="#777")
 
 
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:  # nothing plotted (nothing compared): no empty legend
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
 def logits_figure(data: ReportData):
     from matplotlib.figure import Figure
 
@@ -159,7 +164,7 @@ def logits_figure(data: ReportData):
             if c == 0:
                 ax.set_ylabel(label)
             if r == 0 and c == len(sections) - 1:
-                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+                _legend(ax)
     return fig
 
 
@@ -290,7 +295,7 @@ def summary_figure(data: ReportData):
     if data.decode_positions:
         ax.axvspan(n - 0.5, n + len(data.decode_positions) - 0.5, color="#f0e6ff", zorder=0)
     ax.set_ylabel("logits 1 - cosine")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _legend(ax)
     if has_map:
         assert data.trace is not None
         g = _grid(data.trace, "teacher_forced")

@@ -207,6 +207,17 @@ def test_cli_report_for_a_pair_without_trace_says_so(mpl, tq2, tmp_path):
     assert {i for i, *_ in _images(page)} == {"plot-logits"}
 
 
+def test_a_comparison_that_could_not_run_still_gets_its_report(mpl, tq2, tmp_path):
+    out, err = io.StringIO(), io.StringIO()
+    rc = main(["crossval", "--engine", 'cmd:"false"', "--reference", "reference", "--model", str(tq2), "--ids", "1,2",
+               "--quiet", "--report", str(tmp_path / "rep")], IO(out, err))
+    assert rc == 2 and len(err.getvalue().strip().splitlines()) == 1, err.getvalue()
+    page = (tmp_path / "rep" / "report.html").read_text(encoding="utf-8")
+    assert 'data-verdict="error"' in page and html.escape('cmd:"false"') in page and "<img" not in page
+    assert (tmp_path / "rep" / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    assert "report: " in out.getvalue()
+
+
 def test_missing_matplotlib_is_one_line_naming_the_extra(tq2, tmp_path, monkeypatch):
     from bitnet.errors import MissingExtraError
     from crossval.report import require_matplotlib
@@ -246,7 +257,8 @@ window.addEventListener("load", () => {
 </script>"""
 
 
-def _chromium() -> str:
+@pytest.fixture
+def chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if not exe:
         pytest.skip("no chromium on PATH: the browser check needs Debian's package (apt-get install chromium); "
@@ -260,12 +272,12 @@ def _browser(exe: str, tmp_path: Path, *args: str) -> subprocess.CompletedProces
                           text=True, timeout=180)
 
 
-def test_a_real_browser_renders_the_plots_and_names_the_first_divergent_op(fault_report, tmp_path):
+def test_a_real_browser_renders_the_plots_and_names_the_first_divergent_op(chromium, fault_report, tmp_path):
     """The page as Chromium renders it: every plot decoded with its size and laid out, the
     first divergent op in the text; the screenshot is not blank and shows the verdict's colour.
     The probe reads the page after load; it is added to a copy, so the report itself stays
     script-free."""
-    exe = _chromium()
+    exe = chromium
     c, _, files = fault_report
     page = files.html.read_text(encoding="utf-8")
     probed = tmp_path / "probed.html"
