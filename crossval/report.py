@@ -221,17 +221,16 @@ def _draw_map(ax, fig, labels, cols, vals, oks, cell, title: str, colorbar: bool
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("op (graph order)")
     ax.set_ylabel("layer")
-    for r, row in enumerate(oks):
-        for c, ok in enumerate(row):
-            if not ok and vals[r][c] is not None:
-                ax.plot(c, r, "o", ms=3, color="#2ecc71", mec="black", mew=0.4)
+    out = [(c, r) for r, row in enumerate(oks) for c, ok in enumerate(row) if not ok and vals[r][c] is not None]
+    if out:  # one artist for every out-of-tolerance cell (hundreds in a deep model)
+        ax.plot([c for c, _ in out], [r for _, r in out], "o", ls="none", ms=3, color="#2ecc71", mec="black", mew=0.4)
     if cell is not None:
         r, c = cell
         ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="#00a0ff", lw=3))
         ax.annotate("first divergent", (c, r), xytext=(8, -8), textcoords="offset points", color="#00a0ff",
                     fontsize=8, fontweight="bold", ha="left", va="top")
     if colorbar:
-        fig.colorbar(im, ax=ax, label="1 - cosine (grey: not measured)", shrink=0.9)
+        fig.colorbar(im, ax=ax, label="1 - cosine (grey: not measured or non-finite)", shrink=0.9)
 
 
 def heatmap_figure(trace: dict):
@@ -368,8 +367,10 @@ def _first_divergent(data: ReportData) -> str:
                 "(op-by-op tracing needs ours against libllama; see <code>bitnet crossval --trace</code>).</p></section>")
     first = data.first_divergent_op
     if first is None:
+        where = (" The divergence the verdict reports lies outside what was traced (decode steps through the KV "
+                 "cache, the output head) or shows only end to end.") if data.verdict == "fail" else ""
         return ('<section id="first-divergent" data-op="none"><strong>First divergent op: none</strong>'
-                f"<p>Every traced op ({len(data.trace.get('ops', []))}) is within tolerance.</p></section>")
+                f"<p>Every traced op ({len(data.trace.get('ops', []))}) is within tolerance.{where}</p></section>")
     op = next((o for o in data.trace.get("ops", []) if _same_op(o, first)), {})
     tf = op.get("teacher_forced") or {}
     parts = []
@@ -495,7 +496,7 @@ def _map_section(data: ReportData, heat) -> str:
            "layers": "the per-layer teacher-forced gate: one op per layer, the layer output <code>l_out</code>; "
                      "an op-level trace was not recorded for this comparison"}[data.trace_source]
     return (f'<p class="note">From {src}. Colour: 1 - cosine of the op\'s output against the reference\'s '
-            "(log scale; grey: not measured). Green dots: out of tolerance; blue frame: the first divergent op.</p>"
+            "(log scale; grey: not measured, or non-finite). Green dots: out of tolerance; blue frame: the first divergent op.</p>"
             + _img(heat, "layer x op divergence map", "plot-heatmap"))
 
 

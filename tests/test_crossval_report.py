@@ -117,6 +117,26 @@ def test_topk_tables_hold_both_sides_at_the_worst_positions(fault_report):
         assert np.isclose(sum(x["prob"] for x in t["reference"]), sum(x["prob"] for x in t["reference"]))
 
 
+def test_topk_positions_put_the_first_divergence_first_and_nan_worst():
+    import numpy as np
+
+    from crossval.parity import position_metrics, topk_tables
+
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((6, 40)).astype(np.float32)
+    ours = ref.copy()
+    ours[1] += 0.01  # small
+    ours[4] += rng.standard_normal(40).astype(np.float32)  # the worst finite one
+    ours[5, 3] = np.nan  # non-finite ranks worst of all
+    rows = position_metrics(ours, ref)
+    t = topk_tables(ours, ref, rows, "prompt", first=1, k=3, n=3)
+    assert [(x["position"], x["why"]) for x in t] == [
+        (1, "first divergence, rank 3 by 1-cos"), (5, "rank 1 by 1-cos"), (4, "rank 2 by 1-cos")]
+    top = [x["id"] for x in t[2]["reference"]]
+    assert top == list(np.argsort(-ref[4], kind="stable")[:3])
+    assert [x["engine_rank"] for x in t[0]["reference"]] == [1, 2, 3]  # a shift by 0.01 keeps the order
+
+
 def test_trace_from_layers_is_the_trace_shape():
     from crossval.report_data import trace_from_layers
 
