@@ -360,29 +360,59 @@ def _facts(data: ReportData) -> str:
     return "<table>" + "".join(f'<tr><th class="l">{k}</th><td class="l">{v}</td></tr>' for k, v in rows) + "</table>"
 
 
+def _diverges(op: dict) -> bool:
+    """Where an op is judged: teacher-forced when that ran, else free-running."""
+    tf = op.get("teacher_forced")
+    return not (tf.get("ok", True) if tf else op.get("ok", True))
+
+
 def _first_divergent(data: ReportData) -> str:
     if data.trace is None:
         return ('<section id="first-divergent" data-op="none"><strong>First divergent op: not localised</strong>'
                 '<p>No trace for this comparison: the pair has no op-level capture and no per-layer gate '
                 "(op-by-op tracing needs ours against libllama; see <code>bitnet crossval --trace</code>).</p></section>")
     first = data.first_divergent_op
+    free_first = data.trace.get("first_free_running")
     if first is None:
-        where = (" The divergence the verdict reports lies outside what was traced (decode steps through the KV "
-                 "cache, the output head) or shows only end to end.") if data.verdict == "fail" else ""
+        if data.trace.get("amplification") and free_first:
+            where = (f" Free-running, {_e(_op_label(free_first))} is the first op out of tolerance, but no op is "
+                     "teacher-forced: rounding flips amplified through the layers, not a bug at one op.")
+        elif data.verdict == "fail":
+            where = (" The divergence the verdict reports lies outside what was traced (decode steps through the KV "
+                     "cache, the output head) or shows only end to end.")
+        else:
+            where = ""
         return ('<section id="first-divergent" data-op="none"><strong>First divergent op: none</strong>'
-                f"<p>Every traced op ({len(data.trace.get('ops', []))}) is within tolerance.{where}</p></section>")
+                f"<p>Every traced op ({len(data.trace.get('ops', []))}) is within tolerance where it is judged."
+                f"{where}</p></section>")
     op = next((o for o in data.trace.get("ops", []) if _same_op(o, first)), {})
     tf = op.get("teacher_forced") or {}
     parts = []
-    if _finite(op.get("one_minus_cos")):
-        parts.append(f"free-running 1-cos {_num(op['one_minus_cos'], '.3e')}, rel max|d| {_num(op.get('rel_max_abs'), '.3e')}")
     if tf:
-        parts.append(f"teacher-forced 1-cos {_num(tf.get('one_minus_cos'), '.3e')}, "
+        parts.append(f"teacher-forced (on the reference's input) 1-cos {_num(tf.get('one_minus_cos'), '.3e')}, "
                      f"rel max|d| {_num(tf.get('rel_max_abs'), '.3e')}")
+    if not _isnan(op.get("one_minus_cos")):
+        parts.append(f"free-running 1-cos {_num(op.get('one_minus_cos'), '.3e')}, "
+                     f"rel max|d| {_num(op.get('rel_max_abs'), '.3e')}")
+    if free_first and not _same_op(free_first, first):
+        parts.append(f"first out of tolerance free-running: {_e(_op_label(free_first))}")
     ref_name = f" (reference tensor <code>{_e(op.get('ref_name'))}</code>)" if op.get("ref_name") else ""
     label = _op_label(first)
     return (f'<section id="first-divergent" data-op="{_e(label)}">First divergent op: <strong>{_e(label)}</strong>'
             f"{ref_name}<p>{'; '.join(parts)}</p></section>")
+
+
+def _isnan(v) -> bool:
+    try:
+        return v is None or math.isnan(float(v))
+    except (TypeError, ValueError):
+        return True
+
+
+def _ok_cell(metrics: dict | None) -> str:
+    if not metrics or _isnan(metrics.get("one_minus_cos")):
+        return "<td>-</td>"
+    return "<td>ok</td>" if metrics.get("ok", True) else "<td><b>OUT</b></td>"
 
 
 def _ops_table(data: ReportData) -> str:
@@ -398,18 +428,30 @@ def _ops_table(data: ReportData) -> str:
     rows = []
     for o in ops[lo:hi]:
         tf = o.get("teacher_forced") or {}
-        cls = "first" if _same_op(o, first) else ("bad" if not o.get("ok", True) else "")
+        cls = "first" if _same_op(o, first) else ("bad" if _diverges(o) else "")
         rows.append(f'<tr class="{cls}"><td>{_e(o.get("layer") if o.get("layer") is not None else "-")}</td>'
                     f'<td class="l">{_e(o["op"])}</td><td class="l mono">{_e(o.get("ref_name") or "-")}</td>'
                     f"<td>{_num(o.get('one_minus_cos'), '.2e')}</td><td>{_num(o.get('rel_max_abs'), '.2e')}</td>"
+                    f"{_ok_cell(o)}"
                     f"<td>{_num(tf.get('one_minus_cos'), '.2e') if tf else '-'}</td>"
-                    f"<td>{_num(tf.get('rel_max_abs'), '.2e') if tf else '-'}</td>"
-                    f"<td>{'ok' if o.get('ok', True) else 'OUT'}</td></tr>")
+                    f"<td>{_num(tf.get('rel_max_abs'), '.2e') if tf else '-'}</td>{_ok_cell(tf)}</tr>")
     shown = f"ops {lo}..{hi - 1} of {len(ops)} in graph order" + (" (around the first divergent op)" if hi - lo < len(ops) else "")
     head = "".join(f"<th{' class=l' if h in ('op', 'reference tensor') else ''}>{h}</th>" for h in (
-        "layer", "op", "reference tensor", "1-cos", "rel max|d|", "teacher-forced 1-cos", "teacher-forced rel max|d|",
-        "tolerance"))
-    return f'<p class="note">{shown}; nan: not measured on that path.</p><table id="ops">{"<tr>" + head + "</tr>"}{"".join(rows)}</table>'
+        "layer", "op", "reference tensor", "1-cos", "rel max|d|", "free-running", "teacher-forced 1-cos",
+        "teacher-forced rel max|d|", "teacher-forced"))
+    extra = []
+    t = data.trace or {}
+    if t.get("reference") or t.get("mode"):
+        extra.append(f"reference: {_e(t.get('reference') or '?')}; pass traced: {_e(t.get('mode') or 'prompt')}")
+    if t.get("bounds"):
+        extra.append("tolerance per op: " + _e(", ".join(f"{k} {_num(v)}" for k, v in sorted(t["bounds"].items()))))
+    if t.get("unmatched"):
+        extra.append("not compared: " + _e(", ".join(
+            f"{u.get('op')}" + (f"-{u['layer']}" if u.get("layer") is not None else "") + f" ({u.get('why', '')})"
+            for u in t["unmatched"])))
+    notes = "".join(f'<p class="note">{x}</p>' for x in extra)
+    return (f'<p class="note">{shown}; nan or -: not measured on that path.</p>'
+            f'<table id="ops">{"<tr>" + head + "</tr>"}{"".join(rows)}</table>{notes}')
 
 
 def _positions_table(rows: list[dict], first, label: str) -> str:
