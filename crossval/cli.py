@@ -173,6 +173,7 @@ def run(args: argparse.Namespace, io) -> int:
         json.dump({"verdict": r.verdict, "reason": r.reason, "profile": r.profile,
                    "engine": c.engine.to_dict() if c.engine else None,
                    "reference": c.reference.to_dict() if c.reference else None,
+                   **({"report": {"html": str(report.html), "png": str(report.png)}} if report else {}),
                    "first_divergence": r.first_divergence, "greedy_match": r.greedy_match,
                    "greedy_first_divergence": r.greedy_first_divergence,
                    "positions": [asdict(p) for p in r.positions],
@@ -182,7 +183,6 @@ def run(args: argparse.Namespace, io) -> int:
                               "positions": [asdict(p) for p in r.decode_positions]},
                    "layers": {"positions": r.layers, "first_divergence": r.layer_first_divergence},
                    **({"not_available": extra} if extra else {}),
-                   **({"report": {"html": str(report.html), "png": str(report.png)}} if report else {}),
                    "receipt": str(c.receipt) if c.receipt else None}, io.stdout, indent=2)
         io.stdout.write("\n")
     elif r.verdict == "error":  # nothing was compared: one line on stderr, not a table title

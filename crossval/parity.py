@@ -100,6 +100,9 @@ class ParityResult:
     greedy_ref: list[int] = field(default_factory=list)
     greedy_match: float | None = None
     greedy_first_divergence: int | None = None
+    #: both sides' top-k tokens at the positions a reader looks at first (`topk_tables`); kept
+    #: for the HTML report (crossval.report), not written to the receipt
+    topk: list[dict] = field(default_factory=list)
     # -- receipt 1.1: decode steps, family bounds, non-finite, degenerate greedy ----------
     family: str | None = None
     bounds: dict = field(default_factory=dict)
@@ -111,9 +114,6 @@ class ParityResult:
     #: per-layer teacher-forced metrics (crossval.layers.LayerMetrics as dicts), when measured
     layers: list[dict] = field(default_factory=list)
     layer_first_divergence: int | None = None
-    #: both sides' top-k tokens at the positions a reader looks at first (`topk_tables`); kept
-    #: for the HTML report (crossval.report), not written to the receipt
-    topk: list[dict] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
