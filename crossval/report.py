@@ -168,32 +168,42 @@ def logits_figure(data: ReportData):
     return fig
 
 
+def _row_keys(trace: dict) -> list:
+    """Each op's row: its layer, or "in" / "out" for an op outside the layers before / after
+    them in graph order (the embedding; the final norm and the logits)."""
+    keys, seen_layer = [], False
+    for op in trace.get("ops", []):
+        layer = op.get("layer")
+        seen_layer = seen_layer or layer is not None
+        keys.append(layer if layer is not None else ("out" if seen_layer else "in"))
+    return keys
+
+
 def _grid(trace: dict, which: str):
     """(row labels, column labels, values [rows][cols] (None: no such op), ok flags, cell of the
     first divergent op) for `which` = "free" (the op's own metrics) or "teacher_forced"."""
+    ops = trace.get("ops", [])
+    keys = _row_keys(trace)
     rows: list = []
     cols: list[str] = []
-    for op in trace.get("ops", []):
-        if op.get("layer") not in rows:
-            rows.append(op.get("layer"))
+    for key, op in zip(keys, ops, strict=True):
+        if key not in rows:
+            rows.append(key)
         if op["op"] not in cols:
             cols.append(op["op"])
-    vals = [[None] * len(cols) for _ in rows]
+    vals: list[list[float | None]] = [[None] * len(cols) for _ in rows]
     oks = [[True] * len(cols) for _ in rows]
-    for op in trace.get("ops", []):
-        r, c = rows.index(op.get("layer")), cols.index(op["op"])
+    cell = None
+    first = trace.get("first_divergent")
+    for key, op in zip(keys, ops, strict=True):
+        r, c = rows.index(key), cols.index(op["op"])
         src = op if which == "free" else (op.get("teacher_forced") or {})
         v = src.get("one_minus_cos")
         vals[r][c] = float(v) if v is not None else float("nan")
         oks[r][c] = bool(src.get("ok", True)) if src else True
-    first = trace.get("first_divergent")
-    cell = None
-    if first:
-        try:
-            cell = (rows.index(first.get("layer")), cols.index(first["op"]))
-        except ValueError:
-            cell = None
-    labels = [f"L{x}" if x is not None else "-" for x in rows]
+        if first and cell is None and _same_op(op, first):
+            cell = (r, c)
+    labels = [f"L{x}" if isinstance(x, int) else str(x) for x in rows]
     return labels, cols, vals, oks, cell
 
 
@@ -201,7 +211,7 @@ def _has(vals) -> bool:
     return any(v is not None and not math.isnan(v) for row in vals for v in row)
 
 
-def _draw_map(ax, fig, labels, cols, vals, oks, cell, title: str, colorbar: bool = True) -> None:
+def _draw_map(ax, fig, labels, cols, vals, oks, cell, title: str, xlabels: bool = True) -> None:
     import numpy as np
     from matplotlib import colormaps
     from matplotlib.colors import LogNorm
@@ -216,21 +226,23 @@ def _draw_map(ax, fig, labels, cols, vals, oks, cell, title: str, colorbar: bool
     cmap = colormaps["magma_r"].with_extremes(bad="#d9d9d9")
     m = np.ma.masked_invalid(np.where(shown > 0, shown, np.nan))
     im = ax.imshow(m, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
-    ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=8)
+    if xlabels:
+        ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=8)
+        ax.set_xlabel("op (graph order)")
+    else:  # a panel above another: the op names are under the bottom one
+        ax.set_xticks(range(len(cols)), [""] * len(cols))
     ax.set_yticks(range(len(labels)), labels, fontsize=8 if len(labels) <= 40 else 6)
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel("op (graph order)")
     ax.set_ylabel("layer")
     out = [(c, r) for r, row in enumerate(oks) for c, ok in enumerate(row) if not ok and vals[r][c] is not None]
     if out:  # one artist for every out-of-tolerance cell (hundreds in a deep model)
-        ax.plot([c for c, _ in out], [r for _, r in out], "o", ls="none", ms=3, color="#2ecc71", mec="black", mew=0.4)
+        ax.plot([c for c, _ in out], [r for _, r in out], "o", ls="none", ms=4, color="#2ecc71", mec="white", mew=0.6)
     if cell is not None:
         r, c = cell
         ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="#00a0ff", lw=3))
         ax.annotate("first divergent", (c, r), xytext=(8, -8), textcoords="offset points", color="#00a0ff",
                     fontsize=8, fontweight="bold", ha="left", va="top")
-    if colorbar:
-        fig.colorbar(im, ax=ax, label="1 - cosine (grey: not measured or non-finite)", shrink=0.9)
+    fig.colorbar(im, ax=ax, label="1 - cosine", shrink=0.9, pad=0.02)
 
 
 def heatmap_figure(trace: dict):
@@ -248,12 +260,13 @@ def heatmap_figure(trace: dict):
     if not panels:  # ops listed, nothing measured: one empty map saying so
         panels = [(_grid(trace, "free"), "no metrics measured")]
     labels, cols = panels[0][0][0], panels[0][0][1]
-    w = max(4.5, 0.42 * len(cols) + 2.8)
-    h = max(3.0, 0.26 * len(labels) + 2.2)
-    fig = Figure(figsize=(w * len(panels), h))
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (g, title) in zip(axes, panels, strict=True):
-        _draw_map(ax, fig, *g, title=title)
+    w = max(6.0, 0.42 * len(cols) + 2.8)
+    h = max(2.2, 0.24 * len(labels) + 1.0)  # one panel; the panels stack, each as wide as the page
+    fig = Figure(figsize=(w, h * len(panels)))
+    gap = 0.6 / max(1.0, 0.24 * len(labels))  # about 0.6 in between the panels, as a fraction of one
+    axes = fig.subplots(len(panels), 1, squeeze=False, gridspec_kw={"hspace": gap})[:, 0]
+    for i, (ax, (g, title)) in enumerate(zip(axes, panels, strict=True)):
+        _draw_map(ax, fig, *g, title=title, xlabels=i == len(panels) - 1)
     return fig
 
 
