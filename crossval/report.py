@@ -383,7 +383,7 @@ def _first_divergent(data: ReportData) -> str:
     if data.trace is None:
         return ('<section id="first-divergent" data-op="none"><strong>First divergent op: not localised</strong>'
                 '<p>No trace for this comparison: the pair has no op-level capture and no per-layer gate '
-                "(op-by-op tracing needs ours against libllama; see <code>bitnet crossval --trace</code>).</p></section>")
+                "(op-by-op tracing needs ours against libllama or against ours: <code>bitnet crossval --trace</code>).</p></section>")
     first = data.first_divergent_op
     free_first = data.trace.get("first_free_running")
     if first is None:
@@ -552,7 +552,7 @@ def _map_section(data: ReportData, heat) -> str:
                      "an op-level trace was not recorded for this comparison"}[data.trace_source]
     return (f'<p class="note">From {src}. Colour: 1 - cosine of the op\'s output against the reference\'s '
             "(log scale; grey: not measured, or non-finite). Green dots: out of tolerance; blue frame: the first divergent op.</p>"
-            + _img(heat, "layer x op divergence map", "plot-heatmap"))
+            + (_img(heat, "layer x op divergence map", "plot-heatmap") if heat else ""))
 
 
 def render_html(data: ReportData, logits_png, heat_png) -> str:

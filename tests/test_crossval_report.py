@@ -214,6 +214,30 @@ def test_html_escapes_what_engines_and_reasons_say():
     assert 'id="no-trace"' in page and "not localised" in page
 
 
+def test_amplification_and_unmatched_ops_are_said_not_drawn_as_a_bug():
+    """A trace whose ops leave the bounds only free-running (rounding flips that grow through the
+    layers) has no first divergent op: the page says amplification, names the first op out of
+    tolerance free-running, and lists the ops the reference has no tensor for."""
+    from crossval.report import render_html
+    from crossval.report_data import ReportData
+
+    trace = _op_trace(2, (1, "l_out"))
+    for op in trace["ops"]:
+        if op["teacher_forced"]:
+            op["teacher_forced"].update(one_minus_cos=1e-13, rel_max_abs=1e-7, ok=True)
+    trace.update(first_divergent=None, first_free_running={"layer": 1, "op": "l_out"}, amplification=True,
+                 reference="libllama (upstream)", mode="prompt",
+                 unmatched=[{"layer": 0, "op": "ffn_act", "why": "the reference names no tensor for it"}])
+    d = ReportData(verdict="pass", reason="ok", gate="exact", family="int8-act", bounds={}, engine=None,
+                   reference=None, model={}, prompt_ids=[1, 2], positions=[], first_divergence=None,
+                   trace=trace, trace_source="trace")
+    page = render_html(d, None, None)
+    assert 'data-op="none"' in page and "amplified through the layers" in page and "layer 1 · l_out" in page
+    assert "not compared: ffn_act-0 (the reference names no tensor for it)" in page
+    assert "reference: libllama (upstream); pass traced: prompt" in page
+    assert '<tr class="first">' not in page  # no op is marked as the bug
+
+
 def test_cli_report_for_a_pair_without_trace_says_so(mpl, tq2, tmp_path):
     out, err = io.StringIO(), io.StringIO()
     rc = main(["crossval", "--engine", "reference:llama.cpp", "--reference", "reference:llama.cpp", "--model", str(tq2),
