@@ -193,6 +193,14 @@ def _topk_positions(rows: list[PositionMetrics], first: int | None, n: int) -> l
     return out
 
 
+def _top(x: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values, largest first (a partition, not a sort of the vocabulary:
+    compare() runs in calibration loops over 128k-token vocabularies)."""
+    k = min(k, x.size)
+    idx = np.argpartition(-x, k - 1)[:k]
+    return idx[np.argsort(-x[idx], kind="stable")]
+
+
 def topk_tables(ours: np.ndarray, ref: np.ndarray, rows: list[PositionMetrics], section: str,
                 first: int | None = None, k: int = TOPK_K, n: int = TOPK_POSITIONS) -> list[dict]:
     """Both sides' top-k tokens at up to n positions of a section (the first divergence, then
@@ -205,7 +213,7 @@ def topk_tables(ours: np.ndarray, ref: np.ndarray, rows: list[PositionMetrics], 
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             pa, pb = np.exp(_log_softmax(a[None]))[0], np.exp(_log_softmax(b[None]))[0]
         key_a, key_b = np.nan_to_num(a, nan=-np.inf), np.nan_to_num(b, nan=-np.inf)
-        top_a, top_b = np.argsort(-key_a, kind="stable")[:k], np.argsort(-key_b, kind="stable")[:k]
+        top_a, top_b = _top(key_a, k), _top(key_b, k)
 
         def rank(x: np.ndarray, t: int) -> int:
             return int((x > x[t]).sum()) + 1
