@@ -67,6 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and teacher-forced per layer; prints the first divergent op (ours against libllama, or ours "
                         "against ours); the receipt records it under \"trace\"")
     p.add_argument("--receipt", type=output_file, help="write a parity receipt naming both engines here (atomically)")
+    p.add_argument("--report", metavar="DIR", default=None,
+                   help="write a self-contained HTML parity report (report.html) and a PNG summary (summary.png) "
+                        "into DIR (needs the [report] extra: matplotlib)")
     p.add_argument("--json", action="store_true")
     add_quiet_arg(p)
     p.set_defaults(func=run)
@@ -125,6 +128,8 @@ def run(args: argparse.Namespace, io) -> int:
         raise ConfigError(f"--model {args.model}: no such file")
     if args.receipt:
         check_writable(args.receipt, "--receipt")
+    if args.report:
+        _check_report_dir(args.report)
     if args.greedy < 0:
         raise ConfigError(f"--greedy must be >= 0, got {args.greedy}")
     if args.ids is not None:
@@ -176,10 +181,12 @@ def run(args: argparse.Namespace, io) -> int:
             reference.close()
         extra = NOT_AVAILABLE
     r = c.result
+    report = _write_report(c, args, ids, extra) if args.report else None
     if args.json:
         json.dump({"verdict": r.verdict, "reason": r.reason, "profile": r.profile,
                    "engine": c.engine.to_dict() if c.engine else None,
                    "reference": c.reference.to_dict() if c.reference else None,
+                   **({"report": {"html": str(report.html), "png": str(report.png)}} if report else {}),
                    "first_divergence": r.first_divergence, "greedy_match": r.greedy_match,
                    "greedy_first_divergence": r.greedy_first_divergence,
                    "positions": [asdict(p) for p in r.positions],
@@ -196,7 +203,35 @@ def run(args: argparse.Namespace, io) -> int:
         print(f"bitnet crossval: {' '.join(r.reason.split())}", file=io.stderr)
     else:
         _table(c, io, extra)
+    if report and not args.json:
+        print(f"report: {report.html} (summary {report.png})", file=io.stdout)
     return {"pass": 0, "fail": 1}.get(r.verdict, 2)
+
+
+def _check_report_dir(path: str) -> None:
+    """Before any work: matplotlib is installed (else the typed error naming the [report] extra)
+    and DIR is a folder that can be made and written."""
+    import os
+
+    from crossval.report import require_matplotlib
+
+    require_matplotlib()
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--report {path}: exists and is not a directory; give a folder for the report")
+    if target.is_dir():
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise ConfigError(f"--report {path}: not writable")
+    else:
+        check_writable(target / "report.html", "--report")
+
+
+def _write_report(c, args, ids, not_available: str | None):
+    from crossval.report import write_report
+    from crossval.report_data import report_data
+
+    return write_report(report_data(c, args.model, ids, notes=[not_available] if not_available else None),
+                        args.report)
 
 
 def _table(c, io, not_available: str | None = None) -> None:
