@@ -64,6 +64,10 @@ def main(argv: list[str]) -> int:
         rc = _evaluate(ffi, lib, h, n_vocab, [int(i) for i in run["ids"]], int(run.get("n_greedy", 0)), result, f"_{j}")
         if rc:
             return rc
+    if req.get("bench"):  # bitnet benchmark --engine libllama:DIR
+        rc = _bench(ffi, lib, h, req["bench"], result)
+        if rc:
+            return rc
     for i, text in enumerate(req.get("texts") or []):
         raw = text.encode("utf-8")
         buf = np.zeros(len(raw) * 2 + 16, np.int32)
@@ -101,6 +105,54 @@ def _evaluate(ffi, lib, h, n_vocab: int, ids_list: list[int], n_greedy: int, res
             return 4
         result["greedy" + suffix] = g
         result["decode_logits" + suffix] = dec
+    return 0
+
+
+def _bench(ffi, lib, h, bench: dict, result: dict) -> int:
+    """Greedy generation timed by this (harness) code around each libllama call: prefill is one
+    `bh_ctx_step` over the prompt (its argmax is the first token); decode step s feeds token s
+    through the KV cache and takes the argmax of its logits, as `bitnet benchmark` times its own
+    engine (one timed forward per generated token), after an untimed warm-up in a context of its
+    own. Peak RSS is this worker's, read from the OS."""
+    import resource
+
+    ids = np.asarray([int(i) for i in bench["ids"]], np.int32)
+    n = int(bench["n_tokens"])
+    best = ffi.new("int *")
+    warm = lib.bh_ctx_new(h, int(ids.size) + 2)  # warm-up, not timed: graph allocation, thread pool, caches
+    if warm != ffi.NULL:
+        if lib.bh_ctx_step(h, warm, ffi.cast("int *", ids.ctypes.data), int(ids.size), 0, best) == 0:
+            lib.bh_ctx_step(h, warm, best, 1, int(ids.size), best)
+        lib.bh_ctx_free(warm)
+    t_run = time.perf_counter()
+    ctx = lib.bh_ctx_new(h, int(ids.size) + n + 1)
+    if ctx == ffi.NULL:
+        print("llama context creation failed", file=sys.stderr)
+        return 4
+    tokens, steps = [], []
+    try:
+        t = time.perf_counter()
+        rc = lib.bh_ctx_step(h, ctx, ffi.cast("int *", ids.ctypes.data), int(ids.size), 0, best)
+        result["bench_prefill_s"] = np.array(time.perf_counter() - t)
+        pos = int(ids.size)
+        for _ in range(n):
+            if rc != 0:
+                break
+            tok = np.asarray([best[0]], np.int32)
+            tokens.append(int(tok[0]))
+            t = time.perf_counter()
+            rc = lib.bh_ctx_step(h, ctx, ffi.cast("int *", tok.ctypes.data), 1, pos, best)
+            steps.append(time.perf_counter() - t)
+            pos += 1
+    finally:
+        lib.bh_ctx_free(ctx)
+    if rc != 0:
+        print(f"llama_decode failed during the timed run ({rc})", file=sys.stderr)
+        return 4
+    result["bench_run_s"] = np.array(time.perf_counter() - t_run)  # context + prefill + steps
+    result["bench_ids"] = np.asarray(tokens, np.int32)
+    result["bench_step_s"] = np.asarray(steps, np.float64)
+    result["bench_peak_rss"] = np.array(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return 0
 
 
