@@ -75,11 +75,13 @@ def measure(args: argparse.Namespace, io) -> dict | None:
     if getattr(args, "engine", None):
         from bitnet.receipts.engine_receipt import (
             apply_reference_spec,
+            check_engine_options,
             is_reference_spec,
             measure_engine,
         )
 
         if not is_reference_spec(args.engine):
+            check_engine_options(args)
             return measure_engine(args, io, resolve_model(args, io))
         apply_reference_spec(args)  # our own engine: the ordinary benchmark below
     backend = select_backend(args, io, "benchmark")

@@ -89,6 +89,16 @@ def apply_reference_spec(args: argparse.Namespace) -> None:
         args.backend = backend
 
 
+def check_engine_options(args: argparse.Namespace) -> None:
+    """Options of the harness's own engine make no sense for another: refused before any work."""
+    if args.seed is not None:
+        raise ConfigError("--seed: an external engine is benchmarked greedily (deterministic); drop --seed")
+    given = [o for o, v in (("--backend", args.backend), ("--profile", args.profile), ("--threads", args.threads)) if v]
+    if given:
+        raise ConfigError(f"{', '.join(given)} choose how the harness's own engine runs; --engine {args.engine} "
+                          "runs the engine it names (its adapter decides its numerics and threads)")
+
+
 def measure_engine(args: argparse.Namespace, io, model_path) -> dict:
     """Time `args.engine` on `model_path` (one greedy run; adapters that keep state between calls
     warm up inside `timed_greedy`, a cmd program starts cold every request) and build its receipt."""
@@ -98,12 +108,6 @@ def measure_engine(args: argparse.Namespace, io, model_path) -> dict:
     from bitnet.receipts.model_facts import facts_of_model
     from bitnet.receipts.probe import measure_bandwidth
 
-    if args.seed is not None:
-        raise ConfigError("--seed: an external engine is benchmarked greedily (deterministic); drop --seed")
-    given = [o for o, v in (("--backend", args.backend), ("--profile", args.profile), ("--threads", args.threads)) if v]
-    if given:
-        raise ConfigError(f"{', '.join(given)} choose how the harness's own engine runs; --engine {args.engine} "
-                          "runs the engine it names (its adapter decides its numerics and threads)")
     harness = Harness(model_path)  # the model's facts and the prompt's ids come from the harness, not the engine
     facts = facts_of_model(harness.model)
     prompt_ids = harness.encode(args.prompt)

@@ -22,7 +22,11 @@ def _gpu_entry(c: Ctx) -> dict | None:
 @rule("R-BANDWIDTH-CEILING", "decode tok/s x weight bytes per step <= the backend's ceiling (policy bandwidth_ceiling_bytes_per_s), tightened to the allowlist entry's max_bytes_per_s for a listed GPU", needs=("decode_kernels", "timings.decode_step_s", "throughput.decode_tok_s"))
 def bandwidth_ceiling(c: Ctx) -> Iterator[Outcome]:
     backend, tp = c.r["backend"], c.r["throughput"]
-    ceiling, where = float(c.pol["bandwidth_ceiling_bytes_per_s"][backend]), f"the {backend} ceiling"
+    table = c.pol["bandwidth_ceiling_bytes_per_s"]
+    if backend in table:
+        ceiling, where = float(table[backend]), f"the {backend} ceiling"
+    else:  # an engine kind: it may run anywhere, so only the highest ceiling binds it
+        ceiling, where = max(map(float, table.values())), f"the highest ceiling (a {backend} engine may run on any device)"
     entry = _gpu_entry(c) if backend == "cuda" else None
     if entry is not None and float(entry["max_bytes_per_s"]) < ceiling:
         ceiling, where = float(entry["max_bytes_per_s"]), f"the allowlist bound for {entry['name']} ({entry['compute_capability']})"
