@@ -40,7 +40,8 @@ def run_reference(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str]
                   layers: dict | None = None, bench: dict | None = None,
                   timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None) -> ReferenceRun:
     """`worker_argv` replaces `python -m crossval.worker` (tests use it to plant crashes);
-    `runs` ({"ids", "n_greedy"} each) evaluates many prompts in one worker (keys suffixed `_j`)."""
+    `runs` ({"ids", "n_greedy"} each) evaluates many prompts in one worker (keys suffixed `_j`);
+    `bench` ({"ids", "n_tokens"}) times a greedy run in the worker (`bitnet benchmark --engine`)."""
     runs = [{"ids": [int(i) for i in r["ids"]], "n_greedy": int(r.get("n_greedy", 0))} for r in runs]
     n_ctx = max([len(ids) + n_greedy, 8] + [len(r["ids"]) + r["n_greedy"] for r in runs]
                 + ([len(bench["ids"]) + int(bench["n_tokens"]) + 1] if bench else []))

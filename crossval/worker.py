@@ -2,11 +2,13 @@
 a crash or hang in libllama kills this process, not pytest.
 
 REQ is a JSON file: {"cpp_dir", "model", "ids", "n_greedy", "runs", "layers", "texts", "n_ctx",
-"n_threads"}; "layers" ({"n_layer", "n_embd"}) adds `l_out` [n_layer, T, n_embd], every layer's
+"n_threads", "bench"}; "layers" ({"n_layer", "n_embd"}) adds `l_out` [n_layer, T, n_embd], every layer's
 output captured through libllama's graph eval callback.
 OUT receives an .npz: logits [T, V], greedy ids [n] and the teacher-forced decode-step logits
 [n, V] along them, n_vocab, per-text token ids, library facts; for each of "runs" (a list of
 {"ids", "n_greedy"}, one model load for many prompts) the same keys suffixed `_j`.
+"bench" ({"ids", "n_tokens"}: bitnet benchmark --engine libllama:DIR) adds `bench_ids`,
+`bench_prefill_s`, `bench_step_s`, `bench_run_s` and `bench_peak_rss`, timed here (`_bench`).
 """
 
 from __future__ import annotations
