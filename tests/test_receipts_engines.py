@@ -113,7 +113,7 @@ def _check_engine_receipt(r: dict, kind: str, model) -> None:
 def test_benchmark_of_a_cmd_engine(tmp_path, bitnet_model_factory):
     """A program seen from outside: the whole request's wall time, nothing per step."""
     model = bitnet_model_factory(arch="bitnet-b1.58", fmt="i2_s", seed=0)
-    spec = f'cmd:"{sys.executable}" examples/engines/harness_engine.py'
+    spec = f'cmd:"{sys.executable}" "{ROOT / "examples" / "engines" / "harness_engine.py"}"'
     r = _benchmark(tmp_path, "--engine", spec, "--model", str(model), "--tokens", "2")
     _check_engine_receipt(r, "cmd", model)
     assert set(r["observed"]["measured"]) == {"timings.total_s", "throughput.e2e_tok_s", "machine.memory_bandwidth"}
