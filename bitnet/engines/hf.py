@@ -168,10 +168,18 @@ class HFEngine(Engine):
         """Greedy generation through transformers' KV cache, each forward call timed here, in the
         harness's process (the model runs in it), after an untimed warm-up."""
         torch, _ = _torch()
+        import inspect
+
         m, tokens, steps = self._m(), [], []
+        # the KV cache argument and output were renamed (past_key_values -> cache in transformers 5.x)
+        kv = "cache" if "cache" in inspect.signature(m.forward).parameters else "past_key_values"
+
+        def kv_of(out):
+            return getattr(out, kv)
+
         with torch.no_grad():
             warm = m(input_ids=torch.tensor([list(map(int, ids))]), use_cache=True)  # warm-up, not timed
-            m(input_ids=warm.logits[:, -1:].argmax(-1), past_key_values=warm.past_key_values, use_cache=True)
+            m(input_ids=warm.logits[:, -1:].argmax(-1), use_cache=True, **{kv: kv_of(warm)})
             t = time.perf_counter()
             out = m(input_ids=torch.tensor([list(map(int, ids))]), use_cache=True)
             prefill = time.perf_counter() - t
@@ -179,7 +187,7 @@ class HFEngine(Engine):
             for _ in range(n):
                 tokens.append(best)
                 t = time.perf_counter()
-                out = m(input_ids=torch.tensor([[best]]), past_key_values=out.past_key_values, use_cache=True)
+                out = m(input_ids=torch.tensor([[best]]), use_cache=True, **{kv: kv_of(out)})
                 steps.append(time.perf_counter() - t)
                 best = int(out.logits[0, -1].argmax())
         load = float(self._load_s or 0.0)
