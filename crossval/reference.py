@@ -30,6 +30,9 @@ long long bh_trace_size(void *t);
 void bh_trace_copy(void *t, float *out);
 void bh_trace_free(void *t);
 void bh_free(void *h);
+void *bh_ctx_new(void *h, int n_ctx);
+int bh_ctx_step(void *h, void *ctx, const int *ids, int n, int pos0, int *best);
+void bh_ctx_free(void *ctx);
 """
 SHIM_SOURCE = Path(__file__).with_name("shim.c")
 

@@ -384,3 +384,28 @@ void bh_free(void *hp) {
 #endif
     free(h);
 }
+
+/* benchmark primitives (bitnet benchmark --engine libllama:DIR): the worker opens one context,
+ * then times each bh_ctx_step call itself, in harness code around the call, so a receipt's
+ * per-step timings are the harness's measurements, never figures the engine reports */
+void *bh_ctx_new(void *hp, int n_ctx) {
+    return bh_context((bh_handle *) hp, n_ctx);
+}
+
+/* decode ids[0..n) at positions pos0.. through the context's KV cache (one batch, logits of the
+ * last position only); *best = the argmax of those logits. 0 on success */
+int bh_ctx_step(void *hp, void *cp, const int *ids, int n, int pos0, int *best) {
+    struct llama_context *ctx = (struct llama_context *) cp;
+    int rc = bh_decode(ctx, ids, n, pos0, 0);
+    if (rc != 0) return rc;
+    const float *l = llama_get_logits_ith(ctx, -1);
+    if (!l) return -2;
+    int nv = bh_n_vocab((bh_handle *) hp), b = 0;
+    for (int v = 1; v < nv; v++) if (l[v] > l[b]) b = v;
+    *best = b;
+    return 0;
+}
+
+void bh_ctx_free(void *cp) {
+    if (cp) llama_free((struct llama_context *) cp);
+}

@@ -2,13 +2,15 @@
 a crash or hang in libllama kills this process, not pytest.
 
 REQ is a JSON file: {"cpp_dir", "model", "ids", "n_greedy", "runs", "layers", "texts", "n_ctx",
-"n_threads"}; "layers" ({"n_layer", "n_embd"}) adds `l_out` [n_layer, T, n_embd], every layer's
+"n_threads", "bench"}; "layers" ({"n_layer", "n_embd"}) adds `l_out` [n_layer, T, n_embd], every layer's
 output captured through libllama's graph eval callback; "trace" ({"ids", "names", "decode_last"})
 adds every graph tensor with one of those base names (crossval.trace): trace_names, trace_ops,
 trace_ne [k, 4], trace_offsets, trace_data (F32, ggml order), trace_logits.
 OUT receives an .npz: logits [T, V], greedy ids [n] and the teacher-forced decode-step logits
 [n, V] along them, n_vocab, per-text token ids, library facts; for each of "runs" (a list of
 {"ids", "n_greedy"}, one model load for many prompts) the same keys suffixed `_j`.
+"bench" ({"ids", "n_tokens"}: bitnet benchmark --engine libllama:DIR) adds `bench_ids`,
+`bench_prefill_s`, `bench_step_s`, `bench_run_s` and `bench_peak_rss`, timed here (`_bench`).
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ def main(argv: list[str]) -> int:
             return rc
     for j, run in enumerate(req.get("runs") or []):  # calibration: many prompts, one load
         rc = _evaluate(ffi, lib, h, n_vocab, [int(i) for i in run["ids"]], int(run.get("n_greedy", 0)), result, f"_{j}")
+        if rc:
+            return rc
+    if req.get("bench"):  # bitnet benchmark --engine libllama:DIR
+        rc = _bench(ffi, lib, h, req["bench"], result)
         if rc:
             return rc
     for i, text in enumerate(req.get("texts") or []):
@@ -169,6 +175,54 @@ def _trace(ffi, lib, h, n_vocab: int, tr: dict, result: dict) -> int:
                       trace_s=np.array(time.perf_counter() - t0))
     finally:
         lib.bh_trace_free(t)
+    return 0
+
+
+def _bench(ffi, lib, h, bench: dict, result: dict) -> int:
+    """Greedy generation timed by this (harness) code around each libllama call: prefill is one
+    `bh_ctx_step` over the prompt (its argmax is the first token); decode step s feeds token s
+    through the KV cache and takes the argmax of its logits, as `bitnet benchmark` times its own
+    engine (one timed forward per generated token), after an untimed warm-up in a context of its
+    own. Peak RSS is this worker's, read from the OS."""
+    import resource
+
+    ids = np.asarray([int(i) for i in bench["ids"]], np.int32)
+    n = int(bench["n_tokens"])
+    best = ffi.new("int *")
+    warm = lib.bh_ctx_new(h, int(ids.size) + 2)  # warm-up, not timed: graph allocation, thread pool, caches
+    if warm != ffi.NULL:
+        if lib.bh_ctx_step(h, warm, ffi.cast("int *", ids.ctypes.data), int(ids.size), 0, best) == 0:
+            lib.bh_ctx_step(h, warm, best, 1, int(ids.size), best)
+        lib.bh_ctx_free(warm)
+    t_run = time.perf_counter()
+    ctx = lib.bh_ctx_new(h, int(ids.size) + n + 1)
+    if ctx == ffi.NULL:
+        print("llama context creation failed", file=sys.stderr)
+        return 4
+    tokens, steps = [], []
+    try:
+        t = time.perf_counter()
+        rc = lib.bh_ctx_step(h, ctx, ffi.cast("int *", ids.ctypes.data), int(ids.size), 0, best)
+        result["bench_prefill_s"] = np.array(time.perf_counter() - t)
+        pos = int(ids.size)
+        for _ in range(n):
+            if rc != 0:
+                break
+            tok = np.asarray([best[0]], np.int32)
+            tokens.append(int(tok[0]))
+            t = time.perf_counter()
+            rc = lib.bh_ctx_step(h, ctx, ffi.cast("int *", tok.ctypes.data), 1, pos, best)
+            steps.append(time.perf_counter() - t)
+            pos += 1
+    finally:
+        lib.bh_ctx_free(ctx)
+    if rc != 0:
+        print(f"llama_decode failed during the timed run ({rc})", file=sys.stderr)
+        return 4
+    result["bench_run_s"] = np.array(time.perf_counter() - t_run)  # context + prefill + steps
+    result["bench_ids"] = np.asarray(tokens, np.int32)
+    result["bench_step_s"] = np.asarray(steps, np.float64)
+    result["bench_peak_rss"] = np.array(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return 0
 
 
