@@ -1,4 +1,4 @@
-"""Engines the harness can judge, behind one protocol (docs/reference/engines.md).
+"""Engines the harness can judge, behind one protocol (docs/reference/engine-protocol.md).
 
     from bitnet.engines import open_engine
     eng = open_engine("cmd:python examples/engines/ours.py")
