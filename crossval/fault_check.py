@@ -15,10 +15,11 @@ from crossval.pair import EngineComparison
 
 def planted_fault_comparison(model: str | os.PathLike[str], ids: Sequence[int], fault: str, *,
                              numerics: str | None = None, n_greedy: int = 4, gate: str = "exact",
-                             per_layer: bool = True, receipt: str | os.PathLike[str] | None = None
-                             ) -> EngineComparison:
+                             per_layer: bool = True, trace: bool = False,
+                             receipt: str | os.PathLike[str] | None = None) -> EngineComparison:
     """`reference:NUMERICS` with `fault` planted (the engine under test) against the same engine
-    unmodified (the reference), on `model` and prompt `ids`."""
+    unmodified (the reference), on `model` and prompt `ids`. `trace` adds the op-by-op trace
+    (crossval.trace, ours against ours) as `result.trace`."""
     from bitnet import __version__
     from bitnet.engines.protocol import EngineInfo
     from bitnet.model import BitNetModel
@@ -37,6 +38,10 @@ def planted_fault_comparison(model: str | os.PathLike[str], ids: Sequence[int], 
         first = engine_outputs(clean, ids, [], n_greedy)
         ref = engine_outputs(clean, ids, first.greedy, 0)
         l_out = engine_l_out(clean, ids) if per_layer else None
+        if trace:  # the unmodified engine's named intermediates, recorded before the fault is planted
+            from crossval.trace import record_engine
+
+            ref_records = record_engine(clean, ids)
         family, prof = gate_family(clean), clean.profile.name
     finally:
         clean.close()
@@ -45,6 +50,10 @@ def planted_fault_comparison(model: str | os.PathLike[str], ids: Sequence[int], 
         try:
             out = engine_outputs(m, ids, first.greedy, n_greedy)
             layers = teacher_forced_layers(m, ids, l_out) if l_out is not None else None
+            if trace:
+                from crossval.trace import build_trace, trace_to_dict
+
+                op_trace = trace_to_dict(build_trace(m, ids, ref_records, {}, reference="ours", profile=gate))
         finally:
             m.close()
     result = compare(out.prompt_logits, ref.prompt_logits, gate, family=family, greedy_ours=out.greedy,
@@ -52,6 +61,8 @@ def planted_fault_comparison(model: str | os.PathLike[str], ids: Sequence[int], 
                      decode_tokens=first.greedy)
     if layers is not None:
         result = gate_layers(result, layers)
+    if trace:
+        result.trace = op_trace
     engine = EngineInfo(f"reference:{prof}+fault:{fault}", "bitnet-harness reference, planted fault", __version__,
                         f"backend numpy; planted: {FAULTS[fault].size}", prof)
     reference = EngineInfo(f"reference:{prof}", "bitnet-harness reference", __version__, "backend numpy", prof)

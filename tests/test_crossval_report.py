@@ -24,7 +24,8 @@ from bitnet.cli import IO, main
 pytestmark = pytest.mark.ac33
 
 PROMPT = [381, 40, 41, 300, 7, 99, 256, 12, 5, 200, 17, 330]
-FAULT = "ffn_sub_norm_skipped"  # planted in every layer: layer 0 is where it first shows
+FAULT = "ffn_sub_norm_skipped"  # planted in every layer: layer 0's ffn_sub_norm is where it first shows
+PLANTED = "layer 0 · ffn_sub_norm"
 IMG = re.compile(r"<img\b[^>]*>")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -45,12 +46,13 @@ def tq2(bitnet_model_factory):
 @pytest.fixture(scope="module")
 def fault_report(mpl, tq2, tmp_path_factory):
     """(comparison, report data, files) of a real report: our engine with FAULT planted against
-    the unmodified engine, prompt, 4 teacher-forced decode steps and every layer teacher-forced."""
+    the unmodified engine, prompt, 4 teacher-forced decode steps, every layer teacher-forced and
+    the op-by-op trace (crossval.trace, ours against ours)."""
     from crossval.fault_check import planted_fault_comparison
     from crossval.report import write_report
     from crossval.report_data import report_data
 
-    c = planted_fault_comparison(tq2, PROMPT, FAULT, numerics="llama.cpp", n_greedy=4)
+    c = planted_fault_comparison(tq2, PROMPT, FAULT, numerics="llama.cpp", n_greedy=4, trace=True)
     data = report_data(c, tq2, PROMPT)
     return c, data, write_report(data, tmp_path_factory.mktemp("fault-report") / "report")
 
@@ -77,6 +79,7 @@ def test_report_is_self_contained_and_names_the_first_divergent_op(fault_report,
     c, data, files = fault_report
     page = files.html.read_text(encoding="utf-8")
     assert c.result.verdict == "fail" and c.result.layer_first_divergence == 0, c.result.reason
+    assert c.result.trace["first_divergent"] == {"layer": 0, "op": "ffn_sub_norm"}
     # nothing fetched from elsewhere: no script, no stylesheet link, every src/href a data: URI or an anchor
     assert "<script" not in page.lower() and "<link" not in page.lower()
     for attr in re.findall(r'\b(?:src|href)="([^"]*)"', page):
@@ -90,7 +93,7 @@ def test_report_is_self_contained_and_names_the_first_divergent_op(fault_report,
     # the facts: verdict, first divergent op, engines, digest, numerics, gate
     assert 'data-verdict="fail"' in page
     first = re.search(r'<section id="first-divergent" data-op="([^"]*)"', page).group(1)
-    assert html.unescape(first) == f"layer {c.result.layer_first_divergence} · l_out"
+    assert html.unescape(first) == PLANTED
     assert sha256_file(tq2) in page
     for spec in (c.engine.spec, c.reference.spec):
         assert html.escape(spec) in page
@@ -98,7 +101,23 @@ def test_report_is_self_contained_and_names_the_first_divergent_op(fault_report,
     # top-k tables at the first diverging prompt position and decode step
     assert f"position {c.result.first_divergence} <span" in page
     assert c.result.decode_first_divergence is not None and f"decode step {c.result.decode_first_divergence} <span" in page
-    assert data.trace_source == "layers" and len(data.trace["ops"]) == len(c.result.layers)
+    assert data.trace_source == "trace" and data.trace == c.result.trace
+
+
+def test_without_an_op_trace_the_map_is_the_per_layer_gate(fault_report):
+    """The same comparison without its op trace: the map falls back to the per-layer
+    teacher-forced gate (one l_out op per layer), and the page says where the map came from."""
+    from crossval.report import render_html
+    from crossval.report_data import from_receipt
+
+    c, data, _ = fault_report
+    receipt = _receipt(c, data)
+    receipt.pop("trace", None)
+    d = from_receipt(receipt, topk=c.result.topk)
+    assert d.trace_source == "layers" and len(d.trace["ops"]) == len(c.result.layers)
+    page = render_html(d, None, None)
+    assert f'data-op="layer {c.result.layer_first_divergence} · l_out"' in page
+    assert "the per-layer teacher-forced gate" in page
 
 
 def test_topk_tables_hold_both_sides_at_the_worst_positions(fault_report):
@@ -335,7 +354,7 @@ def test_a_real_browser_renders_the_plots_and_names_the_first_divergent_op(chrom
     for ident, _png, w, h in _images(page):
         assert sizes[ident] == (w, h), (ident, sizes[ident])  # decoded, at the PNG's own size
     assert all(i["complete"] and i["shown"] > 0 for i in probe["imgs"]), probe["imgs"]
-    assert f"layer {c.result.layer_first_divergence} · l_out" in probe["first"]
+    assert PLANTED in probe["first"]
 
     shot = tmp_path / "shot.png"
     r = _browser(exe, tmp_path, "--window-size=1200,1600", f"--screenshot={shot}", files.html.as_uri())
