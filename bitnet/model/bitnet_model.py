@@ -120,8 +120,21 @@ def _numpy_op(op: str, tag: str = "") -> KernelId:
     return KernelId("", tag, op, "numpy")
 
 
-@timed_op(lambda x, w, eps: (_numpy_op("rms_norm", "f32"), x.nbytes, len(x)))
+def _native_glue() -> bool:
+    """Whether the element-wise ops run in C too: under the native backend (its C versions are
+    bit-identical to the NumPy ones in bitnet.model.ops, which stay the reference)."""
+    from bitnet.kernels.dispatch import get_backend
+
+    return get_backend() == "native"
+
+
+@timed_op(lambda x, w, eps: (KernelId("", "f32", "rms_norm", "native" if _native_glue() else "numpy"),
+                             x.nbytes, len(x)))
 def norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    if _native_glue():
+        from bitnet.kernels.native import backend as nb
+
+        return nb.rms_norm(x, w, eps)
     return rms_norm(x, w, eps)
 
 

@@ -669,6 +669,48 @@ int bn_gemm_f16(const uint16_t *w, int64_t rows, int64_t K, const float *x, int6
     return variant;
 }
 
+/* ---- RMSNorm, bit-identical to bitnet.model.ops.rms_norm (NumPy) ------------------------
+ * NumPy sums float64 with its pairwise summation (8 accumulators per block of at most 128,
+ * halving above that at multiples of 8: pairwise_sum in numpy/_core/src/umath/loops_utils.h.src),
+ * starting from the add identity 0.0; the rest is element-wise IEEE arithmetic in the same order:
+ * mean = sum / D (double), m = (float)(mean + eps), scale = 1.0f / sqrtf(m),
+ * y = (x * scale) * w in float. */
+static double bn_pairwise_sum(const double *a, int64_t n) {
+    if (n < 8) {
+        double res = 0.;
+        for (int64_t i = 0; i < n; i++) res += a[i];
+        return res;
+    }
+    if (n <= 128) {
+        double r[8];
+        for (int j = 0; j < 8; j++) r[j] = a[j];
+        int64_t i;
+        for (i = 8; i < n - (n % 8); i += 8)
+            for (int j = 0; j < 8; j++) r[j] += a[i + j];
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++) res += a[i];
+        return res;
+    }
+    int64_t n2 = n / 2;
+    n2 -= n2 % 8;
+    return bn_pairwise_sum(a, n2) + bn_pairwise_sum(a + n2, n - n2);
+}
+
+/* y[T, D] = rms_norm(x[T, D]) * w[D]; returns 0, or -1 when out of memory */
+int bn_rms_norm(const float *x, int64_t T, int64_t D, const float *w, double eps, float *y) {
+    double *sq = (double *) malloc(sizeof(double) * (size_t) (D > 0 ? D : 1));
+    if (!sq) return -1;
+    for (int64_t t = 0; t < T; t++) {
+        const float *xr = x + t * D;
+        for (int64_t i = 0; i < D; i++) sq[i] = (double) xr[i] * (double) xr[i];
+        const double mean = (0.0 + bn_pairwise_sum(sq, D)) / (double) D;
+        const float scale = 1.0f / sqrtf((float) (mean + eps));
+        for (int64_t i = 0; i < D; i++) y[t * D + i] = (xr[i] * scale) * w[i];
+    }
+    free(sq);
+    return 0;
+}
+
 /* one entry for the Python API: fmt 0 = I2_S (x86) x per-token int8, 1 = TQ2_0 x Q8_K,
  * 2 = TQ1_0 x Q8_K; cap limits the variant for this call only (0 = best compiled in,
  * 1 = scalar, 2 = AVX2 without VNNI). Returns the variant that ran (2 = AVX2 + VNNI,
