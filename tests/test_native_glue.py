@@ -1,4 +1,4 @@
-"""The element-wise ops the native backend runs in C are bit-identical to their NumPy
+"""The element-wise ops the native backend runs in C (RMSNorm, NEOX rope, ReLU^2 x up) are bit-identical to their NumPy
 definitions (bitnet.model.ops stays the reference), and the run log says which one ran (AC38)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bitnet.kernels.native import native_status
-from bitnet.model.ops import rms_norm
+from bitnet.model.ops import relu2, rms_norm, rope_angles, rope_neox
 
 ok, why = native_status()
 needs_native = pytest.mark.skipif(not ok, reason=f"native kernels unavailable: {why}")
@@ -39,6 +39,42 @@ def test_rms_norm_bit_identical(T, D, scale, eps, seed):
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
+def _nb():
+    from bitnet.kernels.native import backend as nb
+
+    nb.activate()
+    return nb
+
+
+@needs_native
+@pytest.mark.ac38
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(T=st.integers(1, 5), H=st.integers(1, 6), hd=st.sampled_from([2, 8, 64, 128]), pos0=st.integers(0, 5000),
+       scale=st.sampled_from([1e-6, 1.0, 300.0, 1e30]), iterative=st.booleans(), seed=st.integers(0, 2**20))
+def test_rope_bit_identical(T, H, hd, pos0, scale, iterative, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((T, H, hd)) * scale).astype(np.float32)
+    cos, sin = rope_angles(np.arange(pos0, pos0 + T), hd, 500000.0, iterative)
+    np.testing.assert_array_equal(_nb().rope_neox(x, cos, sin).view(np.uint32), rope_neox(x, cos, sin).view(np.uint32))
+
+
+@needs_native
+@pytest.mark.ac38
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow to inf on both sides
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(T=st.integers(1, 4), F=st.integers(1, 700), scale=st.sampled_from([1e-20, 1.0, 1e10, 1e30]),
+       seed=st.integers(0, 2**20))
+def test_relu2_mul_bit_identical(T, F, scale, seed):
+    rng = np.random.default_rng(seed)
+    gate = (rng.standard_normal((T, F)) * scale).astype(np.float32)
+    up = (rng.standard_normal((T, F)) * scale).astype(np.float32)
+    gate.flat[:: 7] = 0.0
+    gate.flat[1:: 11] = -0.0
+    gate.flat[2:: 13] = np.nan
+    want = relu2(gate) * up
+    np.testing.assert_array_equal(_nb().relu2_mul(gate, up).view(np.uint32), want.view(np.uint32))
+
+
 @needs_native
 @pytest.mark.ac38
 def test_forward_pass_bit_identical_and_logged(bitnet_recipe_model):
@@ -66,7 +102,7 @@ def test_forward_pass_bit_identical_and_logged(bitnet_recipe_model):
         finally:
             if glue == "numpy":
                 bm._native_glue = orig
-        assert f"rms_norm_f32_{glue}" in ids
+        assert {f"rms_norm_f32_{glue}", f"rope_neox_f32_{glue}", f"ffn_relu2_mul_{glue}"} <= ids
         logits[glue] = (a, b)
     for u, v in zip(logits["native"], logits["numpy"], strict=True):
         np.testing.assert_array_equal(u.view(np.uint32), v.view(np.uint32))

@@ -138,8 +138,13 @@ def norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return rms_norm(x, w, eps)
 
 
-@timed_op(lambda q, k, cos, sin: (_numpy_op("rope_neox", "f32"), q.nbytes + k.nbytes, len(q)))
+@timed_op(lambda q, k, cos, sin: (KernelId("", "f32", "rope_neox", "native" if _native_glue() else "numpy"),
+                                   q.nbytes + k.nbytes, len(q)))
 def rope(q: np.ndarray, k: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if _native_glue():
+        from bitnet.kernels.native import backend as nb
+
+        return nb.rope_neox(q, cos, sin), nb.rope_neox(k, cos, sin)
     return rope_neox(q, cos, sin), rope_neox(k, cos, sin)
 
 
@@ -149,8 +154,14 @@ def attend(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, q_f16: bool, 
     return causal_attention(q, K, V, pos0, q_f16=q_f16, probs_f16=probs_f16)
 
 
-@timed_op(lambda act, gate, up: (_numpy_op(f"ffn_{act}_mul"), gate.nbytes + up.nbytes, len(gate)))
+@timed_op(lambda act, gate, up: (KernelId("", "", f"ffn_{act}_mul", "native" if act == "relu2" and _native_glue() else "numpy"),
+                                  gate.nbytes + up.nbytes, len(gate)))
 def gated(act: str, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    # SiLU stays in NumPy under every backend: its exp is NumPy's own, which C's expf need not match
+    if act == "relu2" and _native_glue():
+        from bitnet.kernels.native import backend as nb
+
+        return nb.relu2_mul(gate, up)
     return FFN_ACT[act](gate) * up
 
 

@@ -132,6 +132,29 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return y
 
 
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, np.float32)
+
+
+def rope_neox(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """bitnet.model.ops.rope_neox in C (x [T, H, hd], cos/sin [T, hd/2]), bit for bit."""
+    x, cos, sin = _f32(x), _f32(cos), _f32(sin)
+    t, h, hd = x.shape
+    y = np.empty_like(x)
+    _LIB.bn_rope_neox(_FFI.cast("float *", x.ctypes.data), t, h, hd, _FFI.cast("float *", cos.ctypes.data),
+                      _FFI.cast("float *", sin.ctypes.data), _FFI.cast("float *", y.ctypes.data))
+    return y
+
+
+def relu2_mul(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """relu(gate)^2 * up (bitnet.model.ops.relu2, then the product) in C, bit for bit."""
+    gate, up = _f32(gate), _f32(up)
+    y = np.empty_like(gate)
+    _LIB.bn_relu2_mul(_FFI.cast("float *", gate.ctypes.data), _FFI.cast("float *", up.ctypes.data), gate.size,
+                      _FFI.cast("float *", y.ctypes.data))
+    return y
+
+
 _TQ2, _TQ1 = _tq(0, "tq2_0"), _tq(1, "tq1_0")
 
 

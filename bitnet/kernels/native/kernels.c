@@ -711,6 +711,31 @@ int bn_rms_norm(const float *x, int64_t T, int64_t D, const float *w, double eps
     return 0;
 }
 
+/* NEOX rope of x[T, H, hd] in place of y (bitnet.model.ops.rope_neox): pairs (i, i + hd/2),
+ * y0 = x0*c - x1*s, y1 = x0*s + x1*c, each product rounded to float (no FMA) */
+void bn_rope_neox(const float *x, int64_t T, int64_t H, int64_t hd, const float *cos, const float *sin, float *y) {
+    const int64_t half = hd / 2;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t h = 0; h < H; h++) {
+            const float *xr = x + (t * H + h) * hd, *c = cos + t * half, *s = sin + t * half;
+            float *yr = y + (t * H + h) * hd;
+            for (int64_t i = 0; i < half; i++) {
+                const float x0 = xr[i], x1 = xr[i + half];
+                yr[i] = x0 * c[i] - x1 * s[i];
+                yr[i + half] = x0 * s[i] + x1 * c[i];
+            }
+        }
+}
+
+/* y = relu(gate)^2 * up (bitnet.model.ops.relu2 then the product): np.maximum keeps a NaN and
+ * returns the first argument on a tie, so r = gate < 0 ? 0 : gate */
+void bn_relu2_mul(const float *gate, const float *up, int64_t n, float *y) {
+    for (int64_t i = 0; i < n; i++) {
+        const float r = gate[i] < 0.0f ? 0.0f : gate[i];
+        y[i] = (r * r) * up[i];
+    }
+}
+
 /* one entry for the Python API: fmt 0 = I2_S (x86) x per-token int8, 1 = TQ2_0 x Q8_K,
  * 2 = TQ1_0 x Q8_K; cap limits the variant for this call only (0 = best compiled in,
  * 1 = scalar, 2 = AVX2 without VNNI). Returns the variant that ran (2 = AVX2 + VNNI,
