@@ -14,7 +14,8 @@ Fairness: on the C++ side the model load and the context creation sit outside th
 only llama_decode is timed (the prompt in one batch, then each single-token step), as
 llama-bench does; our side times Engine.generate's prefill and decode steps (model loaded
 before). Both sides use the same K/V cache type (the numerics profile's: F32 for `llama.cpp`,
-F16 for `bitnet.cpp`) and no flash attention, and the output names them per comparison. Each
+F16 for `bitnet.cpp`), no flash attention and the same OpenMP wait policy (our kernels' passive
+one, unless OMP_WAIT_POLICY is set), and the output names them per comparison. Each
 C++ build is recorded: its commit (git, the setup stamp, or --*-commit), the ggml options of
 its CMakeCache.txt and the CPU features it was compiled for (llama_print_system_info).
 --receipts DIR also runs `bitnet benchmark` on each of our native models, writes the receipts
@@ -37,6 +38,7 @@ from bench_gguf import cpu_model  # noqa: E402
 
 OUT = Path("bench/out")
 OUT_DIR = [OUT]  # --models-dir
+WAIT = ["PASSIVE"]  # OMP_WAIT_POLICY of the C++ child processes: set to ours in main()
 PRESET = ["2b-4t-shape"]  # --preset (tiny: a smoke test of the bench itself, not a speed figure)
 REPEAT = [2]  # runs per engine and model; each side reports its best
 
@@ -93,10 +95,15 @@ def llama_cpp(cpp_dir: str, path: Path, prompt: list[int], n: int, kv_f16: bool)
 
     cmd = [sys.executable, __file__, "--measure-ref", cpp_dir, str(path), ",".join(map(str, prompt)), str(n), str(REPEAT[0]),
            str(int(kv_f16))]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    # the same OpenMP wait policy as our kernels' threads (passive unless the user set one): with
+    # libgomp's spinning default a C++ engine collapses on a loaded machine (see bench_threads.py)
+    env = {**os.environ, "OMP_WAIT_POLICY": WAIT[0]}
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     if p.returncode:
         raise SystemExit(f"measuring {cpp_dir} on {path} failed:\n{p.stderr[-2000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    r["omp_wait_policy"] = WAIT[0]
+    return r
 
 
 KV_F16 = {"llama.cpp": False, "bitnet.cpp": True}  # our profiles' K/V cache dtype (bitnet.model.profiles)
@@ -219,7 +226,8 @@ def _pair(res: dict, ours_key: str, cpp_key: str, profile: str) -> None:
     res.setdefault("settings", {})[f"{ours_key} vs {cpp_key}"] = {
         "kv_cache": {"ours": "f16" if KV_F16[profile] else "f32", "cpp": b.get("kv_cache")},
         "flash_attn": {"ours": False, "cpp": b.get("flash_attn")},
-        "threads": {"ours": res[ours_key].get("threads"), "cpp": b.get("threads")}}
+        "threads": {"ours": res[ours_key].get("threads"), "cpp": b.get("threads")},
+        "omp_wait_policy": {"ours": res["ours"].get("omp_wait_policy"), "cpp": b.get("omp_wait_policy")}}
     for what in ("prefill", "decode"):
         _ratio(res, ours_key, cpp_key, what)
 
@@ -268,6 +276,10 @@ def main() -> None:
     res: dict = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "loadavg": list(os.getloadavg())},
                  "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                  "ours": {"native": native_status()[1], "variant": best_variant()}}
+    from bitnet.kernels.native import wait_policy
+
+    WAIT[0] = os.environ.get("OMP_WAIT_POLICY") or wait_policy().split()[0].upper()
+    res["ours"]["omp_wait_policy"] = wait_policy()
     bw = copy_bandwidth()
     res["copy_bandwidth_bytes_per_s"] = bw
     tq2 = model("bitnet", "tq2_0", vocab)
