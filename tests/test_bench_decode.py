@@ -1,5 +1,6 @@
 """bench/bench_decode.py's C++ side (run with `pytest --crossval --bitnet-cpp-dir=DIR`): the
-timing child reports the settings it ran with, and a build is described by its own files."""
+timing child reports the settings it ran with, and a build is described by its own files; and
+`bitnet crossval --backend` (no C++ needed)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.crossval
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_decode.py"
 
@@ -21,6 +20,7 @@ def bench():
     return mod
 
 
+@pytest.mark.crossval
 def test_build_info_reads_the_build(bench, bitnet_cpp_dir):
     info = bench.build_info(bitnet_cpp_dir, "stated commit")
     assert info["api"] in ("upstream", "bitnet.cpp-fork")
@@ -31,6 +31,7 @@ def test_build_info_reads_the_build(bench, bitnet_cpp_dir):
     assert "AVX2" in info["system_info"] or "NEON" in info["system_info"], info["system_info"]
 
 
+@pytest.mark.crossval
 def test_cpp_timing_reports_matched_settings(bench, bitnet_cpp_dir, bitnet_model_factory):
     """The child times llama_decode only and says which K/V type, flash attention and OpenMP
     wait policy it ran with; an F16 cache is asked for and reported as such."""
@@ -45,3 +46,37 @@ def test_cpp_timing_reports_matched_settings(bench, bitnet_cpp_dir, bitnet_model
     assert r["decode_tok_s"] > 0 and r["prefill_tok_s"] > 0
     assert (r["kv_cache"], r["flash_attn"], r["omp_wait_policy"]) == ("f16", False, "PASSIVE")
     assert r["timed"].startswith("llama_decode calls only")
+
+
+@pytest.mark.parametrize("argv,engine", [
+    (["--cpp-dir", "D", "--backend", "native"], "reference@native"),
+    (["--cpp-dir", "D", "--profile", "llama.cpp", "--backend", "native"], "reference:llama.cpp@native"),
+    (["--engine", "reference:bitnet.cpp", "--reference", "libllama:D", "--backend", "native"], "reference:bitnet.cpp@native"),
+    (["--engine", "reference", "--reference", "libllama:D"], "reference"),
+])
+def test_crossval_backend_sets_our_engines_backend(argv, engine, tmp_path, monkeypatch):
+    """`bitnet crossval --backend native` (issue 21: a 2B-class model times out on NumPy) is the
+    @BACKEND of our engine's spec; no C++ build is needed to check that."""
+    from bitnet.cli import build_parser
+    from crossval.cli import _specs
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.gguf").write_bytes(b"")
+    (tmp_path / "D").mkdir()
+    args = build_parser().parse_args(["crossval", "--model", "m.gguf", "--ids", "1", *argv])
+    assert _specs(args)[0] == engine
+
+
+@pytest.mark.parametrize("engine", ["hf:", "reference@numpy"])
+def test_crossval_backend_refused_for_other_engines(engine, tmp_path, monkeypatch):
+    from bitnet.cli import build_parser
+    from bitnet.errors import ConfigError
+    from crossval.cli import _specs
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.gguf").write_bytes(b"")
+    (tmp_path / "D").mkdir()
+    args = build_parser().parse_args(["crossval", "--model", "m.gguf", "--ids", "1", "--engine", engine,
+                                      "--backend", "native"])
+    with pytest.raises(ConfigError, match="--backend native"):
+        _specs(args)
