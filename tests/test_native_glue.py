@@ -88,11 +88,12 @@ def test_forward_pass_bit_identical_and_logged(bitnet_recipe_model):
     path = bitnet_recipe_model("default-i2s")
     m = bm.BitNetModel(path)
     logits = {}
+    before = dispatch.get_backend()
     for glue in ("native", "numpy"):
         dispatch.set_backend("native")
         if glue == "numpy":
             orig = bm._native_glue
-            bm._native_glue = lambda: False
+            bm._native_glue = lambda name="": False
         try:
             KERNEL_LOG.reset()
             c = m.new_cache(32)
@@ -100,6 +101,7 @@ def test_forward_pass_bit_identical_and_logged(bitnet_recipe_model):
             b = m.forward(np.array([7]), c, 4)
             ids = {k.id for k in KERNEL_LOG.snapshot()}
         finally:
+            dispatch.set_backend(before)  # the next tests get the backend they expect
             if glue == "numpy":
                 bm._native_glue = orig
         assert {f"rms_norm_f32_{glue}", f"rope_neox_f32_{glue}", f"ffn_relu2_mul_{glue}"} <= ids
@@ -107,3 +109,30 @@ def test_forward_pass_bit_identical_and_logged(bitnet_recipe_model):
     for u, v in zip(logits["native"], logits["numpy"], strict=True):
         np.testing.assert_array_equal(u.view(np.uint32), v.view(np.uint32))
     m.close()
+
+
+@needs_native
+@pytest.mark.ac38
+def test_a_planted_fault_still_applies_under_the_native_backend(bitnet_recipe_model, monkeypatch):
+    """crossval.faults replaces bitnet_model's name for an op; the native glue then steps aside,
+    so the fault is in the run (and the run log names the NumPy op that ran)."""
+    from bitnet.kernels import dispatch
+    from bitnet.kernels.runlog import KERNEL_LOG
+    from bitnet.model import bitnet_model as bm
+    from crossval.faults import FAULTS, plant
+
+    assert "rms_eps_1e-6" in FAULTS
+    m = bm.BitNetModel(bitnet_recipe_model("default-i2s"))
+    before = dispatch.get_backend()
+    try:
+        dispatch.set_backend("native")
+        clean = m.forward(np.array([1, 5, 9]), m.new_cache(16), 0)
+        with plant("rms_eps_1e-6"):
+            KERNEL_LOG.reset()
+            faulty = m.forward(np.array([1, 5, 9]), m.new_cache(16), 0)
+            ids = {k.id for k in KERNEL_LOG.snapshot()}
+    finally:
+        dispatch.set_backend(before)
+        m.close()
+    assert "rms_norm_f32_numpy" in ids and "rms_norm_f32_native" not in ids
+    assert not np.array_equal(clean, faulty)

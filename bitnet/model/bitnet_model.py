@@ -121,28 +121,31 @@ def _numpy_op(op: str, tag: str = "") -> KernelId:
     return KernelId("", tag, op, "numpy")
 
 
-def _native_glue() -> bool:
-    """Whether the element-wise ops run in C too: under the native backend (its C versions are
-    bit-identical to the NumPy ones in bitnet.model.ops, which stay the reference)."""
-    from bitnet.kernels.dispatch import get_backend
+def _native_glue(name: str = "") -> bool:
+    """Whether the element-wise op `name` of bitnet.model.ops runs in C: under the native
+    backend (its C versions are bit-identical to the NumPy ones, which stay the reference), and
+    only while this module's name for it is still that function: a planted fault
+    (crossval.faults) that replaces it is honoured under every backend."""
+    from bitnet.kernels import dispatch
+    from bitnet.model import ops
 
-    return get_backend() == "native"
+    return dispatch.get_backend() == "native" and (not name or globals().get(name) is getattr(ops, name))
 
 
-@timed_op(lambda x, w, eps: (KernelId("", "f32", "rms_norm", "native" if _native_glue() else "numpy"),
+@timed_op(lambda x, w, eps: (KernelId("", "f32", "rms_norm", "native" if _native_glue("rms_norm") else "numpy"),
                              x.nbytes, len(x)))
 def norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    if _native_glue():
+    if _native_glue("rms_norm"):
         from bitnet.kernels.native import backend as nb
 
         return nb.rms_norm(x, w, eps)
     return rms_norm(x, w, eps)
 
 
-@timed_op(lambda q, k, cos, sin: (KernelId("", "f32", "rope_neox", "native" if _native_glue() else "numpy"),
+@timed_op(lambda q, k, cos, sin: (KernelId("", "f32", "rope_neox", "native" if _native_glue("rope_neox") else "numpy"),
                                    q.nbytes + k.nbytes, len(q)))
 def rope(q: np.ndarray, k: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if _native_glue():
+    if _native_glue("rope_neox"):
         from bitnet.kernels.native import backend as nb
 
         return nb.rope_neox(q, cos, sin), nb.rope_neox(k, cos, sin)
