@@ -136,12 +136,6 @@ class _Projections:
         return Ternary(t, packed_scale(ws, self.linear_class, f"{si.path}: {hf}.weight"), "f32")
 
 
-def _folded(tr: Ternary) -> np.ndarray:
-    """`t * scale` as the converters hold it (float32, from their working float type)."""
-    v = tr.t.astype(np.float32) * tr.scale
-    return v.astype(np.float16).astype(np.float32) if tr.work == "f16" else v
-
-
 def _encode_projection(tr: Ternary, typ: str, tile_cfg: KernelConfig | None, name: str) -> np.ndarray:
     m, k = tr.t.shape
     if typ == "i2_s":
@@ -156,8 +150,8 @@ def _encode_projection(tr: Ternary, typ: str, tile_cfg: KernelConfig | None, nam
         return enc(tr.t, float(tr.scale), tile)
     if typ in ("tq1_0", "tq2_0"):
         q = tq.quantize_tq1_0 if typ == "tq1_0" else tq.quantize_tq2_0
-        return q(_folded(tr))
-    return floats.pack(_folded(tr), typ)
+        return q(tr.folded())
+    return floats.pack(tr.folded(), typ)
 
 
 def convert(

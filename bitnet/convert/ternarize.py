@@ -68,6 +68,17 @@ class Ternary:
     #: the float type the upstream converters hold this tensor in ("f32" or "f16"): their float
     #: outputs (F16, TQ d) round `t * scale` from there
     work: str = "f32"
+    #: where the converters' float `round(W * s).clamp(-1, 1) / s` is -0.0 (W < 0 rounding to
+    #: zero): their float outputs keep that sign bit, so ours must for byte identity
+    negative_zero: np.ndarray | None = None
+
+    def folded(self) -> np.ndarray:
+        """`t * scale` as float32, exactly the converters' values (signed zeros included,
+        rounded through f16 when they hold the tensor in f16)."""
+        v = self.t.astype(np.float32) * self.scale
+        if self.negative_zero is not None:
+            v[self.negative_zero] = np.float32(-0.0)
+        return v.astype(np.float16).astype(np.float32) if self.work == "f16" else v
 
 
 def ternarize_master(raw: np.ndarray, dtype: str, method: str) -> Ternary:
@@ -75,12 +86,14 @@ def ternarize_master(raw: np.ndarray, dtype: str, method: str) -> Ternary:
     w = to_float32(raw, dtype)
     mean = max(absmean(w, method), np.float32(1e-5))
     s = np.float32(1) / mean
-    t = np.clip(np.round(w * s), -1, 1).astype(np.int8)
+    r = np.clip(np.round(w * s), -1, 1)
+    t = r.astype(np.int8)
+    negative_zero = np.signbit(r) & (t == 0)
     value = np.float32(1) / s
     work = "f16" if dtype == "F16" else "f32"
     if work == "f16":
         value = np.float32(np.float16(value))
-    return Ternary(t, np.float32(value), work)
+    return Ternary(t, np.float32(value), work, negative_zero if negative_zero.any() else None)
 
 
 def unpack_packed(raw: np.ndarray, out_f: int, name: str) -> np.ndarray:
