@@ -1,7 +1,10 @@
 """Run microsoft/BitNet's `utils/convert-hf-to-gguf-bitnet.py` on an HF checkpoint and record the
 tensors it hands its GGUF writer (name, ggml type, bytes) to an .npz.
 
-    python run_bitnet_cpp_converter.py BITNET_DIR MODEL_DIR OUTTYPE OUT.npz [KERNEL_CONFIG_INI]
+    python run_bitnet_cpp_converter.py BITNET_DIR MODEL_DIR OUT_DIR OUTTYPE[=KERNEL_CONFIG_INI] ...
+
+writes OUT_DIR/OUTTYPE.npz (tensor bytes by name) and OUT_DIR/OUTTYPE.json (their ggml types),
+one pair per OUTTYPE, in one process (torch is imported once).
 
 Test oracle only (tests/test_convert_upstream.py); it is never imported by the harness. What it
 changes around the converter, and why (nothing that computes a tensor is touched):
@@ -46,9 +49,7 @@ def add_sub_norm_names(gguf) -> None:
 
 
 def main() -> None:
-    bitnet_dir, model_dir, outtype, out = (Path(sys.argv[1]), Path(sys.argv[2]).resolve(), sys.argv[3],
-                                           Path(sys.argv[4]).resolve())
-    ini = Path(sys.argv[5]).resolve() if len(sys.argv) > 5 else None
+    bitnet_dir, model_dir, out_dir = Path(sys.argv[1]), Path(sys.argv[2]).resolve(), Path(sys.argv[3]).resolve()
     os.environ["NO_LOCAL_GGUF"] = "1"
     sys.path[:0] = [str(bitnet_dir / "3rdparty" / "llama.cpp" / "gguf-py"), str(bitnet_dir / "utils")]
     try:
@@ -82,21 +83,24 @@ def main() -> None:
     g = runpy.run_path(str(bitnet_dir / "utils" / "convert-hf-to-gguf-bitnet.py"), run_name="bitnet_cpp_converter")
     g = g["main"].__globals__
     g["BitnetModel"].set_vocab = lambda self: None
-    g["args"] = argparse.Namespace(vocab_only=False, awq_path=None, outfile=out.with_suffix(".gguf"), outtype=outtype,
-                                   bigendian=False, model=model_dir, use_temp_file=False, model_name=None,
-                                   verbose=False, quant_embd=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        if ini is not None:
-            (Path(tmp) / "include").mkdir()
-            (Path(tmp) / "include" / "kernel_config.ini").write_text(ini.read_text())
-        cwd = os.getcwd()
-        os.chdir(tmp)
-        try:
-            g["main"]()
-        finally:
-            os.chdir(cwd)
-    np.savez(out, **{name: data for name, (_, data) in recorded.items()})
-    out.with_suffix(".json").write_text(json.dumps({name: t for name, (t, _) in recorded.items()}))
+    for spec in sys.argv[4:]:
+        outtype, _, ini = spec.partition("=")
+        recorded.clear()
+        g["args"] = argparse.Namespace(vocab_only=False, awq_path=None, outfile=out_dir / f"{outtype}.gguf",
+                                       outtype=outtype, bigendian=False, model=model_dir, use_temp_file=False,
+                                       model_name=None, verbose=False, quant_embd=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            if ini:
+                (Path(tmp) / "include").mkdir()
+                (Path(tmp) / "include" / "kernel_config.ini").write_text(Path(ini).read_text())
+            cwd = os.getcwd()
+            os.chdir(tmp)
+            try:
+                g["main"]()
+            finally:
+                os.chdir(cwd)
+        np.savez(out_dir / f"{outtype}.npz", **{name: data for name, (_, data) in recorded.items()})
+        (out_dir / f"{outtype}.json").write_text(json.dumps({name: t for name, (t, _) in recorded.items()}))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Run llama.cpp's `convert_hf_to_gguf.py` on an HF checkpoint, writing its GGUF.
 
-    python run_llama_cpp_converter.py LLAMA_CPP_DIR MODEL_DIR OUTTYPE OUT.gguf
+    python run_llama_cpp_converter.py LLAMA_CPP_DIR MODEL_DIR OUT_DIR OUTTYPE ...
+
+writes OUT_DIR/OUTTYPE.gguf for each OUTTYPE, in one process (torch is imported once).
 
 Test oracle only (tests/test_convert_upstream.py). What it changes around the converter, and
 why (nothing that computes a tensor is touched):
@@ -20,7 +22,7 @@ from pathlib import Path
 
 
 def main() -> None:
-    src, model_dir, outtype, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    src, model_dir, out_dir, outtypes = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4:]
     os.environ["NO_LOCAL_GGUF"] = "1"
     sys.path[:0] = [str(src / "gguf-py"), str(src)]
     import gguf
@@ -32,8 +34,10 @@ def main() -> None:
     import conversion.bitnet
 
     conversion.bitnet.BitnetModel.set_vocab = lambda self: None
-    sys.argv = ["convert_hf_to_gguf.py", model_dir, "--outtype", outtype, "--outfile", out]
-    runpy.run_path(str(src / "convert_hf_to_gguf.py"), run_name="__main__")
+    for outtype in outtypes:
+        sys.argv = ["convert_hf_to_gguf.py", model_dir, "--outtype", outtype, "--outfile",
+                    str(out_dir / f"{outtype}.gguf")]
+        runpy.run_path(str(src / "convert_hf_to_gguf.py"), run_name="__main__")
 
 
 if __name__ == "__main__":
