@@ -5,7 +5,7 @@ I2_S/TL1/TL2, llama.cpp's `convert_hf_to_gguf.py` for TQ1_0/TQ2_0/F16), streamed
 a time from the safetensors mmap.
 """
 
-from bitnet.convert.checkpoint import CheckpointError
 from bitnet.convert.convert import TYPES, ConvertResult, convert
+from bitnet.convert.errors import CheckpointError
 
 __all__ = ["TYPES", "CheckpointError", "ConvertResult", "convert"]

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from bitnet.convert.errors import CheckpointError
 from bitnet.convert.safetensors_io import SafetensorsFile, TensorInfo
-from bitnet.errors import BitNetError
 
 ARCHITECTURES = ("BitNetForCausalLM", "BitnetForCausalLM")
 PROJECTIONS = {  # HF module path in a layer -> GGUF name
@@ -43,11 +43,6 @@ NORMS = {  # HF name in a layer -> GGUF name
 ACT_ARCH = {"relu2": "bitnet-b1.58", "silu": "bitnet"}
 #: tensors the converters drop (rotary caches some checkpoints carry)
 IGNORED_SUFFIXES = (".attention.masked_bias", ".attention.bias", ".rotary_emb.inv_freq")
-
-
-class CheckpointError(BitNetError, ValueError):
-    """An HF checkpoint cannot be converted: missing file or config key, unsupported arch,
-    a tensor missing or of the wrong shape or dtype. The message names the file and tensor."""
 
 
 @dataclass(frozen=True)
@@ -127,10 +122,17 @@ def read_config(model_dir: Path) -> HFConfig:
     if act not in ACT_ARCH:
         raise CheckpointError(f"{path}: hidden_act = {act!r}; the GGUF BitNet archs compute relu2 "
                               "(bitnet-b1.58) or silu (bitnet) only")
-    rs = cfg.get("rope_scaling")
-    if rs and (rs.get("rope_type") or rs.get("type")) not in (None, "default", "linear") or (
-            rs and rs.get("factor", 1.0) != 1.0):
-        raise CheckpointError(f"{path}: rope_scaling = {rs!r}: only unscaled rope converts")
+    # transformers >= 5 saves rope settings as `rope_parameters`; older configs as rope_theta and
+    # rope_scaling. BitNetConfig's defaults apply when a key is absent (rope_theta 10000).
+    rp = cfg.get("rope_parameters") or {}
+    if not isinstance(rp, dict):
+        raise CheckpointError(f"{path}: rope_parameters = {rp!r}, expected an object")
+    rs = cfg.get("rope_scaling") or {}
+    rope_type = rp.get("rope_type") or rs.get("rope_type") or rs.get("type") or "default"
+    factor = rp.get("factor", rs.get("factor", 1.0))
+    if rope_type not in ("default", "linear") or factor != 1.0:
+        raise CheckpointError(f"{path}: rope {rope_type!r} with factor {factor!r}: only unscaled rope converts")
+    rope_theta = rp.get("rope_theta", cfg.get("rope_theta", 10000.0))
     quant = cfg.get("quantization_config") or {}
     if quant and quant.get("quant_method") != "bitnet":
         raise CheckpointError(f"{path}: quantization_config.quant_method = {quant.get('quant_method')!r}; "
@@ -142,9 +144,15 @@ def read_config(model_dir: Path) -> HFConfig:
         architecture=arch, hidden_size=hidden, intermediate_size=integer("intermediate_size"),
         num_hidden_layers=integer("num_hidden_layers"), num_attention_heads=heads, num_key_value_heads=kv,
         vocab_size=integer("vocab_size"), max_position_embeddings=integer("max_position_embeddings", 2048),
-        rms_norm_eps=number("rms_norm_eps", 1e-6), rope_theta=number("rope_theta", 10000.0),
-        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", True)), head_dim=head_dim,
+        rms_norm_eps=number("rms_norm_eps", 1e-5), rope_theta=_positive(path, "rope_theta", rope_theta),
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)), head_dim=head_dim,
         hidden_act=act, quant=dict(quant))
+
+
+def _positive(path: Path, key: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
+        raise CheckpointError(f"{path}: {key} = {v!r}, expected a positive number")
+    return float(v)
 
 
 class Checkpoint:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitnet.errors import BitNetError
+from bitnet.convert.errors import CheckpointError
 
 #: safetensors dtype -> (NumPy dtype of the stored bytes, bytes per element)
 DTYPES: dict[str, np.dtype] = {
@@ -32,7 +32,7 @@ DTYPES: dict[str, np.dtype] = {
 MAX_HEADER = 100 * 2**20  # the reference implementation's own limit
 
 
-class SafetensorsError(BitNetError, ValueError):
+class SafetensorsError(CheckpointError):
     """A safetensors file is malformed (header, dtype, offsets)."""
 
 
