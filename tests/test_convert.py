@@ -271,3 +271,40 @@ def test_kernel_config_is_recorded_and_used(ckpt, tmp_path, converted):
     with GGUFReader(out.path) as r:
         assert r.get("bitnet_harness.tl_kernel_config") == changed
     np.testing.assert_array_equal(_logits(out.path), _logits(converted["tl1"]))
+
+
+# -- against libllama (pytest --crossval --bitnet-cpp-dir=DIR) --------------------------------------
+@pytest.fixture(scope="module")
+def upstream_dir(bitnet_cpp_dir):
+    from crossval.reference import locate
+
+    if locate(bitnet_cpp_dir).api != "upstream":
+        pytest.skip("arch bitnet TQ/F16 files need upstream llama.cpp; the reference given is bitnet.cpp's fork")
+    return bitnet_cpp_dir
+
+
+@pytest.mark.crossval
+@pytest.mark.parametrize("typ", ["tq1_0", "tq2_0", "f16"])
+def test_converted_model_passes_exact_against_libllama(upstream_dir, ckpt, tmp_path, typ, monkeypatch):
+    """The converted file (arch bitnet, as llama.cpp's converter writes it) loads in libllama and
+    our logits pass the exact gate against its, greedy continuation included, in strict mode."""
+    from crossval.compare import crossval_model
+
+    monkeypatch.setenv("BITNET_STRICT_MODE", "1")
+    out = convert(ckpt, tmp_path / f"{typ}.gguf", typ, arch="bitnet", absmean="exact")
+    r = crossval_model(upstream_dir, out.path, PROMPT, profile="exact", numerics="llama.cpp", n_greedy=8, strict=True)
+    assert r.verdict == "pass", r.reason
+    assert r.greedy_match == 1.0
+
+
+@pytest.mark.crossval
+def test_converted_tokenizer_matches_libllama(upstream_dir, ckpt, tmp_path):
+    """The tokenizer metadata written from tokenizer.json tokenizes like libllama does."""
+    from crossval.compare import tokenizer_parity
+
+    out = convert(ckpt, tmp_path / "tok.gguf", "tq2_0", arch="bitnet", absmean="exact")
+    texts = ["the quick brown fox", "Hello, world! 123 4567 89", "  spaces\n\nand\tlines", "don't I'll we've",
+             "<|begin_of_text|>x<|eot_id|>", "naïve café 日本"]
+    for parse_special in (False, True):
+        bad, _, _ = tokenizer_parity(upstream_dir, out.path, texts, parse_special=parse_special)
+        assert not bad, bad
