@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,16 +115,22 @@ def write_checkpoint(
     h, f = s.hidden_size, s.intermediate_size
     shapes = {"self_attn.q_proj": (h, h), "self_attn.k_proj": (kv, h), "self_attn.v_proj": (kv, h),
               "self_attn.o_proj": (h, h), "mlp.gate_proj": (f, h), "mlp.up_proj": (f, h), "mlp.down_proj": (h, f)}
-    tensors: list[tuple[str, str, tuple[int, ...], Callable[[], np.ndarray]]] = []
+    tensors: list[tuple[str, str, tuple[int, ...], Callable[[], Iterator[np.ndarray]]]] = []
 
     def add_float(name: str, shp: tuple[int, ...], make: Callable[[], np.ndarray]) -> None:
-        tensors.append((name, _ST[dtype], shp, lambda: _float(make(), dtype)))
+        tensors.append((name, _ST[dtype], shp, lambda: iter([_float(make(), dtype)])))
 
-    add_float("model.embed_tokens.weight", (vocab, h),
-              lambda: 0.05 * _rng(seed, "embed").standard_normal((vocab, h), np.float32))
+    def embedding(name: str) -> Callable[[], Iterator[np.ndarray]]:
+        def chunks() -> Iterator[np.ndarray]:  # row blocks: a 2B-4T embedding is 1.3 GB in float32
+            rng = _rng(seed, name)
+            for r in range(0, vocab, 8192):
+                yield _float(0.05 * rng.standard_normal((min(8192, vocab - r), h), np.float32), dtype)
+        return chunks
+
+    tensors.append(("model.embed_tokens.weight", _ST[dtype], (vocab, h), embedding("embed")))
     add_float("model.norm.weight", (h,), lambda: 1 + 0.1 * _rng(seed, "norm").standard_normal(h, np.float32))
     if not tied:
-        add_float("lm_head.weight", (vocab, h), lambda: 0.05 * _rng(seed, "lm_head").standard_normal((vocab, h), np.float32))
+        tensors.append(("lm_head.weight", _ST[dtype], (vocab, h), embedding("lm_head")))
     for i in range(s.num_hidden_layers):
         for hf in NORMS:
             n = f if hf == "mlp.ffn_sub_norm" else h
@@ -141,15 +147,15 @@ def write_checkpoint(
                     t = _rng(seed, name).integers(0, 3, size=(4, o // 4, k), dtype=np.uint8)
                     return t[0] | t[1] << 2 | t[2] << 4 | t[3] << 6
 
-                tensors.append((name + ".weight", "U8", (o // 4, k), packed))
+                tensors.append((name + ".weight", "U8", (o // 4, k), lambda packed=packed: iter([packed()])))
                 ws = float(np.sqrt(k) * (1.5 + _rng(seed, name + ".ws").random()))
                 tensors.append((name + ".weight_scale", _ST[dtype], (1,),
-                                lambda ws=ws: _float(np.array([ws], np.float32), dtype)))
+                                lambda ws=ws: iter([_float(np.array([ws], np.float32), dtype)])))
     _write_safetensors(d / "model.safetensors", tensors)
     return d
 
 
-def _write_safetensors(path: Path, tensors: list[tuple[str, str, tuple[int, ...], Callable[[], np.ndarray]]]) -> None:
+def _write_safetensors(path: Path, tensors: list[tuple[str, str, tuple[int, ...], Callable[[], Iterator[np.ndarray]]]]) -> None:
     size = {"BF16": 2, "F16": 2, "F32": 4, "U8": 1}
     header: dict = {"__metadata__": {"format": "pt"}}
     off = 0
@@ -162,4 +168,30 @@ def _write_safetensors(path: Path, tensors: list[tuple[str, str, tuple[int, ...]
     with atomic_open(path) as fh:
         fh.write(len(raw).to_bytes(8, "little") + raw)
         for _name, _dt, _shp, make in tensors:
-            fh.write(np.ascontiguousarray(make()).tobytes())
+            for chunk in make():
+                fh.write(memoryview(np.ascontiguousarray(chunk)).cast("B"))
+
+
+def main(argv: list[str] | None = None, io=None) -> int:
+    """`python -m bitnet.convert.synthetic DIR [--shape tiny|2b-4t-shape] [--dtype bf16|f16|f32]
+    [--packed] [--untied] [--seed N]`: write a synthetic checkpoint directory."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m bitnet.convert.synthetic", description=__doc__.splitlines()[0])
+    ap.add_argument("out_dir")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    ap.add_argument("--dtype", choices=sorted(_ST), default="bf16")
+    ap.add_argument("--packed", action="store_true", help="BitNetQuantConfig offline form (uint8 codes + weight_scale)")
+    ap.add_argument("--untied", action="store_true", help="write an lm_head.weight (tie_word_embeddings false)")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    d = write_checkpoint(a.out_dir, a.shape, dtype=a.dtype, form="packed" if a.packed else "master", seed=a.seed,
+                         tied=not a.untied)
+    print(f"wrote {d} ({a.shape}, {'packed' if a.packed else a.dtype + ' master'} weights, seed {a.seed})",
+          file=(io.stdout if io is not None else sys.stdout))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
