@@ -349,3 +349,36 @@ def test_2b4t_shape_converts_under_4_gib_peak_rss(tmp_path):
     assert usage.ru_maxrss * 1024 < 4 * 2**30, f"peak RSS {usage.ru_maxrss / 2**20:.2f} GiB"
     with GGUFReader(tmp_path / "o.gguf") as r:
         assert r.get("bitnet-b1.58.block_count") == 30 and len(r.tensors) == 30 * 11 + 2
+
+
+@pytest.mark.slow
+def test_llama3_tokenizer_json_round_trips(tmp_path):
+    """LLaMA 3's vocabulary (llama.cpp's ggml-vocab-llama-bpe.gguf, copied by crossval.setup)
+    written as an HF tokenizer.json converts back to the same tokens, types, merges, pre type
+    and special ids llama.cpp's converter wrote into that file."""
+    from bitnet.convert.synthetic import tokenizer_json
+    from bitnet.convert.tokenizer_json import tokenizer_metadata
+    from bitnet.files.cache import cache_dir
+
+    vocab = next(iter(sorted(cache_dir("reference").glob("*/vocab/ggml-vocab-llama-bpe.gguf"))), None)
+    if vocab is None:
+        pytest.skip("ggml-vocab-llama-bpe.gguf not found (python -m crossval.setup copies it)")
+    with GGUFReader(vocab) as r:
+        tokens = list(r.get("tokenizer.ggml.tokens"))
+        types = [int(t) for t in r.get("tokenizer.ggml.token_type")]
+        merges = list(r.get("tokenizer.ggml.merges"))
+        bos, eos = r.get("tokenizer.ggml.bos_token_id"), r.get("tokenizer.ggml.eos_token_id")
+    tok, _, _ = tokenizer_json()
+    tok["model"]["vocab"] = {t: i for i, (t, ty) in enumerate(zip(tokens, types, strict=True)) if ty == 1}
+    tok["model"]["merges"] = [m.split(" ") for m in merges]  # the pair form newer tokenizers save
+    tok["added_tokens"] = [{"id": i, "content": t, "special": True} for i, (t, ty) in enumerate(zip(tokens, types, strict=True))
+                           if ty == 3]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"bos_token": tokens[bos], "eos_token": {"content": tokens[eos]}}))
+    (tmp_path / "config.json").write_text("{}")
+    rows = {k: v for k, v, _, _ in tokenizer_metadata(tmp_path, len(tokens))}
+    assert rows["tokenizer.ggml.pre"] == "llama-bpe" and rows["tokenizer.ggml.model"] == "gpt2"
+    assert rows["tokenizer.ggml.tokens"] == tokens
+    assert rows["tokenizer.ggml.token_type"] == types
+    assert rows["tokenizer.ggml.merges"] == merges
+    assert (rows["tokenizer.ggml.bos_token_id"], rows["tokenizer.ggml.eos_token_id"]) == (bos, eos)

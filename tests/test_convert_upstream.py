@@ -146,6 +146,7 @@ def test_bitnet_cpp_converter_other_master_dtypes(pytestconfig, tmp_path, dtype)
         _compare_bitnet_cpp(tmp_path, ours[t], t)
 
 
+@pytest.mark.slow
 def test_bitnet_cpp_converter_packed_weights(pytestconfig, tmp_path):
     """Packed offline weights (`weight_scale`, linear class bitlinear: y = (q @ w) / (ws * s)).
     bitnet.cpp's converter divides by weight_scale for F16 -- byte-identical with ours -- but for
