@@ -218,7 +218,7 @@ BAD = {
                        "model.layers.1.mlp.up_proj.weight' is missing"),
     "bad-activation": (lambda d: _edit_config(d, hidden_act="gelu"), "hidden_act = 'gelu'"),
     "bad-header": (lambda d: (d / "model.safetensors").write_bytes(b"\xff" * 16), "header length"),
-    "no-tokenizer": (lambda d: (d / "tokenizer.json").unlink(), "no tokenizer.json"),
+    "no-tokenizer": (lambda d: (d / "tokenizer.json").unlink(), "neither tokenizer.json nor tokenizer.model"),
     "heads": (lambda d: _edit_config(d, num_key_value_heads=3), "not a multiple of num_key_value_heads"),
 }
 
@@ -382,3 +382,78 @@ def test_llama3_tokenizer_json_round_trips(tmp_path):
     assert rows["tokenizer.ggml.token_type"] == types
     assert rows["tokenizer.ggml.merges"] == merges
     assert (rows["tokenizer.ggml.bos_token_id"], rows["tokenizer.ggml.eos_token_id"]) == (bos, eos)
+
+
+def _spm_model_bytes(tokens: list[str], scores: list[float], types: list[int]) -> bytes:
+    """A protobuf ModelProto with only its pieces (field 1), written here independently of the
+    reader under test."""
+    import struct
+
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                return bytes(out)
+
+    def ld(field: int, payload: bytes) -> bytes:
+        return varint(field << 3 | 2) + varint(len(payload)) + payload
+
+    out = bytearray()
+    for t, s, ty in zip(tokens, scores, types, strict=True):
+        piece = ld(1, t.encode("utf-8")) + varint(2 << 3 | 5) + struct.pack("<f", s)
+        if ty != 1:
+            piece += varint(3 << 3) + varint(ty)
+        out += ld(1, piece)
+    return bytes(out)
+
+
+def test_sentencepiece_tokenizer_model(tmp_path):
+    """A checkpoint with a SentencePiece tokenizer.model (LLaMA 2's vocabulary, from llama.cpp's
+    ggml-vocab-llama-spm.gguf) converts to the tokens, scores, types and ids llama.cpp's converter
+    wrote there, and the converted model tokenizes like that file."""
+    from bitnet.files.cache import cache_dir
+    from bitnet.tokenizer import load_tokenizer
+
+    vocab = next(iter(sorted(cache_dir("reference").glob("*/vocab/ggml-vocab-llama-spm.gguf"))), None)
+    if vocab is None:
+        pytest.skip("ggml-vocab-llama-spm.gguf not found (python -m crossval.setup copies it)")
+    with GGUFReader(vocab) as r:
+        tokens = list(r.get("tokenizer.ggml.tokens"))
+        scores = [float(x) for x in r.get("tokenizer.ggml.scores")]
+        types = [int(x) for x in r.get("tokenizer.ggml.token_type")]
+        ids = {k: r.get(f"tokenizer.ggml.{k}") for k in ("bos_token_id", "eos_token_id", "unknown_token_id")}
+    ck = write_checkpoint(tmp_path / "spm", "tiny", seed=0)
+    _edit_config(ck, vocab_size=len(tokens), bos_token_id=ids["bos_token_id"], eos_token_id=ids["eos_token_id"])
+    (ck / "tokenizer.json").unlink()
+    (ck / "tokenizer_config.json").write_text(json.dumps({"unk_token": tokens[ids["unknown_token_id"]],
+                                                          "add_bos_token": True}))
+    (ck / "tokenizer.model").write_bytes(_spm_model_bytes(tokens, scores, types))
+    _rewrite_embeddings_rows(ck, len(tokens))
+    out = convert(ck, tmp_path / "spm.gguf", "i2_s", absmean="exact")
+    with GGUFReader(out.path) as a, GGUFReader(vocab) as b:
+        assert a.get("tokenizer.ggml.model") == "llama" and a.get("tokenizer.ggml.pre") == "default"
+        assert list(a.get("tokenizer.ggml.tokens")) == tokens
+        assert [int(x) for x in a.get("tokenizer.ggml.token_type")] == types
+        assert np.array_equal(np.asarray(a.get("tokenizer.ggml.scores"), np.float32), np.asarray(scores, np.float32))
+        assert {k: a.get(f"tokenizer.ggml.{k}") for k in ids} == ids
+        ta, tb = load_tokenizer(a), load_tokenizer(b)
+        for text in ["the quick brown fox", " Hello, world! 123", "naïve café 日本\n\tend"]:
+            assert ta.encode(text) == tb.encode(text), text
+
+
+def _rewrite_embeddings_rows(ck: Path, rows: int) -> None:
+    """Rewrite the checkpoint's embedding with `rows` rows (another vocab size)."""
+    from bitnet.convert.safetensors_io import SafetensorsFile
+    from bitnet.convert.synthetic import _write_safetensors
+
+    p = ck / "model.safetensors"
+    with SafetensorsFile(p) as f:
+        tensors = []
+        for name, info in f.tensors.items():
+            data = f.raw(name)
+            if name == "model.embed_tokens.weight":
+                data = np.resize(data, (rows, data.shape[1]))
+            tensors.append((name, info.dtype, data.shape, lambda d=data: iter([d])))
+    _write_safetensors(p, tensors)

@@ -66,12 +66,15 @@ def _token_id(spec: Any, vocab: dict[str, int]) -> int | None:
 
 
 def tokenizer_metadata(model_dir: Path, vocab_size: int, pre: str | None = None) -> list[Row]:
-    """The `tokenizer.*` rows for a GGUF writer from `model_dir/tokenizer.json`."""
+    """The `tokenizer.*` rows for a GGUF writer: from `tokenizer.model` (SentencePiece) when
+    there is one, as both upstream converters prefer it, else from `tokenizer.json`."""
+    if (model_dir / "tokenizer.model").is_file():
+        from bitnet.convert.tokenizer_spm import spm_metadata
+
+        return spm_metadata(model_dir, vocab_size, lambda vocab: _special_rows(model_dir, vocab, vocab_size))
     path = model_dir / "tokenizer.json"
     if not path.is_file():
-        extra = " (a SentencePiece tokenizer.model is there: not supported by bitnet convert yet)" \
-            if (model_dir / "tokenizer.model").is_file() else ""
-        raise CheckpointError(f"{model_dir}: no tokenizer.json{extra}")
+        raise CheckpointError(f"{model_dir}: neither tokenizer.json nor tokenizer.model")
     tok = _load(path)
     model = tok.get("model") or {}
     if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
@@ -109,15 +112,23 @@ def tokenizer_metadata(model_dir: Path, vocab_size: int, pre: str | None = None)
     merges = _merges(model.get("merges") or [], path)
     if merges:
         rows.append(("tokenizer.ggml.merges", merges, ValueType.ARRAY, ValueType.STRING))
+    return rows + _special_rows(model_dir, vocab, vocab_size)
+
+
+def _special_rows(model_dir: Path, vocab: dict[str, int], vocab_size: int) -> list[Row]:
+    """Special token ids, add_bos/add_eos and the chat template (gguf-py's SpecialVocab: from
+    tokenizer_config.json, ids from config.json when it names none)."""
+    rows: list[Row] = []
     tcfg_path = model_dir / "tokenizer_config.json"
     tcfg = _load(tcfg_path) if tcfg_path.is_file() else {}
     cfg = _load(model_dir / "config.json")
-    for kind in ("bos", "eos", "unk", "pad"):
+    for kind, key in (("bos", "bos_token_id"), ("eos", "eos_token_id"), ("unk", "unknown_token_id"),
+                      ("pad", "padding_token_id")):
         tid = _token_id(tcfg.get(f"{kind}_token"), vocab)
         if tid is None and isinstance(cfg.get(f"{kind}_token_id"), int):
             tid = cfg[f"{kind}_token_id"]
         if tid is not None and 0 <= tid < vocab_size:
-            rows.append((f"tokenizer.ggml.{kind}_token_id", tid, ValueType.UINT32, None))
+            rows.append((f"tokenizer.ggml.{key}", tid, ValueType.UINT32, None))
     for flag in ("add_bos_token", "add_eos_token"):
         if isinstance(tcfg.get(flag), bool):
             rows.append((f"tokenizer.ggml.{flag}", tcfg[flag], ValueType.BOOL, None))
