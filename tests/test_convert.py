@@ -457,3 +457,19 @@ def _rewrite_embeddings_rows(ck: Path, rows: int) -> None:
                 data = np.resize(data, (rows, data.shape[1]))
             tensors.append((name, info.dtype, data.shape, lambda d=data: iter([d])))
     _write_safetensors(p, tensors)
+
+
+def test_progress_bar_on_a_terminal(ckpt, tmp_path):
+    """On a terminal, convert draws what it converts and a bar over the tensor bytes on stderr;
+    stdout keeps only the result line."""
+    import re
+    import sys
+
+    from tests.test_progress import run_with_pty_stderr
+
+    rc, out, err = run_with_pty_stderr([sys.executable, "-m", "bitnet", "convert", str(ckpt), "m.gguf", "--type",
+                                        "i2_s", "--absmean", "exact"], tmp_path)
+    assert rc == 0, err
+    assert f"converting {ckpt} -> m.gguf (i2_s)" in err
+    assert re.search(r"\d:\d\d:\d\d", err), err
+    assert out.startswith("wrote m.gguf") and "converting" not in out
