@@ -68,16 +68,24 @@ def layer_metrics(ours: np.ndarray, ref: np.ndarray, layer: int) -> LayerMetrics
                         float(np.median(rel)) if finite else float("nan"))
 
 
+def forced_outputs(model, ids: Sequence[int], l_out: np.ndarray) -> np.ndarray:
+    """[n_layer, T, n_embd]: our layer 0 on our embedding, our layer i on l_out[i - 1]."""
+    ids = [int(i) for i in ids]
+    x = model.embed(np.asarray(ids, np.int64))
+    return np.stack([our_layer(model, i, x if i == 0 else l_out[i - 1], ids).astype(np.float32)
+                     for i in range(len(model.layers))])
+
+
+def metrics_of(forced: np.ndarray, l_out: np.ndarray) -> list[LayerMetrics]:
+    """Per-layer metrics of teacher-forced outputs against the captured ones, both
+    [n_layer, T, n_embd]."""
+    return [layer_metrics(forced[i], l_out[i], i) for i in range(len(l_out))]
+
+
 def teacher_forced_layers(model, ids: Sequence[int], l_out: np.ndarray) -> list[LayerMetrics]:
     """Every layer of a loaded BitNetModel against the reference's captured outputs
     l_out [n_layer, T, n_embd]."""
-    ids = [int(i) for i in ids]
-    x = model.embed(np.asarray(ids, np.int64))
-    out = []
-    for i in range(len(model.layers)):
-        x_in = x if i == 0 else l_out[i - 1]
-        out.append(layer_metrics(our_layer(model, i, x_in, ids), l_out[i], i))
-    return out
+    return metrics_of(forced_outputs(model, ids, l_out), l_out)
 
 
 def engine_l_out(model, ids: Sequence[int]) -> np.ndarray:
