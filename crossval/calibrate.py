@@ -441,7 +441,10 @@ def update_policy(bounds: dict[str, dict], data_file: str) -> Path:
     path = policy_dir() / "parity.yml"
     y = YAML()
     doc = y.load(path.read_text())
-    fams = {fam: {k: v for k, v in b.items()} for fam, b in bounds.items()}
+    old = doc["profiles"]["exact"].get("families") or {}
+    kept = ("top1_decides_with_layers",)  # policy choices, not measured bounds: carried over
+    fams = {fam: {**{k: v for k, v in b.items()}, **{k: old[fam][k] for k in kept if k in (old.get(fam) or {})}}
+            for fam, b in bounds.items()}
     doc["profiles"]["exact"]["families"] = fams
     for k in ("max_one_minus_cos", "max_kl", "max_rel_abs"):  # top level: the loosest family's
         doc["profiles"]["exact"][k] = max(b[k] for b in bounds.values())

@@ -18,6 +18,7 @@ from crossval.parity import (
     ParityResult,
     compare,
     errored,
+    flips_decide,
     gate_layers,
     parity_receipt,
     write_parity_receipt,
@@ -194,7 +195,8 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
     dec_ref = ref.data.get("decode_logits")
     result = compare(ours, ref_logits, profile, greedy_ours=out.greedy, greedy_ref=ref_greedy, family=out.family,
                      decode_ours=out.decode_logits if dec_ref is not None else None, decode_ref=dec_ref,
-                     decode_tokens=ref_greedy)
+                     decode_tokens=ref_greedy,
+                     flips_decide=flips_decide(profile, out.family, layer_metrics is not None))
     if layer_metrics is not None:
         result = gate_layers(result, layer_metrics, end_to_end=end_to_end)
     elif per_layer:

@@ -22,6 +22,7 @@ from crossval.parity import (
     ParityResult,
     compare,
     errored,
+    flips_decide,
     gate_layers,
     parity_receipt,
     skipped,
@@ -171,8 +172,7 @@ def compare_engines(engine: Engine, reference: Engine, model: str | os.PathLike[
                                f"(vocab: engine {a.shape[1]}, reference {b.shape[1]})", gate),
                        engine, reference, model, ids, timings, receipt)
     family = gate_family_of(engine, reference, model)
-    result = compare(a, b, gate, greedy_ours=outs["engine"].greedy, greedy_ref=outs["reference"].greedy,
-                     family=family)
+    layers = None
     if per_layer:
         from crossval.parity import thresholds
 
@@ -184,8 +184,6 @@ def compare_engines(engine: Engine, reference: Engine, model: str | os.PathLike[
         else:
             try:
                 layers, how = layer_gate(engine, reference, ids, timeout)
-                result = gate_layers(result, layers, end_to_end=end_to_end)
-                result.reason += f" (per layer: {how})"
             except _Broke as br:
                 if br.verdict != "skipped":
                     return _finish(errored(br.reason, gate), engine, reference, model, ids, timings, receipt)
@@ -195,6 +193,11 @@ def compare_engines(engine: Engine, reference: Engine, model: str | os.PathLike[
                 return _finish(errored(f"per-layer gate requested alone, but not applied: {why}", gate),
                                engine, reference, model, ids, timings, receipt)
             notes.append(f"per-layer gate not applied: {why}")
+    result = compare(a, b, gate, greedy_ours=outs["engine"].greedy, greedy_ref=outs["reference"].greedy,
+                     family=family, flips_decide=flips_decide(gate, family, layers is not None))
+    if layers is not None:
+        result = gate_layers(result, layers, end_to_end=end_to_end)
+        result.reason += f" (per layer: {how})"
     if notes:
         result.reason = "; ".join([result.reason, *notes]) if result.reason else "; ".join(notes)
     return _finish(result, engine, reference, model, ids, timings, receipt)

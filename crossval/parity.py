@@ -213,13 +213,17 @@ def degenerate(tokens) -> bool:
 
 def compare(ours: np.ndarray, ref: np.ndarray, profile: str = "exact", *, greedy_ours=(), greedy_ref=(),
             family: str | None = None, decode_ours: np.ndarray | None = None,
-            decode_ref: np.ndarray | None = None, decode_tokens=(), bounds: dict | None = None) -> ParityResult:
+            decode_ref: np.ndarray | None = None, decode_tokens=(), bounds: dict | None = None,
+            flips_decide: bool = True) -> ParityResult:
     """Gate our logits [T, V] against the reference's, prompt positions and (when given)
     teacher-forced decode steps [S, V] separately, under `profile`'s bounds for `family`.
 
     Non-finite logits on either side fail, naming the first. With `min_top1_agreement` below
     1 a top-1 flip counts toward that fraction instead of failing its position. `bounds`
-    overrides policy keys (calibration judges planted faults under the bounds it proposes)."""
+    overrides policy keys (calibration judges planted faults under the bounds it proposes).
+
+    `flips_decide=False` (see `flips_decide`) reports top-1 flips and greedy mismatches without
+    letting them fail: the per-layer gate decides instead, the continuous bounds still gate."""
     th = thresholds(profile, family)
     if bounds:
         th.update(bounds)
@@ -239,7 +243,8 @@ def compare(ours: np.ndarray, ref: np.ndarray, profile: str = "exact", *, greedy
         if nf is not None and res.nonfinite is None:
             res.nonfinite = nf
             reasons.append(nf.describe())
-    per_pos_top1 = th["min_top1_agreement"] >= 1.0
+    per_pos_top1 = th["min_top1_agreement"] >= 1.0 and flips_decide
+    notes = []
     res.positions = position_metrics(ours, ref)
     all_rows = list(res.positions)
     bad = _diverging(res.positions, th, per_pos_top1)
@@ -257,11 +262,15 @@ def compare(ours: np.ndarray, ref: np.ndarray, profile: str = "exact", *, greedy
         reasons += _median_reasons(res.decode_positions, th, "decode")
     top1 = float(np.mean([p.top1_ours == p.top1_ref for p in all_rows])) if all_rows else 1.0
     top5 = float(np.mean([p.top5_overlap for p in all_rows])) if all_rows else 1.0
+    flip_sink = reasons if flips_decide else notes
     if top1 < th["min_top1_agreement"]:
-        reasons.append(f"top-1 agreement {top1:.3f} < {th['min_top1_agreement']}")
+        flips = [p for p in all_rows if p.top1_ours != p.top1_ref]
+        where = f"; first flip at {'position' if any(flips[0] is x for x in res.positions) else 'decode step'} " \
+                f"{flips[0].position}" if flips else ""
+        flip_sink.append(f"top-1 agreement {top1:.3f} < {th['min_top1_agreement']}{where}"
+                         + ("" if flips_decide else " (reported: the per-layer gate decides)"))
     if top5 < th["min_top5_overlap"]:
-        reasons.append(f"top-5 overlap {top5:.3f} < {th['min_top5_overlap']}")
-    notes = []
+        flip_sink.append(f"top-5 overlap {top5:.3f} < {th['min_top5_overlap']}")
     if len(greedy_ref):
         go, gr = list(map(int, greedy_ours)), list(map(int, greedy_ref))
         n = min(len(go), len(gr))
@@ -275,7 +284,7 @@ def compare(ours: np.ndarray, ref: np.ndarray, profile: str = "exact", *, greedy
                          "tests little" + ("; the teacher-forced decode steps decide" if len(sections) > 1 else
                                            " and no decode steps were compared"))
         if res.greedy_match < th["min_greedy_match"]:
-            reasons.append(f"greedy exact-match {res.greedy_match:.3f} < {th['min_greedy_match']} "
+            flip_sink.append(f"greedy exact-match {res.greedy_match:.3f} < {th['min_greedy_match']} "
                            f"(first divergence at generated token {res.greedy_first_divergence})")
     if reasons:
         res.verdict, res.reason = "fail", "; ".join(reasons + notes)
@@ -287,6 +296,19 @@ def compare(ours: np.ndarray, ref: np.ndarray, profile: str = "exact", *, greedy
                      f"max rel max|d| {res.worst('rel_max_abs'):.3g}" if all_rows else "no positions")
         res.reason = ", ".join(parts) + ("; " + "; ".join(notes) if notes else "")
     return res
+
+
+def flips_decide(profile: str, family: str | None, layers_gated: bool) -> bool:
+    """Whether top-1 flips and greedy mismatches fail the end-to-end comparison. Not where the
+    family's policy says `top1_decides_with_layers: false` and the per-layer gate is applied:
+    in int8-act models one activation landing within an ulp of a rounding tie (measured:
+    13.5000019, 2 ulps) flips one int8 step in one layer at one position; through attention
+    that moves every later position (~1e-5 1-cos) and tips near-tied top-1 pairs. The per-layer
+    gate sees the flip as what it is (one position of one layer), the continuous end-to-end
+    bounds still apply, and the flips are reported."""
+    if not layers_gated:
+        return True
+    return bool(thresholds(profile, family).get("top1_decides_with_layers", True))
 
 
 def gate_layers(res: ParityResult, layers: list, *, end_to_end: str = "gate") -> ParityResult:
