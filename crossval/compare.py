@@ -82,10 +82,11 @@ def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: i
 
 
 def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, forced: list[int], n_greedy: int,
-          backend: str, l_out: np.ndarray | None = None, apply_corrections: bool = False):
+          backend: str, l_out: np.ndarray | None = None, apply_corrections: bool = False,
+          decode_l_out: np.ndarray | None = None):
     from bitnet.kernels import dispatch
     from bitnet.model import BitNetModel
-    from crossval.layers import teacher_forced_layers
+    from crossval.layers import teacher_forced_decode_layers, teacher_forced_layers
 
     dispatch.set_backend(backend)
     t0 = time.perf_counter()
@@ -93,9 +94,11 @@ def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, force
     try:
         out = engine_outputs(m, ids, forced, n_greedy)
         layers = teacher_forced_layers(m, ids, l_out) if l_out is not None else None
+        dec_layers = teacher_forced_decode_layers(m, ids, forced, l_out, decode_l_out) \
+            if l_out is not None and decode_l_out is not None and forced else None
     finally:
         m.close()
-    return out, layers, time.perf_counter() - t0, m.corrections
+    return out, (layers, dec_layers), time.perf_counter() - t0, m.corrections
 
 
 def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
@@ -175,9 +178,9 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
     ref_greedy = [int(t) for t in ref.data.get("greedy", np.zeros(0, np.int32))]
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     fut = pool.submit(_ours, model, ids, numerics, strict, ref_greedy, n_greedy, backend, ref.data.get("l_out"),
-                      apply_corrections)
+                      apply_corrections, ref.data.get("decode_l_out"))
     try:
-        out, layer_metrics, ours_s, corrections = fut.result(timeout=timeout)
+        out, (layer_metrics, decode_layer_metrics), ours_s, corrections = fut.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
         pool.shutdown(wait=False, cancel_futures=True)
         return finish(errored(f"ours: the engine ran past {timeout:g} s", profile))
@@ -198,7 +201,10 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
                      decode_tokens=ref_greedy,
                      flips_decide=flips_decide(profile, out.family, layer_metrics is not None))
     if layer_metrics is not None:
-        result = gate_layers(result, layer_metrics, end_to_end=end_to_end)
+        result = gate_layers(result, layer_metrics, end_to_end=end_to_end, decode_layers=decode_layer_metrics)
+        if decode_layer_metrics is None and n_greedy:
+            result.reason += "; decode steps not gated per layer (" + str(ref.data.get(
+                "decode_l_out_error", "the reference captured no decode-step layers")) + ")"
     elif per_layer:
         why = str(ref.data.get("l_out_error", "no l_out captured"))
         if end_to_end == "report":

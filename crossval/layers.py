@@ -41,20 +41,54 @@ def our_layer(model, i: int, x_in: np.ndarray, ids: Sequence[int]) -> np.ndarray
     """Our layer i applied to x_in [T, n_embd] at positions 0..T-1 in one batch: the model's
     own forward pass over a view holding only that layer, with the embedding replaced by x_in
     and the final norm and lm_head by the identity."""
+    return our_layer_steps(model, i, x_in, ids, None, [])[0]
+
+
+def our_layer_steps(model, i: int, x_in: np.ndarray, ids: Sequence[int], x_steps: np.ndarray | None,
+                    step_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Our layer i on x_in [T, n_embd] at positions 0..T-1 (one batch), then on each row of
+    x_steps [S, n_embd] as one decode step at position T + s through the same KV cache (the
+    layer's cache holds K/V computed from the prompt inputs given, so a decode step is
+    teacher-forced too). Returns (prompt outputs [T, n_embd], step outputs [S, n_embd])."""
     import bitnet.model.bitnet_model as bm
     from crossval.faults import _Skip
 
     view = copy.copy(model)
     view.layers = [model.layers[i]]
-    view.embed = lambda tokens: np.asarray(x_in, np.float32)
     view.output_norm = _Skip(model.output_norm)
     view.lm_head = lambda x, single_row_f16: x
     real = bm.rms_norm
     bm.rms_norm = lambda x, w, eps: x if isinstance(w, _Skip) else real(x, w, eps)
     try:
-        return view.forward(np.asarray(ids, np.int64), view.new_cache(), 0, all_logits=True)
+        cache = view.new_cache()
+        view.embed = lambda tokens: np.asarray(x_in, np.float32)
+        prompt = view.forward(np.asarray(ids, np.int64), cache, 0, all_logits=True)
+        steps = []
+        for s, tok in enumerate(step_ids):
+            assert x_steps is not None
+            view.embed = lambda tokens, s=s: np.asarray(x_steps[s:s + 1], np.float32)
+            steps.append(view.forward(np.asarray([tok], np.int64), cache, len(ids) + s, all_logits=False)[0])
     finally:
         bm.rms_norm = real
+    n_embd = np.asarray(x_in).shape[-1]
+    return prompt, (np.stack(steps).astype(np.float32) if steps else np.zeros((0, n_embd), np.float32))
+
+
+def teacher_forced_decode_layers(model, ids: Sequence[int], forced: Sequence[int], l_out: np.ndarray,
+                                 decode_l_out: np.ndarray) -> list[LayerMetrics]:
+    """Every layer's teacher-forced decode steps against the reference's: layer i gets the
+    reference's layer i-1 outputs for the prompt (building its KV cache) and for each step
+    (layer 0: our embedding of the token), one token at a time through our KV cache; its step
+    outputs are compared with the reference's `decode_l_out[i]` [S, n_embd]."""
+    ids, forced = [int(i) for i in ids], [int(t) for t in forced]
+    emb_p = model.embed(np.asarray(ids, np.int64))
+    emb_s = model.embed(np.asarray(forced, np.int64))
+    out = []
+    for i in range(len(model.layers)):
+        xp, xs = (emb_p, emb_s) if i == 0 else (l_out[i - 1], decode_l_out[i - 1])
+        _, steps = our_layer_steps(model, i, xp, ids, xs, forced)
+        out.append(layer_metrics(steps, decode_l_out[i], i))
+    return out
 
 
 def layer_metrics(ours: np.ndarray, ref: np.ndarray, layer: int) -> LayerMetrics:

@@ -111,6 +111,10 @@ class ParityResult:
     #: per-layer teacher-forced metrics (crossval.layers.LayerMetrics as dicts), when measured
     layers: list[dict] = field(default_factory=list)
     layer_first_divergence: int | None = None
+    #: the same over the teacher-forced decode steps (each layer's KV cache built from the
+    #: reference's prompt inputs, one token per step), when the reference captured them
+    decode_layers: list[dict] = field(default_factory=list)
+    decode_layer_first_divergence: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -311,11 +315,14 @@ def flips_decide(profile: str, family: str | None, layers_gated: bool) -> bool:
     return bool(thresholds(profile, family).get("top1_decides_with_layers", True))
 
 
-def gate_layers(res: ParityResult, layers: list, *, end_to_end: str = "gate") -> ParityResult:
+def gate_layers(res: ParityResult, layers: list, *, end_to_end: str = "gate",
+                decode_layers: list | None = None) -> ParityResult:
     """Fold per-layer teacher-forced metrics into a result: a layer over the family's
-    `layer_max_rel_abs` / `layer_max_one_minus_cos` bound (or non-finite) fails. With
-    end_to_end="report" the end-to-end verdict is kept in the reason but does not decide
-    (deep random models: rounding flips grow chaotically through the layers)."""
+    `layer_max_rel_abs` / `layer_max_one_minus_cos` / `layer_max_median_rel_abs` bound (or
+    non-finite) fails; `decode_layers` (the teacher-forced decode steps, per layer) are gated at
+    the same bounds and reported apart. With end_to_end="report" the end-to-end verdict is kept
+    in the reason but does not decide (deep random models: rounding flips grow chaotically
+    through the layers)."""
     th = thresholds(res.profile, res.family)
     if "layer_max_rel_abs" not in th:
         raise ConfigError(f"policies/parity.yml has no per-layer bounds for profile {res.profile!r} family "
@@ -323,24 +330,43 @@ def gate_layers(res: ParityResult, layers: list, *, end_to_end: str = "gate") ->
     res.layers = [asdict(x) for x in layers]
     keys = [("max_rel_abs", "layer_max_rel_abs"), ("max_one_minus_cos", "layer_max_one_minus_cos"),
             ("median_rel_abs", "layer_max_median_rel_abs")]
-    bad = [x for x in layers if any(b in th and not (getattr(x, m) <= th[b]) for m, b in keys)]
-    layer_reason = ""
+
+    def over(rows: list) -> list:
+        return [x for x in rows if any(b in th and not (getattr(x, m) <= th[b]) for m, b in keys)]
+
+    def say(x, where: str) -> str:
+        return (f"{where} {x.layer} diverges (teacher-forced on the reference's input): median over "
+                f"{'steps' if where.startswith('decode') else 'positions'} of rel max|d| {x.median_rel_abs:.3g} "
+                f"(bound {th.get('layer_max_median_rel_abs', float('nan')):.2g}), max {x.max_rel_abs:.3g} (bound "
+                f"{th['layer_max_rel_abs']:.2g}) at {'step' if where.startswith('decode') else 'position'} "
+                f"{x.worst_position}, 1-cos {x.max_one_minus_cos:.3g}")
+
+    bad = over(layers)
+    parts = []
     if bad:
-        x = bad[0]
-        res.layer_first_divergence = x.layer
-        layer_reason = (f"layer {x.layer} diverges (teacher-forced on the reference's input): median over "
-                        f"positions of rel max|d| {x.median_rel_abs:.3g} (bound "
-                        f"{th.get('layer_max_median_rel_abs', float('nan')):.2g}), max {x.max_rel_abs:.3g} (bound "
-                        f"{th['layer_max_rel_abs']:.2g}) at position {x.worst_position}, 1-cos {x.max_one_minus_cos:.3g}")
+        res.layer_first_divergence = bad[0].layer
+        parts.append(say(bad[0], "layer"))
     else:
-        layer_reason = (f"{len(layers)} layers within bounds (max rel max|d| "
-                        f"{max((x.max_rel_abs for x in layers), default=0.0):.3g})")
+        parts.append(f"{len(layers)} layers within bounds (max rel max|d| "
+                     f"{max((x.max_rel_abs for x in layers), default=0.0):.3g})")
+    dbad = []
+    if decode_layers:
+        res.decode_layers = [asdict(x) for x in decode_layers]
+        dbad = over(decode_layers)
+        if dbad:
+            res.decode_layer_first_divergence = dbad[0].layer
+            parts.append(say(dbad[0], "decode-step layer"))
+        else:
+            parts.append(f"decode steps: {len(decode_layers)} layers within bounds (max rel max|d| "
+                         f"{max(x.max_rel_abs for x in decode_layers):.3g})")
+    layer_reason = "; ".join(parts)
+    failed = bool(bad or dbad)
     if end_to_end == "report":
         e2e = f"end to end (reported, not gating): {res.verdict}: {res.reason}"
-        res.verdict = "fail" if (bad or res.nonfinite is not None) else "pass"
+        res.verdict = "fail" if (failed or res.nonfinite is not None) else "pass"
         res.reason = f"{layer_reason}; {e2e}"
     else:
-        if bad:
+        if failed:
             res.verdict = "fail"
         res.reason = f"{layer_reason}; {res.reason}"
     return res
@@ -387,7 +413,9 @@ def parity_receipt(result: ParityResult, *, model: str | os.PathLike[str], promp
                  "nonfinite": asdict(result.nonfinite) if result.nonfinite else None},
         "prompt": {"positions": len(result.positions), "first_divergence": result.first_divergence,
                    **_worsts(result, "prompt")},
-        "layers": {"positions": result.layers, "first_divergence": result.layer_first_divergence},
+        "layers": {"positions": result.layers, "first_divergence": result.layer_first_divergence,
+                   **({"decode": result.decode_layers, "decode_first_divergence": result.decode_layer_first_divergence}
+                      if result.decode_layers else {})},
         "decode": {"tokens": result.decode_tokens, "positions": [asdict(p) for p in result.decode_positions],
                    "first_divergence": result.decode_first_divergence,
                    "greedy_degenerate": result.greedy_degenerate, **_worsts(result, "decode")},
