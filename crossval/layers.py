@@ -14,7 +14,6 @@ depth; a real profile mismatch shows at every layer.
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bitnet.errors import BridgeError
+from bitnet.model.layerwise import engine_l_out, forced_outputs, our_layer, our_layer_steps  # noqa: F401
 from crossval.timeouts import PARITY_TIMEOUT_S
 
 
@@ -38,43 +38,6 @@ class LayerMetrics:
     #: median two flipped steps of four already failed: measured at the 2B-4T shape, where
     #: ~7% of a layer's single-token steps flip)
     median_rel_abs: float = 0.0
-
-
-def our_layer(model, i: int, x_in: np.ndarray, ids: Sequence[int]) -> np.ndarray:
-    """Our layer i applied to x_in [T, n_embd] at positions 0..T-1 in one batch: the model's
-    own forward pass over a view holding only that layer, with the embedding replaced by x_in
-    and the final norm and lm_head by the identity."""
-    return our_layer_steps(model, i, x_in, ids, None, [])[0]
-
-
-def our_layer_steps(model, i: int, x_in: np.ndarray, ids: Sequence[int], x_steps: np.ndarray | None,
-                    step_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Our layer i on x_in [T, n_embd] at positions 0..T-1 (one batch), then on each row of
-    x_steps [S, n_embd] as one decode step at position T + s through the same KV cache (the
-    layer's cache holds K/V computed from the prompt inputs given, so a decode step is
-    teacher-forced too). Returns (prompt outputs [T, n_embd], step outputs [S, n_embd])."""
-    import bitnet.model.bitnet_model as bm
-    from crossval.faults import _Skip
-
-    view = copy.copy(model)
-    view.layers = [model.layers[i]]
-    view.output_norm = _Skip(model.output_norm)
-    view.lm_head = lambda x, single_row_f16: x
-    real = bm.rms_norm
-    bm.rms_norm = lambda x, w, eps: x if isinstance(w, _Skip) else real(x, w, eps)
-    try:
-        cache = view.new_cache()
-        view.embed = lambda tokens: np.asarray(x_in, np.float32)
-        prompt = view.forward(np.asarray(ids, np.int64), cache, 0, all_logits=True)
-        steps = []
-        for s, tok in enumerate(step_ids):
-            assert x_steps is not None
-            view.embed = lambda tokens, s=s: np.asarray(x_steps[s:s + 1], np.float32)
-            steps.append(view.forward(np.asarray([tok], np.int64), cache, len(ids) + s, all_logits=False)[0])
-    finally:
-        bm.rms_norm = real
-    n_embd = np.asarray(x_in).shape[-1]
-    return prompt, (np.stack(steps).astype(np.float32) if steps else np.zeros((0, n_embd), np.float32))
 
 
 def teacher_forced_decode_layers(model, ids: Sequence[int], forced: Sequence[int], l_out: np.ndarray,
@@ -105,14 +68,6 @@ def layer_metrics(ours: np.ndarray, ref: np.ndarray, layer: int) -> LayerMetrics
                         float(np.quantile(rel, 0.5, method="lower")) if finite else float("nan"))
 
 
-def forced_outputs(model, ids: Sequence[int], l_out: np.ndarray) -> np.ndarray:
-    """[n_layer, T, n_embd]: our layer 0 on our embedding, our layer i on l_out[i - 1]."""
-    ids = [int(i) for i in ids]
-    x = model.embed(np.asarray(ids, np.int64))
-    return np.stack([our_layer(model, i, x if i == 0 else l_out[i - 1], ids).astype(np.float32)
-                     for i in range(len(model.layers))])
-
-
 def metrics_of(forced: np.ndarray, l_out: np.ndarray) -> list[LayerMetrics]:
     """Per-layer metrics of teacher-forced outputs against the captured ones, both
     [n_layer, T, n_embd]."""
@@ -123,18 +78,6 @@ def teacher_forced_layers(model, ids: Sequence[int], l_out: np.ndarray) -> list[
     """Every layer of a loaded BitNetModel against the reference's captured outputs
     l_out [n_layer, T, n_embd]."""
     return metrics_of(forced_outputs(model, ids, l_out), l_out)
-
-
-def engine_l_out(model, ids: Sequence[int]) -> np.ndarray:
-    """Our own layer outputs [n_layer, T, n_embd], layer by layer through `our_layer` (the
-    reference side when a planted fault is judged against the unmodified engine)."""
-    ids = [int(i) for i in ids]
-    x = model.embed(np.asarray(ids, np.int64))
-    out = []
-    for i in range(len(model.layers)):
-        x = our_layer(model, i, x, ids)
-        out.append(x)
-    return np.stack(out)
 
 
 def reference_layers(cpp_dir: str | os.PathLike[str], model_path: str | os.PathLike[str], ids: Sequence[int],

@@ -109,12 +109,12 @@ class ReferenceEngine(Engine):
         return EngineOutput(lg, g, time.perf_counter() - t0)
 
     def layer_outputs(self, ids: Sequence[int]) -> np.ndarray:
-        from crossval.layers import engine_l_out
+        from bitnet.model.layerwise import engine_l_out
 
         return engine_l_out(self._e().model, [int(i) for i in ids]).astype(np.float32)
 
     def forced_layer_outputs(self, ids: Sequence[int], l_out: np.ndarray) -> np.ndarray:
-        from crossval.layers import forced_outputs
+        from bitnet.model.layerwise import forced_outputs
 
         return forced_outputs(self._e().model, [int(i) for i in ids], np.asarray(l_out, np.float32))
 
