@@ -32,11 +32,21 @@ INT8_ACTS = ("per-token-absmax", "q8_k-block256")
 def gate_family(model) -> str:
     """`int8-act` when any projection quantizes its activations to int8 under the model's
     numerics profile (a one-ulp float difference can flip an int8 rounding there), `f16-act`
-    when any rounds them to F16/BF16, else `float`."""
-    acts = {model.profile.act_for(f) for f in model.flavors}
+    when any rounds them to F16/BF16 or attention rounds to F16 (F16 KV cache, Q to F16), else
+    `float`."""
+    from bitnet.model.profiles import PROFILES
+
+    # the family the named profile promises (its table entry), not what a run's profile object
+    # does: a planted fault that flips a knob must not choose itself looser bounds
+    prof = PROFILES.get(model.profile.name, model.profile)
+    acts = {prof.act_for(f) for f in model.flavors}
     if acts & set(INT8_ACTS):
         return "int8-act"
-    return "f16-act" if acts & {"f16", "bf16"} else "float"
+    # an F16 KV cache or Q rounded to F16 (the bitnet.cpp profiles) rounds inside attention
+    # even with F32 weights: measured against the fork's F32 path, 1-cos 1e-8, rel max-abs
+    # 1.2e-4, far above the float family's floor
+    f16_attention = np.dtype(prof.kv_dtype) == np.float16 or prof.q_f16
+    return "f16-act" if acts & {"f16", "bf16"} or f16_attention else "float"
 
 
 @dataclass
