@@ -93,6 +93,7 @@ def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: i
 
 def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, forced: list[int], n_greedy: int,
           backend: str, l_out: np.ndarray | None = None, apply_corrections: bool = False,
+          trace_data: dict | None = None, profile: str = "exact", timings: dict | None = None,
           decode_l_out: np.ndarray | None = None):
     from bitnet.kernels import dispatch
     from bitnet.model import BitNetModel
@@ -101,27 +102,47 @@ def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, force
     dispatch.set_backend(backend)
     t0 = time.perf_counter()
     m = BitNetModel(model, profile=numerics, strict=strict, apply_corrections=apply_corrections)
+    trace = None
     try:
-        out = engine_outputs(m, ids, forced, n_greedy)
-        layers = teacher_forced_layers(m, ids, l_out) if l_out is not None else None
+        if trace_data is None:
+            out = engine_outputs(m, ids, forced, n_greedy)
+            layers = teacher_forced_layers(m, ids, l_out) if l_out is not None else None
+        else:  # the op-by-op trace (crossval.trace), recorded in the passes made anyway
+            from bitnet.model.record import recording
+            from crossval.trace import op_order, trace_libllama
+
+            with recording() as rec:
+                out = engine_outputs(m, ids, forced, n_greedy)
+            order = op_order(len(m.layers))
+            first = rec.records[:len(order)]  # the prompt pass: engine_outputs' first forward
+            ours_rec = {(r.layer, r.op): r.value for r in first} if [(r.layer, r.op) for r in first] == order else None
+            del rec
+            forced_rec: dict | None = {} if l_out is not None else None
+            layers = teacher_forced_layers(m, ids, l_out, record_into=forced_rec) if l_out is not None else None
+            t1 = time.perf_counter()
+            trace = trace_libllama(None, model, ids, profile=profile, model=m, captured=trace_data, ours=ours_rec,
+                                   forced=forced_rec)
+            if timings is not None:
+                timings["engine_trace_walk_s"] = time.perf_counter() - t1
         dec_layers = teacher_forced_decode_layers(m, ids, forced, l_out, decode_l_out) \
             if l_out is not None and decode_l_out is not None and forced else None
     finally:
         m.close()
-    return out, (layers, dec_layers), time.perf_counter() - t0, m.corrections
+    return out, (layers, dec_layers), time.perf_counter() - t0, m.corrections, trace
 
 
 def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
                    profile: str = "exact", numerics: str | None = None, n_greedy: int = 8, strict: bool = True,
                    backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
                    timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,
-                   per_layer: bool = True, end_to_end: str = "gate", apply_corrections: bool = False) -> ParityResult:
+                   per_layer: bool = True, end_to_end: str = "gate", apply_corrections: bool = False,
+                   trace: bool = False) -> ParityResult:
     """Our engine (`reference[:numerics]@backend`) against a libllama build; see
     `crossval_libllama` (this returns its result alone)."""
     return crossval_libllama(cpp_dir, model, ids, profile=profile, numerics=numerics, n_greedy=n_greedy,
                              strict=strict, backend=backend, receipt=receipt, timeout=timeout,
                              worker_argv=worker_argv, per_layer=per_layer, end_to_end=end_to_end,
-                             apply_corrections=apply_corrections).result
+                             apply_corrections=apply_corrections, trace=trace).result
 
 
 def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
@@ -129,14 +150,16 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
                       backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
                       timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,
                       per_layer: bool = True, end_to_end: str = "gate",
-                      apply_corrections: bool = False) -> EngineComparison:
+                      apply_corrections: bool = False, trace: bool = False) -> EngineComparison:
     """Prompt logits and `n_greedy` teacher-forced decode steps (the reference's greedy tokens
     fed to both sides, ours through our KV cache), gated separately at the bounds of the
     model's format family. `per_layer` (default) also runs each of our layers on the
     reference's own input (libllama's `l_out-N`, crossval.layers) and gates it: for
     activation-rounding formats the end-to-end floor is set by rounding flips that grow through
     the layers, the per-layer median is not. With end_to_end="report" the end-to-end comparison
-    is reported beside the per-layer verdict instead of deciding it (deep models).
+    is reported beside the per-layer verdict instead of deciding it (deep models). `trace`
+    adds the op-by-op trace (crossval.trace): libllama's named tensors captured in the same
+    worker run, ours on the same loaded model; `result.trace` and the receipt's "trace" key.
 
     This is the engine pair `reference` vs `libllama:DIR` of crossval.pair with the decode-step
     and per-layer gates added (they need our model's KV cache and layers, and libllama's
@@ -180,17 +203,23 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
         with GGUFReader(model) as rd:
             cfg = read_config(rd, strict=False)
         layers_req = {"n_layer": cfg.n_layer, "n_embd": cfg.n_embd}
+    trace_req = None
+    if trace:
+        from crossval.trace import CAPTURE_NAMES
+
+        trace_req = {"ids": ids, "names": list(CAPTURE_NAMES), "decode_last": False}
     ref = run_reference(cpp_dir, model, ids=ids, n_greedy=n_greedy, timeout=timeout, worker_argv=worker_argv,
-                        layers=layers_req)
+                        layers=layers_req, trace=trace_req)
     timings["reference_s"] = time.perf_counter() - t0
     if not ref.ok:
         return finish(errored(f"reference: {ref.error}", profile))
     ref_greedy = [int(t) for t in ref.data.get("greedy", np.zeros(0, np.int32))]
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     fut = pool.submit(_ours, model, ids, numerics, strict, ref_greedy, n_greedy, backend, ref.data.get("l_out"),
-                      apply_corrections, ref.data.get("decode_l_out"))
+                      apply_corrections, ref.data if trace else None, profile, timings,
+                      ref.data.get("decode_l_out"))
     try:
-        out, (layer_metrics, decode_layer_metrics), ours_s, corrections = fut.result(timeout=timeout)
+        out, (layer_metrics, decode_layer_metrics), ours_s, corrections, op_trace = fut.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
         pool.shutdown(wait=False, cancel_futures=True)
         return finish(errored(f"ours: the engine ran past {timeout:g} s", profile))
@@ -221,6 +250,12 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
             return finish(errored(f"per-layer gate requested alone, but the reference's layers were not captured: "
                                   f"{why}", profile))
         result.reason += f"; per-layer gate not applied (reference layers not captured: {why})"
+    if op_trace is not None:
+        from crossval.trace import trace_to_dict
+
+        result.trace = trace_to_dict(op_trace)
+        if "trace_s" in ref.data:
+            timings["reference_trace_s"] = float(ref.data["trace_s"])
     return finish(result)
 
 

@@ -1,4 +1,4 @@
-"""Engines the harness can judge, behind one protocol (docs/reference/engines.md).
+"""Engines the harness can judge, behind one protocol (docs/reference/engine-protocol.md).
 
     from bitnet.engines import open_engine
     eng = open_engine("cmd:python examples/engines/ours.py")
@@ -14,6 +14,7 @@ from bitnet.engines.protocol import (
     EngineError,
     EngineInfo,
     EngineOutput,
+    TimedRun,
     check_layers,
     check_logits,
 )
@@ -21,5 +22,6 @@ from bitnet.engines.registry import ENTRY_POINT_GROUP, known_kinds, open_engine,
 
 __all__ = [
     "CAPABILITIES", "Capabilities", "CapabilityMissing", "ENTRY_POINT_GROUP", "Engine", "EngineError",
-    "EngineInfo", "EngineOutput", "check_layers", "check_logits", "known_kinds", "open_engine", "parse_spec",
+    "EngineInfo", "EngineOutput", "TimedRun", "check_layers", "check_logits", "known_kinds", "open_engine",
+    "parse_spec",
 ]
