@@ -272,6 +272,8 @@ int bh_decode_steps_layers(void *hp, const int *ids, int n, int n_steps, int n_l
     llama_free(ctx);
     if (rc != 0) return rc < 0 ? rc : -3;
     return cap.mismatched ? -4 : cap.captured;
+}
+
 /* ---- op-by-op trace (issue 17): every graph node whose name is one of a set of base names
  * (`attn_norm` matches `attn_norm-0`, `attn_norm-1`, ...; `result_norm` matches itself) is
  * copied out as F32 when it has been computed: its name, ggml op, ne[0..3] and values in
