@@ -175,6 +175,53 @@ def backend_pairs(root: Path, plan: Plan, log) -> tuple[list[dict], str | None]:
     return records, None
 
 
+def hf_layer_pairs(root: Path, plan: Plan, log) -> tuple[list[dict], str | None]:
+    """Ours (`reference` profile) against HF transformers (the `hf:` engine), per layer,
+    teacher-forced: HF's float32 torch matmuls sum in another order than our integer dot
+    products, and a long prompt sums attention over more positions, so this pair's per-layer
+    floor sits above libllama's. One record per model and prompt, including a 600-token one."""
+    try:
+        from bitnet.engines import open_engine
+
+        hf = open_engine("hf:")
+    except Exception as e:  # the [hf] extra is optional
+        return [], f"hf pairs not measured: {type(e).__name__}: {e}"
+    from dataclasses import replace as _replace
+
+    from bitnet.synth import PRESETS, synthesize
+    from crossval.layers import metrics_of
+
+    records = []
+    for fmt in ("i2_s", "f32"):
+        for shape_name in plan.shapes[:2]:
+            for seed in range(max(1, plan.seeds // 2)):
+                path = _model(root, "bitnet-b1.58", fmt, shape_name, 300 + seed)
+                rng = np.random.default_rng([seed, 11, len(fmt)])
+                ours = open_engine("reference:reference")
+                ours.load(path)
+                hf.load(path)
+                for ids in _prompts(rng, max(1, plan.prompts // 2), 384):
+                    lm = metrics_of(ours.forced_layer_outputs(ids, cap := hf.layer_outputs(ids)), cap)
+                    records.append({"pair": "hf-layers", "arch": "bitnet-b1.58", "format": fmt,
+                                    "numerics": "reference", "family": "int8-act", "shape": shape_name,
+                                    "seed": 300 + seed, "prompt_len": len(ids), "layers": _layer_worst(lm)})
+                ours.close()
+                log(f"hf {fmt} {shape_name} seed {300 + seed}")
+    path = root / "hf-long.gguf"  # the parity suite's long prompt, past 512 tokens
+    synthesize(path, preset=_replace(PRESETS["tiny"], n_ctx=1024), arch="bitnet-b1.58", fmt="f32", seed=11)
+    ours = open_engine("reference:reference")
+    ours.load(path)
+    hf.load(path)
+    ids = np.random.default_rng(600).integers(3, 256, 600).tolist()
+    lm = metrics_of(ours.forced_layer_outputs(ids, cap := hf.layer_outputs(ids)), cap)
+    records.append({"pair": "hf-layers", "arch": "bitnet-b1.58", "format": "f32", "numerics": "reference",
+                    "family": "int8-act", "shape": "tiny-ctx1024", "seed": 11, "prompt_len": 600,
+                    "layers": _layer_worst(lm)})
+    ours.close()
+    log("hf 600-token prompt")
+    return records, None
+
+
 def summarize(records: list[dict], margins: dict[str, float]) -> dict:
     """Per family: run count, the largest value of every gated metric (over prompt and decode
     sections), quantiles, and the proposed bounds = margin x largest."""
@@ -441,12 +488,16 @@ def update_policy(bounds: dict[str, dict], data_file: str) -> Path:
     path = policy_dir() / "parity.yml"
     y = YAML()
     doc = y.load(path.read_text())
-    fams = {fam: {k: v for k, v in b.items()} for fam, b in bounds.items()}
+    old = doc["profiles"]["exact"].get("families") or {}
+    kept = ("top1_decides_with_layers",)  # policy choices, not measured bounds: carried over
+    fams = {fam: {**{k: v for k, v in b.items()}, **{k: old[fam][k] for k in kept if k in (old.get(fam) or {})}}
+            for fam, b in bounds.items()}
     doc["profiles"]["exact"]["families"] = fams
     for k in ("max_one_minus_cos", "max_kl", "max_rel_abs"):  # top level: the loosest family's
         doc["profiles"]["exact"][k] = max(b[k] for b in bounds.values())
-    doc["profiles"]["exact"].yaml_set_comment_before_after_key(
-        "families", before=f"set by `python -m crossval.calibrate --update-policy` from {data_file}", indent=4)
+    note = f"set by `python -m crossval.calibrate --update-policy` from {data_file}"
+    if note not in path.read_text():  # once, not once per update
+        doc["profiles"]["exact"].yaml_set_comment_before_after_key("families", before=note, indent=4)
     buf = io.StringIO()
     y.dump(doc, buf)
     return atomic_write_text(path, buf.getvalue())
@@ -476,13 +527,19 @@ def main(argv: list[str] | None = None, io=None) -> int:
     p.add_argument("--margin", action="append", default=[], metavar="FAMILY=X",
                    help=f"bound = X x the largest correct value (default {DEFAULT_MARGIN})")
     p.add_argument("--faults", action="store_true", help="also run every planted fault (catch table)")
+    p.add_argument("--hf", action="store_true",
+                   help="also measure ours against HF transformers per layer (the [hf] extra); with --report, "
+                        "measure them now and add them to the recorded runs")
     p.add_argument("--update-policy", action="store_true", help="write the bounds into policies/parity.yml")
     a = p.parse_args(argv)
     err = io.stderr if io else sys.stderr
     if a.report:  # judge recorded measurements again (margins may differ), print the tables
         try:
             margins = _margins(a.margin)
-            doc = judge(json.loads(Path(a.report).read_text()), margins)
+            recorded = json.loads(Path(a.report).read_text())
+            if a.hf:
+                recorded = _with_hf(recorded, a, err)
+            doc = judge(recorded, margins)
         except (OSError, ValueError, KeyError) as e:
             print(f"calibrate: {a.report}: {e}", file=err)
             return 2
@@ -524,6 +581,11 @@ def main(argv: list[str] | None = None, io=None) -> int:
         records += br
         if note:
             notes.append(note)
+        if a.hf:
+            hr, note = hf_layer_pairs(root, plan, log)
+            records += hr
+            if note:
+                notes.append(note)
         bounds = {fam: s["bounds"] for fam, s in summarize(records, margins).items()}
         faults = fault_runs(a.cpp_dir, root, bounds, log) if a.faults else []
     doc = judge({"command": "python -m crossval.calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -535,6 +597,20 @@ def main(argv: list[str] | None = None, io=None) -> int:
                  "faults": faults, "records": records}, margins)
     atomic_write_text(a.out, json.dumps(doc, indent=1) + "\n")
     return _finish(doc, a, log)
+
+
+def _with_hf(doc: dict, a, err) -> dict:
+    """A recorded calibration with the hf per-layer pairs measured now (replacing any recorded)."""
+    plan = Plan(**{k: v for k, v in (doc.get("plan") or {}).items() if k in ("seeds", "prompts")})
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bitnet-calibrate-") as tmp:
+        hr, note = hf_layer_pairs(Path(tmp), plan, lambda m: print(f"[{time.perf_counter() - t0:6.1f}s] {m}",
+                                                                    file=err, flush=True))
+    records = [r for r in doc["records"] if r.get("pair") != "hf-layers"] + hr
+    notes = [n for n in doc.get("notes", []) if not n.startswith("hf pairs")] + ([note] if note else [])
+    cmd = doc.get("command", "")
+    return {**doc, "records": records, "notes": notes, "layer_runs": sum("layers" in r for r in records),
+            "command": cmd if "--hf" in cmd else f"{cmd} --hf"}
 
 
 def _finish(doc: dict, a, log) -> int:

@@ -55,10 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "decode steps are gated")
     p.add_argument("--timeout", type=finite_float, default=None, help="seconds per engine call (default: the shared parity timeout)")
     p.add_argument("--deep", action="store_true",
-                   help="ours against libllama only: the per-layer teacher-forced gate decides alone; the end-to-end "
-                        "comparison is reported beside it, not gating (deep random models, e.g. the 2B-4T shape)")
+                   help="the per-layer teacher-forced gate decides alone; the end-to-end comparison is reported "
+                        "beside it, not gating (deep random models, e.g. the 2B-4T shape); any pair where one side "
+                        "forces its layers and the other captures them")
     p.add_argument("--no-per-layer", action="store_true",
-                   help="ours against libllama: skip the per-layer gate (end to end only)")
+                   help="skip the per-layer gate (end to end only)")
     p.add_argument("--backend", choices=("numpy", "native", "cpu", "cuda"), default=None,
                    help="our engine's kernel backend (shorthand for @BACKEND in its spec; native keeps 2B-class "
                         "models within the timeout)")
@@ -106,8 +107,9 @@ def _specs_given(args) -> tuple[str, str, str]:
 
 
 #: what the table and --json say when the pair is not ours against libllama
-NOT_AVAILABLE = ("decode-step and per-layer gates: not available for this pair (they need ours, "
-                 "--engine reference[:PROFILE][@BACKEND], against --reference libllama:DIR)")
+NOT_AVAILABLE = ("decode-step gates: not available for this pair (they need ours, "
+                 "--engine reference[:PROFILE][@BACKEND], against --reference libllama:DIR); the per-layer gate "
+                 "applies where the engines offer it (the reason says)")
 
 
 def _libllama_pair(engine_spec: str, ref_spec: str, strict: bool | None):
@@ -154,10 +156,6 @@ def run(args: argparse.Namespace, io) -> int:
         ids = load_tokenizer(args.model).encode(args.prompt, add_special=True, parse_special=True)
     timeout = args.timeout or PARITY_TIMEOUT_S
     pair = _libllama_pair(engine_spec, ref_spec, strict=not args.no_strict if args.cpp_dir else None)
-    if pair is None and args.deep:
-        raise ConfigError(f"--deep: the per-layer gate is available only for ours against libllama "
-                          f"(--engine reference[:PROFILE][@BACKEND] --reference libllama:DIR), not {engine_spec} "
-                          f"against {ref_spec}")
     if pair is not None:  # ours against libllama: decode-step and per-layer gates too (crossval.compare)
         numerics, backend, cpp_dir, strict = pair
         from crossval.compare import crossval_libllama
@@ -181,7 +179,8 @@ def run(args: argparse.Namespace, io) -> int:
                           stream=io.stderr, quiet=args.quiet):
                 op_trace = _ours_pair_trace(engine, reference, args.model, ids, gate) if args.trace else None
                 c = compare_engines(engine, reference, args.model, ids, gate=gate, n_greedy=args.greedy,
-                                    receipt=None if op_trace else args.receipt, timeout=timeout)
+                                    receipt=None if op_trace else args.receipt, timeout=timeout,
+                                    per_layer=not args.no_per_layer, end_to_end="report" if args.deep else "gate")
                 if op_trace is not None:
                     c.result.trace = op_trace
                     if args.receipt and c.verdict in ("pass", "fail", "skipped"):

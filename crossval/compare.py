@@ -18,6 +18,7 @@ from crossval.parity import (
     ParityResult,
     compare,
     errored,
+    flips_decide,
     gate_layers,
     parity_receipt,
     write_parity_receipt,
@@ -31,11 +32,21 @@ INT8_ACTS = ("per-token-absmax", "q8_k-block256")
 def gate_family(model) -> str:
     """`int8-act` when any projection quantizes its activations to int8 under the model's
     numerics profile (a one-ulp float difference can flip an int8 rounding there), `f16-act`
-    when any rounds them to F16/BF16, else `float`."""
-    acts = {model.profile.act_for(f) for f in model.flavors}
+    when any rounds them to F16/BF16 or attention rounds to F16 (F16 KV cache, Q to F16), else
+    `float`."""
+    from bitnet.model.profiles import PROFILES
+
+    # the family the named profile promises (its table entry), not what a run's profile object
+    # does: a planted fault that flips a knob must not choose itself looser bounds
+    prof = PROFILES.get(model.profile.name, model.profile)
+    acts = {prof.act_for(f) for f in model.flavors}
     if acts & set(INT8_ACTS):
         return "int8-act"
-    return "f16-act" if acts & {"f16", "bf16"} else "float"
+    # an F16 KV cache or Q rounded to F16 (the bitnet.cpp profiles) rounds inside attention
+    # even with F32 weights: measured against the fork's F32 path, 1-cos 1e-8, rel max-abs
+    # 1.2e-4, far above the float family's floor
+    f16_attention = np.dtype(prof.kv_dtype) == np.float16 or prof.q_f16
+    return "f16-act" if acts & {"f16", "bf16"} or f16_attention else "float"
 
 
 @dataclass
@@ -82,10 +93,11 @@ def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: i
 
 def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, forced: list[int], n_greedy: int,
           backend: str, l_out: np.ndarray | None = None, apply_corrections: bool = False,
-          trace_data: dict | None = None, profile: str = "exact", timings: dict | None = None):
+          trace_data: dict | None = None, profile: str = "exact", timings: dict | None = None,
+          decode_l_out: np.ndarray | None = None):
     from bitnet.kernels import dispatch
     from bitnet.model import BitNetModel
-    from crossval.layers import teacher_forced_layers
+    from crossval.layers import teacher_forced_decode_layers, teacher_forced_layers
 
     dispatch.set_backend(backend)
     t0 = time.perf_counter()
@@ -112,9 +124,11 @@ def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, force
                                    forced=forced_rec)
             if timings is not None:
                 timings["engine_trace_walk_s"] = time.perf_counter() - t1
+        dec_layers = teacher_forced_decode_layers(m, ids, forced, l_out, decode_l_out) \
+            if l_out is not None and decode_l_out is not None and forced else None
     finally:
         m.close()
-    return out, layers, time.perf_counter() - t0, m.corrections, trace
+    return out, (layers, dec_layers), time.perf_counter() - t0, m.corrections, trace
 
 
 def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
@@ -202,9 +216,10 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
     ref_greedy = [int(t) for t in ref.data.get("greedy", np.zeros(0, np.int32))]
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     fut = pool.submit(_ours, model, ids, numerics, strict, ref_greedy, n_greedy, backend, ref.data.get("l_out"),
-                      apply_corrections, ref.data if trace else None, profile, timings)
+                      apply_corrections, ref.data if trace else None, profile, timings,
+                      ref.data.get("decode_l_out"))
     try:
-        out, layer_metrics, ours_s, corrections, op_trace = fut.result(timeout=timeout)
+        out, (layer_metrics, decode_layer_metrics), ours_s, corrections, op_trace = fut.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
         pool.shutdown(wait=False, cancel_futures=True)
         return finish(errored(f"ours: the engine ran past {timeout:g} s", profile))
@@ -222,9 +237,13 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
     dec_ref = ref.data.get("decode_logits")
     result = compare(ours, ref_logits, profile, greedy_ours=out.greedy, greedy_ref=ref_greedy, family=out.family,
                      decode_ours=out.decode_logits if dec_ref is not None else None, decode_ref=dec_ref,
-                     decode_tokens=ref_greedy)
+                     decode_tokens=ref_greedy,
+                     flips_decide=flips_decide(profile, out.family, layer_metrics is not None))
     if layer_metrics is not None:
-        result = gate_layers(result, layer_metrics, end_to_end=end_to_end)
+        result = gate_layers(result, layer_metrics, end_to_end=end_to_end, decode_layers=decode_layer_metrics)
+        if decode_layer_metrics is None and n_greedy:
+            result.reason += "; decode steps not gated per layer (" + str(ref.data.get(
+                "decode_l_out_error", "the reference captured no decode-step layers")) + ")"
     elif per_layer:
         why = str(ref.data.get("l_out_error", "no l_out captured"))
         if end_to_end == "report":

@@ -59,7 +59,9 @@ class LibllamaEngine(RoundTripEngine):
 
     @property
     def capabilities(self) -> Capabilities:  # type: ignore[override]
-        return Capabilities(logits=True, greedy=True, tokenize=True, loads=LOADS[self.ref.api])
+        return Capabilities(logits=True, greedy=True, tokenize=True, loads=LOADS[self.ref.api], layers=True,
+                            why_not={"layer_forcing": "libllama runs its graph whole; its layers cannot be fed "
+                                                      "another engine's inputs (its outputs are captured instead)"})
 
     def _run(self, **kw) -> dict:
         from crossval.runner import run_reference
@@ -75,6 +77,20 @@ class LibllamaEngine(RoundTripEngine):
         lg = check_logits(self.spec, d.get("logits"), len(ids))
         g = [int(i) for i in d.get("greedy", np.zeros(0, np.int32))]
         return EngineOutput(lg, g, time.perf_counter() - t0)
+
+    def layer_outputs(self, ids: Sequence[int]) -> np.ndarray:
+        """Every `l_out-N` through the graph eval callback (crossval/shim.c bh_eval_layers);
+        a build whose graph names its layers otherwise declares the capability missing."""
+        from bitnet.engines.protocol import CapabilityMissing, check_layers
+        from bitnet.gguf.reader import GGUFReader
+        from bitnet.model.config import read_config
+
+        with GGUFReader(self._need_model()) as rd:
+            cfg = read_config(rd, strict=False)
+        d = self._run(ids=[int(i) for i in ids], layers={"n_layer": cfg.n_layer, "n_embd": cfg.n_embd})
+        if "l_out" not in d:
+            raise CapabilityMissing(f"engine {self.spec} cannot layers: {d.get('l_out_error', 'no l_out captured')}")
+        return check_layers(self.spec, d["l_out"], len(ids), cfg.n_layer)
 
     def timed_greedy(self, ids: Sequence[int], n: int) -> TimedRun:
         """Greedy generation in the crash-isolated worker, which times the load, the prompt and

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bitnet.model.layerwise import SkipNorm as _Skip
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -129,11 +131,6 @@ def _skip_norm(set_, which: str) -> None:
     set_(bm, "rms_norm", lambda x, w, eps: x if isinstance(w, _Skip) else real(x, w, eps))
 
 
-class _Skip(np.ndarray):
-    """A norm weight marked `skip this norm` (keeps its shape for the loader's checks)."""
-
-    def __new__(cls, a):
-        return np.asarray(a).view(cls)
 
 
 def attn_sub_norm_skipped(set_) -> None:

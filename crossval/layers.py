@@ -14,7 +14,6 @@ depth; a real profile mismatch shows at every layer.
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bitnet.errors import BridgeError
+from bitnet.model.layerwise import engine_l_out, forced_outputs, our_layer, our_layer_steps  # noqa: F401
 from crossval.timeouts import PARITY_TIMEOUT_S
 
 
@@ -32,32 +32,32 @@ class LayerMetrics:
     max_rel_abs: float  # max over positions of max|d| / max|reference l_out| of that position
     max_one_minus_cos: float
     worst_position: int
-    #: median over positions of the per-position relative max|d|: a rounding flip (one int8
-    #: or F16 step) moves one position; a wrong layer moves all of them
+    #: (the gates: lower) median over positions of the per-position relative max|d| (the ceil(T/2)-th
+    #: smallest): a rounding flip (one int8 or F16 step) moves one position, a wrong layer moves
+    #: all of them; it fails only when more than half the positions are off (with the plain
+    #: median two flipped steps of four already failed: measured at the 2B-4T shape, where
+    #: ~7% of a layer's single-token steps flip)
     median_rel_abs: float = 0.0
 
 
-def our_layer(model, i: int, x_in: np.ndarray, ids: Sequence[int]) -> np.ndarray:
-    """Our layer i applied to x_in [T, n_embd] at positions 0..T-1 in one batch: the model's
-    own forward pass over a view holding only that layer, with the embedding replaced by x_in
-    and the final norm and lm_head by the identity."""
-    import bitnet.model.bitnet_model as bm
-    from crossval.faults import _Skip
-
-    view = copy.copy(model)
-    view.layers = [model.layers[i]]
-    view.embed = lambda tokens: np.asarray(x_in, np.float32)
-    view.output_norm = _Skip(model.output_norm)
-    view.lm_head = lambda x, single_row_f16: x
-    real = bm.rms_norm
-    bm.rms_norm = lambda x, w, eps: x if isinstance(w, _Skip) else real(x, w, eps)
-    try:
-        return view.forward(np.asarray(ids, np.int64), view.new_cache(), 0, all_logits=True)
-    finally:
-        bm.rms_norm = real
+def teacher_forced_decode_layers(model, ids: Sequence[int], forced: Sequence[int], l_out: np.ndarray,
+                                 decode_l_out: np.ndarray) -> list[LayerMetrics]:
+    """Every layer's teacher-forced decode steps against the reference's: layer i gets the
+    reference's layer i-1 outputs for the prompt (building its KV cache) and for each step
+    (layer 0: our embedding of the token), one token at a time through our KV cache; its step
+    outputs are compared with the reference's `decode_l_out[i]` [S, n_embd]."""
+    ids, forced = [int(i) for i in ids], [int(t) for t in forced]
+    emb_p = model.embed(np.asarray(ids, np.int64))
+    emb_s = model.embed(np.asarray(forced, np.int64))
+    out = []
+    for i in range(len(model.layers)):
+        xp, xs = (emb_p, emb_s) if i == 0 else (l_out[i - 1], decode_l_out[i - 1])
+        _, steps = our_layer_steps(model, i, xp, ids, xs, forced)
+        out.append(layer_metrics(steps, decode_l_out[i], i, lower_median=True))
+    return out
 
 
-def layer_metrics(ours: np.ndarray, ref: np.ndarray, layer: int) -> LayerMetrics:
+def layer_metrics(ours: np.ndarray, ref: np.ndarray, layer: int, lower_median: bool = False) -> LayerMetrics:
     a, b = ours.astype(np.float64), ref.astype(np.float64)
     rel = np.abs(a - b).max(-1) / np.maximum(np.abs(b).max(-1), 1e-300)
     na, nb = np.linalg.norm(a, axis=-1, keepdims=True), np.linalg.norm(b, axis=-1, keepdims=True)
@@ -65,7 +65,14 @@ def layer_metrics(ours: np.ndarray, ref: np.ndarray, layer: int) -> LayerMetrics
     finite = bool(np.isfinite(rel).all())
     w = int(np.nanargmax(rel)) if np.isfinite(rel).any() else 0
     return LayerMetrics(layer, float(np.max(rel)) if finite else float("nan"), float(np.max(omc)), w,
-                        float(np.median(rel)) if finite else float("nan"))
+                        float(np.quantile(rel, 0.5, method="lower") if lower_median else np.median(rel))
+                        if finite else float("nan"))
+
+
+def metrics_of(forced: np.ndarray, l_out: np.ndarray) -> list[LayerMetrics]:
+    """Per-layer metrics of teacher-forced outputs against the captured ones, both
+    [n_layer, T, n_embd]."""
+    return [layer_metrics(forced[i], l_out[i], i, lower_median=True) for i in range(len(l_out))]
 
 
 def teacher_forced_layers(model, ids: Sequence[int], l_out: np.ndarray,
@@ -87,20 +94,8 @@ def teacher_forced_layers(model, ids: Sequence[int], l_out: np.ndarray,
             y = our_layer(model, i, x_in, ids)
         if rec is not None:
             record_into.update({k: v for k, v in rec.by_key().items() if k[0] == i})
-        out.append(layer_metrics(y, l_out[i], i))
+        out.append(layer_metrics(y, l_out[i], i, lower_median=True))
     return out
-
-
-def engine_l_out(model, ids: Sequence[int]) -> np.ndarray:
-    """Our own layer outputs [n_layer, T, n_embd], layer by layer through `our_layer` (the
-    reference side when a planted fault is judged against the unmodified engine)."""
-    ids = [int(i) for i in ids]
-    x = model.embed(np.asarray(ids, np.int64))
-    out = []
-    for i in range(len(model.layers)):
-        x = our_layer(model, i, x, ids)
-        out.append(x)
-    return np.stack(out)
 
 
 def reference_layers(cpp_dir: str | os.PathLike[str], model_path: str | os.PathLike[str], ids: Sequence[int],

@@ -22,6 +22,8 @@ from crossval.parity import (
     ParityResult,
     compare,
     errored,
+    flips_decide,
+    gate_layers,
     parity_receipt,
     skipped,
     write_parity_receipt,
@@ -75,11 +77,68 @@ def _info(engine: Engine) -> EngineInfo:
         return EngineInfo(engine.spec, "unknown", "unknown", f"describe failed: {e}", "unknown")
 
 
+def gate_family_of(engine: Engine, reference: Engine, model: Path) -> str | None:
+    """The format family whose bounds judge this pair: the model's family under the numerics
+    profile of our own engine when one side is ours, else the profile the reference (then the
+    engine) claims, else the model's default profile. None when our loader cannot read the
+    model (the comparison is then gated at the loosest, family-free bounds)."""
+    from bitnet.engines.reference import ReferenceEngine
+    from bitnet.errors import BitNetError
+    from bitnet.model import BitNetModel
+    from bitnet.model.profiles import PROFILES
+    from crossval.compare import gate_family
+
+    ours = [e.numerics for e in (engine, reference) if isinstance(e, ReferenceEngine)]
+    claimed = [_info(e).numerics for e in (reference, engine)]
+    numerics = next((n for n in [*ours, *claimed] if n in PROFILES), None)
+    try:
+        m = BitNetModel(model, profile=numerics, strict=False)
+    except (BitNetError, OSError, ValueError):
+        return None
+    try:
+        return gate_family(m)
+    finally:
+        m.close()
+
+
+def layer_gate(engine: Engine, reference: Engine, ids: list[int], timeout: float) -> tuple[list, str]:
+    """Per-layer teacher-forced metrics of a pair, and how they were taken: the engine's
+    layers run on the reference's captured inputs when the engine can force its layers and the
+    reference can capture, else the reference's layers on the engine's inputs (the same
+    per-layer difference, measured from the other side). Raises _Broke("skipped") with both
+    engines' reasons when neither direction is possible."""
+    from bitnet.engines.protocol import check_layers
+    from crossval.layers import metrics_of
+
+    ce, cr = engine.capabilities, reference.capabilities
+    if ce.layer_forcing and cr.layers:
+        cap = check_layers(reference.spec, _timed("reference", lambda: reference.layer_outputs(ids), timeout), len(ids))
+        forced = check_layers(engine.spec, _timed("engine", lambda: engine.forced_layer_outputs(ids, cap), timeout),
+                              len(ids), len(cap))
+        return metrics_of(forced, cap), "the engine's layers on the reference's inputs"
+    if cr.layer_forcing and ce.layers:
+        cap = check_layers(engine.spec, _timed("engine", lambda: engine.layer_outputs(ids), timeout), len(ids))
+        forced = check_layers(reference.spec, _timed("reference", lambda: reference.forced_layer_outputs(ids, cap),
+                                                     timeout), len(ids), len(cap))
+        return metrics_of(cap, forced), "the reference's layers on the engine's inputs"
+    why = "; ".join(f"{side} {e.spec}: layers {'yes' if c.layers else 'no'}, layer forcing "
+                    f"{'yes' if c.layer_forcing else 'no (' + c.why_not.get('layer_forcing', 'not declared') + ')'}"
+                    for side, e, c in (("engine", engine, ce), ("reference", reference, cr)))
+    raise _Broke("skipped", f"per-layer gate needs one side that forces its layers and one that captures them ({why})")
+
+
 def compare_engines(engine: Engine, reference: Engine, model: str | os.PathLike[str], ids: Sequence[int], *,
                     gate: str = "exact", n_greedy: int = 8, receipt: str | os.PathLike[str] | None = None,
-                    timeout: float = PARITY_TIMEOUT_S) -> EngineComparison:
+                    timeout: float = PARITY_TIMEOUT_S, per_layer: bool = True,
+                    end_to_end: str = "gate") -> EngineComparison:
     """The engine under test against the reference on `model`; "ours" in the result's fields
-    is the engine under test."""
+    is the engine under test. The logits are gated at the bounds of the model's format family
+    (`gate_family_of`). With `per_layer` (default) and an `exact` gate, each layer is also
+    gated teacher-forced (`layer_gate`), as for ours against libllama: where neither side
+    offers the capabilities it needs the reason says the per-layer gate was not applied, and
+    why. end_to_end="report" lets the per-layer verdict decide alone (deep models)."""
+    if end_to_end not in ("gate", "report"):
+        raise ValueError(f"end_to_end must be 'gate' or 'report', got {end_to_end!r}")
     ids = [int(i) for i in ids]
     model = Path(model)
     for e in (engine, reference):  # adapters with their own process limit get the shared one unless set
@@ -112,7 +171,33 @@ def compare_engines(engine: Engine, reference: Engine, model: str | os.PathLike[
         return _finish(errored(f"logits shapes differ: engine {list(a.shape)}, reference {list(b.shape)} "
                                f"(vocab: engine {a.shape[1]}, reference {b.shape[1]})", gate),
                        engine, reference, model, ids, timings, receipt)
-    result = compare(a, b, gate, greedy_ours=outs["engine"].greedy, greedy_ref=outs["reference"].greedy)
+    family = gate_family_of(engine, reference, model)
+    layers = None
+    if per_layer:
+        from crossval.parity import thresholds
+
+        why = ""
+        if family is None:
+            why = "our loader cannot read the model, so its format family (and per-layer bounds) is unknown"
+        elif "layer_max_rel_abs" not in thresholds(gate, family):
+            why = f"the {gate!r} gate has no per-layer bounds (policies/parity.yml)"
+        else:
+            try:
+                layers, how = layer_gate(engine, reference, ids, timeout)
+            except _Broke as br:
+                if br.verdict != "skipped":
+                    return _finish(errored(br.reason, gate), engine, reference, model, ids, timings, receipt)
+                why = br.reason
+        if why:
+            if end_to_end == "report":
+                return _finish(errored(f"per-layer gate requested alone, but not applied: {why}", gate),
+                               engine, reference, model, ids, timings, receipt)
+            notes.append(f"per-layer gate not applied: {why}")
+    result = compare(a, b, gate, greedy_ours=outs["engine"].greedy, greedy_ref=outs["reference"].greedy,
+                     family=family, flips_decide=flips_decide(gate, family, layers is not None))
+    if layers is not None:
+        result = gate_layers(result, layers, end_to_end=end_to_end)
+        result.reason += f" (per layer: {how})"
     if notes:
         result.reason = "; ".join([result.reason, *notes]) if result.reason else "; ".join(notes)
     return _finish(result, engine, reference, model, ids, timings, receipt)

@@ -21,6 +21,8 @@ int bh_eval(void *h, const int *ids, int n, float *out);
 int bh_greedy(void *h, const int *ids, int n, int n_gen, int *out);
 int bh_decode_steps(void *h, const int *ids, int n, int n_steps, int *greedy, float *out);
 int bh_eval_layers(void *h, const int *ids, int n, int n_layer, int n_embd, float *logits_out, float *layers_out);
+int bh_decode_steps_layers(void *h, const int *ids, int n, int n_steps, int n_layer, int n_embd, int *greedy,
+                           float *out, float *layers_out);
 void *bh_trace(void *h, const int *ids, int n, int decode_last, const char *names, float *logits_out);
 int bh_trace_status(void *t);
 int bh_trace_count(void *t);

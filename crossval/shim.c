@@ -221,6 +221,59 @@ int bh_eval_layers(void *hp, const int *ids, int n, int n_layer, int n_embd, flo
     return cap.mismatched ? -4 : cap.captured;
 }
 
+/* per-layer capture of the teacher-forced decode steps: as bh_decode_steps, and while step s
+ * runs (one token through the KV cache) every `l_out-N` row goes to
+ * layers_out[(s * n_layer + N) * n_embd]; the prompt pass itself is not observed (bh_eval_layers
+ * captures it). Returns the number of rows captured (n_steps * n_layer on success), or < 0 */
+typedef struct {
+    int n_layer, n_embd, active, captured, mismatched;
+    float *out; /* this step's [n_layer][n_embd] */
+} bh_step_capture;
+
+static bool bh_step_cb(struct ggml_tensor *t, bool ask, void *ud) {
+    bh_step_capture *c = (bh_step_capture *) ud;
+    if (strncmp(t->name, "l_out-", 6) != 0 || !c->active) return ask ? false : true;
+    if (ask) return true;
+    int il = atoi(t->name + 6);
+    size_t want = (size_t) c->n_embd * sizeof(float);
+    if (il < 0 || il >= c->n_layer || t->type != GGML_TYPE_F32 || t->ne[0] != c->n_embd || t->ne[1] != 1 ||
+        ggml_nbytes(t) != want) {
+        c->mismatched++;
+        return true;
+    }
+    ggml_backend_tensor_get(t, c->out + (size_t) il * c->n_embd, 0, want);
+    c->captured++;
+    return true;
+}
+
+int bh_decode_steps_layers(void *hp, const int *ids, int n, int n_steps, int n_layer, int n_embd, int *greedy,
+                           float *out, float *layers_out) {
+    bh_handle *h = (bh_handle *) hp;
+    bh_step_capture cap = {n_layer, n_embd, 0, 0, 0, layers_out};
+    struct llama_context *ctx = bh_context_cb(h, n + n_steps, bh_step_cb, &cap);
+    if (!ctx) return -1;
+    int nv = bh_n_vocab(h);
+    int rc = bh_decode(ctx, ids, n, 0, 0);
+    const float *l = rc == 0 ? llama_get_logits_ith(ctx, -1) : NULL;
+    for (int s = 0; rc == 0 && s < n_steps; s++) {
+        if (!l) { rc = -2; break; }
+        int best = 0;
+        for (int v = 1; v < nv; v++) if (l[v] > l[best]) best = v;
+        greedy[s] = best;
+        cap.active = 1;
+        cap.out = layers_out + (size_t) s * n_layer * n_embd;
+        rc = bh_decode(ctx, &best, 1, n + s, 0);
+        cap.active = 0;
+        if (rc != 0) break;
+        l = llama_get_logits_ith(ctx, -1);
+        if (!l) { rc = -2; break; }
+        memcpy(out + (size_t) s * nv, l, sizeof(float) * (size_t) nv);
+    }
+    llama_free(ctx);
+    if (rc != 0) return rc < 0 ? rc : -3;
+    return cap.mismatched ? -4 : cap.captured;
+}
+
 /* ---- op-by-op trace (issue 17): every graph node whose name is one of a set of base names
  * (`attn_norm` matches `attn_norm-0`, `attn_norm-1`, ...; `result_norm` matches itself) is
  * copied out as F32 when it has been computed: its name, ggml op, ne[0..3] and values in

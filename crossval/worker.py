@@ -5,7 +5,9 @@ REQ is a JSON file: {"cpp_dir", "model", "ids", "n_greedy", "runs", "layers", "t
 "n_threads", "bench"}; "layers" ({"n_layer", "n_embd"}) adds `l_out` [n_layer, T, n_embd], every layer's
 output captured through libllama's graph eval callback; "trace" ({"ids", "names", "decode_last"})
 adds every graph tensor with one of those base names (crossval.trace): trace_names, trace_ops,
-trace_ne [k, 4], trace_offsets, trace_data (F32, ggml order), trace_logits.
+trace_ne [k, 4], trace_offsets, trace_data (F32, ggml order), trace_logits. With "layers" and
+"n_greedy" also `decode_l_out` [n_layer, n, n_embd], every layer's output at each teacher-forced
+decode step.
 OUT receives an .npz: logits [T, V], greedy ids [n] and the teacher-forced decode-step logits
 [n, V] along them, n_vocab, per-text token ids, library facts; for each of "runs" (a list of
 {"ids", "n_greedy"}, one model load for many prompts) the same keys suffixed `_j`.
@@ -69,7 +71,8 @@ def main(argv: list[str]) -> int:
             result["l_out_error"] = np.array(f"{got} of {lay['n_layer']} l_out-N tensors captured (negative: "
                                              "decode error; -4: a tensor of unexpected shape or type)")
     if ids:
-        rc = _evaluate(ffi, lib, h, n_vocab, ids, int(req.get("n_greedy", 0)), result, "")
+        rc = _evaluate(ffi, lib, h, n_vocab, ids, int(req.get("n_greedy", 0)), result, "",
+                       lay if "l_out" in result else None)
         if rc:
             return rc
     for j, run in enumerate(req.get("runs") or []):  # calibration: many prompts, one load
@@ -97,7 +100,8 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _evaluate(ffi, lib, h, n_vocab: int, ids_list: list[int], n_greedy: int, result: dict, suffix: str) -> int:
+def _evaluate(ffi, lib, h, n_vocab: int, ids_list: list[int], n_greedy: int, result: dict, suffix: str,
+              lay: dict | None = None) -> int:
     """Prompt logits of every position (one batch), then `n_greedy` teacher-forced decode steps
     along the reference's greedy path: `greedy` [n], `decode_logits` [n, V] (step s fed greedy[s])."""
     ids = np.asarray(ids_list, np.int32)
@@ -110,6 +114,8 @@ def _evaluate(ffi, lib, h, n_vocab: int, ids_list: list[int], n_greedy: int, res
             return 4
         result["logits" + suffix] = logits
         result["eval_s" + suffix] = np.array(time.perf_counter() - t0)
+    if n_greedy and lay:
+        return _decode_steps_layers(ffi, lib, h, n_vocab, ids, n_greedy, lay, result)
     if n_greedy:
         g = np.zeros(n_greedy, np.int32)
         dec = np.zeros((n_greedy, n_vocab), np.float32)
@@ -120,6 +126,30 @@ def _evaluate(ffi, lib, h, n_vocab: int, ids_list: list[int], n_greedy: int, res
             return 4
         result["greedy" + suffix] = g
         result["decode_logits" + suffix] = dec
+    return 0
+
+
+def _decode_steps_layers(ffi, lib, h, n_vocab: int, ids: np.ndarray, n_greedy: int, lay: dict, result: dict) -> int:
+    """The teacher-forced decode steps with every layer's output of each step captured
+    (`decode_l_out` [n_layer, n, n_embd]); a build whose graph names its layers otherwise gets
+    `decode_l_out_error` and the steps' logits alone."""
+    n_layer, n_embd = int(lay["n_layer"]), int(lay["n_embd"])
+    g = np.zeros(n_greedy, np.int32)
+    dec = np.zeros((n_greedy, n_vocab), np.float32)
+    out = np.zeros((n_greedy, n_layer, n_embd), np.float32)
+    got = lib.bh_decode_steps_layers(h, ffi.cast("int *", ids.ctypes.data), int(ids.size), n_greedy, n_layer, n_embd,
+                                     ffi.cast("int *", g.ctypes.data), ffi.cast("float *", dec.ctypes.data),
+                                     ffi.cast("float *", out.ctypes.data))
+    if got in (-1, -2, -3):
+        print(f"greedy decode steps failed ({got})", file=sys.stderr)
+        return 4
+    result["greedy"] = g
+    result["decode_logits"] = dec
+    if got == n_greedy * n_layer:
+        result["decode_l_out"] = np.ascontiguousarray(out.transpose(1, 0, 2))
+    else:
+        result["decode_l_out_error"] = np.array(f"{got} of {n_greedy * n_layer} decode-step l_out-N rows captured "
+                                                "(-4: a tensor of unexpected shape or type)")
     return 0
 
 

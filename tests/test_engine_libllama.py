@@ -49,6 +49,19 @@ def test_adapter_answers_what_the_worker_answers(lib, model, bitnet_cpp_dir):
 def test_against_ours_in_the_claimed_numerics(lib, model):
     c = compare_engines(lib, open_engine(f"reference:{lib.describe().numerics}"), model, PROMPT, n_greedy=4)
     assert c.verdict == "pass", c.result.reason
+    # libllama captures its layers, ours forces them: the pair is gated per layer (AC37)
+    assert len(c.result.layers) == 2 and "the reference's layers on the engine's inputs" in c.result.reason
+
+
+@pytest.mark.ac37
+def test_per_layer_gate_of_a_libllama_pair_catches_a_fault_in_ours(lib, model, monkeypatch):
+    from crossval.faults import FAULTS
+
+    FAULTS["rms_eps_1e-6"].apply(monkeypatch.setattr)
+    c = compare_engines(open_engine(f"reference:{lib.describe().numerics}"), lib, model, PROMPT, n_greedy=0,
+                        end_to_end="report")
+    assert c.verdict == "fail" and c.result.layer_first_divergence == 0, c.result.reason
+    assert "the engine's layers on the reference's inputs" in c.result.reason
 
 
 def test_a_crash_or_hang_in_the_worker_is_an_error_verdict(bitnet_cpp_dir, model):

@@ -87,3 +87,20 @@ def test_gguf_py_reads_synthetic_models(tmp_path):
     assert g.fields["general.architecture"].contents() == "bitnet"
     with GGUFReader(p) as r:
         assert [t.name for t in g.tensors] == [t.name for t in r.tensors]
+
+
+def test_builtin_vocab_is_padded_to_the_embedding_rows(tmp_path):
+    """A shape with more embedding rows than the built-in vocab (the 2B-4T shape: 128256) gets
+    reserved control tokens up to that count, as LLaMA 3 does: llama.cpp takes n_vocab from the
+    token list and refused the 2B-4T-shape synth model before ('token_embd.weight has wrong
+    shape; expected 2560, 384')."""
+    from dataclasses import replace
+
+    from bitnet.synth.model import PRESETS
+
+    p = synthesize(tmp_path / "m.gguf", preset=replace(PRESETS["tiny"], vocab_size=1000), arch="bitnet",
+                   fmt="tq2_0", seed=0)
+    with GGUFReader(p) as r:
+        toks, types = r.get("tokenizer.ggml.tokens"), r.get("tokenizer.ggml.token_type")
+        assert len(toks) == len(types) == 1000 == r.tensor("token_embd.weight").shape[1]
+        assert toks[-1] == f"<|reserved_special_token_{1000 - 384 - 1}|>" and types[-1] == 3

@@ -15,11 +15,13 @@ from bitnet.engines.protocol import (
     EngineInfo,
     EngineOutput,
     TimedRun,
+    check_layers,
     check_logits,
 )
 from bitnet.engines.registry import ENTRY_POINT_GROUP, known_kinds, open_engine, parse_spec
 
 __all__ = [
     "CAPABILITIES", "Capabilities", "CapabilityMissing", "ENTRY_POINT_GROUP", "Engine", "EngineError",
-    "EngineInfo", "EngineOutput", "TimedRun", "check_logits", "known_kinds", "open_engine", "parse_spec",
+    "EngineInfo", "EngineOutput", "TimedRun", "check_layers", "check_logits", "known_kinds", "open_engine",
+    "parse_spec",
 ]

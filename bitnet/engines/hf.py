@@ -114,7 +114,7 @@ class HFEngine(Engine):
         super().__init__(spec)
         self.checkpoint = Path(checkpoint).expanduser() if checkpoint else None
         self.capabilities = Capabilities(
-            logits=True, greedy=True, tokenize=False,
+            logits=True, greedy=True, tokenize=False, layers=True, layer_forcing=True,
             loads=None if self.checkpoint else tuple((a, f) for a in ARCHS for f in FORMATS),
             why_not={"tokenize": "the hf: engine is judged on token ids (the GGUF carries no HF tokenizer)"})
         self._model: Any = None
@@ -163,6 +163,44 @@ class HFEngine(Engine):
         t0 = time.perf_counter()
         lg = self.logits(ids)
         return EngineOutput(lg, self.greedy(ids, n_greedy) if n_greedy else [], time.perf_counter() - t0)
+
+    def layer_outputs(self, ids: Sequence[int]) -> np.ndarray:
+        return self._layers(ids, None)
+
+    def forced_layer_outputs(self, ids: Sequence[int], l_out: np.ndarray) -> np.ndarray:
+        return self._layers(ids, np.asarray(l_out, np.float32))
+
+    def _layers(self, ids: Sequence[int], l_out: np.ndarray | None) -> np.ndarray:
+        """One forward pass with a hook on every decoder layer recording its output; with
+        l_out, a pre-hook on layer i > 0 also replaces its input by l_out[i - 1] (transformers'
+        own layers, norms, rope and attention run unchanged; only their inputs are forced)."""
+        torch, _ = _torch()
+        m = self._m()
+        layers = list(m.model.layers)
+        if l_out is not None and len(l_out) != len(layers):
+            raise EngineError(f"{self.spec}: {len(l_out)} layer inputs given for a {len(layers)}-layer model")
+        got: dict[int, np.ndarray] = {}
+        hooks = []
+        for i, layer in enumerate(layers):
+            def record(mod, args, out, i=i):
+                h = out[0] if isinstance(out, tuple) else out
+                got[i] = h[0].detach().float().numpy().astype(np.float32)
+            hooks.append(layer.register_forward_hook(record))
+            if l_out is not None and i > 0:
+                def force(mod, args, kwargs, i=i):
+                    x = torch.from_numpy(np.ascontiguousarray(l_out[i - 1]))[None].to(args[0].dtype if args
+                                                                                     else kwargs["hidden_states"].dtype)
+                    if args:
+                        return (x, *args[1:]), kwargs
+                    return args, {**kwargs, "hidden_states": x}
+                hooks.append(layer.register_forward_pre_hook(force, with_kwargs=True))
+        try:
+            with torch.no_grad():
+                m(torch.tensor([list(map(int, ids))]), use_cache=False)
+        finally:
+            for h in hooks:
+                h.remove()
+        return np.stack([got[i] for i in range(len(layers))])
 
     def timed_greedy(self, ids: Sequence[int], n: int) -> TimedRun:
         """Greedy generation through transformers' KV cache, each forward call timed here, in the

@@ -6,6 +6,11 @@ loads one model, and answers with float32 logits for every prompt position, a gr
 continuation, and optionally token ids for a text. What it cannot do it says up front in its
 `Capabilities`: a check that needs a missing capability is skipped with that reason, never
 passed (`require`).
+
+Two optional capabilities serve the per-layer teacher-forced gate (crossval.pair): `layers`,
+the residual stream after every layer (`layer_outputs`), and `layer_forcing`, every layer run on
+inputs the caller gives (`forced_layer_outputs`: layer i on the other engine's layer i-1
+output). A pair is gated per layer when one side can force and the other can capture.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 
 from bitnet.errors import BitNetError, CapabilityMissing
 
-CAPABILITIES = ("logits", "greedy", "tokenize")
+CAPABILITIES = ("logits", "greedy", "tokenize", "layers", "layer_forcing")
 
 
 class EngineError(BitNetError):
@@ -52,6 +57,8 @@ class Capabilities:
     tokenize: bool = False
     loads: tuple[tuple[str, str], ...] | None = None
     max_tokens: int | None = None  # longest sequence it evaluates (None: the model's context)
+    layers: bool = False  # layer_outputs: the residual stream after every layer
+    layer_forcing: bool = False  # forced_layer_outputs: every layer run on inputs the caller gives
     why_not: dict[str, str] = field(default_factory=dict, hash=False)  # capability -> reason it is missing
 
     def claims(self, arch: str, fmt: str) -> bool:
@@ -118,6 +125,18 @@ class Engine(ABC):
                       parse_special: bool = False) -> list[list[int]]:
         """Many texts at once (adapters that pay a process start per call override this)."""
         return [self.tokenize(t, add_special, parse_special) for t in texts]
+
+    def layer_outputs(self, ids: Sequence[int]) -> np.ndarray:
+        """float32 [n_layer, len(ids), n_embd]: the residual stream after each layer, one fresh
+        sequence, every prompt position (capability `layers`)."""
+        raise CapabilityMissing(self._missing("layers"))
+
+    def forced_layer_outputs(self, ids: Sequence[int], l_out: np.ndarray) -> np.ndarray:
+        """float32 [n_layer, len(ids), n_embd]: layer 0 run on this engine's own embedding of
+        ids, layer i > 0 on `l_out[i - 1]` (another engine's layer outputs), each at positions
+        0..T-1 in one batch: teacher forcing, so that no difference carries from one layer to
+        the next (capability `layer_forcing`)."""
+        raise CapabilityMissing(self._missing("layer_forcing"))
 
     @abstractmethod
     def describe(self) -> EngineInfo: ...
@@ -203,4 +222,16 @@ def check_logits(spec: str, logits: object, n_ids: int) -> np.ndarray:
     if not np.isfinite(a).all():
         bad = np.argwhere(~np.isfinite(a))[0]
         raise EngineError(f"{spec}: non-finite logit at position {int(bad[0])}, token {int(bad[1])}")
+    return a
+
+
+def check_layers(spec: str, layers: object, n_ids: int, n_layer: int | None = None) -> np.ndarray:
+    """Per-layer outputs must be float32 [n_layer, T, n_embd] (T = the number of ids); a
+    non-finite value is kept (the per-layer gate fails it, naming the layer)."""
+    a = np.asarray(layers)
+    if a.ndim != 3 or a.shape[1] != n_ids or (n_layer is not None and a.shape[0] != n_layer):
+        want = f"[{n_layer if n_layer is not None else 'n_layer'}, {n_ids}, n_embd]"
+        raise EngineError(f"{spec}: layer outputs have shape {list(a.shape)}; expected {want}")
+    if a.dtype != np.float32:
+        raise EngineError(f"{spec}: layer outputs are {a.dtype}; expected float32")
     return a

@@ -54,7 +54,8 @@ class ReferenceEngine(Engine):
         self.apply_corrections = apply_corrections
         self._engine: Any = None
         loads = tuple((a, f) for a in ARCHS for f in FORMATS if self._profile_reads(f))
-        self.capabilities = Capabilities(logits=True, greedy=True, tokenize=True, loads=loads)
+        self.capabilities = Capabilities(logits=True, greedy=True, tokenize=True, loads=loads, layers=True,
+                                         layer_forcing=True)
 
     def _profile_reads(self, fmt: str) -> bool:
         if self.profile is None:
@@ -106,6 +107,16 @@ class ReferenceEngine(Engine):
         lg = self.logits(ids)
         g = self.greedy(ids, n_greedy) if n_greedy else []
         return EngineOutput(lg, g, time.perf_counter() - t0)
+
+    def layer_outputs(self, ids: Sequence[int]) -> np.ndarray:
+        from bitnet.model.layerwise import engine_l_out
+
+        return engine_l_out(self._e().model, [int(i) for i in ids]).astype(np.float32)
+
+    def forced_layer_outputs(self, ids: Sequence[int], l_out: np.ndarray) -> np.ndarray:
+        from bitnet.model.layerwise import forced_outputs
+
+        return forced_outputs(self._e().model, [int(i) for i in ids], np.asarray(l_out, np.float32))
 
     @property
     def corrections(self) -> list[dict]:

@@ -148,7 +148,7 @@ def synthesize(
     embed_dtype = {"f32": "<f4", "f16": "<f2"}[(embed_format or ("f32" if fmt == "f32" else "f16")).lower()]
 
     w = GGUFWriter(path)
-    tok_rows = _tokenizer_metadata(w, vocab_gguf)
+    tok_rows = _tokenizer_metadata(w, vocab_gguf, shape.vocab_size)
     vocab_rows = shape.vocab_size or tok_rows
     if vocab_rows < tok_rows:
         raise ConfigError(f"vocab_size {vocab_rows} is smaller than the tokenizer's {tok_rows} tokens")
@@ -212,11 +212,17 @@ def _add_projection(w: GGUFWriter, wf: Encoding, arch: str, seed: int, tname: st
         w.add_tensor(tname.removesuffix(".weight") + ".scale", scale)
 
 
-def _tokenizer_metadata(w: GGUFWriter, vocab_gguf: str | os.PathLike[str] | None) -> int:
+def _tokenizer_metadata(w: GGUFWriter, vocab_gguf: str | os.PathLike[str] | None, pad_to: int | None = None) -> int:
     """Copy `tokenizer.*` keys from a vocab GGUF, or add the built-in vocab; returns the token
-    count."""
+    count. The built-in vocab is padded to `pad_to` tokens with reserved control tokens (as
+    LLaMA 3 pads to 128256): llama.cpp takes n_vocab from the token list and refuses an
+    embedding with more rows than tokens."""
     if vocab_gguf is None:
         v = builtin_vocab()
+        if pad_to is not None and pad_to > len(v.tokens):
+            extra = pad_to - len(v.tokens)
+            v = replace(v, tokens=[*v.tokens, *(f"<|reserved_special_token_{k}|>" for k in range(extra))],
+                        token_types=[*v.token_types, *([3] * extra)])
         for key, value, vt, et in v.metadata():
             w.add(key, value, vt, et)
         return len(v.tokens)

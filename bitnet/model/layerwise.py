@@ -1,0 +1,78 @@
+"""Our layers one at a time, on inputs the caller gives (teacher forcing).
+
+The per-layer parity gate (crossval.layers, crossval.pair) runs each of our layers on another
+engine's layer inputs; `bitnet.engines.reference` offers the same to any engine pair. Each
+layer runs through the model's own forward pass over a view holding only that layer (the
+embedding replaced by the given input, the final norm and lm_head by the identity), so
+nothing is re-implemented here and a patched forward (a planted fault) is what runs.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class SkipNorm(np.ndarray):
+    """A norm weight marked `skip this norm` (keeps its shape for the loader's checks)."""
+
+    def __new__(cls, a):
+        return np.asarray(a).view(cls)
+
+
+def our_layer(model, i: int, x_in: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+    """Our layer i applied to x_in [T, n_embd] at positions 0..T-1 in one batch: the model's
+    own forward pass over a view holding only that layer, with the embedding replaced by x_in
+    and the final norm and lm_head by the identity."""
+    return our_layer_steps(model, i, x_in, ids, None, [])[0]
+
+
+def our_layer_steps(model, i: int, x_in: np.ndarray, ids: Sequence[int], x_steps: np.ndarray | None,
+                    step_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Our layer i on x_in [T, n_embd] at positions 0..T-1 (one batch), then on each row of
+    x_steps [S, n_embd] as one decode step at position T + s through the same KV cache (the
+    layer's cache holds K/V computed from the prompt inputs given, so a decode step is
+    teacher-forced too). Returns (prompt outputs [T, n_embd], step outputs [S, n_embd])."""
+    import bitnet.model.bitnet_model as bm
+
+    view = copy.copy(model)
+    view.layers = [model.layers[i]]
+    view.output_norm = SkipNorm(model.output_norm)
+    view.lm_head = lambda x, single_row_f16: x
+    real = bm.rms_norm
+    bm.rms_norm = lambda x, w, eps: x if isinstance(w, SkipNorm) else real(x, w, eps)
+    try:
+        cache = view.new_cache()
+        view.embed = lambda tokens: np.asarray(x_in, np.float32)
+        prompt = view.forward(np.asarray(ids, np.int64), cache, 0, all_logits=True)
+        steps = []
+        for s, tok in enumerate(step_ids):
+            assert x_steps is not None
+            view.embed = lambda tokens, s=s: np.asarray(x_steps[s:s + 1], np.float32)
+            steps.append(view.forward(np.asarray([tok], np.int64), cache, len(ids) + s, all_logits=False)[0])
+    finally:
+        bm.rms_norm = real
+    n_embd = np.asarray(x_in).shape[-1]
+    return prompt, (np.stack(steps).astype(np.float32) if steps else np.zeros((0, n_embd), np.float32))
+
+
+def forced_outputs(model, ids: Sequence[int], l_out: np.ndarray) -> np.ndarray:
+    """[n_layer, T, n_embd]: our layer 0 on our embedding, our layer i on l_out[i - 1]."""
+    ids = [int(i) for i in ids]
+    x = model.embed(np.asarray(ids, np.int64))
+    return np.stack([our_layer(model, i, x if i == 0 else l_out[i - 1], ids).astype(np.float32)
+                     for i in range(len(model.layers))])
+
+
+def engine_l_out(model, ids: Sequence[int]) -> np.ndarray:
+    """Our own layer outputs [n_layer, T, n_embd], layer by layer through `our_layer` (the
+    reference side when a planted fault is judged against the unmodified engine)."""
+    ids = [int(i) for i in ids]
+    x = model.embed(np.asarray(ids, np.int64))
+    out = []
+    for i in range(len(model.layers)):
+        x = our_layer(model, i, x, ids)
+        out.append(x)
+    return np.stack(out)
