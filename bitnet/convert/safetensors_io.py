@@ -96,7 +96,7 @@ class SafetensorsFile:
         """The tensor's stored values (BF16 as uint16 bit patterns), read into a new array."""
         t = self.tensors[name]
         out = np.empty(t.shape, DTYPES[t.dtype])
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = out.reshape(-1).view(np.uint8).data
         done = 0
         while done < view.nbytes:
             n = os.preadv(self._fh.fileno(), [view[done:]], t.begin + done)

@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -128,31 +129,42 @@ def write_checkpoint(
         return chunks
 
     tensors.append(("model.embed_tokens.weight", _ST[dtype], (vocab, h), embedding("embed")))
-    add_float("model.norm.weight", (h,), lambda: 1 + 0.1 * _rng(seed, "norm").standard_normal(h, np.float32))
+    add_float("model.norm.weight", (h,), partial(_norm_weight, seed, "norm", h))
     if not tied:
         tensors.append(("lm_head.weight", _ST[dtype], (vocab, h), embedding("lm_head")))
     for i in range(s.num_hidden_layers):
         for hf in NORMS:
             n = f if hf == "mlp.ffn_sub_norm" else h
             name = f"model.layers.{i}.{hf}.weight"
-            add_float(name, (n,), lambda n=n, name=name: 1 + 0.1 * _rng(seed, name).standard_normal(n, np.float32))
+            add_float(name, (n,), partial(_norm_weight, seed, name, n))
         for hf in PROJECTIONS:
             o, k = shapes[hf]
             name = f"model.layers.{i}.{hf}"
             if form == "master":
-                add_float(name + ".weight", (o, k),
-                          lambda o=o, k=k, name=name: _rng(seed, name).standard_normal((o, k), np.float32) / np.sqrt(k))
+                add_float(name + ".weight", (o, k), partial(_master_weight, seed, name, o, k))
             else:
                 def packed(o: int = o, k: int = k, name: str = name) -> np.ndarray:
                     t = _rng(seed, name).integers(0, 3, size=(4, o // 4, k), dtype=np.uint8)
                     return t[0] | t[1] << 2 | t[2] << 4 | t[3] << 6
 
-                tensors.append((name + ".weight", "U8", (o // 4, k), lambda packed=packed: iter([packed()])))
+                tensors.append((name + ".weight", "U8", (o // 4, k), partial(_once, packed)))
                 ws = float(np.sqrt(k) * (1.5 + _rng(seed, name + ".ws").random()))
                 tensors.append((name + ".weight_scale", _ST[dtype], (1,),
-                                lambda ws=ws: iter([_float(np.array([ws], np.float32), dtype)])))
+                                partial(_once, partial(_float, np.array([ws], np.float32), dtype))))
     _write_safetensors(d / "model.safetensors", tensors)
     return d
+
+
+def _norm_weight(seed: int, name: str, n: int) -> np.ndarray:
+    return 1 + 0.1 * _rng(seed, name).standard_normal(n, np.float32)
+
+
+def _master_weight(seed: int, name: str, o: int, k: int) -> np.ndarray:
+    return _rng(seed, name).standard_normal((o, k), np.float32) / np.sqrt(k)
+
+
+def _once(make: Callable[[], np.ndarray]) -> Iterator[np.ndarray]:
+    yield make()
 
 
 def _write_safetensors(path: Path, tensors: list[tuple[str, str, tuple[int, ...], Callable[[], Iterator[np.ndarray]]]]) -> None:
@@ -169,7 +181,7 @@ def _write_safetensors(path: Path, tensors: list[tuple[str, str, tuple[int, ...]
         fh.write(len(raw).to_bytes(8, "little") + raw)
         for _name, _dt, _shp, make in tensors:
             for chunk in make():
-                fh.write(memoryview(np.ascontiguousarray(chunk)).cast("B"))
+                fh.write(np.ascontiguousarray(chunk).data.cast("B"))
 
 
 def main(argv: list[str] | None = None, io=None) -> int:

@@ -93,15 +93,15 @@ def tokenizer_metadata(model_dir: Path, vocab_size: int, pre: str | None = None)
         by_id[i] = text
     tokens, types = [], []
     for i in range(vocab_size):
-        text = by_id.get(i)
-        if text is None:
+        piece = by_id.get(i)
+        if piece is None:
             tokens.append(f"[PAD{i}]")
             types.append(USER_DEFINED)
-        elif text in added:
-            tokens.append(text)
-            types.append(CONTROL if added[text].get("special") else USER_DEFINED)
+        elif piece in added:
+            tokens.append(piece)
+            types.append(CONTROL if added[piece].get("special") else USER_DEFINED)
         else:
-            tokens.append(text)
+            tokens.append(piece)
             types.append(NORMAL)
     rows: list[Row] = [
         ("tokenizer.ggml.model", "gpt2", ValueType.STRING, None),

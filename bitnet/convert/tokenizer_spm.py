@@ -38,6 +38,7 @@ def _fields(buf: bytes, where: str):
     """(field number, wire type, value) of one protobuf message; length-delimited values as
     bytes, fixed32 as the raw 4 bytes."""
     i = 0
+    v: int | bytes
     while i < len(buf):
         key, i = _varint(buf, i, where)
         field, wire = key >> 3, key & 7
@@ -63,7 +64,7 @@ def read_pieces(path: Path) -> list[tuple[str, float, int]]:
         buf = path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"{path}: {e.strerror or e}") from None
-    pieces = []
+    pieces: list[tuple[str, float, int]] = []
     for field, wire, v in _fields(buf, str(path)):
         if field != 1 or wire != 2:
             continue
