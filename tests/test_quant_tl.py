@@ -363,3 +363,21 @@ def test_tl2_model_under_the_lut_profile(bitnet_model_factory):
     a = lut.forward(ids, lut.new_cache(), 0)
     assert any(k.id.startswith("tl2_tl2lut_gemm") for k in KERNEL_LOG.snapshot())
     assert np.array_equal(a, ref.forward(ids, ref.new_cache(), 0))
+
+
+@pytest.mark.parametrize("flavor", ["tl1", "tl2"])
+def test_synth_tl_bitnet_arch_keeps_the_scale_in_the_tensor(bitnet_model_factory, flavor):
+    """bitnet.cpp's TL builds never load `blk.N.*.scale` tensors (its llama.cpp skips them under
+    GGML_BITNET_*_TL*, and a file that has them fails to load there), so a TL `bitnet` model
+    carries each scale in its tensor, as the converter writes it; it computes what the I2_S
+    `bitnet` model of the same seed (bare codes times a `.scale` tensor) computes."""
+    from bitnet.model import BitNetModel
+
+    path = bitnet_model_factory(arch="bitnet", fmt=flavor, seed=3)
+    with GGUFReader(path) as r:
+        assert not [t.name for t in r.tensors if t.name.endswith(".scale")]
+    ids = np.array([381, 40, 41, 300, 7])
+    tl = BitNetModel(path, profile="bitnet.cpp", strict=True)
+    i2 = BitNetModel(bitnet_model_factory(arch="bitnet", fmt="i2_s", seed=3), profile="bitnet.cpp", strict=True)
+    a, b = tl.forward(ids, tl.new_cache(), 0), i2.forward(ids, i2.new_cache(), 0)
+    assert np.isfinite(a).all() and np.allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max())
