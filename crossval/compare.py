@@ -25,7 +25,9 @@ from crossval.parity import (
 from crossval.runner import run_reference
 from crossval.timeouts import PARITY_TIMEOUT_S
 
-INT8_ACTS = ("per-token-absmax", "q8_k-block256")
+#: activation treatments that round to int8 (`tl2-lut`: bitnet.cpp's TL2 LUT kernels quantize each
+#: row to int8 before building their tables)
+INT8_ACTS = ("per-token-absmax", "q8_k-block256", "tl2-lut")
 
 
 def gate_family(model) -> str:
@@ -47,15 +49,22 @@ class EngineOutputs:
     family: str
 
 
-def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: int) -> EngineOutputs:
+def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: int,
+                   stepwise: bool = False) -> EngineOutputs:
     """Our side of a comparison from a loaded BitNetModel: prompt logits, the teacher-forced
     decode steps along `forced` (the reference's greedy tokens), and our own greedy tokens
-    (equal to the teacher-forced argmaxes until they first differ; a fresh run after that)."""
+    (equal to the teacher-forced argmaxes until they first differ; a fresh run after that).
+    `stepwise`: the prompt one token per forward call through the cache (single-row numerics),
+    as the reference's stepwise prompt mode evaluates it."""
     ids = [int(i) for i in ids]
     forced = [int(t) for t in forced]
     n = len(ids)
     cache = model.new_cache()  # zeros are committed lazily: the model's context costs nothing unused
-    prompt = model.forward(np.asarray(ids, np.int64), cache, 0, all_logits=True)
+    if stepwise:
+        prompt = np.concatenate([model.forward(np.asarray([t], np.int64), cache, i, all_logits=True)
+                                 for i, t in enumerate(ids)]).astype(np.float32)
+    else:
+        prompt = model.forward(np.asarray(ids, np.int64), cache, 0, all_logits=True)
     rows = [model.forward(np.asarray([t], np.int64), cache, n + s, all_logits=False)[0] for s, t in enumerate(forced)]
     V = prompt.shape[1]
     decode = np.stack(rows).astype(np.float32) if rows else np.zeros((0, V), np.float32)
@@ -81,7 +90,7 @@ def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: i
 
 
 def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, forced: list[int], n_greedy: int,
-          backend: str, l_out: np.ndarray | None = None, apply_corrections: bool = False):
+          backend: str, l_out: np.ndarray | None = None, apply_corrections: bool = False, stepwise: bool = False):
     from bitnet.kernels import dispatch
     from bitnet.model import BitNetModel
     from crossval.layers import teacher_forced_layers
@@ -90,7 +99,7 @@ def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, force
     t0 = time.perf_counter()
     m = BitNetModel(model, profile=numerics, strict=strict, apply_corrections=apply_corrections)
     try:
-        out = engine_outputs(m, ids, forced, n_greedy)
+        out = engine_outputs(m, ids, forced, n_greedy, stepwise)
         layers = teacher_forced_layers(m, ids, l_out) if l_out is not None else None
     finally:
         m.close()
@@ -101,13 +110,14 @@ def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str
                    profile: str = "exact", numerics: str | None = None, n_greedy: int = 8, strict: bool = True,
                    backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
                    timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,
-                   per_layer: bool = True, end_to_end: str = "gate", apply_corrections: bool = False) -> ParityResult:
+                   per_layer: bool = True, end_to_end: str = "gate", apply_corrections: bool = False,
+                   prompt_mode: str = "batch") -> ParityResult:
     """Our engine (`reference[:numerics]@backend`) against a libllama build; see
     `crossval_libllama` (this returns its result alone)."""
     return crossval_libllama(cpp_dir, model, ids, profile=profile, numerics=numerics, n_greedy=n_greedy,
                              strict=strict, backend=backend, receipt=receipt, timeout=timeout,
                              worker_argv=worker_argv, per_layer=per_layer, end_to_end=end_to_end,
-                             apply_corrections=apply_corrections).result
+                             apply_corrections=apply_corrections, prompt_mode=prompt_mode).result
 
 
 def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
@@ -115,7 +125,7 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
                       backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
                       timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,
                       per_layer: bool = True, end_to_end: str = "gate",
-                      apply_corrections: bool = False) -> EngineComparison:
+                      apply_corrections: bool = False, prompt_mode: str = "batch") -> EngineComparison:
     """Prompt logits and `n_greedy` teacher-forced decode steps (the reference's greedy tokens
     fed to both sides, ours through our KV cache), gated separately at the bounds of the
     model's format family. `per_layer` (default) also runs each of our layers on the
@@ -123,6 +133,10 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
     activation-rounding formats the end-to-end floor is set by rounding flips that grow through
     the layers, the per-layer median is not. With end_to_end="report" the end-to-end comparison
     is reported beside the per-layer verdict instead of deciding it (deep models).
+    `prompt_mode="stepwise"` evaluates the prompt one token at a time on both sides (each
+    reference call a single-row llama_decode through its KV cache) instead of in one batch:
+    comparing the two modes localises a fault to the reference's batched path (the per-layer
+    capture is one batch, so it is not applied then).
 
     This is the engine pair `reference` vs `libllama:DIR` of crossval.pair with the decode-step
     and per-layer gates added (they need our model's KV cache and layers, and libllama's
@@ -132,6 +146,9 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
 
     if end_to_end not in ("gate", "report"):
         raise ValueError(f"end_to_end must be 'gate' or 'report', got {end_to_end!r}")
+    if prompt_mode not in ("batch", "stepwise"):
+        raise ValueError(f"prompt_mode must be 'batch' or 'stepwise', got {prompt_mode!r}")
+    stepwise = prompt_mode == "stepwise"
     ids = [int(i) for i in ids]
     model = Path(model)
     spec = "reference" + (f":{numerics}" if numerics else "") + f"@{backend}"
@@ -159,7 +176,10 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
 
     t0 = time.perf_counter()
     layers_req = None
-    if per_layer:
+    if per_layer and stepwise and end_to_end == "report":
+        return finish(errored("per-layer gate requested alone, but libllama's layers are captured from one batch "
+                              "and the prompt mode is stepwise", profile))
+    if per_layer and not stepwise:
         from bitnet.gguf.reader import GGUFReader
         from bitnet.model.config import read_config
 
@@ -167,14 +187,14 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
             cfg = read_config(rd, strict=False)
         layers_req = {"n_layer": cfg.n_layer, "n_embd": cfg.n_embd}
     ref = run_reference(cpp_dir, model, ids=ids, n_greedy=n_greedy, timeout=timeout, worker_argv=worker_argv,
-                        layers=layers_req)
+                        layers=layers_req, prompt_mode=prompt_mode)
     timings["reference_s"] = time.perf_counter() - t0
     if not ref.ok:
         return finish(errored(f"reference: {ref.error}", profile))
     ref_greedy = [int(t) for t in ref.data.get("greedy", np.zeros(0, np.int32))]
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     fut = pool.submit(_ours, model, ids, numerics, strict, ref_greedy, n_greedy, backend, ref.data.get("l_out"),
-                      apply_corrections)
+                      apply_corrections, stepwise)
     try:
         out, layer_metrics, ours_s, corrections = fut.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
@@ -197,6 +217,8 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
                      decode_tokens=ref_greedy)
     if layer_metrics is not None:
         result = gate_layers(result, layer_metrics, end_to_end=end_to_end)
+    elif per_layer and stepwise:
+        result.reason += "; prompt fed token by token (stepwise): per-layer gate not applied (its capture is one batch)"
     elif per_layer:
         why = str(ref.data.get("l_out_error", "no l_out captured"))
         if end_to_end == "report":

@@ -2,8 +2,9 @@
 a crash or hang in libllama kills this process, not pytest.
 
 REQ is a JSON file: {"cpp_dir", "model", "ids", "n_greedy", "runs", "layers", "texts", "n_ctx",
-"n_threads"}; "layers" ({"n_layer", "n_embd"}) adds `l_out` [n_layer, T, n_embd], every layer's
-output captured through libllama's graph eval callback.
+"n_threads", "prompt_mode"}; "layers" ({"n_layer", "n_embd"}) adds `l_out` [n_layer, T,
+n_embd], every layer's output captured through libllama's graph eval callback; "prompt_mode"
+"stepwise" decodes the prompt one token at a time (no `l_out` then).
 OUT receives an .npz: logits [T, V], greedy ids [n] and the teacher-forced decode-step logits
 [n, V] along them, n_vocab, per-text token ids, library facts; for each of "runs" (a list of
 {"ids", "n_greedy"}, one model load for many prompts) the same keys suffixed `_j`.
@@ -43,7 +44,8 @@ def main(argv: list[str]) -> int:
                                      "version": np.array(ref.version)}
     ids = [int(i) for i in req.get("ids") or []]
     lay = req.get("layers")
-    if ids and lay:  # per-layer capture (graph eval callback): logits and every l_out-N
+    stepwise = req.get("prompt_mode", "batch") == "stepwise"
+    if ids and lay and not stepwise:  # per-layer capture (graph eval callback): logits and every l_out-N
         a = np.asarray(ids, np.int32)
         logits = np.zeros((a.size, n_vocab), np.float32)
         out = np.zeros((int(lay["n_layer"]), a.size, int(lay["n_embd"])), np.float32)
@@ -57,7 +59,7 @@ def main(argv: list[str]) -> int:
             result["l_out_error"] = np.array(f"{got} of {lay['n_layer']} l_out-N tensors captured (negative: "
                                              "decode error; -4: a tensor of unexpected shape or type)")
     if ids:
-        rc = _evaluate(ffi, lib, h, n_vocab, ids, int(req.get("n_greedy", 0)), result, "")
+        rc = _evaluate(ffi, lib, h, n_vocab, ids, int(req.get("n_greedy", 0)), result, "", stepwise)
         if rc:
             return rc
     for j, run in enumerate(req.get("runs") or []):  # calibration: many prompts, one load
@@ -78,10 +80,29 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _evaluate(ffi, lib, h, n_vocab: int, ids_list: list[int], n_greedy: int, result: dict, suffix: str) -> int:
+def _evaluate(ffi, lib, h, n_vocab: int, ids_list: list[int], n_greedy: int, result: dict, suffix: str,
+              stepwise: bool = False) -> int:
     """Prompt logits of every position (one batch), then `n_greedy` teacher-forced decode steps
-    along the reference's greedy path: `greedy` [n], `decode_logits` [n, V] (step s fed greedy[s])."""
+    along the reference's greedy path: `greedy` [n], `decode_logits` [n, V] (step s fed greedy[s]).
+    `stepwise`: the prompt one token per decode instead (bh_eval_stepwise), the same keys."""
     ids = np.asarray(ids_list, np.int32)
+    if stepwise:
+        logits = np.zeros((ids.size, n_vocab), np.float32)
+        g = np.zeros(n_greedy, np.int32)
+        dec = np.zeros((n_greedy, n_vocab), np.float32)
+        t0 = time.perf_counter()
+        rc = lib.bh_eval_stepwise(h, ffi.cast("int *", ids.ctypes.data), int(ids.size), n_greedy,
+                                  ffi.cast("int *", g.ctypes.data), ffi.cast("float *", logits.ctypes.data),
+                                  ffi.cast("float *", dec.ctypes.data))
+        if rc != 0:
+            print(f"llama_decode failed token by token ({rc})", file=sys.stderr)
+            return 4
+        result["logits" + suffix] = logits
+        result["eval_s" + suffix] = np.array(time.perf_counter() - t0)
+        if n_greedy:
+            result["greedy" + suffix] = g
+            result["decode_logits" + suffix] = dec
+        return 0
     if "logits" + suffix not in result:  # (the per-layer capture already evaluated the prompt)
         logits = np.zeros((ids.size, n_vocab), np.float32)
         t0 = time.perf_counter()
