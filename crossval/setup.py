@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from bitnet.errors import BridgeError
+from bitnet.files.atomic import atomic_write_text
 from bitnet.files.cache import cache_dir
 from bitnet.progress import add_quiet_arg, progress
 from bitnet.toolchain.sdist import LLAMA_CPP_PYTHON_VERSION, extract_vocab, sdist_root
@@ -80,7 +81,7 @@ def build(version: str = LLAMA_CPP_PYTHON_VERSION, cache: str | None = None, job
     if lib is None:
         raise BridgeError(f"the build in {bdir} produced no libllama shared library")
     extract_vocab(root / "vocab", version)
-    (root / STAMP).write_text(json.dumps({
+    atomic_write_text(root / STAMP, json.dumps({
         "llama_cpp_python": version, "flags": CMAKE_FLAGS, "libllama": str(lib),
         "build_seconds": round(time.perf_counter() - t0, 1),
     }, indent=2))

@@ -76,7 +76,10 @@ def main(argv: list[str]) -> int:
             return 4
         result[f"tok_{i}"] = buf[:n].copy()
     lib.bh_free(h)
-    np.savez(out_path, **result)
+    from bitnet.files.atomic import atomic_open
+
+    with atomic_open(out_path) as fh:  # a killed worker leaves no half-written .npz behind
+        np.savez(fh, **result)
     return 0
 
 

@@ -126,3 +126,21 @@ def test_cpu_backend_without_native_kernels_falls_back_out_loud_and_strict_refus
     r = subprocess.run([exe, "run", "--model", str(path), "--max-tokens", "2", "--strict"],
                        capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 2 and "strict mode refuses" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("argv", [("--help",), ("--version",), ("run", "--help"), ("crossval", "--help")])
+def test_help_and_version_go_to_the_io_stream(argv, capsys):
+    """`main(argv, io)` writes only to the streams it was given: argparse's --help and --version
+    go to sys.stdout unless redirected, which a caller capturing `io` would never see."""
+    rc, out, err = run(*argv)
+    assert rc == 0 and err == ""
+    assert ("usage: bitnet" in out) or out.startswith("bitnet-harness ")
+    assert capsys.readouterr().out == ""
+
+
+def test_verify_receipt_help_goes_to_the_io_stream(capsys):
+    from bitnet.cli.verify_receipt import main as verify_main
+
+    o, e = _io.StringIO(), _io.StringIO()
+    assert verify_main(["--help"], IO(o, e)) == 0
+    assert "usage:" in o.getvalue() and capsys.readouterr().out == ""

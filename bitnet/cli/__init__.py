@@ -14,6 +14,7 @@ import functools
 import importlib
 import sys
 from collections.abc import Sequence
+from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -97,7 +98,8 @@ def main(argv: Sequence[str] | None = None, io: IO | None = None) -> int:
     io = io or IO()
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        with redirect_stdout(io.stdout):  # argparse prints --help/--version to sys.stdout
+            args = parser.parse_args(argv)
     except UsageError as e:
         return error_line(e.prog, e, io.stderr)
     except SystemExit as e:  # --help/--version

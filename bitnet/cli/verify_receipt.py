@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from contextlib import redirect_stdout
 
 from bitnet.cli import UsageError, _Parser, error_line, quiet_broken_pipe
 from bitnet.cli.args import console, input_file, markup_safe, positive, utf8
@@ -45,7 +46,8 @@ def main(argv: Sequence[str] | None = None, io=None) -> int:
     err = io.stderr if io else sys.stderr
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        with redirect_stdout(out):  # argparse prints --help to sys.stdout
+            args = parser.parse_args(argv)
     except UsageError as e:
         return error_line(e.prog, e, err)
     except SystemExit as e:

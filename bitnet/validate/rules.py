@@ -184,18 +184,26 @@ def block_count(ctx: Context) -> Iterator[Check]:
         yield Check("config.block_count", k, "pass", str(layers), str(n_layer))
 
 
+def _key_equals_symbol(ctx: Context, rule_name: str, suffix: str, symbol: str, label: str,
+                       unknown: str) -> Iterator[Check]:
+    """A metadata key that restates what the tensors already say (head_dim, embedding rows): it
+    must agree, because the C++ engines read the key and we read the tensors."""
+    v, want = ctx.int_key(suffix), ctx.symbols[symbol]
+    k = ctx.key(suffix)
+    if v is None:
+        return
+    if want is None:
+        yield Check(rule_name, k, "skip", str(v), message=unknown)
+    elif v != want:
+        yield Check(rule_name, k, "fail", str(v), f"{label} {want}", f"{k} = {v} but {label} is {want}")
+    else:
+        yield Check(rule_name, k, "pass", str(v), f"{label} {want}")
+
+
 @rule("rope.dimension", "rope.dimension_count equals head_dim (partial rope is not a BitNet layout)")
 def rope_dimension(ctx: Context) -> Iterator[Check]:
-    rd, hd = ctx.int_key("rope.dimension_count"), ctx.symbols["head_dim"]
-    k = ctx.key("rope.dimension_count")
-    if rd is None:
-        return
-    if hd is None:
-        yield Check("rope.dimension", k, "skip", str(rd), message="head_dim unknown")
-    elif rd != hd:
-        yield Check("rope.dimension", k, "fail", str(rd), f"head_dim {hd}", f"rope.dimension_count {rd} != head_dim {hd}")
-    else:
-        yield Check("rope.dimension", k, "pass", str(rd), f"head_dim {hd}")
+    yield from _key_equals_symbol(ctx, "rope.dimension", "rope.dimension_count", "head_dim", "head_dim",
+                                  "head_dim unknown")
 
 
 @rule("rope.freq_base", "rope theta is finite, > 1, and within the plausibility window")
@@ -250,17 +258,8 @@ def rms_eps(ctx: Context) -> Iterator[Check]:
 
 @rule("vocab.matches_embedding", "{arch}.vocab_size, when present, equals the embedding's rows")
 def vocab_matches(ctx: Context) -> Iterator[Check]:
-    v, rows = ctx.int_key("vocab_size"), ctx.symbols["n_vocab"]
-    k = ctx.key("vocab_size")
-    if v is None:
-        return
-    if rows is None:
-        yield Check("vocab.matches_embedding", k, "skip", str(v), message="token_embd.weight missing or not 2-D")
-    elif v != rows:
-        yield Check("vocab.matches_embedding", k, "fail", str(v), f"token_embd rows {rows}",
-                    f"{k} = {v} but token_embd.weight has {rows} rows")
-    else:
-        yield Check("vocab.matches_embedding", k, "pass", str(v), f"token_embd rows {rows}")
+    yield from _key_equals_symbol(ctx, "vocab.matches_embedding", "vocab_size", "n_vocab", "token_embd rows",
+                                  "token_embd.weight missing or not 2-D")
 
 
 @rule("vocab.tokenizer_fits", "every tokenizer token id has an embedding row")

@@ -143,6 +143,35 @@ class CodeStats:
     block_scales_all_one: bool = False
 
 
+@dataclass
+class _ScaleTally:
+    """Running account of a block format's f16 scales, chunk by chunk (the tensor is never
+    decoded whole): non-finite, zero, the mean of the rest, and whether all are exactly 1."""
+
+    bad: int = 0
+    zero: int = 0
+    total: float = 0.0
+    count: int = 0
+    all_one: bool = True
+
+    def add(self, d: np.ndarray) -> np.ndarray:
+        """Count one chunk of block scales; returns the mask of zero scales (zero blocks)."""
+        fin = np.isfinite(d)
+        self.bad += int(d.size - np.count_nonzero(fin))
+        dz = fin & (d == 0)
+        self.zero += int(np.count_nonzero(dz))
+        good = d[fin & ~dz]
+        self.total += float(good.astype(np.float64).sum())
+        self.count += int(good.size)
+        self.all_one = self.all_one and bool((good == 1.0).all())
+        return dz
+
+    def fields(self) -> dict:
+        return {"block_scales_nonfinite": self.bad, "block_scales_zero": self.zero,
+                "block_scale_mean": self.total / self.count if self.count else None,
+                "block_scales_all_one": self.all_one and self.count > 0}
+
+
 _LO = np.uint64(0x5555555555555555)
 _ONE = np.uint64(1)
 
@@ -205,8 +234,7 @@ def code_stats(raw: np.ndarray, flavor: str, n: int, lut: tuple[int, ...] = rust
         blocks = np.asarray(raw[: n // block * bb], np.uint8).reshape(-1, bb)
         codes = np.zeros(4, np.int64)
         zg = g = 0
-        d_bad = d_zero = 0
-        d_sum, d_cnt, all_one = 0.0, 0, True
+        scales = _ScaleTally()
         per_group = GROUP // block  # blocks per 256-code group
         step = max(per_group, CHUNK_BYTES // bb // per_group * per_group)
         for b0 in range(0, blocks.shape[0], step):
@@ -214,43 +242,27 @@ def code_stats(raw: np.ndarray, flavor: str, n: int, lut: tuple[int, ...] = rust
             qs = part[:, :qsb]
             codes += _count_bytes(qs)
             d = np.ascontiguousarray(part[:, bb - 2:]).view("<f2").astype(np.float32).reshape(-1)
-            fin = np.isfinite(d)
-            d_bad += int(d.size - np.count_nonzero(fin))
-            dz = fin & (d == 0)
-            d_zero += int(np.count_nonzero(dz))
-            good = fin & ~dz
-            d_sum += float(d[good].astype(np.float64).sum())
-            d_cnt += int(np.count_nonzero(good))
-            all_one = all_one and bool((d[good] == 1.0).all())
+            dz = scales.add(d)
             zero_block = (qs == _ZERO_BYTE).all(axis=1) | dz
             m = zero_block.size // per_group * per_group
             grp = zero_block[:m].reshape(-1, per_group).all(axis=1)
             zg += int(np.count_nonzero(grp))
             g += grp.size
         counts = {"-1": int(codes[0]), "0": int(codes[1]), "+1": int(codes[2]), "invalid": int(codes[3])}
-        return CodeStats(flavor, n, counts, zg, g, block_scales_nonfinite=d_bad, block_scales_zero=d_zero,
-                         block_scale_mean=d_sum / d_cnt if d_cnt else None, block_scales_all_one=all_one and d_cnt > 0)
+        return CodeStats(flavor, n, counts, zg, g, **scales.fields())
     if flavor == "tq1_0":
         nb = n // tq.QK
         blocks = np.asarray(raw[: nb * tq.TQ1_BYTES], np.uint8).reshape(nb, tq.TQ1_BYTES)
         counts_a = np.zeros(3, np.int64)
-        zg = d_bad = d_zero = d_cnt = 0
-        d_sum, all_one = 0.0, True
+        zg = 0
+        scales = _ScaleTally()
         step = max(1, CHUNK_BYTES // 4 // tq.QK)
         for b0 in range(0, nb, step):
             part = blocks[b0: b0 + step]
             c, d = tq.tq1_0_codes(part.reshape(-1), part.shape[0] * tq.QK)
             counts_a += np.bincount(c.reshape(-1), minlength=3)[:3]
-            fin = np.isfinite(d)
-            d_bad += int(d.size - np.count_nonzero(fin))
-            dz = fin & (d == 0)
-            d_zero += int(np.count_nonzero(dz))
-            good = fin & ~dz
-            d_sum += float(d[good].astype(np.float64).sum())
-            d_cnt += int(np.count_nonzero(good))
-            all_one = all_one and bool((d[good] == 1.0).all())
+            dz = scales.add(d)
             zg += int(np.count_nonzero((c == 1).all(axis=1) | dz))
         counts = {"-1": int(counts_a[0]), "0": int(counts_a[1]), "+1": int(counts_a[2]), "invalid": 0}
-        return CodeStats(flavor, n, counts, zg, nb, block_scales_nonfinite=d_bad, block_scales_zero=d_zero,
-                         block_scale_mean=d_sum / d_cnt if d_cnt else None, block_scales_all_one=all_one and d_cnt > 0)
+        return CodeStats(flavor, n, counts, zg, nb, **scales.fields())
     raise ValueError(f"no code statistics for flavor {flavor}")
