@@ -71,7 +71,7 @@ def softmax_f16_no_max_subtraction(set_) -> None:
     bm = _bm()
     real = bm.causal_attention
 
-    def attn(q, k, v, pos0, *, q_f16=False, probs_f16=False):
+    def attn(q, k, v, pos0, *, q_f16=False, probs_f16=False, **_):
         t, h, d = q.shape
         hkv, s, _ = k.shape
         g = h // hkv

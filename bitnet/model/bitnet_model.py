@@ -25,6 +25,7 @@ import numpy as np
 
 from bitnet.errors import ConfigError, strict_enabled
 from bitnet.gguf.reader import GGUFReader
+from bitnet.kernels.activations import fused_round_ties
 from bitnet.kernels.dispatch import matmul
 from bitnet.kernels.ids import KernelId
 from bitnet.kernels.runlog import timed
@@ -130,9 +131,12 @@ def rope(q: np.ndarray, k: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> tupl
     return rope_neox(q, cos, sin), rope_neox(k, cos, sin)
 
 
-@timed_op(lambda q, K, V, pos0, q_f16, probs_f16: (
+@timed_op(lambda q, K, V, pos0, q_f16, probs_f16, ggml=False: (
     _numpy_op("attention", f"kv{K.dtype.itemsize * 8}"), K.nbytes + V.nbytes, len(q)))
-def attend(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, q_f16: bool, probs_f16: bool) -> np.ndarray:
+def attend(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, q_f16: bool, probs_f16: bool,
+           ggml: bool = False) -> np.ndarray:
+    if ggml:
+        return causal_attention(q, K, V, pos0, q_f16=q_f16, probs_f16=probs_f16, ggml=True)
     return causal_attention(q, K, V, pos0, q_f16=q_f16, probs_f16=probs_f16)
 
 
@@ -265,7 +269,7 @@ class BitNetModel:
         q, k = rope(q, k, step.cos, step.sin)                                # [T, H, hd], [T, Hkv, hd]
         step.cache.append(i, step.pos0, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
         K, V = step.cache.view(i, step.pos0 + T)                             # [Hkv, S, hd]
-        o = attend(q, K, V, step.pos0, self.profile.q_f16, step.single)       # [T, H*hd]
+        o = attend(q, K, V, step.pos0, self.profile.q_f16, step.single, self.profile.attn_ggml)  # [T, H*hd]
         return self.linear(layer.wo, norm(o, layer.attn_sub_norm, c.rms_eps))
 
     def ffn(self, layer: Layer, g: np.ndarray) -> np.ndarray:
@@ -277,6 +281,8 @@ class BitNetModel:
         """A BitLinear projection through the dispatcher, activations treated as the profile
         says for this weight's format."""
         act = self.profile.act_for(p.weight.flavor)
+        if act == "per-token-absmax" and self.profile.i8_fused_round:
+            x = fused_round_ties(x)
         if act in ("f16", "bf16"):  # llama.cpp converts activations to the weight's vec_dot_type
             x = x.astype(np.float16).astype(np.float32) if act == "f16" else _round_bf16(x)
             act = "none"
