@@ -440,3 +440,12 @@ def test_tl1_model_under_the_tl1_lut_profile(bitnet_model_factory):
     assert any(k.id.startswith("tl1_tl2lut_gemm") for k in KERNEL_LOG.snapshot())
     i2 = BitNetModel(bitnet_model_factory(fmt="i2_s", seed=3, embed_format="f16"), profile="bitnet.cpp-tl1", strict=True)
     assert np.array_equal(a, i2.forward(ids, i2.new_cache(), 0))
+
+
+@pytest.mark.parametrize("flavor", ["tl1", "tl2"])
+def test_a_tl_model_defaults_to_its_bitnet_cpp_lut_profile(bitnet_model_factory, flavor):
+    """Only bitnet.cpp computes TL files, and only through its LUT kernels: without --profile a
+    TL model runs the matching bitnet.cpp LUT profile (what `--engine reference` then compares)."""
+    from bitnet.model import BitNetModel
+
+    assert BitNetModel(bitnet_model_factory(arch="bitnet", fmt=flavor, seed=3)).profile.name == f"bitnet.cpp-{flavor}"

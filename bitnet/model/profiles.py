@@ -132,9 +132,14 @@ def get_profile(name: str) -> NumericsProfile:
 
 
 def default_profile(arch: str, flavors: set[str]) -> str:
-    """bitnet.cpp for an I2_S `bitnet-b1.58` model, llama.cpp for a TQ `bitnet` model, else the
-    reference math."""
+    """bitnet.cpp-tl2 / -tl1 for a model with TL2 / TL1 tensors (only bitnet.cpp computes those
+    formats, and only with its LUT kernels), bitnet.cpp for an I2_S `bitnet-b1.58` model,
+    llama.cpp for a TQ `bitnet` model, else the reference math."""
     fams = {flavor_family(f) for f in flavors}
+    if "tl2" in fams:
+        return "bitnet.cpp-tl2"
+    if "tl1" in fams:
+        return "bitnet.cpp-tl1"
     if arch == "bitnet-b1.58" and "i2_s" in fams:
         return "bitnet.cpp"
     if arch == "bitnet" and "tq" in fams:
