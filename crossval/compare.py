@@ -120,7 +120,17 @@ def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str
                              apply_corrections=apply_corrections, prompt_mode=prompt_mode).result
 
 
-def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
+def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int],
+                      **kw) -> EngineComparison:
+    """See `_crossval_libllama`; a TL file without its kernel config key finds it in a TL
+    build's checkout (crossval.tl_build.build_kernel_config)."""
+    from crossval.tl_build import build_kernel_config
+
+    with build_kernel_config(cpp_dir, model):
+        return _crossval_libllama(cpp_dir, model, ids, **kw)
+
+
+def _crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
                       profile: str = "exact", numerics: str | None = None, n_greedy: int = 8, strict: bool = True,
                       backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
                       timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,

@@ -17,9 +17,11 @@ build's `BITNET_X86_TL2` / `BITNET_ARM_TL1` CMake cache entry, else the machine 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -119,3 +121,34 @@ def check_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str]) 
                 raise BridgeError(f"{model}: {t.name} (M={m}, K={k}) is tiled BM={mine.BM}, BK={mine.BK}, "
                                   f"bm={mine.bm}; the kernels of {ref.root} read BM={theirs.BM}, BK={theirs.BK}, "
                                   f"bm={theirs.bm} ({b.where}): {regen}")
+
+
+@contextlib.contextmanager
+def build_kernel_config(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str]) -> Iterator[str | None]:
+    """While comparing against a TL build, let a TL file without the harness's metadata key
+    (one bitnet.cpp's converter made) find its tiles in the build's include/kernel_config.ini,
+    the config that build's kernels and a converter run in that checkout share: sets
+    $BITNET_KERNEL_CONFIG for the duration unless the user set it. Yields the path used, or None."""
+    from bitnet.gguf.reader import GGUFReader
+    from bitnet.quant.tl_config import ENV_KERNEL_CONFIG, KEY_KERNEL_CONFIG
+
+    path = None
+    if ENV_KERNEL_CONFIG not in os.environ:
+        try:
+            with GGUFReader(model) as r:
+                needs = any(t.type_name in TL_TYPES for t in r.tensors) and r.get(KEY_KERNEL_CONFIG) is None
+            if needs:
+                from crossval.reference import locate
+
+                b = tl_build(locate(cpp_dir))
+                path = b.where if b is not None and b.config is not None else None
+        except Exception:  # unreadable model or build: the comparison itself reports it
+            path = None
+    if path is None:
+        yield None
+        return
+    os.environ[ENV_KERNEL_CONFIG] = path
+    try:
+        yield path
+    finally:
+        os.environ.pop(ENV_KERNEL_CONFIG, None)

@@ -95,3 +95,17 @@ def test_a_tl2_file_against_a_build_without_tl_kernels_is_refused(bitnet_cpp_dir
     r = crossval_model(bitnet_cpp_dir, bitnet_model_factory(arch="bitnet", fmt="tl2", seed=3), PROMPT[:4],
                        numerics="bitnet.cpp-tl2", n_greedy=0)
     assert r.verdict == "error" and "ggml_qgemm_lut" in r.reason, r.reason
+
+
+def test_a_tl2_file_without_the_harness_key_takes_the_builds_kernel_config(bitnet_cpp_dir, tl2_model, tmp_path,
+                                                                             monkeypatch):
+    """bitnet.cpp's converter writes no kernel config into the file; against a TL2 build both
+    sides then read the build's include/kernel_config.ini (the one its kernels were made from)."""
+    from bitnet.quant.tl_config import ENV_KERNEL_CONFIG, KEY_KERNEL_CONFIG
+    from tests._defects import Plant, rewrite
+
+    monkeypatch.delenv(ENV_KERNEL_CONFIG, raising=False)
+    monkeypatch.delenv("BITNET_CPP_DIR", raising=False)
+    p = rewrite(tl2_model, tmp_path / "m.gguf", Plant(meta={KEY_KERNEL_CONFIG: (None, None)}))
+    r = crossval_model(bitnet_cpp_dir, p, PROMPT[:5], profile="exact", numerics="bitnet.cpp-tl2", n_greedy=2)
+    assert r.verdict == "pass", r.reason
