@@ -52,6 +52,16 @@ class ConfigError(BitNetError, ValueError):
     """A request is inconsistent (unknown preset, arch or format; a model missing a config key)."""
 
 
+class MissingExtraError(BitNetError, ImportError):
+    """A feature needs an optional extra that is not installed; the message names the feature,
+    the missing package and the `pip install 'bitnet-harness[EXTRA]'` that brings it."""
+
+    def __init__(self, feature: str, package: str, extra: str):
+        self.feature, self.package, self.extra = feature, package, extra
+        super().__init__(f"{feature} needs the `{package}` package, not installed: "
+                         f"pip install 'bitnet-harness[{extra}]'")
+
+
 class TokenizerError(BitNetError, ValueError):
     """A GGUF's tokenizer metadata is missing or inconsistent, or a request cannot be served
     (an unknown pre-tokenizer, a token id outside the vocabulary)."""

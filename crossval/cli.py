@@ -65,7 +65,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-strict", action="store_true", help="with --cpp-dir: allow fallbacks on our side (default: strict)")
     p.add_argument("--apply-corrections", action="store_true",
                    help="apply the validation policy's named corrections in our engine(s) (recorded in the receipt)")
+    p.add_argument("--trace", action="store_true",
+                   help="op-by-op trace: every named intermediate of both sides compared in graph order, free-running "
+                        "and teacher-forced per layer; prints the first divergent op (ours against libllama, or ours "
+                        "against ours); the receipt records it under \"trace\"")
     p.add_argument("--receipt", type=output_file, help="write a parity receipt naming both engines here (atomically)")
+    p.add_argument("--report", metavar="DIR", default=None,
+                   help="write a self-contained HTML parity report (report.html) and a PNG summary (summary.png) "
+                        "into DIR (needs the [report] extra: matplotlib)")
     p.add_argument("--json", action="store_true")
     add_quiet_arg(p)
     p.set_defaults(func=run)
@@ -124,6 +131,8 @@ def run(args: argparse.Namespace, io) -> int:
         raise ConfigError(f"--model {args.model}: no such file")
     if args.receipt:
         check_writable(args.receipt, "--receipt")
+    if args.report:
+        _check_report_dir(args.report)
     if args.greedy < 0:
         raise ConfigError(f"--greedy must be >= 0, got {args.greedy}")
     if args.ids is not None:
@@ -151,7 +160,8 @@ def run(args: argparse.Namespace, io) -> int:
             c = crossval_libllama(cpp_dir, args.model, ids, profile=gate, numerics=numerics, n_greedy=args.greedy,
                                   strict=strict, backend=backend, receipt=args.receipt, timeout=timeout,
                                   per_layer=not args.no_per_layer, end_to_end="report" if args.deep else "gate",
-                                  apply_corrections=args.apply_corrections, prompt_mode=args.prompt_mode)
+                                  apply_corrections=args.apply_corrections, trace=args.trace,
+                                  prompt_mode=args.prompt_mode)
         extra = None
     else:
         engine, reference = open_engine(engine_spec), open_engine(ref_spec)
@@ -163,17 +173,28 @@ def run(args: argparse.Namespace, io) -> int:
         try:
             with progress(f"crossval: {engine_spec} against {ref_spec} on {len(ids)} positions + {args.greedy} greedy",
                           stream=io.stderr, quiet=args.quiet):
+                op_trace = _ours_pair_trace(engine, reference, args.model, ids, gate) if args.trace else None
                 c = compare_engines(engine, reference, args.model, ids, gate=gate, n_greedy=args.greedy,
-                                    receipt=args.receipt, timeout=timeout)
+                                    receipt=None if op_trace else args.receipt, timeout=timeout)
+                if op_trace is not None:
+                    c.result.trace = op_trace
+                    if args.receipt and c.verdict in ("pass", "fail", "skipped"):
+                        from crossval.parity import parity_receipt, write_parity_receipt
+
+                        c.receipt = write_parity_receipt(args.receipt, parity_receipt(
+                            c.result, model=Path(args.model), prompt_ids=ids, engine=c.engine.to_dict(),
+                            reference=c.reference.to_dict(), timings=c.timings))
         finally:
             engine.close()
             reference.close()
         extra = NOT_AVAILABLE
     r = c.result
+    report = _write_report(c, args, ids, extra) if args.report else None
     if args.json:
         json.dump({"verdict": r.verdict, "reason": r.reason, "profile": r.profile,
                    "engine": c.engine.to_dict() if c.engine else None,
                    "reference": c.reference.to_dict() if c.reference else None,
+                   **({"report": {"html": str(report.html), "png": str(report.png)}} if report else {}),
                    "first_divergence": r.first_divergence, "greedy_match": r.greedy_match,
                    "greedy_first_divergence": r.greedy_first_divergence,
                    "positions": [asdict(p) for p in r.positions],
@@ -183,13 +204,42 @@ def run(args: argparse.Namespace, io) -> int:
                               "positions": [asdict(p) for p in r.decode_positions]},
                    "layers": {"positions": r.layers, "first_divergence": r.layer_first_divergence},
                    **({"not_available": extra} if extra else {}),
+                   **({"trace": r.trace} if r.trace is not None else {}),
                    "receipt": str(c.receipt) if c.receipt else None}, io.stdout, indent=2)
         io.stdout.write("\n")
     elif r.verdict == "error":  # nothing was compared: one line on stderr, not a table title
         print(f"bitnet crossval: {' '.join(r.reason.split())}", file=io.stderr)
     else:
         _table(c, io, extra)
+    if report and not args.json:
+        print(f"report: {report.html} (summary {report.png})", file=io.stdout)
     return {"pass": 0, "fail": 1}.get(r.verdict, 2)
+
+
+def _check_report_dir(path: str) -> None:
+    """Before any work: matplotlib is installed (else the typed error naming the [report] extra)
+    and DIR is a folder that can be made and written."""
+    import os
+
+    from crossval.report import require_matplotlib
+
+    require_matplotlib()
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--report {path}: exists and is not a directory; give a folder for the report")
+    if target.is_dir():
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise ConfigError(f"--report {path}: not writable")
+    else:
+        check_writable(target / "report.html", "--report")
+
+
+def _write_report(c, args, ids, not_available: str | None):
+    from crossval.report import write_report
+    from crossval.report_data import report_data
+
+    return write_report(report_data(c, args.model, ids, notes=[not_available] if not_available else None),
+                        args.report)
 
 
 def _table(c, io, not_available: str | None = None) -> None:
@@ -225,5 +275,40 @@ def _table(c, io, not_available: str | None = None) -> None:
         print(f"greedy: {r.greedy_match:.3f} exact match; engine {r.greedy_ours}; reference {r.greedy_ref}", file=io.stdout)
     if not_available:
         print(not_available, file=io.stdout)
+    if r.trace is not None:
+        _print_trace(r.trace, io)
     if c.receipt:
         print(f"receipt: {c.receipt}", file=io.stdout)
+
+
+def _ours_pair_trace(engine, reference, model, ids: list[int], gate: str) -> dict:
+    """The op-by-op trace of ours against ours (two numerics profiles or backends of our
+    engine); any other pair without libllama has no named intermediates to compare."""
+    from bitnet.engines.reference import ReferenceEngine
+    from bitnet.kernels import dispatch
+    from bitnet.model import BitNetModel
+    from crossval.trace import build_trace, record_engine, trace_to_dict
+
+    if not (isinstance(engine, ReferenceEngine) and isinstance(reference, ReferenceEngine)):
+        raise ConfigError(f"--trace compares named intermediates: it needs ours (--engine reference[:PROFILE][@BACKEND]) "
+                          f"against libllama:DIR or against ours, not {engine.spec} against {reference.spec}")
+    dispatch.set_backend(reference.backend)
+    ref_model = BitNetModel(model, profile=reference.profile, strict=reference.strict)
+    try:
+        ref = record_engine(ref_model, ids)
+    finally:
+        ref_model.close()
+    dispatch.set_backend(engine.backend)
+    m = BitNetModel(model, profile=engine.profile, strict=engine.strict)
+    try:
+        return trace_to_dict(build_trace(m, ids, ref, {}, reference=reference.spec, profile=gate))
+    finally:
+        m.close()
+
+
+def _print_trace(trace: dict, io) -> None:
+    """The trace's verdict and the ops around the first divergent one (crossval.trace)."""
+    from crossval.trace import format_trace_dict
+
+    for line in format_trace_dict(trace):
+        print(line, file=io.stdout)

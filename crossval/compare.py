@@ -53,14 +53,13 @@ def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: i
                    stepwise: bool = False) -> EngineOutputs:
     """Our side of a comparison from a loaded BitNetModel: prompt logits, the teacher-forced
     decode steps along `forced` (the reference's greedy tokens), and our own greedy tokens
-    (equal to the teacher-forced argmaxes until they first differ; a fresh run after that).
-    `stepwise`: the prompt one token per forward call through the cache (single-row numerics),
-    as the reference's stepwise prompt mode evaluates it."""
+    (equal to the teacher-forced argmaxes until they first differ; a fresh run after that)."""
     ids = [int(i) for i in ids]
     forced = [int(t) for t in forced]
     n = len(ids)
     cache = model.new_cache()  # zeros are committed lazily: the model's context costs nothing unused
-    if stepwise:
+    if stepwise:  # one token per forward call through the cache (single-row numerics), as the
+        # reference's stepwise prompt mode evaluates it
         prompt = np.concatenate([model.forward(np.asarray([t], np.int64), cache, i, all_logits=True)
                                  for i, t in enumerate(ids)]).astype(np.float32)
     else:
@@ -90,7 +89,9 @@ def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: i
 
 
 def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, forced: list[int], n_greedy: int,
-          backend: str, l_out: np.ndarray | None = None, apply_corrections: bool = False, stepwise: bool = False):
+          backend: str, l_out: np.ndarray | None = None, apply_corrections: bool = False,
+          trace_data: dict | None = None, profile: str = "exact", timings: dict | None = None,
+          stepwise: bool = False):
     from bitnet.kernels import dispatch
     from bitnet.model import BitNetModel
     from crossval.layers import teacher_forced_layers
@@ -98,12 +99,31 @@ def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, force
     dispatch.set_backend(backend)
     t0 = time.perf_counter()
     m = BitNetModel(model, profile=numerics, strict=strict, apply_corrections=apply_corrections)
+    trace = None
     try:
-        out = engine_outputs(m, ids, forced, n_greedy, stepwise)
-        layers = teacher_forced_layers(m, ids, l_out) if l_out is not None else None
+        if trace_data is None:
+            out = engine_outputs(m, ids, forced, n_greedy, stepwise)
+            layers = teacher_forced_layers(m, ids, l_out) if l_out is not None else None
+        else:  # the op-by-op trace (crossval.trace), recorded in the passes made anyway
+            from bitnet.model.record import recording
+            from crossval.trace import op_order, trace_libllama
+
+            with recording() as rec:
+                out = engine_outputs(m, ids, forced, n_greedy, stepwise)
+            order = op_order(len(m.layers))
+            first = rec.records[:len(order)]  # the prompt pass: engine_outputs' first forward
+            ours_rec = {(r.layer, r.op): r.value for r in first} if [(r.layer, r.op) for r in first] == order else None
+            del rec
+            forced_rec: dict | None = {} if l_out is not None else None
+            layers = teacher_forced_layers(m, ids, l_out, record_into=forced_rec) if l_out is not None else None
+            t1 = time.perf_counter()
+            trace = trace_libllama(None, model, ids, profile=profile, model=m, captured=trace_data, ours=ours_rec,
+                                   forced=forced_rec)
+            if timings is not None:
+                timings["engine_trace_walk_s"] = time.perf_counter() - t1
     finally:
         m.close()
-    return out, layers, time.perf_counter() - t0, m.corrections
+    return out, layers, time.perf_counter() - t0, m.corrections, trace
 
 
 def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
@@ -111,13 +131,13 @@ def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str
                    backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
                    timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,
                    per_layer: bool = True, end_to_end: str = "gate", apply_corrections: bool = False,
-                   prompt_mode: str = "batch") -> ParityResult:
+                   trace: bool = False, prompt_mode: str = "batch") -> ParityResult:
     """Our engine (`reference[:numerics]@backend`) against a libllama build; see
     `crossval_libllama` (this returns its result alone)."""
     return crossval_libllama(cpp_dir, model, ids, profile=profile, numerics=numerics, n_greedy=n_greedy,
                              strict=strict, backend=backend, receipt=receipt, timeout=timeout,
                              worker_argv=worker_argv, per_layer=per_layer, end_to_end=end_to_end,
-                             apply_corrections=apply_corrections, prompt_mode=prompt_mode).result
+                             apply_corrections=apply_corrections, trace=trace, prompt_mode=prompt_mode).result
 
 
 def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int],
@@ -135,7 +155,8 @@ def _crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike
                       backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
                       timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,
                       per_layer: bool = True, end_to_end: str = "gate",
-                      apply_corrections: bool = False, prompt_mode: str = "batch") -> EngineComparison:
+                      apply_corrections: bool = False, trace: bool = False,
+                      prompt_mode: str = "batch") -> EngineComparison:
     """Prompt logits and `n_greedy` teacher-forced decode steps (the reference's greedy tokens
     fed to both sides, ours through our KV cache), gated separately at the bounds of the
     model's format family. `per_layer` (default) also runs each of our layers on the
@@ -146,7 +167,9 @@ def _crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike
     `prompt_mode="stepwise"` evaluates the prompt one token at a time on both sides (each
     reference call a single-row llama_decode through its KV cache) instead of in one batch:
     comparing the two modes localises a fault to the reference's batched path (the per-layer
-    capture is one batch, so it is not applied then).
+    capture is one batch, so it is not applied then). `trace`
+    adds the op-by-op trace (crossval.trace): libllama's named tensors captured in the same
+    worker run, ours on the same loaded model; `result.trace` and the receipt's "trace" key.
 
     This is the engine pair `reference` vs `libllama:DIR` of crossval.pair with the decode-step
     and per-layer gates added (they need our model's KV cache and layers, and libllama's
@@ -196,17 +219,22 @@ def _crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike
         with GGUFReader(model) as rd:
             cfg = read_config(rd, strict=False)
         layers_req = {"n_layer": cfg.n_layer, "n_embd": cfg.n_embd}
+    trace_req = None
+    if trace:
+        from crossval.trace import CAPTURE_NAMES
+
+        trace_req = {"ids": ids, "names": list(CAPTURE_NAMES), "decode_last": False}
     ref = run_reference(cpp_dir, model, ids=ids, n_greedy=n_greedy, timeout=timeout, worker_argv=worker_argv,
-                        layers=layers_req, prompt_mode=prompt_mode)
+                        layers=layers_req, trace=trace_req, prompt_mode=prompt_mode)
     timings["reference_s"] = time.perf_counter() - t0
     if not ref.ok:
         return finish(errored(f"reference: {ref.error}", profile))
     ref_greedy = [int(t) for t in ref.data.get("greedy", np.zeros(0, np.int32))]
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     fut = pool.submit(_ours, model, ids, numerics, strict, ref_greedy, n_greedy, backend, ref.data.get("l_out"),
-                      apply_corrections, stepwise)
+                      apply_corrections, ref.data if trace else None, profile, timings, stepwise)
     try:
-        out, layer_metrics, ours_s, corrections = fut.result(timeout=timeout)
+        out, layer_metrics, ours_s, corrections, op_trace = fut.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
         pool.shutdown(wait=False, cancel_futures=True)
         return finish(errored(f"ours: the engine ran past {timeout:g} s", profile))
@@ -235,6 +263,12 @@ def _crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike
             return finish(errored(f"per-layer gate requested alone, but the reference's layers were not captured: "
                                   f"{why}", profile))
         result.reason += f"; per-layer gate not applied (reference layers not captured: {why})"
+    if op_trace is not None:
+        from crossval.trace import trace_to_dict
+
+        result.trace = trace_to_dict(op_trace)
+        if "trace_s" in ref.data:
+            timings["reference_trace_s"] = float(ref.data["trace_s"])
     return finish(result)
 
 

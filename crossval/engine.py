@@ -15,6 +15,7 @@ from bitnet.engines.protocol import (
     EngineInfo,
     EngineOutput,
     RoundTripEngine,
+    TimedRun,
     check_logits,
 )
 from bitnet.errors import ConfigError
@@ -78,6 +79,36 @@ class LibllamaEngine(RoundTripEngine):
         lg = check_logits(self.spec, d.get("logits"), len(ids))
         g = [int(i) for i in d.get("greedy", np.zeros(0, np.int32))]
         return EngineOutput(lg, g, time.perf_counter() - t0)
+
+    def timed_greedy(self, ids: Sequence[int], n: int) -> TimedRun:
+        """Greedy generation in the crash-isolated worker, which times the load, the prompt and
+        every decode call itself (crossval/worker.py `_bench`): harness code around each
+        libllama call, not llama.cpp's own perf counters."""
+        import os
+
+        threads = os.cpu_count() or 1
+        from crossval.runner import run_reference
+
+        r = run_reference(self.cpp_dir, self._need_model(), timeout=self.timeout, worker_argv=self.worker_argv,
+                          n_threads=threads, bench={"ids": [int(i) for i in ids], "n_tokens": int(n)})
+        if not r.ok:
+            raise EngineError(f"{self.spec}: {r.error}")
+        d = r.data
+        where = "in the crash-isolated worker (crossval/worker.py), harness code"
+        return TimedRun(
+            [int(i) for i in d["bench_ids"]], float(d["load_s"]) + float(d["bench_run_s"]), load_s=float(d["load_s"]),
+            prefill_s=float(d["bench_prefill_s"]), decode_step_s=[float(s) for s in d["bench_step_s"]],
+            peak_rss_bytes=int(d["bench_peak_rss"]), threads=threads,
+            how={"timings.load_s": f"perf_counter around llama's model load {where}",
+                 "timings.prefill_s": f"perf_counter around the one prompt decode call {where}",
+                 "timings.decode_step_s": f"perf_counter around each one-token decode call {where}",
+                 "timings.total_s": f"the load plus perf_counter from the timed context's creation to after the "
+                                    f"last step {where} (an untimed warm-up runs between them)",
+                 "peak_rss_bytes": "ru_maxrss of the worker process that ran libllama (getrusage, the OS's figure)",
+                 "threads": "n_threads the harness gave the llama context (os.cpu_count())"},
+            why_not={"timings.prefill_cpu_s": "libllama runs its own thread pool: the calling thread's CPU time is "
+                                              "not the work's", "timings.decode_step_cpu_s": "libllama runs its own "
+                                              "thread pool: the calling thread's CPU time is not the work's"})
 
     def tokenize_many(self, texts, add_special: bool = False, parse_special: bool = False) -> list[list[int]]:
         d = self._run(texts=list(texts), add_special=add_special, parse_special=parse_special)

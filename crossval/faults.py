@@ -68,6 +68,8 @@ def kv_cache_wrong_dtype(set_) -> None:
 
 def softmax_f16_no_max_subtraction(set_) -> None:
     """Attention probabilities formed in F16 straight from exp(score), no max subtracted."""
+    from bitnet.model import record
+
     bm = _bm()
     real = bm.causal_attention
 
@@ -78,11 +80,14 @@ def softmax_f16_no_max_subtraction(set_) -> None:
         qh = q.transpose(1, 0, 2)
         if q_f16:
             qh = qh.astype(np.float16).astype(np.float32)
-        sc = (qh.reshape(hkv, g * t, d) @ k.astype(np.float32).transpose(0, 2, 1)).reshape(hkv, g, t, s) / np.float32(np.sqrt(d))
+        raw = qh.reshape(hkv, g * t, d) @ k.astype(np.float32).transpose(0, 2, 1)
+        record.tap("attn_scores", raw.reshape(h, t, s).transpose(1, 0, 2))  # an engine that names its ops
+        sc = raw.reshape(hkv, g, t, s) / np.float32(np.sqrt(d))
         mask = np.arange(s)[None, :] > (pos0 + np.arange(t))[:, None]
         with np.errstate(over="ignore"):
             e = np.where(mask, 0, np.exp(sc.astype(np.float16))).astype(np.float16)
             p = (e / e.sum(axis=-1, keepdims=True, dtype=np.float16)).astype(np.float32)
+        record.tap("attn_probs", p.reshape(h, t, s).transpose(1, 0, 2))
         out = p.reshape(hkv, g * t, s) @ v.astype(np.float32)
         return out.reshape(h, t, d).transpose(1, 0, 2).reshape(t, h * d).astype(np.float32)
 

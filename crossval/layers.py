@@ -68,15 +68,26 @@ def layer_metrics(ours: np.ndarray, ref: np.ndarray, layer: int) -> LayerMetrics
                         float(np.median(rel)) if finite else float("nan"))
 
 
-def teacher_forced_layers(model, ids: Sequence[int], l_out: np.ndarray) -> list[LayerMetrics]:
+def teacher_forced_layers(model, ids: Sequence[int], l_out: np.ndarray,
+                          record_into: dict | None = None) -> list[LayerMetrics]:
     """Every layer of a loaded BitNetModel against the reference's captured outputs
-    l_out [n_layer, T, n_embd]."""
+    l_out [n_layer, T, n_embd]. `record_into`: a dict that receives every named intermediate
+    of each teacher-forced layer, keyed (layer, op) (bitnet.model.record; the op-by-op trace
+    reuses these runs instead of repeating them)."""
+    from contextlib import nullcontext
+
+    from bitnet.model.record import recording
+
     ids = [int(i) for i in ids]
     x = model.embed(np.asarray(ids, np.int64))
     out = []
     for i in range(len(model.layers)):
         x_in = x if i == 0 else l_out[i - 1]
-        out.append(layer_metrics(our_layer(model, i, x_in, ids), l_out[i], i))
+        with recording(layer_offset=i) if record_into is not None else nullcontext() as rec:
+            y = our_layer(model, i, x_in, ids)
+        if rec is not None:
+            record_into.update({k: v for k, v in rec.by_key().items() if k[0] == i})
+        out.append(layer_metrics(y, l_out[i], i))
     return out
 
 

@@ -100,6 +100,9 @@ class ParityResult:
     greedy_ref: list[int] = field(default_factory=list)
     greedy_match: float | None = None
     greedy_first_divergence: int | None = None
+    #: both sides' top-k tokens at the positions a reader looks at first (`topk_tables`); kept
+    #: for the HTML report (crossval.report), not written to the receipt
+    topk: list[dict] = field(default_factory=list)
     # -- receipt 1.1: decode steps, family bounds, non-finite, degenerate greedy ----------
     family: str | None = None
     bounds: dict = field(default_factory=dict)
@@ -111,6 +114,8 @@ class ParityResult:
     #: per-layer teacher-forced metrics (crossval.layers.LayerMetrics as dicts), when measured
     layers: list[dict] = field(default_factory=list)
     layer_first_divergence: int | None = None
+    #: receipt 2.2: the op-by-op trace (crossval.trace.trace_to_dict), when asked for
+    trace: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -165,6 +170,64 @@ def position_metrics(ours: np.ndarray, ref: np.ndarray) -> list[PositionMetrics]
                                    len(set(top5_a[i]) & set(top5_b[i])) / 5.0,
                                    float(omc[i]), float(rel[i])))
     return out
+
+
+#: tokens per top-k table, and tables per section (the first divergence, then the worst by 1-cos)
+TOPK_K = 5
+TOPK_POSITIONS = 3
+
+
+def _topk_positions(rows: list[PositionMetrics], first: int | None, n: int) -> list[tuple[int, str]]:
+    """(position, why) for up to n positions: the first diverging one, then the worst by 1-cos
+    (ties by KL); a NaN metric ranks worst."""
+    def badness(p: PositionMetrics) -> tuple[float, float]:
+        def f(v: float) -> float:
+            return float("inf") if np.isnan(v) else v
+
+        return f(p.one_minus_cos), f(p.kl)
+
+    ranked = [p.position for p in sorted(rows, key=badness, reverse=True)]
+    chosen = ([first] if first is not None else []) + [q for q in ranked if q != first]
+    out = []
+    for q in chosen[:n]:
+        why = f"rank {ranked.index(q) + 1} by 1-cos"
+        out.append((q, f"first divergence, {why}" if q == first else why))
+    return out
+
+
+def _top(x: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values, largest first (a partition, not a sort of the vocabulary:
+    compare() runs in calibration loops over 128k-token vocabularies)."""
+    k = min(k, x.size)
+    idx = np.argpartition(-x, k - 1)[:k]
+    return idx[np.argsort(-x[idx], kind="stable")]
+
+
+def topk_tables(ours: np.ndarray, ref: np.ndarray, rows: list[PositionMetrics], section: str,
+                first: int | None = None, k: int = TOPK_K, n: int = TOPK_POSITIONS) -> list[dict]:
+    """Both sides' top-k tokens at up to n positions of a section (the first divergence, then
+    the worst by 1-cos): for each of the reference's top tokens our logit, probability and rank
+    for it, and our own top-k beside them. A reader sees whether a divergence reorders the
+    candidates or only moves their weights."""
+    tables = []
+    for pos, why in _topk_positions(rows, first, n):
+        a, b = np.asarray(ours[pos], np.float64), np.asarray(ref[pos], np.float64)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            pa, pb = np.exp(_log_softmax(a[None]))[0], np.exp(_log_softmax(b[None]))[0]
+        key_a, key_b = np.nan_to_num(a, nan=-np.inf), np.nan_to_num(b, nan=-np.inf)
+        top_a, top_b = _top(key_a, k), _top(key_b, k)
+
+        def rank(x: np.ndarray, t: int) -> int:
+            return int((x > x[t]).sum()) + 1
+
+        tables.append({
+            "section": section, "position": int(pos), "why": why,
+            "reference": [{"id": int(t), "logit": float(b[t]), "prob": float(pb[t]), "engine_logit": float(a[t]),
+                           "engine_prob": float(pa[t]), "engine_rank": rank(key_a, int(t))} for t in top_b],
+            "engine": [{"id": int(t), "logit": float(a[t]), "prob": float(pa[t]), "reference_logit": float(b[t]),
+                        "reference_rank": rank(key_b, int(t))} for t in top_a],
+        })
+    return tables
 
 
 def _diverging(pos: list[PositionMetrics], th: dict, top1_is_per_position: bool) -> list[int]:
@@ -247,6 +310,7 @@ def compare(ours: np.ndarray, ref: np.ndarray, profile: str = "exact", *, greedy
         res.first_divergence = bad[0]
         reasons.append(_describe(res.positions[bad[0]], "position"))
     reasons += _median_reasons(res.positions, th, "prompt")
+    res.topk = topk_tables(ours, ref, res.positions, "prompt", res.first_divergence)
     if len(sections) > 1:
         res.decode_positions = position_metrics(sections[1][1], sections[1][2])
         all_rows += res.decode_positions
@@ -255,6 +319,8 @@ def compare(ours: np.ndarray, ref: np.ndarray, profile: str = "exact", *, greedy
             res.decode_first_divergence = dbad[0]
             reasons.append(_describe(res.decode_positions[dbad[0]], "decode step"))
         reasons += _median_reasons(res.decode_positions, th, "decode")
+        res.topk += topk_tables(sections[1][1], sections[1][2], res.decode_positions, "decode",
+                                res.decode_first_divergence)
     top1 = float(np.mean([p.top1_ours == p.top1_ref for p in all_rows])) if all_rows else 1.0
     top5 = float(np.mean([p.top5_overlap for p in all_rows])) if all_rows else 1.0
     if top1 < th["min_top1_agreement"]:
@@ -332,7 +398,7 @@ def errored(reason: str, profile: str = "exact") -> ParityResult:
     return ParityResult("error", reason, profile)
 
 
-PARITY_SCHEMA_VERSION = "2.1.0"  # 2.x: both sides are named engines (1.x assumed ours vs libllama); 2.1: gate, prompt, decode, layers
+PARITY_SCHEMA_VERSION = "2.2.0"  # 2.x: both sides are named engines (1.x assumed ours vs libllama); 2.1: gate, prompt, decode, layers; 2.2: trace
 
 
 def parity_receipt(result: ParityResult, *, model: str | os.PathLike[str], prompt_ids: list[int],
@@ -370,6 +436,7 @@ def parity_receipt(result: ParityResult, *, model: str | os.PathLike[str], promp
                    "first_divergence": result.decode_first_divergence,
                    "greedy_degenerate": result.greedy_degenerate, **_worsts(result, "decode")},
         **({"corrections": list(corrections)} if corrections else {}),
+        **({"trace": result.trace} if result.trace is not None else {}),
     }
 
 

@@ -22,7 +22,18 @@ int bh_greedy(void *h, const int *ids, int n, int n_gen, int *out);
 int bh_decode_steps(void *h, const int *ids, int n, int n_steps, int *greedy, float *out);
 int bh_eval_stepwise(void *h, const int *ids, int n, int n_steps, int *greedy, float *out, float *steps_out);
 int bh_eval_layers(void *h, const int *ids, int n, int n_layer, int n_embd, float *logits_out, float *layers_out);
+void *bh_trace(void *h, const int *ids, int n, int decode_last, const char *names, float *logits_out);
+int bh_trace_status(void *t);
+int bh_trace_count(void *t);
+int bh_trace_unsupported(void *t);
+int bh_trace_record(void *t, int i, char *name, char *op, long long *ne, long long *offset);
+long long bh_trace_size(void *t);
+void bh_trace_copy(void *t, float *out);
+void bh_trace_free(void *t);
 void bh_free(void *h);
+void *bh_ctx_new(void *h, int n_ctx);
+int bh_ctx_step(void *h, void *ctx, const int *ids, int n, int pos0, int *best);
+void bh_ctx_free(void *ctx);
 """
 SHIM_SOURCE = Path(__file__).with_name("shim.c")
 

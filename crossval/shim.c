@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
+#include <stdint.h>
 #include "llama.h"
 
 typedef struct {
@@ -250,6 +251,159 @@ int bh_eval_layers(void *hp, const int *ids, int n, int n_layer, int n_embd, flo
     return cap.mismatched ? -4 : cap.captured;
 }
 
+/* ---- op-by-op trace (issue 17): every graph node whose name is one of a set of base names
+ * (`attn_norm` matches `attn_norm-0`, `attn_norm-1`, ...; `result_norm` matches itself) is
+ * copied out as F32 when it has been computed: its name, ggml op, ne[0..3] and values in
+ * ggml order. F16/BF16 are widened; views and non-contiguous tensors are read through their
+ * strides (ggml_nbytes spans them); a buffer not in host memory is fetched first. */
+typedef struct {
+    char name[64];
+    char op[24];
+    long long ne[4];
+    size_t offset; /* into data, in floats */
+} bh_trace_rec;
+
+typedef struct {
+    char *names;          /* ",attn_norm,Qcur,...," */
+    bh_trace_rec *recs;
+    int n_recs, cap_recs;
+    float *data;
+    size_t used, cap;
+    int unsupported;      /* nodes of a type this copier does not widen */
+    int status;           /* llama_decode's result, or -1/-2 set below */
+    int capturing;
+} bh_trace_t;
+
+static int bh_trace_wanted(bh_trace_t *tr, const char *name) {
+    char base[80];
+    size_t n = strlen(name);
+    if (n == 0 || n >= 64) return 0;
+    memcpy(base, name, n + 1);
+    char *dash = strrchr(base, '-');
+    if (dash && dash[1] >= '0' && dash[1] <= '9') {
+        char *p = dash + 1;
+        while (*p >= '0' && *p <= '9') p++;
+        if (*p == 0) *dash = 0;
+    }
+    char key[84];
+    snprintf(key, sizeof key, ",%s,", base);
+    return strstr(tr->names, key) != NULL;
+}
+
+static float bh_elem_f32(const char *p, enum ggml_type type, int *ok) {
+    switch (type) {
+        case GGML_TYPE_F32: return *(const float *) p;
+        case GGML_TYPE_F16: return ggml_fp16_to_fp32(*(const ggml_fp16_t *) p);
+        case GGML_TYPE_BF16: return ggml_bf16_to_fp32(*(const ggml_bf16_t *) p);
+        case GGML_TYPE_I32: return (float) *(const int32_t *) p;
+        default: *ok = 0; return 0.0f;
+    }
+}
+
+static bool bh_trace_cb(struct ggml_tensor *t, bool ask, void *ud) {
+    bh_trace_t *tr = (bh_trace_t *) ud;
+    if (!tr->capturing || !bh_trace_wanted(tr, t->name)) return ask ? false : true;
+    if (ask) return true;
+    size_t count = (size_t) ggml_nelements(t);
+    if (tr->n_recs == tr->cap_recs) {
+        int nc = tr->cap_recs ? tr->cap_recs * 2 : 256;
+        bh_trace_rec *r = (bh_trace_rec *) realloc(tr->recs, sizeof(bh_trace_rec) * (size_t) nc);
+        if (!r) { tr->status = -5; return false; }
+        tr->recs = r; tr->cap_recs = nc;
+    }
+    if (tr->used + count > tr->cap) {
+        size_t nc = tr->cap ? tr->cap : (size_t) 1 << 20;
+        while (tr->used + count > nc) nc *= 2;
+        float *d = (float *) realloc(tr->data, sizeof(float) * nc);
+        if (!d) { tr->status = -5; return false; }
+        tr->data = d; tr->cap = nc;
+    }
+    size_t nbytes = ggml_nbytes(t);
+    const char *src = (const char *) t->data;
+    char *tmp = NULL;
+    if (t->buffer && !ggml_backend_buffer_is_host(t->buffer)) {
+        tmp = (char *) malloc(nbytes);
+        if (!tmp) { tr->status = -5; return false; }
+        ggml_backend_tensor_get(t, tmp, 0, nbytes);
+        src = tmp;
+    }
+    int ok = 1;
+    float *dst = tr->data + tr->used;
+    size_t k = 0;
+    for (int64_t i3 = 0; i3 < t->ne[3]; i3++)
+        for (int64_t i2 = 0; i2 < t->ne[2]; i2++)
+            for (int64_t i1 = 0; i1 < t->ne[1]; i1++)
+                for (int64_t i0 = 0; i0 < t->ne[0]; i0++)
+                    dst[k++] = bh_elem_f32(src + i0 * t->nb[0] + i1 * t->nb[1] + i2 * t->nb[2] + i3 * t->nb[3], t->type, &ok);
+    free(tmp);
+    if (!ok) { tr->unsupported++; return true; }
+    bh_trace_rec *r = &tr->recs[tr->n_recs++];
+    snprintf(r->name, sizeof r->name, "%s", t->name);
+    snprintf(r->op, sizeof r->op, "%s", ggml_op_desc(t));
+    for (int i = 0; i < 4; i++) r->ne[i] = (long long) t->ne[i];
+    r->offset = tr->used;
+    tr->used += count;
+    return true;
+}
+
+/* one forward pass with every tensor named in `names` (comma-separated base names) copied out.
+ * decode_last: ids[0..n-2] are decoded first without capture, then ids[n-1] alone at position
+ * n-1 through the KV cache, captured. Returns a handle (free with bh_trace_free) or NULL when no
+ * context could be made; bh_trace_status says how the decode went (0: ok). */
+void *bh_trace(void *hp, const int *ids, int n, int decode_last, const char *names, float *logits_out) {
+    bh_handle *h = (bh_handle *) hp;
+    bh_trace_t *tr = (bh_trace_t *) calloc(1, sizeof(bh_trace_t));
+    if (!tr) return NULL;
+    size_t ln = strlen(names);
+    tr->names = (char *) malloc(ln + 3);
+    snprintf(tr->names, ln + 3, ",%s,", names);
+    struct llama_context *ctx = bh_context_cb(h, n, bh_trace_cb, tr);
+    if (!ctx) { free(tr->names); free(tr); return NULL; }
+    int rc = 0;
+    if (decode_last && n > 1) {
+        rc = bh_decode(ctx, ids, n - 1, 0, 0);
+        tr->capturing = 1;
+        if (rc == 0) rc = bh_decode(ctx, ids + n - 1, 1, n - 1, 1);
+        if (rc == 0) rc = bh_copy_logits(h, ctx, 1, logits_out);
+    } else {
+        tr->capturing = 1;
+        rc = bh_decode(ctx, ids, n, 0, 1);
+        if (rc == 0) rc = bh_copy_logits(h, ctx, n, logits_out);
+    }
+    llama_free(ctx);
+    if (tr->status == 0) tr->status = rc;
+    return tr;
+}
+
+int bh_trace_status(void *p) { return ((bh_trace_t *) p)->status; }
+int bh_trace_count(void *p) { return ((bh_trace_t *) p)->n_recs; }
+int bh_trace_unsupported(void *p) { return ((bh_trace_t *) p)->unsupported; }
+
+/* record i: name and op (NUL-terminated, into 64- and 24-byte buffers), ne[4], offset into the data */
+int bh_trace_record(void *p, int i, char *name, char *op, long long *ne, long long *offset) {
+    bh_trace_t *tr = (bh_trace_t *) p;
+    if (i < 0 || i >= tr->n_recs) return -1;
+    bh_trace_rec *r = &tr->recs[i];
+    memcpy(name, r->name, sizeof r->name);
+    memcpy(op, r->op, sizeof r->op);
+    for (int k = 0; k < 4; k++) ne[k] = r->ne[k];
+    *offset = (long long) r->offset;
+    return 0;
+}
+
+long long bh_trace_size(void *p) { return (long long) ((bh_trace_t *) p)->used; }
+
+void bh_trace_copy(void *p, float *out) {
+    bh_trace_t *tr = (bh_trace_t *) p;
+    if (tr->used) memcpy(out, tr->data, sizeof(float) * tr->used);
+}
+
+void bh_trace_free(void *p) {
+    bh_trace_t *tr = (bh_trace_t *) p;
+    if (!tr) return;
+    free(tr->names); free(tr->recs); free(tr->data); free(tr);
+}
+
 void bh_free(void *hp) {
     bh_handle *h = (bh_handle *) hp;
     if (!h) return;
@@ -259,4 +413,29 @@ void bh_free(void *hp) {
     llama_model_free(h->model);
 #endif
     free(h);
+}
+
+/* benchmark primitives (bitnet benchmark --engine libllama:DIR): the worker opens one context,
+ * then times each bh_ctx_step call itself, in harness code around the call, so a receipt's
+ * per-step timings are the harness's measurements, never figures the engine reports */
+void *bh_ctx_new(void *hp, int n_ctx) {
+    return bh_context((bh_handle *) hp, n_ctx);
+}
+
+/* decode ids[0..n) at positions pos0.. through the context's KV cache (one batch, logits of the
+ * last position only); *best = the argmax of those logits. 0 on success */
+int bh_ctx_step(void *hp, void *cp, const int *ids, int n, int pos0, int *best) {
+    struct llama_context *ctx = (struct llama_context *) cp;
+    int rc = bh_decode(ctx, ids, n, pos0, 0);
+    if (rc != 0) return rc;
+    const float *l = llama_get_logits_ith(ctx, -1);
+    if (!l) return -2;
+    int nv = bh_n_vocab((bh_handle *) hp), b = 0;
+    for (int v = 1; v < nv; v++) if (l[v] > l[b]) b = v;
+    *best = b;
+    return 0;
+}
+
+void bh_ctx_free(void *cp) {
+    if (cp) llama_free((struct llama_context *) cp);
 }

@@ -27,7 +27,12 @@ def _verify_receipt(argv, io_):
     return verify_main([str(ROOT / a) if a.startswith(("policies/", "schemas/")) else a for a in argv], io_)
 
 
-RUNNERS = {"bitnet": main, "bitnet-verify-receipt": _verify_receipt}
+def _bitnet(argv, io_):
+    # an engine spec may name the repository's example engine (examples/...) relative to the checkout
+    return main([a.replace(" examples/", f" {ROOT}/examples/") if a.startswith("cmd:") else a for a in argv], io_)
+
+
+RUNNERS = {"bitnet": _bitnet, "bitnet-verify-receipt": _verify_receipt}
 
 
 def doc_blocks():

@@ -37,7 +37,7 @@ def consistent_edit(receipt: dict, k: float) -> dict:
             t[key] = [s / k for s in t[key]]
     for key in r["throughput"]:
         r["throughput"][key] *= k
-    for ks in (r["kernels"], r["decode_kernels"]):
+    for ks in (r.get("kernels", []), r.get("decode_kernels", [])):  # an engine receipt may have none
         for x in ks:
             x["seconds"] /= k
     probe = r["machine"].get("memory_bandwidth")

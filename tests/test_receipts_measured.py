@@ -25,9 +25,9 @@ def test_benchmark_receipt_passes_every_rule(measured_receipt):
     result = verify_receipt(receipt, model=model)
     assert result.passed, [r for r in result.results if not r.passed]
     applied = {r.rule for r in result.results}
-    # a numpy receipt with --model exercises every rule but the GPU ones
+    # a numpy receipt with --model exercises every rule but the GPU ones and the engine-receipt ones
     assert applied == set(RULES) - {"R-GPU-KERNEL", "R-GPU-TERNARY", "R-GPU-FINGERPRINT", "R-GPU-ALLOWLIST",
-                                     "R-SIGNATURE", "R-RERUN"}
+                                     "R-SIGNATURE", "R-RERUN", "R-OBSERVED", "R-ENGINE-SEES"}
     # a receipt of this version records everything its rules need: nothing is skipped
     assert result.skipped_rules == [], [r for r in result.results if r.status == "skip"]
     assert receipt["backend"] == "numpy" and receipt["compute_path"] == "real"

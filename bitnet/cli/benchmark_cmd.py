@@ -35,6 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=output_file, help="receipt path (written atomically after a successful run)")
     p.add_argument("--sign-key", metavar="KEY", type=input_file,
                    help="sign the receipt with this Ed25519 private key (bitnet keygen; needs the [sign] extra)")
+    p.add_argument("--engine", metavar="SPEC",
+                   help="time another engine through its adapter (reference[:PROFILE][@BACKEND], libllama:DIR, hf:, "
+                        "cmd:\"PROGRAM ARGS\"); the receipt says which fields the harness measured and which it "
+                        "could not see (docs/reference/receipts.md)")
     p.add_argument("--probe-mib", type=positive, default=DEFAULT_MIB,
                    help=f"buffer size of the memory-bandwidth probe recorded in the receipt (MiB, default {DEFAULT_MIB})")
     add_quiet_arg(p)
@@ -68,6 +72,18 @@ def measure(args: argparse.Namespace, io) -> dict | None:
         raise ConfigError("--probe-mib must be >= 1")
     if args.out:
         check_writable(args.out, "--out")  # before minutes of benchmark, not after
+    if getattr(args, "engine", None):
+        from bitnet.receipts.engine_receipt import (
+            apply_reference_spec,
+            check_engine_options,
+            is_reference_spec,
+            measure_engine,
+        )
+
+        if not is_reference_spec(args.engine):
+            check_engine_options(args)
+            return measure_engine(args, io, resolve_model(args, io))
+        apply_reference_spec(args)  # our own engine: the ordinary benchmark below
     backend = select_backend(args, io, "benchmark")
     if backend.startswith("skip:"):
         print("SKIP: no CUDA device available", file=io.stdout)

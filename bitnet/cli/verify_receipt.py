@@ -107,8 +107,9 @@ def _table(result, path: str, out) -> None:
 
     # every string here may come from the receipt file: escaped, so `[/bold]` prints as itself
 
-    skipped = len(result.skipped_rules)
-    t = Table(title=f"{markup_safe(path)}: {'PASS' if result.passed else 'FAIL'}" + (f" ({skipped} rule(s) skipped: no evidence)" if skipped else ""))
+    skipped = sorted(set(result.skipped_rules))
+    t = Table(title=f"{markup_safe(path)}: {'PASS' if result.passed else 'FAIL'}"
+              + (f" ({len(skipped)} rule(s) could not run: no evidence)" if skipped else ""))
     t.add_column("rule", no_wrap=True)
     t.add_column("status", no_wrap=True)
     t.add_column("message", overflow="fold")
@@ -116,6 +117,8 @@ def _table(result, path: str, out) -> None:
     for r in result.results:
         t.add_row(markup_safe(r.rule), style[r.status], markup_safe(r.message))
     console(out).print(t)
+    if skipped:  # the verdict says which checks did not run: a PASS covers only the rules that ran
+        print(f"not run (the receipt lacks their evidence; see the skip rows): {', '.join(skipped)}", file=out)
 
 
 def console_main() -> None:

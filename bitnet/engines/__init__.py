@@ -1,4 +1,4 @@
-"""Engines the harness can judge, behind one protocol (docs/reference/engines.md).
+"""Engines the harness can judge, behind one protocol (docs/reference/engine-protocol.md).
 
     from bitnet.engines import open_engine
     eng = open_engine("cmd:python examples/engines/ours.py")
@@ -14,11 +14,12 @@ from bitnet.engines.protocol import (
     EngineError,
     EngineInfo,
     EngineOutput,
+    TimedRun,
     check_logits,
 )
 from bitnet.engines.registry import ENTRY_POINT_GROUP, known_kinds, open_engine, parse_spec
 
 __all__ = [
     "CAPABILITIES", "Capabilities", "CapabilityMissing", "ENTRY_POINT_GROUP", "Engine", "EngineError",
-    "EngineInfo", "EngineOutput", "check_logits", "known_kinds", "open_engine", "parse_spec",
+    "EngineInfo", "EngineOutput", "TimedRun", "check_logits", "known_kinds", "open_engine", "parse_spec",
 ]

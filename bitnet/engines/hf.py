@@ -32,6 +32,7 @@ from bitnet.engines.protocol import (
     EngineError,
     EngineInfo,
     EngineOutput,
+    TimedRun,
     check_logits,
 )
 
@@ -117,10 +118,12 @@ class HFEngine(Engine):
             loads=None if self.checkpoint else tuple((a, f) for a in ARCHS for f in FORMATS),
             why_not={"tokenize": "the hf: engine is judged on token ids (the GGUF carries no HF tokenizer)"})
         self._model: Any = None
+        self._load_s: float | None = None
 
     def load(self, model) -> None:
         super().load(model)
         torch, transformers = _torch()
+        t0 = time.perf_counter()
         try:
             if self.checkpoint is not None:
                 if not (self.checkpoint / "config.json").is_file():
@@ -135,6 +138,7 @@ class HFEngine(Engine):
         except Exception as e:  # transformers refusing a folder or a config is this engine breaking
             raise EngineError(f"{self.spec}: {type(e).__name__}: {e}") from None
         self._model.eval()
+        self._load_s = time.perf_counter() - t0
 
     def _m(self):
         if self._model is None:
@@ -159,6 +163,45 @@ class HFEngine(Engine):
         t0 = time.perf_counter()
         lg = self.logits(ids)
         return EngineOutput(lg, self.greedy(ids, n_greedy) if n_greedy else [], time.perf_counter() - t0)
+
+    def timed_greedy(self, ids: Sequence[int], n: int) -> TimedRun:
+        """Greedy generation through transformers' KV cache, each forward call timed here, in the
+        harness's process (the model runs in it), after an untimed warm-up."""
+        torch, _ = _torch()
+        import inspect
+
+        m, tokens, steps = self._m(), [], []
+        # the KV cache argument and output were renamed (past_key_values -> cache in transformers 5.x)
+        kv = "cache" if "cache" in inspect.signature(m.forward).parameters else "past_key_values"
+
+        def kv_of(out):
+            return getattr(out, kv)
+
+        with torch.no_grad():
+            warm = m(input_ids=torch.tensor([list(map(int, ids))]), use_cache=True)  # warm-up, not timed
+            m(input_ids=warm.logits[:, -1:].argmax(-1), use_cache=True, **{kv: kv_of(warm)})
+            t = time.perf_counter()
+            out = m(input_ids=torch.tensor([list(map(int, ids))]), use_cache=True)
+            prefill = time.perf_counter() - t
+            best = int(out.logits[0, -1].argmax())
+            for _ in range(n):
+                tokens.append(best)
+                t = time.perf_counter()
+                out = m(input_ids=torch.tensor([[best]]), use_cache=True, **{kv: kv_of(out)})
+                steps.append(time.perf_counter() - t)
+                best = int(out.logits[0, -1].argmax())
+        load = float(self._load_s or 0.0)
+        here = "perf_counter in the harness's process, which runs the model"
+        why_cpu = "torch runs its own intra-op threads: the calling thread's CPU time is not the work's"
+        return TimedRun(tokens, load + prefill + sum(steps), load_s=load, prefill_s=prefill, decode_step_s=steps,
+                        how={"timings.load_s": f"building the model from the file, {here}",
+                             "timings.prefill_s": f"the one prompt forward call, {here}",
+                             "timings.decode_step_s": f"each one-token forward call through the KV cache, {here}",
+                             "timings.total_s": "load + prefill + decode steps (the harness's figures summed)"},
+                        why_not={"peak_rss_bytes": "the model runs in the harness's own process, whose peak RSS "
+                                                   "also holds the harness's copy of the model",
+                                 "threads": "torch chooses its own thread count",
+                                 "timings.prefill_cpu_s": why_cpu, "timings.decode_step_cpu_s": why_cpu})
 
     def describe(self) -> EngineInfo:
         torch, transformers = _torch()

@@ -67,6 +67,24 @@ class EngineOutput:
     seconds: float = 0.0
 
 
+@dataclass
+class TimedRun:
+    """A greedy generation timed by the harness (`Engine.timed_greedy`), for `bitnet benchmark
+    --engine`. Every figure is the harness's own measurement around the adapter's calls, never a
+    number the engine reports; what the harness could not see is None, and `why_not` says why.
+    `how` and `why_not` are keyed by the receipt field they fill (`timings.prefill_s`, ...)."""
+
+    ids: list[int]
+    total_s: float
+    load_s: float | None = None
+    prefill_s: float | None = None
+    decode_step_s: list[float] | None = None
+    peak_rss_bytes: int | None = None
+    threads: int | None = None
+    how: dict[str, str] = field(default_factory=dict)
+    why_not: dict[str, str] = field(default_factory=dict)
+
+
 class Engine(ABC):
     """Base class of every adapter. Subclasses implement `load`, `logits`, `describe` and set
     `capabilities`; `greedy`/`tokenize` raise CapabilityMissing unless overridden."""
@@ -113,6 +131,23 @@ class Engine(ABC):
         lg = check_logits(self.spec, self.logits(ids), len(ids))
         g = self.greedy(ids, n_greedy) if n_greedy else []
         return EngineOutput(lg, [int(i) for i in g], time.perf_counter() - t0)
+
+    def timed_greedy(self, ids: Sequence[int], n: int) -> TimedRun:
+        """`n` greedy tokens after `ids`, timed from outside: the wall time of the whole request
+        is all the harness can see of an opaque engine. Adapters that can time the phases in
+        harness code (libllama's worker, the in-process hf model) override this."""
+        import time
+
+        self.require("greedy")
+        t0 = time.perf_counter()
+        g = self.greedy(ids, n)
+        total = time.perf_counter() - t0
+        why = f"a {self.kind} engine is seen from outside: only the whole request's wall time"
+        return TimedRun([int(i) for i in g], total,
+                        how={"timings.total_s": "wall time of the whole greedy request (start, load, prompt, every "
+                                                "token), perf_counter in the harness around the adapter call"},
+                        why_not={k: why for k in ("timings.load_s", "timings.prefill_s", "timings.decode_step_s",
+                                                  "peak_rss_bytes", "threads")})
 
     def require(self, capability: str) -> None:
         """Raise CapabilityMissing (a skip, with the reason) when the engine lacks it."""

@@ -29,6 +29,7 @@ from bitnet.kernels.activations import fused_round_ties
 from bitnet.kernels.dispatch import matmul
 from bitnet.kernels.ids import KernelId
 from bitnet.kernels.runlog import timed
+from bitnet.model import record as _record
 from bitnet.model.config import ModelConfig, read_config
 from bitnet.model.kv_cache import KVCache
 from bitnet.model.ops import FFN_ACT, causal_attention, rms_norm, rope_angles, rope_neox
@@ -142,7 +143,9 @@ def attend(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, q_f16: bool, 
 
 @timed_op(lambda act, gate, up: (_numpy_op(f"ffn_{act}_mul"), gate.nbytes + up.nbytes, len(gate)))
 def gated(act: str, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
-    return FFN_ACT[act](gate) * up
+    a = FFN_ACT[act](gate)
+    _record.tap("ffn_act", a)
+    return a * up
 
 
 @timed_op(lambda table, tokens: (_numpy_op("get_rows", table.dtype.name), tokens.size * table.shape[1] * table.itemsize,
@@ -247,35 +250,68 @@ class BitNetModel:
         c, prof = self.config, self.profile
         T = len(tokens)
         x = self.embed(np.asarray(tokens, dtype=np.int64))                   # [T, D]
+        _record.tap("embed", x)  # named intermediates: no-ops unless bitnet.model.record.recording()
         cos, sin = rope_angles(np.arange(pos0, pos0 + T), c.head_dim, c.rope_theta, prof.rope_iterative_f32)
         step = Step(cache, pos0, cos, sin, single=T == 1 and prof.single_row_f16)
         for i, layer in enumerate(self.layers):
             x = self.block(i, layer, x, step)
+        _record.enter_layer(None)
         if not all_logits:
             x = x[-1:]
-        return self.lm_head(norm(x, self.output_norm, c.rms_eps), step.single)
+        x = norm(x, self.output_norm, c.rms_eps)
+        _record.tap("result_norm", x)
+        logits = self.lm_head(x, step.single)
+        _record.tap("logits", logits)
+        return logits
 
     def block(self, i: int, layer: Layer, x: np.ndarray, step: Step) -> np.ndarray:
         eps = self.config.rms_eps
-        x = x + self.attention(i, layer, norm(x, layer.attn_norm, eps), step)
-        return x + self.ffn(layer, norm(x, layer.ffn_norm, eps))
+        _record.enter_layer(i)
+        a = norm(x, layer.attn_norm, eps)
+        _record.tap("attn_norm", a)
+        x = x + self.attention(i, layer, a, step)
+        _record.tap("attn_residual", x)
+        g = norm(x, layer.ffn_norm, eps)
+        _record.tap("ffn_norm", g)
+        x = x + self.ffn(layer, g)
+        _record.tap("l_out", x)
+        return x
 
     def attention(self, i: int, layer: Layer, a: np.ndarray, step: Step) -> np.ndarray:
         """Causal self-attention of block i with grouped K/V heads and the BitNet sub-norm."""
         c, T = self.config, len(a)
         q = self.linear(layer.wq, a).reshape(T, c.n_head, c.head_dim)
+        _record.tap("q_proj", q)
         k = self.linear(layer.wk, a).reshape(T, c.n_head_kv, c.head_dim)
+        _record.tap("k_proj", k)
         v = self.linear(layer.wv, a).reshape(T, c.n_head_kv, c.head_dim)
+        _record.tap("v_proj", v)
         q, k = rope(q, k, step.cos, step.sin)                                # [T, H, hd], [T, Hkv, hd]
+        _record.tap("q_rope", q)
+        _record.tap("k_rope", k)
         step.cache.append(i, step.pos0, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
         K, V = step.cache.view(i, step.pos0 + T)                             # [Hkv, S, hd]
         o = attend(q, K, V, step.pos0, self.profile.q_f16, step.single, self.profile.attn_ggml)  # [T, H*hd]
-        return self.linear(layer.wo, norm(o, layer.attn_sub_norm, c.rms_eps))
+        _record.tap("attn_out", o)
+        o = norm(o, layer.attn_sub_norm, c.rms_eps)
+        _record.tap("attn_sub_norm", o)
+        o = self.linear(layer.wo, o)
+        _record.tap("attn_o", o)
+        return o
 
     def ffn(self, layer: Layer, g: np.ndarray) -> np.ndarray:
         """The gated FFN (ReLU^2 or SiLU gate) with the BitNet sub-norm."""
-        f = gated(self.config.ffn_act, self.linear(layer.w_gate, g), self.linear(layer.w_up, g))  # [T, F]
-        return self.linear(layer.w_down, norm(f, layer.ffn_sub_norm, self.config.rms_eps))
+        gate = self.linear(layer.w_gate, g)
+        _record.tap("ffn_gate", gate)
+        up = self.linear(layer.w_up, g)
+        _record.tap("ffn_up", up)
+        f = gated(self.config.ffn_act, gate, up)  # [T, F]
+        _record.tap("ffn_gated", f)
+        f = norm(f, layer.ffn_sub_norm, self.config.rms_eps)
+        _record.tap("ffn_sub_norm", f)
+        f = self.linear(layer.w_down, f)
+        _record.tap("ffn_down", f)
+        return f
 
     def linear(self, p: Linear, x: np.ndarray) -> np.ndarray:
         """A BitLinear projection through the dispatcher, activations treated as the profile

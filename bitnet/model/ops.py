@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bitnet.model import record as _record
+
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     """x / sqrt(mean(x^2) + eps) * w as ggml_compute_forward_rms_norm_f32 does it: each square
@@ -98,7 +100,10 @@ def causal_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int, *,
         qh = qh.astype(np.float16).astype(np.float32)
     qg = qh.reshape(hkv, group * t, d)
     kf = k.astype(np.float32)
-    scores = (qg @ kf.transpose(0, 2, 1)).reshape(hkv, group, t, s) / np.float32(np.sqrt(d))
+    raw = qg @ kf.transpose(0, 2, 1)  # [Hkv, group*T, S]
+    if _record._active is not None:  # named intermediates (bitnet.model.record): only when recording
+        _record.tap("attn_scores", raw.reshape(h, t, s).transpose(1, 0, 2))
+    scores = raw.reshape(hkv, group, t, s) / np.float32(np.sqrt(d))
     mask = np.arange(s)[None, :] > (pos0 + np.arange(t))[:, None]  # [T, S]
     scores = np.where(mask, -np.inf, scores).astype(np.float32)
     scores -= scores.max(axis=-1, keepdims=True)
@@ -106,6 +111,8 @@ def causal_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int, *,
     p /= p.sum(axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
     if probs_f16:
         p = p.astype(np.float16).astype(np.float32)
+    if _record._active is not None:
+        _record.tap("attn_probs", p.reshape(h, t, s).transpose(1, 0, 2))
     out = p.reshape(hkv, group * t, s) @ v.astype(np.float32)  # [Hkv, group*T, d]
     return out.reshape(h, t, d).transpose(1, 0, 2).reshape(t, h * d).astype(np.float32)
 

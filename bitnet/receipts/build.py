@@ -14,7 +14,7 @@ from bitnet import __version__
 from bitnet.files.atomic import atomic_write_text
 from bitnet.receipts.machine import fingerprint
 
-SCHEMA_VERSION = "1.1.0"  # 1.1: model.projection_bytes/context_length/vocab_size, machine.memory_bandwidth, signature
+SCHEMA_VERSION = "1.2.0"  # 1.1: model.projection_bytes/context_length/vocab_size, machine.memory_bandwidth, signature; 1.2: engine receipts (engine, observed; bitnet.receipts.engine_receipt)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 24) -> str:

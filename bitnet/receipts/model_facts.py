@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 
-def model_facts(path: str | Path, profile: str, apply_corrections: bool = False) -> dict | str:
+def model_facts(path: str | Path, profile: str | None, apply_corrections: bool = False) -> dict | str:
     """A dict of facts, or a str saying why the file does not load under `profile` (with the
     validation corrections applied when the receipt records that the run applied them)."""
     from bitnet.errors import BitNetError
@@ -16,6 +16,11 @@ def model_facts(path: str | Path, profile: str, apply_corrections: bool = False)
         model = BitNetModel(path, profile=profile, apply_corrections=apply_corrections)
     except BitNetError as e:
         return f"the model file does not load under profile {profile!r}: {e}"
+    return facts_of_model(model)
+
+
+def facts_of_model(model) -> dict:
+    """The facts of a loaded `BitNetModel`."""
     proj = [w for layer in model.layers for w in layer.proj.values()]
     emb = model.tok_embd
     return {

@@ -1,26 +1,28 @@
 """Re-run attestation: run again what a receipt describes, on this machine, and compare.
 
 `rerun(receipt)` re-executes `bitnet benchmark` with the receipt's model (found by sha256),
-backend, profile, threads, token count, seed and prompt, `rerun_repeats` times, and judges the
-claimed timings against the FASTEST re-measured ones (best of N):
+backend, profile, threads, token count, seed and prompt (or, for an engine receipt, the same
+`--engine` spec), and judges the claim against the re-runs (`judge`):
 
-- the claim's mean decode step (wall, 1 / decode_tok_s; and CPU when recorded) may be at most
-  `rerun_tolerance` faster than the fastest re-measured step (CPU time of the calling thread
-  when the receipt records it, else wall time);
-- its prefill may be at most `rerun_prefill_tolerance` faster than the fastest re-measured
-  prefill;
+- the claim's fastest decode step may be at most `rerun_tolerance` faster than the fastest
+  re-measured step (CPU seconds of the calling thread when both sides recorded them, else wall
+  seconds per step, else, for an engine seen only from outside, the whole run's wall time);
+- its prefill may be at most `rerun_prefill_tolerance` faster than the fastest re-measured one;
 - a deterministic (greedy) receipt's token ids must be the re-run's.
 
-Why one-sided, against the fastest step: load can only slow a re-run down, never speed it up.
-The floor is the fastest of N x steps re-measured steps, in CPU seconds of the calling thread
-(schema 1.1 receipts record them per step): CPU time does not count the time the thread waited
-for a core, and the fastest step needs a single clean one. So a claim SLOWER than the re-run
-(an honest receipt measured under load, re-run idle or loaded) never fails, and a claim whose
-mean step is faster than the machine's fastest step by more than the tolerance fails.
-Limits (measured, docs/reference/receipts.md): on a virtual machine CPU time includes time the
-hypervisor stole, so under heavy load it still varies between runs (+-25% on the 2-core
-development VM at load average 10); there a lie must be larger than that noise to be caught
-(x3 always was, x1.5 not reliably). The message carries the load average so a reader can tell.
+Why one-sided, fastest against fastest: load only slows a re-run down, never speeds it up, so
+the machine's fastest re-measured step is an upper bound on how fast it can go (up to noise),
+and no honest run goes faster than its machine. The re-runs are sequential: at least
+`rerun_repeats`, and more while the claim is outside the band, up to `rerun_max_repeats`: a pass
+needs one re-run as slow as the claim, a failure needs every re-run faster than it. So an honest
+receipt fails only if all of up to `rerun_max_repeats` re-runs were slowed beyond the band.
+What this cannot detect (measured, docs/reference/receipts.md): a claim within the band of the
+machine's best. On the shared 2-core VM at load average 8-12 the fastest CPU step of separate
+12-token runs of the tiny model spread 2.2x (4.2-9.3 ms, in two clusters), so a x1.5 edit of a
+run from the slow cluster claims no more than the machine does on a good run, and passes: no
+re-run can tell it from an honest fast run. The message carries the load average.
+Re-runs decode at least `rerun_min_steps` tokens when the context has room (more chances at the
+fastest step); a deterministic receipt's ids are compared on the first ones.
 
 When the machine's fingerprint (CPU model, flags, cores; GPU name and compute capability for a
 cuda receipt) differs from the receipt's, nothing is re-run: the result is `skip` and says so.
@@ -93,8 +95,39 @@ def _prompt(receipt: dict, prompt: str | None) -> str:
                        + f" (prompt sha256 {want})")
 
 
+def rerun_tokens(receipt: dict, min_steps: int) -> int:
+    """Tokens each re-run decodes: the receipt's, raised to `min_steps` when the model's context
+    (recorded since 1.1) has room. More steps give the machine more chances at its fastest step
+    (measured: the fastest of 48 steps is below the fastest of 12 in most runs under load); the
+    first tokens are the receipt's own run, so a deterministic receipt's ids are compared on them."""
+    n = int(receipt["generation"]["max_tokens"])
+    ctx = receipt["model"].get("context_length")
+    if ctx is None:
+        return n
+    room = int(ctx) - int(receipt["prompt"]["tokens"]) - 1
+    return max(n, min(int(min_steps), room))
+
+
+def rerun_argv(receipt: dict, path: Path, text: str, tokens: int | None = None) -> list[str]:
+    """The `bitnet benchmark` command line that re-executes what the receipt describes."""
+    g = receipt["generation"]
+    argv = ["benchmark", "--model", str(path), "--tokens", str(tokens or g["max_tokens"]), "--prompt", text,
+            "--probe-mib", "16"]
+    if "engine" in receipt:  # an external engine: the same spec, timed the same way
+        return argv + ["--engine", receipt["engine"]["spec"]]
+    argv += ["--backend", receipt["backend"], "--profile", receipt["profile"]]
+    if receipt.get("corrections"):  # the run applied validation corrections at load
+        argv.append("--apply-corrections")
+    if receipt.get("threads"):
+        argv += ["--threads", str(receipt["threads"])]
+    return argv + (["--deterministic"] if g["deterministic"] else ([] if g["seed"] is None else ["--seed", str(g["seed"])]))
+
+
 def rerun(receipt: dict, *, model: str | os.PathLike[str] | None = None, prompt: str | None = None,
-          repeats: int | None = None) -> RerunResult:
+          repeats: int | None = None, max_repeats: int | None = None) -> RerunResult:
+    """Re-run `repeats` times (policy rerun_repeats), then, while the claim is outside the band,
+    again up to `max_repeats` (policy rerun_max_repeats): a pass needs one re-run as slow as the
+    claim, a failure needs every re-run faster than it by more than the band."""
     from bitnet.cli import IO, build_parser
     from bitnet.cli.benchmark_cmd import measure
     from bitnet.receipts.policy import receipt_policy
@@ -105,57 +138,75 @@ def rerun(receipt: dict, *, model: str | os.PathLike[str] | None = None, prompt:
                            f"receipt's ({'; '.join(diff)}); its throughput claims are not checked against a re-run")
     pol = receipt_policy()
     n = repeats or int(pol["rerun_repeats"])
+    n_max = max(n, max_repeats or int(pol["rerun_max_repeats"]))
     path, text = _model_path(receipt, model), _prompt(receipt, prompt)
-    g = receipt["generation"]
-    argv = ["benchmark", "--model", str(path), "--backend", receipt["backend"], "--profile", receipt["profile"],
-            "--tokens", str(g["max_tokens"]), "--prompt", text, "--probe-mib", "16"]
-    if receipt.get("corrections"):  # the run applied validation corrections at load
-        argv.append("--apply-corrections")
-    if receipt.get("threads"):
-        argv += ["--threads", str(receipt["threads"])]
-    argv += ["--deterministic"] if g["deterministic"] else ([] if g["seed"] is None else ["--seed", str(g["seed"])])
-    args = build_parser().parse_args(argv)
+    # an engine seen only from outside is compared on its whole run: the same tokens, no more
+    tokens = rerun_tokens(receipt, int(pol["rerun_min_steps"])) if "decode_step_s" in receipt["timings"] else None
+    args = build_parser().parse_args(rerun_argv(receipt, path, text, tokens))
     sink = IO(io.StringIO(), io.StringIO())
-    runs = []
-    for _ in range(n):
+    runs: list[dict] = []
+    while len(runs) < n_max:
         r = measure(args, sink)
         if r is None:
             return RerunResult("skip", "re-run attestation NOT performed: the cuda backend has no device here")
         runs.append(r)
+        if len(runs) >= n and judge(receipt, runs, pol).status == "pass":
+            break
     return judge(receipt, runs, pol)
+
+
+def _clock(receipt: dict, runs: list[dict]) -> tuple[str, str, str]:
+    """(per-step key, prefill key, name) of the best clock both sides recorded: CPU seconds of
+    the calling thread, else wall seconds per step, else (an engine seen from outside) the
+    whole run's wall time."""
+    t = receipt["timings"]
+    if "decode_step_cpu_s" in t and all("decode_step_cpu_s" in r["timings"] for r in runs):
+        return "decode_step_cpu_s", "prefill_cpu_s", "CPU"
+    if "decode_step_s" in t and all("decode_step_s" in r["timings"] for r in runs):
+        return "decode_step_s", "prefill_s", "wall"
+    return "", "", "whole-run wall"
 
 
 def judge(receipt: dict, runs: list[dict], pol: dict) -> RerunResult:
     """The band check, separate from running so it can be tested on recorded runs.
 
-    With CPU seconds in the receipt (schema 1.1), the floor is the fastest re-measured CPU
-    step of the calling thread: load does not inflate CPU time, and no step's wall time, nor
-    its CPU time, can be below the CPU time the same work needs. Without them, the floor is
-    the fastest re-measured wall step (load can inflate it: see the module docstring)."""
+    Like is compared with like: the claim's FASTEST decode step against the FASTEST step of
+    every re-run (best of N x steps), on the best clock both recorded (`_clock`). A claim fails
+    when its fastest step is more than `rerun_tolerance` faster than the machine's fastest
+    re-measured one: no honest run on this machine goes faster than the machine can. Load only
+    slows the re-runs (their floor rises), which can only turn a failure into a pass, so the
+    decision errs towards the claim; `rerun` keeps re-running while the claim is outside the
+    band, so an honest claim fails only when every one of `rerun_max_repeats` re-runs was
+    slowed beyond the band (docs/reference/receipts.md gives the measured figures)."""
     tol, ptol = float(pol["rerun_tolerance"]), float(pol["rerun_prefill_tolerance"])
     t = receipt["timings"]
-    use_cpu = "decode_step_cpu_s" in t and all("decode_step_cpu_s" in r["timings"] for r in runs)
-    key, pkey, what = ("decode_step_cpu_s", "prefill_cpu_s", "CPU") if use_cpu else ("decode_step_s", "prefill_s", "wall")
-    floor = min(s for r in runs for s in r["timings"][key])
-    pfloor = min(r["timings"][pkey] for r in runs)
-    # the claim's MEAN step against the re-run's FASTEST: the claim's own fastest step would
-    # carry its run's noise into the comparison and fail honest receipts (measured: the fastest
-    # CPU step of separate runs on a loaded 2-core VM spread 4.2-6.6 ms)
-    claims = {"mean decode step (wall)": t["decode_s"] / max(len(t["decode_step_s"]), 1)}
-    if use_cpu:
-        claims["mean decode step (CPU)"] = sum(t[key]) / max(len(t[key]), 1)
-    problems = [f"claimed {name} {v:.4g} s is more than {tol:.0%} faster than the fastest re-measured {what} step {floor:.4g} s"
-                for name, v in claims.items() if v * (1 + tol) < floor]
-    pclaims = {"prefill (wall)": t["prefill_s"], **({"prefill (CPU)": t[pkey]} if use_cpu else {})}
-    problems += [f"claimed {name} {v:.4g} s is more than {ptol:.0%} faster than the fastest re-measured {what} prefill {pfloor:.4g} s"
-                 for name, v in pclaims.items() if v * (1 + ptol) < pfloor]
+    key, pkey, what = _clock(receipt, runs)
+    problems, facts = [], []
+    if key:
+        floor = min(s for r in runs for s in r["timings"][key])
+        claim = min(t[key]) if t[key] else float("inf")
+        facts.append(f"fastest decode step: claimed {claim:.4g} s, re-measured {floor:.4g} s")
+        if claim * (1 + tol) < floor:
+            problems.append(f"the claimed fastest decode step {claim:.4g} s is more than {tol:.0%} faster than the "
+                            f"fastest re-measured one, {floor:.4g} s ({what} time)")
+    if pkey and pkey in t and all(pkey in r["timings"] for r in runs):
+        pfloor = min(r["timings"][pkey] for r in runs)
+        facts.append(f"prefill: claimed {t[pkey]:.4g} s, fastest re-measured {pfloor:.4g} s")
+        if t[pkey] * (1 + ptol) < pfloor:
+            problems.append(f"the claimed prefill {t[pkey]:.4g} s is more than {ptol:.0%} faster than the fastest "
+                            f"re-measured prefill {pfloor:.4g} s ({what} time)")
+    if not key:  # an engine seen from outside: its whole request is all there is to compare
+        floor = min(r["timings"]["total_s"] for r in runs)
+        facts.append(f"whole run: claimed {t['total_s']:.4g} s, fastest re-measured {floor:.4g} s")
+        if t["total_s"] * (1 + tol) < floor:
+            problems.append(f"the claimed whole run {t['total_s']:.4g} s is more than {tol:.0%} faster than the "
+                            f"fastest re-measured one, {floor:.4g} s")
     g = receipt["generation"]
-    if g["deterministic"] and any(r["generation"]["token_ids"] != g["token_ids"] for r in runs):
+    if g["deterministic"] and any(r["generation"]["token_ids"][:len(g["token_ids"])] != g["token_ids"] for r in runs):
         problems.append("the re-run generated other token ids than the receipt records (a deterministic run)")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    facts = (f"best of {len(runs)} re-runs, {what} time: fastest decode step {floor:.4g} s, fastest prefill {pfloor:.4g} s; "
-             f"claims: " + ", ".join(f"{k} {v:.4g} s" for k, v in {**claims, **pclaims}.items())
-             + f"; load average {load:.2f} on {os.cpu_count()} cores")
+    summary = (f"best of {len(runs)} re-run(s), {what} time: " + "; ".join(facts)
+               + f"; load average {load:.2f} on {os.cpu_count()} cores")
     if problems:
-        return RerunResult("fail", "; ".join(problems) + f" ({facts})", runs)
-    return RerunResult("pass", f"claims within the band: {facts}", runs)
+        return RerunResult("fail", "; ".join(problems) + f" ({summary})", runs)
+    return RerunResult("pass", f"claims within the band: {summary}", runs)

@@ -41,16 +41,19 @@ class Rule:
     reason: str
     check: Callable[[Ctx], Iterator[Outcome]]
     gate: bool = False
+    #: receipt fields (dotted paths) the rule reads; on a receipt that lacks one (an engine
+    #: receipt's "not observed" field) the rule does not run and is listed as `skip`, with why
+    needs: tuple[str, ...] = ()
 
 
 TABLE: list[Rule] = []
 
 
-def rule(rule_id: str, reason: str, *, gate: bool = False):
+def rule(rule_id: str, reason: str, *, gate: bool = False, needs: tuple[str, ...] = ()):
     def add(fn: Callable[[Ctx], Iterator[Outcome]]):
         if any(r.id == rule_id for r in TABLE):
             raise ValueError(f"rule {rule_id} registered twice")
-        TABLE.append(Rule(rule_id, reason, fn, gate))
+        TABLE.append(Rule(rule_id, reason, fn, gate, needs))
         return fn
     return add
 
@@ -76,6 +79,23 @@ class Ctx:
     require_gpu_kernels: bool = False
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     extra: dict = field(default_factory=dict)  # option rules' inputs (trusted key, rerun result)
+
+    # -- fields an engine receipt may not have observed --------------------------------------
+    def missing(self, paths: tuple[str, ...] | list[str]) -> list[str]:
+        """The fields of `paths` this receipt does not hold."""
+        from bitnet.receipts.engine_receipt import get_path
+
+        return [p for p in paths if not get_path(self.r, p)[0]]
+
+    def cannot_run(self, missing: list[str]) -> str:
+        """Why a rule could not run: the fields it needs and, for an engine receipt, the
+        receipt's own reason for not having them."""
+        why = (self.r.get("observed") or {}).get("not_observed") or {}
+        reasons = sorted({why[p] for p in missing if isinstance(why, dict) and isinstance(why.get(p), str)})
+        eng = self.r.get("engine")
+        who = f"the {eng.get('kind')} engine receipt" if isinstance(eng, dict) else "the receipt"
+        return (f"not run: {who} does not hold {', '.join(missing)}"
+                + (f" (not observed: {'; '.join(reasons)})" if reasons else ""))
 
     # -- kernels -----------------------------------------------------------------------------
     @property
@@ -187,7 +207,9 @@ class Ctx:
         from bitnet.receipts.model_facts import model_facts
 
         # a receipt that records validation corrections was measured with them applied
-        return model_facts(self.model_path, self.r["profile"], apply_corrections=bool(self.r.get("corrections")))
+        # an engine receipt's profile is the engine's claimed numerics: the file loads under its own
+        profile = None if "engine" in self.r else self.r["profile"]
+        return model_facts(self.model_path, profile, apply_corrections=bool(self.r.get("corrections")))
 
     def fact(self, key: str) -> tuple[Any, str] | None:
         """A model fact and where it came from: the model file when given (it is the

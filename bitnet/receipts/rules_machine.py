@@ -19,10 +19,14 @@ def _gpu_entry(c: Ctx) -> dict | None:
     return None
 
 
-@rule("R-BANDWIDTH-CEILING", "decode tok/s x weight bytes per step <= the backend's ceiling (policy bandwidth_ceiling_bytes_per_s), tightened to the allowlist entry's max_bytes_per_s for a listed GPU")
+@rule("R-BANDWIDTH-CEILING", "decode tok/s x weight bytes per step <= the backend's ceiling (policy bandwidth_ceiling_bytes_per_s), tightened to the allowlist entry's max_bytes_per_s for a listed GPU", needs=("decode_kernels", "timings.decode_step_s", "throughput.decode_tok_s"))
 def bandwidth_ceiling(c: Ctx) -> Iterator[Outcome]:
     backend, tp = c.r["backend"], c.r["throughput"]
-    ceiling, where = float(c.pol["bandwidth_ceiling_bytes_per_s"][backend]), f"the {backend} ceiling"
+    table = c.pol["bandwidth_ceiling_bytes_per_s"]
+    if backend in table:
+        ceiling, where = float(table[backend]), f"the {backend} ceiling"
+    else:  # an engine kind: it may run anywhere, so only the highest ceiling binds it
+        ceiling, where = max(map(float, table.values())), f"the highest ceiling (a {backend} engine may run on any device)"
     entry = _gpu_entry(c) if backend == "cuda" else None
     if entry is not None and float(entry["max_bytes_per_s"]) < ceiling:
         ceiling, where = float(entry["max_bytes_per_s"]), f"the allowlist bound for {entry['name']} ({entry['compute_capability']})"
@@ -62,7 +66,10 @@ def bandwidth_probe(c: Ctx) -> Iterator[Outcome]:
     bound, where = _cpu_bound(c, probe["threads"])
     yield ok(probe["bytes_per_s"] <= bound, f"the probe measured {probe['bytes_per_s']:.3g} B/s with {probe['threads']} "
              f"thread(s) ({probe['method']}); {where} is {bound:.3g} B/s")
-    if _dram_sized(c):
+    lacking = c.missing(["decode_kernels", "timings.decode_step_s", "throughput.decode_tok_s"])
+    if lacking:
+        yield (SKIP, c.cannot_run(lacking) + " (the decode bytes/s bound against the probe)")
+    elif _dram_sized(c):
         cap = probe["bytes_per_s"] * c.pol["probe_margin"]
         yield ok(_cpu_rate(c) <= cap, f"CPU-side decode reads {_cpu_rate(c):.3g} B/s; the run's probe allows "
                  f"{cap:.3g} B/s ({c.pol['probe_margin']} x {probe['bytes_per_s']:.3g})")
@@ -82,7 +89,7 @@ def _cpu_bound(c: Ctx, threads: int) -> tuple[float, str]:
     return min(b, float(c.pol["bandwidth_ceiling_bytes_per_s"]["native"])), where
 
 
-@rule("R-CPU-CEILING", "the CPU side's decode bytes/s <= the CPU allowlist entry's per-thread bound x threads, or the generic per-core bound for an unlisted CPU (policies/cpu-allowlist.yml, policy generic_cpu_bytes_per_s_per_core)")
+@rule("R-CPU-CEILING", "the CPU side's decode bytes/s <= the CPU allowlist entry's per-thread bound x threads, or the generic per-core bound for an unlisted CPU (policies/cpu-allowlist.yml, policy generic_cpu_bytes_per_s_per_core)", needs=("decode_kernels", "timings.decode_step_s", "throughput.decode_tok_s"))
 def cpu_ceiling(c: Ctx) -> Iterator[Outcome]:
     if not _dram_sized(c):
         yield ok(True, f"{c.cpu_weight_bytes_per_step:,.0f} CPU weight bytes per step fit in cache-sized working sets "
@@ -92,7 +99,7 @@ def cpu_ceiling(c: Ctx) -> Iterator[Outcome]:
     yield ok(_cpu_rate(c) <= bound, f"CPU-side decode reads {_cpu_rate(c):.3g} B/s; {where} is {bound:.3g} B/s")
 
 
-@rule("R-CPU-CALL-FLOOR", "on a CPU in the allowlist, no kernel record averages below the entry's measured per-call floor for that kernel (policies/cpu-allowlist.yml min_call_seconds)")
+@rule("R-CPU-CALL-FLOOR", "on a CPU in the allowlist, no kernel record averages below the entry's measured per-call floor for that kernel (policies/cpu-allowlist.yml min_call_seconds)", needs=("kernels", "decode_kernels"))
 def cpu_call_floor(c: Ctx) -> Iterator[Outcome]:
     e = c.cpu_entry
     if e is None:

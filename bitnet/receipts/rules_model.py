@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from bitnet.receipts.rules import Ctx, Outcome, ok, rule
+from bitnet.receipts.rules import SKIP, Ctx, Outcome, ok, rule
 
 #: receipt model fields R-MODEL-FACTS compares with the file (the optional ones only when recorded)
 FACTS = ("architecture", "formats", "weight_bytes_per_token", "projection_bytes", "context_length", "vocab_size")
@@ -44,6 +44,9 @@ def model_facts(c: Ctx) -> Iterator[Outcome]:
 def model_tensors(c: Ctx) -> Iterator[Outcome]:
     mf = c.model_facts
     if not isinstance(mf, dict):
+        return
+    if c.missing(["decode_kernels"]):
+        yield (SKIP, c.cannot_run(["decode_kernels"]))
         return
     bad = []
     for k in c.decode:

@@ -47,11 +47,17 @@ class VerifyResult:
     def skipped_rules(self) -> list[str]:
         return [r.rule for r in self.results if r.status == SKIP]
 
+    @property
+    def not_run(self) -> list[RuleResult]:
+        """The checks that could not run (the evidence is absent): listed, never passed."""
+        return [r for r in self.results if r.status == SKIP]
+
     def add(self, rule: str, ok: bool, message: str) -> None:
         self.results.append(RuleResult(rule, bool(ok), message, PASS if ok else FAIL))
 
     def to_json(self) -> dict:
-        return {"passed": self.passed, "rules": [r.__dict__ for r in self.results]}
+        return {"passed": self.passed, "rules": [r.__dict__ for r in self.results],
+                "not_run": sorted({r.rule for r in self.not_run})}
 
 
 def verify_receipt(receipt: Any, *, model: str | os.PathLike[str] | None = None,
@@ -76,6 +82,10 @@ def verify_receipt(receipt: Any, *, model: str | os.PathLike[str] | None = None,
         ctx.now = now
     res = VerifyResult()
     for r in TABLE:
+        missing = ctx.missing(r.needs) if r.needs else []
+        if missing:  # an engine receipt without a field the rule reads: not run, and said so
+            res.results.append(RuleResult(r.id, False, ctx.cannot_run(missing), SKIP))
+            continue
         outcomes = list(r.check(ctx))
         for status, message in outcomes:
             res.results.append(RuleResult(r.id, status == PASS, message, status))
