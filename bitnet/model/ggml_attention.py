@@ -130,10 +130,19 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int) -> np.ndar
     mask = (np.arange(sp)[None, :] > (pos0 + np.arange(t))[:, None])  # [T, S']
     out = np.empty((h, t, d), F32)
     scale = float(F32(1.0) / np.sqrt(F32(d), dtype=F32))
+    from bitnet.model import record as _record
+
+    recording = _record._active is not None  # named intermediates (bitnet.model.record)
+    if recording:
+        scores_all = np.empty((h, t, s), F32)
+        probs_all = np.empty((h, t, s), F32)
     for hi in range(h):  # one head at a time keeps the [T, S', d] products small
         kv = hi // group
         kq = vec_dot_f16(qh[hi][:, None, :], kf[kv][None, :, :])  # [T, S']
         p = softmax(kq, scale, mask)
+        if recording:  # what libllama's kq / kq_soft_max_ext tensors hold (F32, before any F16 step)
+            scores_all[hi] = kq[:, :s]
+            probs_all[hi] = p[:, :s]
         if t == 1:  # one row: probabilities to F16, ggml_vec_dot_f16 over the keys
             out[hi] = vec_dot_f16(p.astype(np.float16).astype(F32)[:, None, :], vf[kv].T[None, :, :])
         else:  # tinyBLAS<8>: one 8-lane FMA accumulator per output, then the 8-lane float sum
@@ -142,4 +151,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int) -> np.ndar
             for i in range(0, sp, 8):
                 acc = _fma(vt[None, :, i:i + 8], p[:, None, i:i + 8], acc)
             out[hi] = _hsum8(acc)
+    if recording:
+        _record.tap("attn_scores", scores_all.transpose(1, 0, 2))
+        _record.tap("attn_probs", probs_all.transpose(1, 0, 2))
     return out.transpose(1, 0, 2).reshape(t, h * d)
