@@ -22,9 +22,13 @@ PROMPT = [381, 40, 41, 300, 7, 99, 256, 12, 5, 200, 17, 330, 64, 65]
 def test_converter_shaped_model_passes_the_exact_gate(bitnet_cpp_dir, bitnet_model_factory, mode):
     from bitnet.synth.model import ModelShape
     from crossval.reference import locate
+    from crossval.tl_build import tl_build
 
-    if locate(bitnet_cpp_dir).api != "bitnet.cpp-fork":
+    ref = locate(bitnet_cpp_dir)
+    if ref.api != "bitnet.cpp-fork":
         pytest.skip("needs a bitnet.cpp build as --bitnet-cpp-dir")
+    if tl_build(ref) is not None:
+        pytest.skip(f"{ref.root} is a TL build: it loads no `.scale` tensors, which this I2_S `bitnet` model has")
     shape = ModelShape(n_embd=768, n_ff=1024, n_layer=2, n_head=6, n_head_kv=2, n_ctx=256, rope_theta=10000.0)
     model = bitnet_model_factory(preset=shape, arch="bitnet", fmt="i2_s", seed=5)
     r = crossval_model(bitnet_cpp_dir, model, PROMPT, profile="exact", numerics="bitnet.cpp", n_greedy=4,
