@@ -163,7 +163,7 @@ def weight_scale_off(set_) -> None:
     set_(bm.BitNetModel, "linear", linear)
 
 
-def _interleaved_rope(x, cos, sin):
+def _interleaved_rope(x, cos, sin, fma=False):
     x0, x1 = x[..., 0::2], x[..., 1::2]
     c, s = cos[:, None, :], sin[:, None, :]
     out = np.empty_like(x)

@@ -32,7 +32,14 @@ from bitnet.kernels.runlog import timed
 from bitnet.model import record as _record
 from bitnet.model.config import ModelConfig, read_config
 from bitnet.model.kv_cache import KVCache
-from bitnet.model.ops import FFN_ACT, causal_attention, rms_norm, rope_angles, rope_neox
+from bitnet.model.ops import (
+    FFN_ACT,
+    FFN_ACT_GGML,
+    causal_attention,
+    rms_norm,
+    rope_angles,
+    rope_neox,
+)
 from bitnet.model.profiles import NumericsProfile, default_profile, get_profile
 from bitnet.quant.weights import PackedWeight, load_weight
 from bitnet.validate.load import corrected_norm, validate_at_load
@@ -127,8 +134,11 @@ def norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return rms_norm(x, w, eps)
 
 
-@timed_op(lambda q, k, cos, sin: (_numpy_op("rope_neox", "f32"), q.nbytes + k.nbytes, len(q)))
-def rope(q: np.ndarray, k: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@timed_op(lambda q, k, cos, sin, fma=False: (_numpy_op("rope_neox", "f32"), q.nbytes + k.nbytes, len(q)))
+def rope(q: np.ndarray, k: np.ndarray, cos: np.ndarray, sin: np.ndarray,
+         fma: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    if fma:
+        return rope_neox(q, cos, sin, fma=True), rope_neox(k, cos, sin, fma=True)
     return rope_neox(q, cos, sin), rope_neox(k, cos, sin)
 
 
@@ -141,9 +151,9 @@ def attend(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, q_f16: bool, 
     return causal_attention(q, K, V, pos0, q_f16=q_f16, probs_f16=probs_f16)
 
 
-@timed_op(lambda act, gate, up: (_numpy_op(f"ffn_{act}_mul"), gate.nbytes + up.nbytes, len(gate)))
-def gated(act: str, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
-    a = FFN_ACT[act](gate)
+@timed_op(lambda act, gate, up, ggml=False: (_numpy_op(f"ffn_{act}_mul"), gate.nbytes + up.nbytes, len(gate)))
+def gated(act: str, gate: np.ndarray, up: np.ndarray, ggml: bool = False) -> np.ndarray:
+    a = (FFN_ACT_GGML if ggml else FFN_ACT)[act](gate)
     _record.tap("ffn_act", a)
     return a * up
 
@@ -251,7 +261,8 @@ class BitNetModel:
         T = len(tokens)
         x = self.embed(np.asarray(tokens, dtype=np.int64))                   # [T, D]
         _record.tap("embed", x)  # named intermediates: no-ops unless bitnet.model.record.recording()
-        cos, sin = rope_angles(np.arange(pos0, pos0 + T), c.head_dim, c.rope_theta, prof.rope_iterative_f32)
+        cos, sin = rope_angles(np.arange(pos0, pos0 + T), c.head_dim, c.rope_theta,
+                               "libm" if prof.attn_ggml and prof.rope_iterative_f32 else prof.rope_iterative_f32)
         step = Step(cache, pos0, cos, sin, single=T == 1 and prof.single_row_f16)
         for i, layer in enumerate(self.layers):
             x = self.block(i, layer, x, step)
@@ -286,7 +297,7 @@ class BitNetModel:
         _record.tap("k_proj", k)
         v = self.linear(layer.wv, a).reshape(T, c.n_head_kv, c.head_dim)
         _record.tap("v_proj", v)
-        q, k = rope(q, k, step.cos, step.sin)                                # [T, H, hd], [T, Hkv, hd]
+        q, k = rope(q, k, step.cos, step.sin, self.profile.attn_ggml)                                # [T, H, hd], [T, Hkv, hd]
         _record.tap("q_rope", q)
         _record.tap("k_rope", k)
         step.cache.append(i, step.pos0, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
@@ -305,7 +316,7 @@ class BitNetModel:
         _record.tap("ffn_gate", gate)
         up = self.linear(layer.w_up, g)
         _record.tap("ffn_up", up)
-        f = gated(self.config.ffn_act, gate, up)  # [T, F]
+        f = gated(self.config.ffn_act, gate, up, self.profile.attn_ggml)  # [T, F]
         _record.tap("ffn_gated", f)
         f = norm(f, layer.ffn_sub_norm, self.config.rms_eps)
         _record.tap("ffn_sub_norm", f)

@@ -56,7 +56,9 @@ def rope_angles(positions: np.ndarray, head_dim: int, theta: float, iterative_f3
         for i in range(half):  # the loop is over head_dim/2 scalars per position, not weights
             ang[:, i] = cur
             cur = (cur * s).astype(np.float32)
-        return libm("cosf", ang), libm("sinf", ang)
+        if iterative_f32 == "libm":  # bitnet.cpp profiles: the C library's cosf/sinf, as ggml calls them
+            return libm("cosf", ang), libm("sinf", ang)
+        return np.cos(ang), np.sin(ang)
     inv = np.power(float(theta), -np.arange(half, dtype=np.float64) * 2.0 / head_dim)
     ang64 = positions.astype(np.float64)[:, None] * inv[None, :]
     return np.cos(ang64).astype(np.float32), np.sin(ang64).astype(np.float32)
@@ -67,7 +69,7 @@ def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return (a.astype(np.float64) * b.astype(np.float64) + c.astype(np.float64)).astype(np.float32)
 
 
-def rope_neox(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+def rope_neox(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, fma: bool = False) -> np.ndarray:
     """Rotate pairs (i, i + head_dim/2) of x [T, heads, head_dim] (rotate_half / GGML NEOX).
     ggml writes `x0*cos - x1*sin` and `x0*sin + x1*cos`; gcc (GNU C, -march=native, FMA)
     contracts each into fmaf(x0, cos|sin, -(x1*sin) | x1*cos): measured bit-exact against
@@ -75,6 +77,8 @@ def rope_neox(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     half = x.shape[-1] // 2
     x0, x1 = np.asarray(x[..., :half], np.float32), np.asarray(x[..., half:], np.float32)
     c, s = cos[:, None, :].astype(np.float32), sin[:, None, :].astype(np.float32)
+    if not fma:  # `fma` (bitnet.cpp profiles): the contracted form below
+        return np.concatenate([x0 * c - x1 * s, x0 * s + x1 * c], axis=-1).astype(np.float32)
     return np.concatenate([_fma(x0, c, -(x1 * s).astype(np.float32)), _fma(x0, s, (x1 * c).astype(np.float32))],
                           axis=-1).astype(np.float32)
 
@@ -123,6 +127,10 @@ def relu2(x: np.ndarray) -> np.ndarray:
 
 
 def silu(x: np.ndarray) -> np.ndarray:
+    return (x / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+def silu_ggml(x: np.ndarray) -> np.ndarray:
     """ggml_vec_silu_f32 on AVX2: x / (1 + ggml_v_expf(-x)) per 8 lanes, libm's expf for a tail."""
     from bitnet.model.ggml_attention import v_expf
 
@@ -137,3 +145,5 @@ def silu(x: np.ndarray) -> np.ndarray:
 
 
 FFN_ACT = {"relu2": relu2, "silu": silu}
+#: the bitnet.cpp profiles' activations (`attn_ggml`): SiLU as the fork's AVX2 ggml computes it
+FFN_ACT_GGML = {"relu2": relu2, "silu": silu_ggml}
