@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-mode", choices=("batch", "stepwise"), default="batch",
                    help="ours against libllama: the prompt in one batch (default) or one token per decode through the "
                         "KV cache on both sides; comparing the two localises a fault to the reference's batched path")
+    p.add_argument("--backend", choices=("numpy", "native", "cpu", "cuda"), default=None,
+                   help="our engine's kernel backend (shorthand for @BACKEND in its spec; native keeps 2B-class "
+                        "models within the timeout)")
     p.add_argument("--no-strict", action="store_true", help="with --cpp-dir: allow fallbacks on our side (default: strict)")
     p.add_argument("--apply-corrections", action="store_true",
                    help="apply the validation policy's named corrections in our engine(s) (recorded in the receipt)")
@@ -79,6 +82,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _specs(args) -> tuple[str, str, str]:
+    engine, ref, gate = _specs_given(args)
+    backend = getattr(args, "backend", None)
+    if backend:
+        if engine.split(":", 1)[0].split("@", 1)[0] != "reference" or "@" in engine:
+            raise ConfigError(f"--backend {backend}: it sets our engine's backend (--engine reference[:PROFILE] or "
+                              f"--cpp-dir); the engine under test is {engine!r}")
+        engine += f"@{backend}"
+    return engine, ref, gate
+
+
+def _specs_given(args) -> tuple[str, str, str]:
     gate = args.gate or (args.profile if args.profile in GATES else None) or "exact"
     numerics = args.profile if args.profile in PROFILES else None
     if args.cpp_dir:

@@ -8,6 +8,16 @@ from pathlib import Path
 import pytest
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("bitnet-convert", "bitnet convert comparisons (tests/test_convert_upstream.py)")
+    group.addoption("--bitnet-converter-src", metavar="DIR", default=None,
+                    help="microsoft/BitNet checkout (utils/convert-hf-to-gguf-bitnet.py, 3rdparty/llama.cpp/gguf-py) "
+                    "to compare `bitnet convert` with; default: found above --bitnet-cpp-dir when that is inside one")
+    group.addoption("--llama-converter-src", metavar="DIR", default=None,
+                    help="llama.cpp source (convert_hf_to_gguf.py, gguf-py) to compare `bitnet convert` with; "
+                    "default: the llama-cpp-python sdist unpacked by `python -m crossval.setup`")
+
+
 def find_libggml_base(cpp_dir: str | None) -> Path | None:
     """libggml-base.so of a llama.cpp build: --bitnet-cpp-dir / BITNET_CPP_DIR, or the
     reference cache that `python -m crossval.setup` fills."""

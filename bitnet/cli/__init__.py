@@ -28,6 +28,7 @@ SUBCOMMANDS = [
     "bitnet.cli.inspect_cmd",
     "bitnet.cli.validate_cmd",
     "bitnet.cli.synth_cmd",
+    "bitnet.cli.convert_cmd",
     "bitnet.cli.run_cmd",
     "bitnet.cli.logits_cmd",
     "bitnet.cli.tokenize_cmd",

@@ -11,13 +11,11 @@ from bitnet.model import record as _record
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    """x / sqrt(mean(x^2) + eps) * w as ggml_compute_forward_rms_norm_f32 does it: each square
-    formed in float and summed in double, the mean rounded to float, `1.0f/sqrtf(mean + eps)`
-    in float, x times that, then (a separate op) times w."""
-    x = np.asarray(x, np.float32)
-    mean = (np.square(x).astype(np.float64).sum(axis=-1, keepdims=True) / x.shape[-1]).astype(np.float32)
-    scale = (np.float32(1.0) / np.sqrt((mean + np.float32(eps)).astype(np.float32))).astype(np.float32)
-    return ((x * scale).astype(np.float32) * w).astype(np.float32)
+    """x / sqrt(mean(x^2) + eps) * w, the mean summed in double and the scale formed in float
+    (ggml_compute_forward_rms_norm_f32)."""
+    mean = np.mean(np.square(x, dtype=np.float64), axis=-1, keepdims=True)
+    scale = (1.0 / np.sqrt((mean + eps).astype(np.float32))).astype(np.float32)
+    return (x * scale * w).astype(np.float32)
 
 
 def _libm_f(name: str):

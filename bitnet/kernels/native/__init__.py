@@ -39,6 +39,9 @@ int bn_linear_tq_q8k(int tq1, const uint8_t *w, int64_t out, int64_t K, const fl
                      float *y, int threads);
 int bn_linear(int fmt, const uint8_t *w, int64_t out, int64_t K, const float *x, int64_t T, float wscale,
               float *y, int threads, int cap);
+int bn_rms_norm(const float *x, int64_t T, int64_t D, const float *w, double eps, float *y);
+void bn_rope_neox(const float *x, int64_t T, int64_t H, int64_t hd, const float *cos, const float *sin, float *y);
+void bn_relu2_mul(const float *gate, const float *up, int64_t n, float *y);
 """
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
 #: tried in order: the first that compiles is used (a compiler without OpenMP, or one that does

@@ -119,6 +119,42 @@ def _f16(x: np.ndarray, w: PackedWeight):
     return y, KernelId("f16", "f32act", _op(t), "native", _variant(v))
 
 
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """bitnet.model.ops.rms_norm in C, bit for bit (NumPy's pairwise float64 sum, then the same
+    float steps): one call instead of the ~10 NumPy passes and temporaries per row."""
+    x = np.ascontiguousarray(x, np.float32)
+    w = np.ascontiguousarray(w, np.float32)
+    t, d = x.reshape(-1, x.shape[-1]).shape
+    y = np.empty_like(x)
+    if _LIB.bn_rms_norm(_FFI.cast("float *", x.ctypes.data), t, d, _FFI.cast("float *", w.ctypes.data), float(eps),
+                        _FFI.cast("float *", y.ctypes.data)):
+        raise MemoryError("native rms_norm could not allocate its row buffer")
+    return y
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, np.float32)
+
+
+def rope_neox(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """bitnet.model.ops.rope_neox in C (x [T, H, hd], cos/sin [T, hd/2]), bit for bit."""
+    x, cos, sin = _f32(x), _f32(cos), _f32(sin)
+    t, h, hd = x.shape
+    y = np.empty_like(x)
+    _LIB.bn_rope_neox(_FFI.cast("float *", x.ctypes.data), t, h, hd, _FFI.cast("float *", cos.ctypes.data),
+                      _FFI.cast("float *", sin.ctypes.data), _FFI.cast("float *", y.ctypes.data))
+    return y
+
+
+def relu2_mul(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """relu(gate)^2 * up (bitnet.model.ops.relu2, then the product) in C, bit for bit."""
+    gate, up = _f32(gate), _f32(up)
+    y = np.empty_like(gate)
+    _LIB.bn_relu2_mul(_FFI.cast("float *", gate.ctypes.data), _FFI.cast("float *", up.ctypes.data), gate.size,
+                      _FFI.cast("float *", y.ctypes.data))
+    return y
+
+
 _TQ2, _TQ1 = _tq(0, "tq2_0"), _tq(1, "tq1_0")
 
 

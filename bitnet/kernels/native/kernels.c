@@ -175,30 +175,39 @@ static inline int32_t hsum_i32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
-/* maddubs gives int16 lanes of code*x pairs, |lane| <= 2*128 + 2*128 = 512; summing at most 32
- * of them (8 blocks x 4 groups) stays within 16384 < 32767, so the int16 accumulator is exact
- * (unlike bitnet.cpp's kernel, which lets it wrap) and is widened to int32 every 8 blocks. */
-#define I2S_FLUSH_BLOCKS 8
+/* maddubs gives int16 lanes of code*x pairs, code 0..2 and x in [-128, 127]: each lane in
+ * [-512, 508], a block's four in [-2048, 2032], so summing 16 blocks stays within
+ * [-32768, 32512]: the int16 accumulator is exact (unlike bitnet.cpp's kernel, which lets it
+ * wrap) and is widened to int32 every 16 blocks. Two blocks per iteration, in two
+ * accumulators, so the adds of one block do not wait for the other's. */
+#define I2S_FLUSH_BLOCKS 16
+static inline __attribute__((always_inline)) __m256i i2s_block_avx2(const uint8_t *wb, const int8_t *xb) {
+    const __m256i mask = _mm256_set1_epi8(3);
+    const __m256i b = _mm256_loadu_si256((const __m256i *) wb);
+    const __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 6), mask), _mm256_loadu_si256((const __m256i *) xb));
+    const __m256i p1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 4), mask), _mm256_loadu_si256((const __m256i *) (xb + 32)));
+    const __m256i p2 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 2), mask), _mm256_loadu_si256((const __m256i *) (xb + 64)));
+    const __m256i p3 = _mm256_maddubs_epi16(_mm256_and_si256(b, mask), _mm256_loadu_si256((const __m256i *) (xb + 96)));
+    return _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3));
+}
+
 static void i2s_row_avx2(const uint8_t *w, int64_t K, const int8_t *xq, const int32_t *xsum, int64_t T, int32_t *acc) {
-    const __m256i mask = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    const __m256i ones = _mm256_set1_epi16(1);
     const int64_t nb = K / 128;
     for (int64_t t = 0; t < T; t++) {
         __m256i a = _mm256_setzero_si256();
         const int8_t *xr = xq + t * K;
         for (int64_t b0 = 0; b0 < nb; b0 += I2S_FLUSH_BLOCKS) {
             const int64_t b1 = b0 + I2S_FLUSH_BLOCKS < nb ? b0 + I2S_FLUSH_BLOCKS : nb;
-            __m256i a16 = _mm256_setzero_si256();
-            for (int64_t blk = b0; blk < b1; blk++) {
+            __m256i e = _mm256_setzero_si256(), o = e;  /* even and odd blocks: 8 each at most */
+            int64_t blk = b0;
+            for (; blk + 2 <= b1; blk += 2) {
                 _mm_prefetch((const char *) (w + blk * 32 + 1024), _MM_HINT_T0);
-                const __m256i b = _mm256_loadu_si256((const __m256i *) (w + blk * 32));
-                const int8_t *xb = xr + blk * 128;
-                const __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 6), mask), _mm256_loadu_si256((const __m256i *) xb));
-                const __m256i p1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 4), mask), _mm256_loadu_si256((const __m256i *) (xb + 32)));
-                const __m256i p2 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 2), mask), _mm256_loadu_si256((const __m256i *) (xb + 64)));
-                const __m256i p3 = _mm256_maddubs_epi16(_mm256_and_si256(b, mask), _mm256_loadu_si256((const __m256i *) (xb + 96)));
-                a16 = _mm256_add_epi16(a16, _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3)));
+                e = _mm256_add_epi16(e, i2s_block_avx2(w + blk * 32, xr + blk * 128));
+                o = _mm256_add_epi16(o, i2s_block_avx2(w + blk * 32 + 32, xr + blk * 128 + 128));
             }
-            a = _mm256_add_epi32(a, _mm256_madd_epi16(a16, ones));
+            if (blk < b1) e = _mm256_add_epi16(e, i2s_block_avx2(w + blk * 32, xr + blk * 128));
+            a = _mm256_add_epi32(a, _mm256_add_epi32(_mm256_madd_epi16(e, ones), _mm256_madd_epi16(o, ones)));
         }
         acc[t] = hsum_i32(a) - xsum[t];  /* sum((code - 1) * x) */
     }
@@ -324,13 +333,13 @@ static inline int32_t block_dot(const uint8_t *c, const int8_t *x, int32_t xs) {
 }
 
 #if defined(__AVX2__)
-/* bytes of v times per-byte multipliers m, modulo 256 (AVX2 has no 8-bit multiply: the even and
- * the odd bytes each go through a 16-bit multiply whose carry cannot reach the byte kept) */
-static inline __m256i mul_u8(__m256i v, __m256i m) {
-    const __m256i lo = _mm256_set1_epi16(0x00ff), hi = _mm256_set1_epi16((short) 0xff00);
-    const __m256i pe = _mm256_and_si256(_mm256_mullo_epi16(_mm256_and_si256(v, lo), _mm256_and_si256(m, lo)), lo);
-    const __m256i po = _mm256_mullo_epi16(_mm256_and_si256(v, hi), _mm256_srli_epi16(m, 8));
-    return _mm256_or_si256(pe, po);
+/* bytes times 3 and times 9, modulo 256, in shifts and adds (AVX2 has no 8-bit multiply; a
+ * 16-bit shift carries the low byte's top bits into the high byte, which the 0xf8 mask drops):
+ * the same integers as a byte multiply, so the digits are unchanged, in 2-3 instructions
+ * instead of the 8 of a general per-byte multiply (ggml's TQ1_0 kernel does the same) */
+static inline __m256i mul3_u8(__m256i q) { return _mm256_add_epi8(q, _mm256_add_epi8(q, q)); }
+static inline __m256i mul9_u8(__m256i q) {
+    return _mm256_add_epi8(_mm256_and_si256(_mm256_slli_epi16(q, 3), _mm256_set1_epi8((char) 0xf8)), q);
 }
 
 /* base-3 digit of a TQ1_0 byte already multiplied by 3^l: (q * 3) >> 8 = (q >= 86) + (q >= 171) */
@@ -370,20 +379,23 @@ static inline __attribute__((always_inline)) void tq_codes8(int tq1, const uint8
     memcpy(&qh, blk + 48, 4);
     const __m256i q11 = _mm256_broadcastsi128_si256(q1);
     const __m256i qlast = _mm256_inserti128_si256(_mm256_castsi128_si256(q1), _mm_set1_epi32((int) qh), 1);
-    const __m256i m56 = _mm256_setr_epi8(1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-                                         3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i m67 = _mm256_setr_epi8(9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9,
-                                         27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27);
-    const __m256i m8 = _mm256_setr_epi8(81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81, 81,
-                                        1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27);
+    /* q0 times 3^l for l = 0..4 */
+    const __m256i q3 = mul3_u8(q0), q9 = mul9_u8(q0);
     c[0] = trit_u8(q0);
-    c[1] = trit_u8(mul_u8(q0, _mm256_set1_epi8(3)));
-    c[2] = trit_u8(mul_u8(q0, _mm256_set1_epi8(9)));
-    c[3] = trit_u8(mul_u8(q0, _mm256_set1_epi8(27)));
-    c[4] = trit_u8(mul_u8(q0, _mm256_set1_epi8(81)));
-    c[5] = trit_u8(mul_u8(q11, m56));
-    c[6] = trit_u8(mul_u8(q11, m67));
-    c[7] = trit_u8(mul_u8(qlast, m8));
+    c[1] = trit_u8(q3);
+    c[2] = trit_u8(q9);
+    c[3] = trit_u8(mul9_u8(q3));
+    c[4] = trit_u8(mul9_u8(q9));
+    /* qs[32..48) times 1 | 3 (lower | upper 16 bytes) and 9 | 27 */
+    const __m256i h3 = mul3_u8(q11);
+    c[5] = trit_u8(_mm256_blend_epi32(q11, h3, 0xf0));
+    c[6] = trit_u8(_mm256_blend_epi32(mul9_u8(q11), mul9_u8(h3), 0xf0));
+    /* qs[32..48) times 81 in dwords 0-3; qh (broadcast) times 1, 3, 9, 27 in dwords 4, 5, 6, 7 */
+    const __m256i l3 = mul3_u8(qlast), l9 = mul9_u8(qlast);
+    __m256i l = _mm256_blend_epi32(mul9_u8(l9), qlast, 0x10);
+    l = _mm256_blend_epi32(l, l3, 0x20);
+    l = _mm256_blend_epi32(l, l9, 0x40);
+    c[7] = trit_u8(_mm256_blend_epi32(l, mul9_u8(l3), 0x80));
 }
 
 /* the un-reduced int32 lanes of sum(code * x) over one block of decoded codes */
@@ -655,6 +667,73 @@ int bn_gemm_f16(const uint16_t *w, int64_t rows, int64_t K, const float *x, int6
         }
     }
     return variant;
+}
+
+/* ---- RMSNorm, bit-identical to bitnet.model.ops.rms_norm (NumPy) ------------------------
+ * NumPy sums float64 with its pairwise summation (8 accumulators per block of at most 128,
+ * halving above that at multiples of 8: pairwise_sum in numpy/_core/src/umath/loops_utils.h.src),
+ * starting from the add identity 0.0; the rest is element-wise IEEE arithmetic in the same order:
+ * mean = sum / D (double), m = (float)(mean + eps), scale = 1.0f / sqrtf(m),
+ * y = (x * scale) * w in float. */
+static double bn_pairwise_sum(const double *a, int64_t n) {
+    if (n < 8) {
+        double res = 0.;
+        for (int64_t i = 0; i < n; i++) res += a[i];
+        return res;
+    }
+    if (n <= 128) {
+        double r[8];
+        for (int j = 0; j < 8; j++) r[j] = a[j];
+        int64_t i;
+        for (i = 8; i < n - (n % 8); i += 8)
+            for (int j = 0; j < 8; j++) r[j] += a[i + j];
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++) res += a[i];
+        return res;
+    }
+    int64_t n2 = n / 2;
+    n2 -= n2 % 8;
+    return bn_pairwise_sum(a, n2) + bn_pairwise_sum(a + n2, n - n2);
+}
+
+/* y[T, D] = rms_norm(x[T, D]) * w[D]; returns 0, or -1 when out of memory */
+int bn_rms_norm(const float *x, int64_t T, int64_t D, const float *w, double eps, float *y) {
+    double *sq = (double *) malloc(sizeof(double) * (size_t) (D > 0 ? D : 1));
+    if (!sq) return -1;
+    for (int64_t t = 0; t < T; t++) {
+        const float *xr = x + t * D;
+        for (int64_t i = 0; i < D; i++) sq[i] = (double) xr[i] * (double) xr[i];
+        const double mean = (0.0 + bn_pairwise_sum(sq, D)) / (double) D;
+        const float scale = 1.0f / sqrtf((float) (mean + eps));
+        for (int64_t i = 0; i < D; i++) y[t * D + i] = (xr[i] * scale) * w[i];
+    }
+    free(sq);
+    return 0;
+}
+
+/* NEOX rope of x[T, H, hd] in place of y (bitnet.model.ops.rope_neox): pairs (i, i + hd/2),
+ * y0 = x0*c - x1*s, y1 = x0*s + x1*c, each product rounded to float (no FMA) */
+void bn_rope_neox(const float *x, int64_t T, int64_t H, int64_t hd, const float *cos, const float *sin, float *y) {
+    const int64_t half = hd / 2;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t h = 0; h < H; h++) {
+            const float *xr = x + (t * H + h) * hd, *c = cos + t * half, *s = sin + t * half;
+            float *yr = y + (t * H + h) * hd;
+            for (int64_t i = 0; i < half; i++) {
+                const float x0 = xr[i], x1 = xr[i + half];
+                yr[i] = x0 * c[i] - x1 * s[i];
+                yr[i + half] = x0 * s[i] + x1 * c[i];
+            }
+        }
+}
+
+/* y = relu(gate)^2 * up (bitnet.model.ops.relu2 then the product): np.maximum keeps a NaN and
+ * returns the first argument on a tie, so r = gate < 0 ? 0 : gate */
+void bn_relu2_mul(const float *gate, const float *up, int64_t n, float *y) {
+    for (int64_t i = 0; i < n; i++) {
+        const float r = gate[i] < 0.0f ? 0.0f : gate[i];
+        y[i] = (r * r) * up[i];
+    }
 }
 
 /* one entry for the Python API: fmt 0 = I2_S (x86) x per-token int8, 1 = TQ2_0 x Q8_K,
