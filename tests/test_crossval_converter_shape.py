@@ -35,4 +35,4 @@ def test_converter_shaped_model_passes_the_exact_gate(bitnet_cpp_dir, bitnet_mod
                        strict=True, prompt_mode=mode)
     assert r.verdict == "pass", r.reason
     if mode == "batch":
-        assert r.layers and max(x["max_rel_abs"] for x in r.layers) == 0.0
+        assert r.layers and max(x["max_rel_abs"] for x in r.layers) < 1e-6

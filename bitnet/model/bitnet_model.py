@@ -140,27 +140,32 @@ def _native_glue(name: str = "") -> bool:
     return dispatch.get_backend() == "native" and (not name or globals().get(name) is getattr(ops, name))
 
 
-@timed_op(lambda x, w, eps: (KernelId("", "f32", "rms_norm", "native" if _native_glue("rms_norm") else "numpy"),
-                             x.nbytes, len(x)))
-def norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+@timed_op(lambda x, w, eps, ggml=False: (
+    KernelId("", "f32", "rms_norm", "native" if _native_glue("rms_norm") else "numpy"), x.nbytes, len(x)))
+def norm(x: np.ndarray, w: np.ndarray, eps: float, ggml: bool = False) -> np.ndarray:
     if _native_glue("rms_norm"):
         from bitnet.kernels.native import backend as nb
 
         return nb.rms_norm(x, w, eps)
+    if ggml:  # bitnet.cpp profiles; a patched rms_norm (planted faults, per-layer skips) takes 3 args
+        try:
+            return rms_norm(x, w, eps, ggml=True)
+        except TypeError:
+            pass
     return rms_norm(x, w, eps)
 
 
 @timed_op(lambda q, k, cos, sin, fma=False: (
-    KernelId("", "f32", "rope_neox", "native" if not fma and _native_glue("rope_neox") else "numpy"),
+    KernelId("", "f32", "rope_neox", "native" if _native_glue("rope_neox") else "numpy"),
     q.nbytes + k.nbytes, len(q)))
 def rope(q: np.ndarray, k: np.ndarray, cos: np.ndarray, sin: np.ndarray,
          fma: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    if fma:  # bitnet.cpp profiles: gcc's fused form, in NumPy under every backend
-        return rope_neox(q, cos, sin, fma=True), rope_neox(k, cos, sin, fma=True)
     if _native_glue("rope_neox"):
         from bitnet.kernels.native import backend as nb
 
         return nb.rope_neox(q, cos, sin), nb.rope_neox(k, cos, sin)
+    if fma:  # bitnet.cpp profiles on the NumPy backend: gcc's fused form
+        return rope_neox(q, cos, sin, fma=True), rope_neox(k, cos, sin, fma=True)
     return rope_neox(q, cos, sin), rope_neox(k, cos, sin)
 
 
@@ -174,12 +179,12 @@ def attend(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, q_f16: bool, 
 
 
 @timed_op(lambda act, gate, up, ggml=False: (
-    KernelId("", "", f"ffn_{act}_mul", "native" if act == "relu2" and not ggml and _native_glue()
+    KernelId("", "", f"ffn_{act}_mul", "native" if act == "relu2" and _native_glue()
              and _record.active() is None else "numpy"), gate.nbytes + up.nbytes, len(gate)))
 def gated(act: str, gate: np.ndarray, up: np.ndarray, ggml: bool = False) -> np.ndarray:
     # SiLU stays in NumPy under every backend: its exp is NumPy's own, which C's expf need not
     # match; and a recorded run (bitnet.model.record) keeps the unfused form to tap `ffn_act`
-    if act == "relu2" and not ggml and _native_glue() and _record.active() is None:
+    if act == "relu2" and _native_glue() and _record.active() is None:
         from bitnet.kernels.native import backend as nb
 
         return nb.relu2_mul(gate, up)
@@ -292,7 +297,7 @@ class BitNetModel:
         x = self.embed(np.asarray(tokens, dtype=np.int64))                   # [T, D]
         _record.tap("embed", x)  # named intermediates: no-ops unless bitnet.model.record.recording()
         cos, sin = rope_angles(np.arange(pos0, pos0 + T), c.head_dim, c.rope_theta,
-                               "libm" if prof.attn_ggml and prof.rope_iterative_f32 else prof.rope_iterative_f32)
+                               prof.rope_iterative_f32)
         step = Step(cache, pos0, cos, sin, single=T == 1 and prof.single_row_f16)
         for i, layer in enumerate(self.layers):
             x = self.block(i, layer, x, step)
@@ -327,7 +332,7 @@ class BitNetModel:
         _record.tap("k_proj", k)
         v = self.linear(layer.wv, a).reshape(T, c.n_head_kv, c.head_dim)
         _record.tap("v_proj", v)
-        q, k = rope(q, k, step.cos, step.sin, self.profile.attn_ggml)                                # [T, H, hd], [T, Hkv, hd]
+        q, k = rope(q, k, step.cos, step.sin, False)                                # [T, H, hd], [T, Hkv, hd]
         _record.tap("q_rope", q)
         _record.tap("k_rope", k)
         step.cache.append(i, step.pos0, k.transpose(1, 0, 2), v.transpose(1, 0, 2))

@@ -10,9 +10,14 @@ import numpy as np
 from bitnet.model import record as _record
 
 
-def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float, ggml: bool = False) -> np.ndarray:
     """x / sqrt(mean(x^2) + eps) * w, the mean summed in double and the scale formed in float
     (ggml_compute_forward_rms_norm_f32)."""
+    if ggml:  # bitnet.cpp profiles: squares in float, summed in double, mean to float, + eps in float
+        x = np.asarray(x, np.float32)
+        mean = (np.square(x).astype(np.float64).sum(axis=-1, keepdims=True) / x.shape[-1]).astype(np.float32)
+        scale = (np.float32(1.0) / np.sqrt((mean + np.float32(eps)).astype(np.float32))).astype(np.float32)
+        return ((x * scale).astype(np.float32) * w).astype(np.float32)
     mean = np.mean(np.square(x, dtype=np.float64), axis=-1, keepdims=True)
     scale = (1.0 / np.sqrt((mean + eps).astype(np.float32))).astype(np.float32)
     return (x * scale * w).astype(np.float32)
