@@ -60,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "forces its layers and the other captures them")
     p.add_argument("--no-per-layer", action="store_true",
                    help="skip the per-layer gate (end to end only)")
+    p.add_argument("--prompt-mode", choices=("batch", "stepwise"), default="batch",
+                   help="ours against libllama: the prompt in one batch (default) or one token per decode through the "
+                        "KV cache on both sides; comparing the two localises a fault to the reference's batched path")
     p.add_argument("--backend", choices=("numpy", "native", "cpu", "cuda"), default=None,
                    help="our engine's kernel backend (shorthand for @BACKEND in its spec; native keeps 2B-class "
                         "models within the timeout)")
@@ -156,6 +159,10 @@ def run(args: argparse.Namespace, io) -> int:
         ids = load_tokenizer(args.model).encode(args.prompt, add_special=True, parse_special=True)
     timeout = args.timeout or PARITY_TIMEOUT_S
     pair = _libllama_pair(engine_spec, ref_spec, strict=not args.no_strict if args.cpp_dir else None)
+    if pair is None and args.prompt_mode != "batch":
+        raise ConfigError(f"--prompt-mode {args.prompt_mode}: available only for ours against libllama "
+                          f"(--engine reference[:PROFILE][@BACKEND] --reference libllama:DIR), not {engine_spec} "
+                          f"against {ref_spec}")
     if pair is not None:  # ours against libllama: decode-step and per-layer gates too (crossval.compare)
         numerics, backend, cpp_dir, strict = pair
         from crossval.compare import crossval_libllama
@@ -165,7 +172,8 @@ def run(args: argparse.Namespace, io) -> int:
             c = crossval_libllama(cpp_dir, args.model, ids, profile=gate, numerics=numerics, n_greedy=args.greedy,
                                   strict=strict, backend=backend, receipt=args.receipt, timeout=timeout,
                                   per_layer=not args.no_per_layer, end_to_end="report" if args.deep else "gate",
-                                  apply_corrections=args.apply_corrections, trace=args.trace)
+                                  apply_corrections=args.apply_corrections, trace=args.trace,
+                                  prompt_mode=args.prompt_mode)
         extra = None
     else:
         engine, reference = open_engine(engine_spec), open_engine(ref_spec)

@@ -26,7 +26,9 @@ from crossval.parity import (
 from crossval.runner import run_reference
 from crossval.timeouts import PARITY_TIMEOUT_S
 
-INT8_ACTS = ("per-token-absmax", "q8_k-block256")
+#: activation treatments that round to int8 (`tl2-lut`: bitnet.cpp's TL2 LUT kernels quantize each
+#: row to int8 before building their tables)
+INT8_ACTS = ("per-token-absmax", "q8_k-block256", "tl2-lut")
 
 
 def gate_family(model) -> str:
@@ -58,7 +60,8 @@ class EngineOutputs:
     family: str
 
 
-def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: int) -> EngineOutputs:
+def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: int,
+                   stepwise: bool = False) -> EngineOutputs:
     """Our side of a comparison from a loaded BitNetModel: prompt logits, the teacher-forced
     decode steps along `forced` (the reference's greedy tokens), and our own greedy tokens
     (equal to the teacher-forced argmaxes until they first differ; a fresh run after that)."""
@@ -66,7 +69,12 @@ def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: i
     forced = [int(t) for t in forced]
     n = len(ids)
     cache = model.new_cache()  # zeros are committed lazily: the model's context costs nothing unused
-    prompt = model.forward(np.asarray(ids, np.int64), cache, 0, all_logits=True)
+    if stepwise:  # one token per forward call through the cache (single-row numerics), as the
+        # reference's stepwise prompt mode evaluates it
+        prompt = np.concatenate([model.forward(np.asarray([t], np.int64), cache, i, all_logits=True)
+                                 for i, t in enumerate(ids)]).astype(np.float32)
+    else:
+        prompt = model.forward(np.asarray(ids, np.int64), cache, 0, all_logits=True)
     rows = [model.forward(np.asarray([t], np.int64), cache, n + s, all_logits=False)[0] for s, t in enumerate(forced)]
     V = prompt.shape[1]
     decode = np.stack(rows).astype(np.float32) if rows else np.zeros((0, V), np.float32)
@@ -94,7 +102,7 @@ def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: i
 def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, forced: list[int], n_greedy: int,
           backend: str, l_out: np.ndarray | None = None, apply_corrections: bool = False,
           trace_data: dict | None = None, profile: str = "exact", timings: dict | None = None,
-          decode_l_out: np.ndarray | None = None):
+          decode_l_out: np.ndarray | None = None, stepwise: bool = False):
     from bitnet.kernels import dispatch
     from bitnet.model import BitNetModel
     from crossval.layers import teacher_forced_decode_layers, teacher_forced_layers
@@ -105,14 +113,14 @@ def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, force
     trace = None
     try:
         if trace_data is None:
-            out = engine_outputs(m, ids, forced, n_greedy)
+            out = engine_outputs(m, ids, forced, n_greedy, stepwise)
             layers = teacher_forced_layers(m, ids, l_out) if l_out is not None else None
         else:  # the op-by-op trace (crossval.trace), recorded in the passes made anyway
             from bitnet.model.record import recording
             from crossval.trace import op_order, trace_libllama
 
             with recording() as rec:
-                out = engine_outputs(m, ids, forced, n_greedy)
+                out = engine_outputs(m, ids, forced, n_greedy, stepwise)
             order = op_order(len(m.layers))
             first = rec.records[:len(order)]  # the prompt pass: engine_outputs' first forward
             ours_rec = {(r.layer, r.op): r.value for r in first} if [(r.layer, r.op) for r in first] == order else None
@@ -136,28 +144,43 @@ def crossval_model(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str
                    backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
                    timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,
                    per_layer: bool = True, end_to_end: str = "gate", apply_corrections: bool = False,
-                   trace: bool = False) -> ParityResult:
+                   trace: bool = False, prompt_mode: str = "batch") -> ParityResult:
     """Our engine (`reference[:numerics]@backend`) against a libllama build; see
     `crossval_libllama` (this returns its result alone)."""
     return crossval_libllama(cpp_dir, model, ids, profile=profile, numerics=numerics, n_greedy=n_greedy,
                              strict=strict, backend=backend, receipt=receipt, timeout=timeout,
                              worker_argv=worker_argv, per_layer=per_layer, end_to_end=end_to_end,
-                             apply_corrections=apply_corrections, trace=trace).result
+                             apply_corrections=apply_corrections, trace=trace, prompt_mode=prompt_mode).result
 
 
-def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
+def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int],
+                      **kw) -> EngineComparison:
+    """See `_crossval_libllama`; a TL file without its kernel config key finds it in a TL
+    build's checkout (crossval.tl_build.build_kernel_config)."""
+    from crossval.tl_build import build_kernel_config
+
+    with build_kernel_config(cpp_dir, model):
+        return _crossval_libllama(cpp_dir, model, ids, **kw)
+
+
+def _crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str], ids: Sequence[int], *,
                       profile: str = "exact", numerics: str | None = None, n_greedy: int = 8, strict: bool = True,
                       backend: str = "numpy", receipt: str | os.PathLike[str] | None = None,
                       timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None,
                       per_layer: bool = True, end_to_end: str = "gate",
-                      apply_corrections: bool = False, trace: bool = False) -> EngineComparison:
+                      apply_corrections: bool = False, trace: bool = False,
+                      prompt_mode: str = "batch") -> EngineComparison:
     """Prompt logits and `n_greedy` teacher-forced decode steps (the reference's greedy tokens
     fed to both sides, ours through our KV cache), gated separately at the bounds of the
     model's format family. `per_layer` (default) also runs each of our layers on the
     reference's own input (libllama's `l_out-N`, crossval.layers) and gates it: for
     activation-rounding formats the end-to-end floor is set by rounding flips that grow through
     the layers, the per-layer median is not. With end_to_end="report" the end-to-end comparison
-    is reported beside the per-layer verdict instead of deciding it (deep models). `trace`
+    is reported beside the per-layer verdict instead of deciding it (deep models).
+    `prompt_mode="stepwise"` evaluates the prompt one token at a time on both sides (each
+    reference call a single-row llama_decode through its KV cache) instead of in one batch:
+    comparing the two modes localises a fault to the reference's batched path (the per-layer
+    capture is one batch, so it is not applied then). `trace`
     adds the op-by-op trace (crossval.trace): libllama's named tensors captured in the same
     worker run, ours on the same loaded model; `result.trace` and the receipt's "trace" key.
 
@@ -169,6 +192,9 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
 
     if end_to_end not in ("gate", "report"):
         raise ValueError(f"end_to_end must be 'gate' or 'report', got {end_to_end!r}")
+    if prompt_mode not in ("batch", "stepwise"):
+        raise ValueError(f"prompt_mode must be 'batch' or 'stepwise', got {prompt_mode!r}")
+    stepwise = prompt_mode == "stepwise"
     ids = [int(i) for i in ids]
     model = Path(model)
     spec = "reference" + (f":{numerics}" if numerics else "") + f"@{backend}"
@@ -196,7 +222,10 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
 
     t0 = time.perf_counter()
     layers_req = None
-    if per_layer:
+    if per_layer and stepwise and end_to_end == "report":
+        return finish(errored("per-layer gate requested alone, but libllama's layers are captured from one batch "
+                              "and the prompt mode is stepwise", profile))
+    if per_layer and not stepwise:
         from bitnet.gguf.reader import GGUFReader
         from bitnet.model.config import read_config
 
@@ -209,7 +238,7 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
 
         trace_req = {"ids": ids, "names": list(CAPTURE_NAMES), "decode_last": False}
     ref = run_reference(cpp_dir, model, ids=ids, n_greedy=n_greedy, timeout=timeout, worker_argv=worker_argv,
-                        layers=layers_req, trace=trace_req)
+                        layers=layers_req, trace=trace_req, prompt_mode=prompt_mode)
     timings["reference_s"] = time.perf_counter() - t0
     if not ref.ok:
         return finish(errored(f"reference: {ref.error}", profile))
@@ -217,7 +246,7 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     fut = pool.submit(_ours, model, ids, numerics, strict, ref_greedy, n_greedy, backend, ref.data.get("l_out"),
                       apply_corrections, ref.data if trace else None, profile, timings,
-                      ref.data.get("decode_l_out"))
+                      ref.data.get("decode_l_out"), stepwise)
     try:
         out, (layer_metrics, decode_layer_metrics), ours_s, corrections, op_trace = fut.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
@@ -244,6 +273,8 @@ def crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[
         if decode_layer_metrics is None and n_greedy:
             result.reason += "; decode steps not gated per layer (" + str(ref.data.get(
                 "decode_l_out_error", "the reference captured no decode-step layers")) + ")"
+    elif per_layer and stepwise:
+        result.reason += "; prompt fed token by token (stepwise): per-layer gate not applied (its capture is one batch)"
     elif per_layer:
         why = str(ref.data.get("l_out_error", "no l_out captured"))
         if end_to_end == "report":

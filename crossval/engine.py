@@ -59,7 +59,11 @@ class LibllamaEngine(RoundTripEngine):
 
     @property
     def capabilities(self) -> Capabilities:  # type: ignore[override]
-        return Capabilities(logits=True, greedy=True, tokenize=True, loads=LOADS[self.ref.api], layers=True,
+        from crossval.tl_build import tl_build
+
+        tl = tl_build(self.ref)  # a bitnet.cpp build with lookup-table kernels computes that TL format too
+        return Capabilities(logits=True, greedy=True, tokenize=True,
+                            loads=LOADS[self.ref.api] + ((("bitnet", tl.flavor),) if tl else ()), layers=True,
                             why_not={"layer_forcing": "libllama runs its graph whole; its layers cannot be fed "
                                                       "another engine's inputs (its outputs are captured instead)"})
 
@@ -127,5 +131,9 @@ class LibllamaEngine(RoundTripEngine):
         return [d[f"tok_{i}"].tolist() for i in range(len(texts))]
 
     def describe(self) -> EngineInfo:
-        return EngineInfo(self.spec, f"libllama ({self.ref.api})", self.ref.version, str(self.ref.libllama),
-                          NUMERICS[self.ref.api])
+        from crossval.tl_build import tl_build
+
+        tl = tl_build(self.ref)
+        numerics = NUMERICS[self.ref.api] + (f"-{tl.flavor}" if tl and tl.flavor == "tl2" else "")
+        return EngineInfo(self.spec, f"libllama ({self.ref.api}{', ' + tl.flavor.upper() + ' kernels' if tl else ''})",
+                          self.ref.version, str(self.ref.libllama), numerics)

@@ -75,14 +75,20 @@ def softmax_f16_no_max_subtraction(set_) -> None:
     bm = _bm()
     real = bm.causal_attention
 
-    def attn(q, k, v, pos0, *, q_f16=False, probs_f16=False):
+    def attn(q, k, v, pos0, *, q_f16=False, probs_f16=False, ggml=False):
         t, h, d = q.shape
         hkv, s, _ = k.shape
         g = h // hkv
         qh = q.transpose(1, 0, 2)
-        if q_f16:
+        if q_f16 or ggml:
             qh = qh.astype(np.float16).astype(np.float32)
-        raw = qh.reshape(hkv, g * t, d) @ k.astype(np.float32).transpose(0, 2, 1)
+        if ggml:  # the scores exactly as the unmodified ggml path forms them: the fault is in the softmax
+            from bitnet.model.ggml_attention import vec_dot_f16
+
+            kf = k.astype(np.float32)
+            raw = np.stack([vec_dot_f16(qh[i][:, None, :], kf[i // g][None]) for i in range(h)]).reshape(hkv, g * t, s)
+        else:
+            raw = qh.reshape(hkv, g * t, d) @ k.astype(np.float32).transpose(0, 2, 1)
         record.tap("attn_scores", raw.reshape(h, t, s).transpose(1, 0, 2))  # an engine that names its ops
         sc = raw.reshape(hkv, g, t, s) / np.float32(np.sqrt(d))
         mask = np.arange(s)[None, :] > (pos0 + np.arange(t))[:, None]
@@ -154,7 +160,7 @@ def weight_scale_off(set_) -> None:
     set_(bm.BitNetModel, "linear", linear)
 
 
-def _interleaved_rope(x, cos, sin):
+def _interleaved_rope(x, cos, sin, fma=False):
     x0, x1 = x[..., 0::2], x[..., 1::2]
     c, s = cos[:, None, :], sin[:, None, :]
     out = np.empty_like(x)

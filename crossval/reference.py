@@ -20,6 +20,7 @@ int bh_tokenize(void *h, const char *text, int len, int *out, int max, int add_s
 int bh_eval(void *h, const int *ids, int n, float *out);
 int bh_greedy(void *h, const int *ids, int n, int n_gen, int *out);
 int bh_decode_steps(void *h, const int *ids, int n, int n_steps, int *greedy, float *out);
+int bh_eval_stepwise(void *h, const int *ids, int n, int n_steps, int *greedy, float *out, float *steps_out);
 int bh_eval_layers(void *h, const int *ids, int n, int n_layer, int n_embd, float *logits_out, float *layers_out);
 int bh_decode_steps_layers(void *h, const int *ids, int n, int n_steps, int n_layer, int n_embd, int *greedy,
                            float *out, float *layers_out);

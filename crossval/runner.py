@@ -38,11 +38,21 @@ def run_reference(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str]
                   n_greedy: int = 0, texts: Sequence[str] = (), add_special: bool = False,
                   parse_special: bool = False, n_threads: int | None = None, runs: Sequence[dict] = (),
                   layers: dict | None = None, trace: dict | None = None, bench: dict | None = None,
+                  prompt_mode: str = "batch",
                   timeout: float = PARITY_TIMEOUT_S, worker_argv: Sequence[str] | None = None) -> ReferenceRun:
     """`worker_argv` replaces `python -m crossval.worker` (tests use it to plant crashes);
     `runs` ({"ids", "n_greedy"} each) evaluates many prompts in one worker (keys suffixed `_j`);
     `trace` ({"ids", "names", "decode_last"}) copies out every named graph tensor (crossval.trace);
-    `bench` ({"ids", "n_tokens"}) times a greedy run in the worker (`bitnet benchmark --engine`)."""
+    `bench` ({"ids", "n_tokens"}) times a greedy run in the worker (`bitnet benchmark --engine`);
+    `prompt_mode="stepwise"` feeds the prompt one token per llama_decode through the KV cache
+    (the path a chat takes token by token) instead of one batch; no per-layer capture then."""
+    from bitnet.errors import BitNetError
+    from crossval.tl_build import check_model
+
+    try:  # a TL file the build computes from other tiles gives garbage, not an error: refuse it here
+        check_model(cpp_dir, model)
+    except BitNetError as e:
+        return ReferenceRun(False, str(e))
     runs = [{"ids": [int(i) for i in r["ids"]], "n_greedy": int(r.get("n_greedy", 0))} for r in runs]
     n_ctx = max([len(ids) + n_greedy, 8, len((trace or {}).get("ids", ()))]
                 + [len(r["ids"]) + r["n_greedy"] for r in runs]
@@ -52,7 +62,7 @@ def run_reference(cpp_dir: str | os.PathLike[str], model: str | os.PathLike[str]
         out = Path(tmp) / "out.npz"
         req.write_text(json.dumps({
             "cpp_dir": str(cpp_dir), "model": str(model), "ids": [int(i) for i in ids], "n_greedy": n_greedy, "runs": runs,
-            "layers": layers, "trace": trace, "bench": bench,
+            "layers": layers, "trace": trace, "bench": bench, "prompt_mode": prompt_mode,
             "texts": list(texts), "add_special": add_special, "parse_special": parse_special,
             "n_ctx": n_ctx, "n_threads": n_threads or os.cpu_count() or 1,
         }))

@@ -184,6 +184,36 @@ int bh_decode_steps(void *hp, const int *ids, int n, int n_steps, int *greedy, f
     return rc;
 }
 
+/* the prompt token by token: each id decoded alone at its position through the KV cache (the
+ * single-row path a chat takes), its logits into out[i * n_vocab]; then n_steps teacher-forced
+ * greedy steps exactly as bh_decode_steps (greedy[s], steps_out[s * n_vocab]). Against a batch
+ * evaluation of the same ids it tells a batched-kernel fault from a per-token one. 0 on success */
+int bh_eval_stepwise(void *hp, const int *ids, int n, int n_steps, int *greedy, float *out, float *steps_out) {
+    bh_handle *h = (bh_handle *) hp;
+    struct llama_context *ctx = bh_context(h, n + n_steps);
+    if (!ctx) return -1;
+    int nv = bh_n_vocab(h);
+    int rc = 0;
+    const float *l = NULL;
+    for (int i = 0; rc == 0 && i < n; i++) {
+        rc = bh_decode(ctx, ids + i, 1, i, 1);
+        l = rc == 0 ? llama_get_logits_ith(ctx, -1) : NULL;
+        if (rc == 0 && !l) rc = -2;
+        if (rc == 0) memcpy(out + (size_t) i * nv, l, sizeof(float) * (size_t) nv);
+    }
+    for (int s = 0; rc == 0 && s < n_steps; s++) {
+        int best = 0;
+        for (int v = 1; v < nv; v++) if (l[v] > l[best]) best = v;
+        greedy[s] = best;
+        rc = bh_decode(ctx, &best, 1, n + s, 1);
+        l = rc == 0 ? llama_get_logits_ith(ctx, -1) : NULL;
+        if (rc == 0 && !l) rc = -2;
+        if (rc == 0) memcpy(steps_out + (size_t) s * nv, l, sizeof(float) * (size_t) nv);
+    }
+    llama_free(ctx);
+    return rc;
+}
+
 /* per-layer capture through the graph eval callback (cb_eval): every `l_out-N` node (the
  * residual stream after layer N, [n_embd, n_tokens] F32) is copied out as it is computed */
 typedef struct {

@@ -2,12 +2,13 @@
 a crash or hang in libllama kills this process, not pytest.
 
 REQ is a JSON file: {"cpp_dir", "model", "ids", "n_greedy", "runs", "layers", "texts", "n_ctx",
-"n_threads", "bench"}; "layers" ({"n_layer", "n_embd"}) adds `l_out` [n_layer, T, n_embd], every layer's
-output captured through libllama's graph eval callback; "trace" ({"ids", "names", "decode_last"})
-adds every graph tensor with one of those base names (crossval.trace): trace_names, trace_ops,
-trace_ne [k, 4], trace_offsets, trace_data (F32, ggml order), trace_logits. With "layers" and
-"n_greedy" also `decode_l_out` [n_layer, n, n_embd], every layer's output at each teacher-forced
-decode step.
+"n_threads", "bench", "prompt_mode"}; "layers" ({"n_layer", "n_embd"}) adds `l_out` [n_layer, T,
+n_embd], every layer's output captured through libllama's graph eval callback; "trace" ({"ids",
+"names", "decode_last"}) adds every graph tensor with one of those base names (crossval.trace):
+trace_names, trace_ops, trace_ne [k, 4], trace_offsets, trace_data (F32, ggml order),
+trace_logits. With "layers" and "n_greedy" also `decode_l_out` [n_layer, n, n_embd], every
+layer's output at each teacher-forced decode step; "prompt_mode" "stepwise" decodes the prompt
+one token at a time (no `l_out` then).
 OUT receives an .npz: logits [T, V], greedy ids [n] and the teacher-forced decode-step logits
 [n, V] along them, n_vocab, per-text token ids, library facts; for each of "runs" (a list of
 {"ids", "n_greedy"}, one model load for many prompts) the same keys suffixed `_j`.
@@ -54,9 +55,10 @@ def main(argv: list[str]) -> int:
             return rc
     ids = [int(i) for i in req.get("ids") or []]
     lay = req.get("layers")
-    if ids and lay and tr and not tr.get("decode_last") and [int(i) for i in tr["ids"]] == ids:
+    stepwise = req.get("prompt_mode", "batch") == "stepwise"
+    if ids and lay and tr and not stepwise and not tr.get("decode_last") and [int(i) for i in tr["ids"]] == ids:
         _layers_from_trace(result, int(lay["n_layer"]), len(ids), int(lay["n_embd"]))
-    if ids and lay and "l_out" not in result and "l_out_error" not in result:
+    if ids and lay and not stepwise and "l_out" not in result and "l_out_error" not in result:
         # per-layer capture (graph eval callback): logits and every l_out-N
         a = np.asarray(ids, np.int32)
         logits = np.zeros((a.size, n_vocab), np.float32)
@@ -72,7 +74,7 @@ def main(argv: list[str]) -> int:
                                              "decode error; -4: a tensor of unexpected shape or type)")
     if ids:
         rc = _evaluate(ffi, lib, h, n_vocab, ids, int(req.get("n_greedy", 0)), result, "",
-                       lay if "l_out" in result else None)
+                       lay if "l_out" in result else None, stepwise)
         if rc:
             return rc
     for j, run in enumerate(req.get("runs") or []):  # calibration: many prompts, one load
@@ -101,10 +103,28 @@ def main(argv: list[str]) -> int:
 
 
 def _evaluate(ffi, lib, h, n_vocab: int, ids_list: list[int], n_greedy: int, result: dict, suffix: str,
-              lay: dict | None = None) -> int:
+              lay: dict | None = None, stepwise: bool = False) -> int:
     """Prompt logits of every position (one batch), then `n_greedy` teacher-forced decode steps
-    along the reference's greedy path: `greedy` [n], `decode_logits` [n, V] (step s fed greedy[s])."""
+    along the reference's greedy path: `greedy` [n], `decode_logits` [n, V] (step s fed greedy[s]).
+    `stepwise`: the prompt one token per decode instead (bh_eval_stepwise), the same keys."""
     ids = np.asarray(ids_list, np.int32)
+    if stepwise:
+        logits = np.zeros((ids.size, n_vocab), np.float32)
+        g = np.zeros(n_greedy, np.int32)
+        dec = np.zeros((n_greedy, n_vocab), np.float32)
+        t0 = time.perf_counter()
+        rc = lib.bh_eval_stepwise(h, ffi.cast("int *", ids.ctypes.data), int(ids.size), n_greedy,
+                                  ffi.cast("int *", g.ctypes.data), ffi.cast("float *", logits.ctypes.data),
+                                  ffi.cast("float *", dec.ctypes.data))
+        if rc != 0:
+            print(f"llama_decode failed token by token ({rc})", file=sys.stderr)
+            return 4
+        result["logits" + suffix] = logits
+        result["eval_s" + suffix] = np.array(time.perf_counter() - t0)
+        if n_greedy:
+            result["greedy" + suffix] = g
+            result["decode_logits" + suffix] = dec
+        return 0
     if "logits" + suffix not in result:  # (the per-layer capture already evaluated the prompt)
         logits = np.zeros((ids.size, n_vocab), np.float32)
         t0 = time.perf_counter()

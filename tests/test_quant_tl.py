@@ -363,3 +363,89 @@ def test_tl2_model_under_the_lut_profile(bitnet_model_factory):
     a = lut.forward(ids, lut.new_cache(), 0)
     assert any(k.id.startswith("tl2_tl2lut_gemm") for k in KERNEL_LOG.snapshot())
     assert np.array_equal(a, ref.forward(ids, ref.new_cache(), 0))
+
+
+@pytest.mark.parametrize("flavor", ["tl1", "tl2"])
+def test_synth_tl_bitnet_arch_keeps_the_scale_in_the_tensor(bitnet_model_factory, flavor):
+    """bitnet.cpp's TL builds never load `blk.N.*.scale` tensors (its llama.cpp skips them under
+    GGML_BITNET_*_TL*, and a file that has them fails to load there), so a TL `bitnet` model
+    carries each scale in its tensor, as the converter writes it; it computes what the I2_S
+    `bitnet` model of the same seed (bare codes times a `.scale` tensor) computes."""
+    from bitnet.model import BitNetModel
+
+    path = bitnet_model_factory(arch="bitnet", fmt=flavor, seed=3)
+    with GGUFReader(path) as r:
+        assert not [t.name for t in r.tensors if t.name.endswith(".scale")]
+    ids = np.array([381, 40, 41, 300, 7])
+    tl = BitNetModel(path, profile="bitnet.cpp", strict=True)
+    i2 = BitNetModel(bitnet_model_factory(arch="bitnet", fmt="i2_s", seed=3), profile="bitnet.cpp", strict=True)
+    a, b = tl.forward(ids, tl.new_cache(), 0), i2.forward(ids, i2.new_cache(), 0)
+    assert np.isfinite(a).all() and np.allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max())
+
+
+# -- TL1's LUT numerics (bitnet.cpp's TL1 kernels are ARM-only: checked here without a build) ---------
+def _tl1_weight(tmp_path, t, scale, tile):
+    w = GGUFWriter(tmp_path / "w1.gguf")
+    w.add(KEY_KERNEL_CONFIG, f"[Kernels_0]\nm = {tile.m}\nk = {tile.k}\nbm = {tile.BM}\nbk = {tile.BK}\nbmm = {tile.bm}\n")
+    raw = encode_tl1(t, scale, tile)
+    w.add_tensor("w", raw, shape=(tile.k, tile.m), gtype="TL1", nbytes=raw.nbytes)
+    w.write()
+    r = GGUFReader(tmp_path / "w1.gguf")
+    return r, load_weight(r, "w", strict=True)
+
+
+def test_tl1_lut_kernel_is_the_exact_integer_matmul_when_tiles_fit_int16(tmp_path):
+    """codegen_tl1: activations by per_tensor_quant (127 / max|x|, no floor, vcvtnq: nearest
+    even), LUT entries = exact pair sums, each BK tile summed in int16 lanes, tiles in int32,
+    then acc / lut_scale * scale. BK = 128 keeps every tile sum within int16 (128 * 127)."""
+    from bitnet.kernels.activations import tl2_lut
+    from bitnet.kernels.numpy_kernels import gemm_tl2_lut
+
+    tile = TileConfig(64, 256, 32, 128, 32)
+    t = ternary(64, 256, 11)
+    r, pw = _tl1_weight(tmp_path, t, 0.25, tile)
+    with r:
+        x = tl2_lut(np.random.default_rng(4).standard_normal((3, 256)).astype(np.float32))
+        y = gemm_tl2_lut(x, pw).y
+        exact = t.astype(np.int64) @ x.q.T.astype(np.int64)
+        assert np.array_equal(y, (exact.T.astype(np.float32) / x.scale[:, None]) * np.float32(0.25))
+
+
+def test_tl1_lut_kernel_wraps_a_tile_sum_past_int16(tmp_path):
+    """BK = 512 (a legal TL1 tile): all weights +1, all activations at 127: the tile's int16
+    lanes end at 512 * 127 = 65024 - 65536 = -512."""
+    from bitnet.kernels.activations import tl2_lut
+    from bitnet.kernels.numpy_kernels import gemm_tl2_lut
+
+    tile = TileConfig(32, 512, 32, 512, 32)
+    r, pw = _tl1_weight(tmp_path, np.ones((32, 512), np.int8), 1.0, tile)
+    with r:
+        x = tl2_lut(np.full((1, 512), 2.0, np.float32))
+        assert (x.q == 127).all()
+        y = gemm_tl2_lut(x, pw).y
+    assert np.array_equal(y, np.full((1, 32), np.float32(-512) / x.scale[0], np.float32))
+
+
+def test_tl1_model_under_the_tl1_lut_profile(bitnet_model_factory):
+    """A synthetic TL1 model runs its projections through the LUT kernel under bitnet.cpp-tl1;
+    with the synthesiser's tiles (BK 128) nothing wraps, so the logits equal the same profile's
+    arithmetic with exact integer dots (the I2_S model of the same seed)."""
+    from bitnet.kernels.runlog import KERNEL_LOG
+    from bitnet.model import BitNetModel
+
+    ids = np.array([381, 40, 41])
+    tl1 = BitNetModel(bitnet_model_factory(fmt="tl1", seed=3, embed_format="f16"), profile="bitnet.cpp-tl1", strict=True)
+    KERNEL_LOG.reset()
+    a = tl1.forward(ids, tl1.new_cache(), 0)
+    assert any(k.id.startswith("tl1_tl2lut_gemm") for k in KERNEL_LOG.snapshot())
+    i2 = BitNetModel(bitnet_model_factory(fmt="i2_s", seed=3, embed_format="f16"), profile="bitnet.cpp-tl1", strict=True)
+    assert np.array_equal(a, i2.forward(ids, i2.new_cache(), 0))
+
+
+@pytest.mark.parametrize("flavor", ["tl1", "tl2"])
+def test_a_tl_model_defaults_to_its_bitnet_cpp_lut_profile(bitnet_model_factory, flavor):
+    """Only bitnet.cpp computes TL files, and only through its LUT kernels: without --profile a
+    TL model runs the matching bitnet.cpp LUT profile (what `--engine reference` then compares)."""
+    from bitnet.model import BitNetModel
+
+    assert BitNetModel(bitnet_model_factory(arch="bitnet", fmt=flavor, seed=3)).profile.name == f"bitnet.cpp-{flavor}"

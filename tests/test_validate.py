@@ -349,3 +349,19 @@ def test_coarsely_quantized_norm_warns(bitnet_tiny_model, tmp_path):
     r = validate_model(p)
     warned = [c for c in r.warnings if c.rule == "norm.not_quantized"]
     assert warned and warned[0].subject == "blk.0.ffn_sub_norm.weight" and not r.failures
+
+
+@pytest.mark.parametrize("factor, ok", [(None, True), (1.0, True), (0.0, True), (2.0, False)])
+def test_linear_rope_scaling_by_one_is_the_identity(bitnet_model_factory, tmp_path, factor, ok):
+    """bitnet.cpp's converter writes `rope.scaling.type = linear` with factor 1.0 into every file
+    it makes; llama.cpp reads that as freq_scale 1/1.0 (a factor 0 means 1 too): the rope this
+    engine computes. Any other factor is scaling we do not apply, and stays a failure."""
+    from bitnet.gguf.constants import ValueType
+    from tests._defects import Plant, rewrite
+
+    meta: dict = {"bitnet.rope.scaling.type": ("linear", ValueType.STRING)}
+    if factor is not None:
+        meta["bitnet.rope.scaling.factor"] = (factor, ValueType.FLOAT32)
+    p = rewrite(bitnet_model_factory(arch="bitnet", fmt="i2_s"), tmp_path / "m.gguf", Plant(meta=meta))
+    checks = [c for c in validate_model(p).checks if c.rule == "rope.type"]
+    assert checks and all((c.status == "pass") == ok for c in checks), checks

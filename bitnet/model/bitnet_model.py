@@ -25,13 +25,21 @@ import numpy as np
 
 from bitnet.errors import ConfigError, strict_enabled
 from bitnet.gguf.reader import GGUFReader
+from bitnet.kernels.activations import fused_round_ties
 from bitnet.kernels.dispatch import matmul
 from bitnet.kernels.ids import KernelId
 from bitnet.kernels.runlog import timed
 from bitnet.model import record as _record
 from bitnet.model.config import ModelConfig, read_config
 from bitnet.model.kv_cache import KVCache
-from bitnet.model.ops import FFN_ACT, causal_attention, rms_norm, rope_angles, rope_neox
+from bitnet.model.ops import (
+    FFN_ACT,
+    FFN_ACT_GGML,
+    causal_attention,
+    rms_norm,
+    rope_angles,
+    rope_neox,
+)
 from bitnet.model.profiles import NumericsProfile, default_profile, get_profile
 from bitnet.quant.weights import PackedWeight, load_weight
 from bitnet.validate.load import corrected_norm, validate_at_load
@@ -132,43 +140,55 @@ def _native_glue(name: str = "") -> bool:
     return dispatch.get_backend() == "native" and (not name or globals().get(name) is getattr(ops, name))
 
 
-@timed_op(lambda x, w, eps: (KernelId("", "f32", "rms_norm", "native" if _native_glue("rms_norm") else "numpy"),
-                             x.nbytes, len(x)))
-def norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+@timed_op(lambda x, w, eps, ggml=False: (
+    KernelId("", "f32", "rms_norm", "native" if _native_glue("rms_norm") else "numpy"), x.nbytes, len(x)))
+def norm(x: np.ndarray, w: np.ndarray, eps: float, ggml: bool = False) -> np.ndarray:
     if _native_glue("rms_norm"):
         from bitnet.kernels.native import backend as nb
 
         return nb.rms_norm(x, w, eps)
+    if ggml:  # bitnet.cpp profiles; a patched rms_norm (planted faults, per-layer skips) takes 3 args
+        try:
+            return rms_norm(x, w, eps, ggml=True)
+        except TypeError:
+            pass
     return rms_norm(x, w, eps)
 
 
-@timed_op(lambda q, k, cos, sin: (KernelId("", "f32", "rope_neox", "native" if _native_glue("rope_neox") else "numpy"),
-                                   q.nbytes + k.nbytes, len(q)))
-def rope(q: np.ndarray, k: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@timed_op(lambda q, k, cos, sin, fma=False: (
+    KernelId("", "f32", "rope_neox", "native" if _native_glue("rope_neox") else "numpy"),
+    q.nbytes + k.nbytes, len(q)))
+def rope(q: np.ndarray, k: np.ndarray, cos: np.ndarray, sin: np.ndarray,
+         fma: bool = False) -> tuple[np.ndarray, np.ndarray]:
     if _native_glue("rope_neox"):
         from bitnet.kernels.native import backend as nb
 
         return nb.rope_neox(q, cos, sin), nb.rope_neox(k, cos, sin)
+    if fma:  # bitnet.cpp profiles on the NumPy backend: gcc's fused form
+        return rope_neox(q, cos, sin, fma=True), rope_neox(k, cos, sin, fma=True)
     return rope_neox(q, cos, sin), rope_neox(k, cos, sin)
 
 
-@timed_op(lambda q, K, V, pos0, q_f16, probs_f16: (
+@timed_op(lambda q, K, V, pos0, q_f16, probs_f16, ggml=False: (
     _numpy_op("attention", f"kv{K.dtype.itemsize * 8}"), K.nbytes + V.nbytes, len(q)))
-def attend(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, q_f16: bool, probs_f16: bool) -> np.ndarray:
+def attend(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, q_f16: bool, probs_f16: bool,
+           ggml: bool = False) -> np.ndarray:
+    if ggml:
+        return causal_attention(q, K, V, pos0, q_f16=q_f16, probs_f16=probs_f16, ggml=True)
     return causal_attention(q, K, V, pos0, q_f16=q_f16, probs_f16=probs_f16)
 
 
-@timed_op(lambda act, gate, up: (KernelId("", "", f"ffn_{act}_mul", "native" if act == "relu2" and _native_glue()
-                                           and _record.active() is None else "numpy"),
-                                  gate.nbytes + up.nbytes, len(gate)))
-def gated(act: str, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+@timed_op(lambda act, gate, up, ggml=False: (
+    KernelId("", "", f"ffn_{act}_mul", "native" if act == "relu2" and _native_glue()
+             and _record.active() is None else "numpy"), gate.nbytes + up.nbytes, len(gate)))
+def gated(act: str, gate: np.ndarray, up: np.ndarray, ggml: bool = False) -> np.ndarray:
     # SiLU stays in NumPy under every backend: its exp is NumPy's own, which C's expf need not
     # match; and a recorded run (bitnet.model.record) keeps the unfused form to tap `ffn_act`
     if act == "relu2" and _native_glue() and _record.active() is None:
         from bitnet.kernels.native import backend as nb
 
         return nb.relu2_mul(gate, up)
-    a = FFN_ACT[act](gate)
+    a = (FFN_ACT_GGML if ggml else FFN_ACT)[act](gate)
     _record.tap("ffn_act", a)
     return a * up
 
@@ -276,7 +296,8 @@ class BitNetModel:
         T = len(tokens)
         x = self.embed(np.asarray(tokens, dtype=np.int64))                   # [T, D]
         _record.tap("embed", x)  # named intermediates: no-ops unless bitnet.model.record.recording()
-        cos, sin = rope_angles(np.arange(pos0, pos0 + T), c.head_dim, c.rope_theta, prof.rope_iterative_f32)
+        cos, sin = rope_angles(np.arange(pos0, pos0 + T), c.head_dim, c.rope_theta,
+                               prof.rope_iterative_f32)
         step = Step(cache, pos0, cos, sin, single=T == 1 and prof.single_row_f16)
         for i, layer in enumerate(self.layers):
             x = self.block(i, layer, x, step)
@@ -311,12 +332,12 @@ class BitNetModel:
         _record.tap("k_proj", k)
         v = self.linear(layer.wv, a).reshape(T, c.n_head_kv, c.head_dim)
         _record.tap("v_proj", v)
-        q, k = rope(q, k, step.cos, step.sin)                                # [T, H, hd], [T, Hkv, hd]
+        q, k = rope(q, k, step.cos, step.sin, False)                                # [T, H, hd], [T, Hkv, hd]
         _record.tap("q_rope", q)
         _record.tap("k_rope", k)
         step.cache.append(i, step.pos0, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
         K, V = step.cache.view(i, step.pos0 + T)                             # [Hkv, S, hd]
-        o = attend(q, K, V, step.pos0, self.profile.q_f16, step.single)       # [T, H*hd]
+        o = attend(q, K, V, step.pos0, self.profile.q_f16, step.single, self.profile.attn_ggml)  # [T, H*hd]
         _record.tap("attn_out", o)
         o = norm(o, layer.attn_sub_norm, c.rms_eps)
         _record.tap("attn_sub_norm", o)
@@ -330,7 +351,7 @@ class BitNetModel:
         _record.tap("ffn_gate", gate)
         up = self.linear(layer.w_up, g)
         _record.tap("ffn_up", up)
-        f = gated(self.config.ffn_act, gate, up)  # [T, F]
+        f = gated(self.config.ffn_act, gate, up, self.profile.attn_ggml)  # [T, F]
         _record.tap("ffn_gated", f)
         f = norm(f, layer.ffn_sub_norm, self.config.rms_eps)
         _record.tap("ffn_sub_norm", f)
@@ -342,6 +363,8 @@ class BitNetModel:
         """A BitLinear projection through the dispatcher, activations treated as the profile
         says for this weight's format."""
         act = self.profile.act_for(p.weight.flavor)
+        if act == "per-token-absmax" and self.profile.i8_fused_round:
+            x = fused_round_ties(x)
         if act in ("f16", "bf16"):  # llama.cpp converts activations to the weight's vec_dot_type
             x = x.astype(np.float16).astype(np.float32) if act == "f16" else _round_bf16(x)
             act = "none"

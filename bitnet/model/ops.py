@@ -1,5 +1,7 @@
-"""The non-matmul operations of the forward pass, each matching ggml's arithmetic where a
-profile asks for it (summation in double for RMSNorm, iterative float rope angles)."""
+"""The non-matmul operations of the forward pass, each matching ggml's CPU arithmetic where a
+profile asks for it (RMSNorm as ggml sums it, iterative float rope angles through libm's
+cosf/sinf, rope rotations as gcc contracts them into FMAs, SiLU through ggml_v_expf, and with
+`ggml=True` the whole attention of bitnet.model.ggml_attention)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,39 @@ import numpy as np
 from bitnet.model import record as _record
 
 
-def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float, ggml: bool = False) -> np.ndarray:
     """x / sqrt(mean(x^2) + eps) * w, the mean summed in double and the scale formed in float
     (ggml_compute_forward_rms_norm_f32)."""
+    if ggml:  # bitnet.cpp profiles: squares in float, summed in double, mean to float, + eps in float
+        x = np.asarray(x, np.float32)
+        mean = (np.square(x).astype(np.float64).sum(axis=-1, keepdims=True) / x.shape[-1]).astype(np.float32)
+        scale = (np.float32(1.0) / np.sqrt((mean + np.float32(eps)).astype(np.float32))).astype(np.float32)
+        return ((x * scale).astype(np.float32) * w).astype(np.float32)
     mean = np.mean(np.square(x, dtype=np.float64), axis=-1, keepdims=True)
     scale = (1.0 / np.sqrt((mean + eps).astype(np.float32))).astype(np.float32)
     return (x * scale * w).astype(np.float32)
+
+
+def _libm_f(name: str):
+    import ctypes
+    import ctypes.util
+
+    f = getattr(ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6"), name)
+    f.restype, f.argtypes = ctypes.c_float, [ctypes.c_float]
+    return np.frompyfunc(lambda t: f(float(t)), 1, 1)
+
+
+_LIBM: dict[str, np.ufunc] = {}
+
+
+def libm(name: str, x: np.ndarray) -> np.ndarray:
+    """The C library's float function (cosf, sinf) on every element: what ggml's rope cache
+    calls. numpy's float32 cos/sin and a correctly rounded double cos both differ from glibc's
+    in the last bit now and then (measured: ~10 of 2304 angles)."""
+    if name not in _LIBM:
+        _LIBM[name] = _libm_f(name)
+    x = np.asarray(x, np.float32)
+    return np.asarray(_LIBM[name](x), np.float32).reshape(x.shape)
 
 
 def rope_angles(positions: np.ndarray, head_dim: int, theta: float, iterative_f32: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -30,27 +59,46 @@ def rope_angles(positions: np.ndarray, head_dim: int, theta: float, iterative_f3
         for i in range(half):  # the loop is over head_dim/2 scalars per position, not weights
             ang[:, i] = cur
             cur = (cur * s).astype(np.float32)
+        if iterative_f32 == "libm":  # bitnet.cpp profiles: the C library's cosf/sinf, as ggml calls them
+            return libm("cosf", ang), libm("sinf", ang)
         return np.cos(ang), np.sin(ang)
     inv = np.power(float(theta), -np.arange(half, dtype=np.float64) * 2.0 / head_dim)
     ang64 = positions.astype(np.float64)[:, None] * inv[None, :]
     return np.cos(ang64).astype(np.float32), np.sin(ang64).astype(np.float32)
 
 
-def rope_neox(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """Rotate pairs (i, i + head_dim/2) of x [T, heads, head_dim] (rotate_half / GGML NEOX)."""
+def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """fmaf(a, b, c) on float32 arrays (the double product is exact, the sum rounds once)."""
+    return (a.astype(np.float64) * b.astype(np.float64) + c.astype(np.float64)).astype(np.float32)
+
+
+def rope_neox(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, fma: bool = False) -> np.ndarray:
+    """Rotate pairs (i, i + head_dim/2) of x [T, heads, head_dim] (rotate_half / GGML NEOX).
+    ggml writes `x0*cos - x1*sin` and `x0*sin + x1*cos`; gcc (GNU C, -march=native, FMA)
+    contracts each into fmaf(x0, cos|sin, -(x1*sin) | x1*cos): measured bit-exact against
+    bitnet.cpp's rope on every element, where the plain float form missed 1 in 4."""
     half = x.shape[-1] // 2
-    x0, x1 = x[..., :half], x[..., half:]
-    c, s = cos[:, None, :], sin[:, None, :]
-    return np.concatenate([x0 * c - x1 * s, x0 * s + x1 * c], axis=-1).astype(np.float32)
+    x0, x1 = np.asarray(x[..., :half], np.float32), np.asarray(x[..., half:], np.float32)
+    c, s = cos[:, None, :].astype(np.float32), sin[:, None, :].astype(np.float32)
+    if not fma:  # `fma` (bitnet.cpp profiles): the contracted form below
+        return np.concatenate([x0 * c - x1 * s, x0 * s + x1 * c], axis=-1).astype(np.float32)
+    return np.concatenate([_fma(x0, c, -(x1 * s).astype(np.float32)), _fma(x0, s, (x1 * c).astype(np.float32))],
+                          axis=-1).astype(np.float32)
 
 
 def causal_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int, *,
-                     q_f16: bool = False, probs_f16: bool = False) -> np.ndarray:
+                     q_f16: bool = False, probs_f16: bool = False, ggml: bool = False) -> np.ndarray:
     """softmax(q k^T / sqrt(d) + causal mask) v with grouped KV heads.
 
     q [T, H, d] at absolute positions pos0..pos0+T-1; k, v [Hkv, S, d] for positions 0..S-1.
     Head h reads KV head h // (H / Hkv), as ggml's broadcasting mul_mat does. Returns [T, H*d].
+    `ggml`: bit for bit as bitnet.cpp's ggml computes it (bitnet.model.ggml_attention; it rounds
+    q, and with one row the probabilities, to F16 itself).
     """
+    if ggml:
+        from bitnet.model.ggml_attention import attention
+
+        return attention(q, k, v, pos0)
     t, h, d = q.shape
     hkv, s, _ = k.shape
     group = h // hkv
@@ -85,4 +133,20 @@ def silu(x: np.ndarray) -> np.ndarray:
     return (x / (1.0 + np.exp(-x))).astype(np.float32)
 
 
+def silu_ggml(x: np.ndarray) -> np.ndarray:
+    """ggml_vec_silu_f32 on AVX2: x / (1 + ggml_v_expf(-x)) per 8 lanes, libm's expf for a tail."""
+    from bitnet.model.ggml_attention import v_expf
+
+    x = np.asarray(x, np.float32)
+    n = x.shape[-1]
+    nb = n - n % 8
+    e = np.empty_like(x)
+    e[..., :nb] = v_expf(-x[..., :nb])
+    if nb < n:
+        e[..., nb:] = libm("expf", -x[..., nb:])
+    return (x / (np.float32(1.0) + e).astype(np.float32)).astype(np.float32)
+
+
 FFN_ACT = {"relu2": relu2, "silu": silu}
+#: the bitnet.cpp profiles' activations (`attn_ggml`): SiLU as the fork's AVX2 ggml computes it
+FFN_ACT_GGML = {"relu2": relu2, "silu": silu_ggml}

@@ -41,6 +41,12 @@ class NumericsProfile:
     #: round the lm_head input to F16 for every batch (an F16 head's vec_dot_type is F16 in
     #: upstream ggml-cpu: `ggml_compute_forward_mul_mat` converts src1 before any F16 path)
     lm_head_f16: bool = False
+    #: attention as bitnet.cpp's ggml computes it, bit for bit (bitnet.model.ggml_attention:
+    #: F16 q.k dots in ggml_vec_dot_f16's order, ggml_v_expf softmax, tinyBLAS p.v)
+    attn_ggml: bool = False
+    #: int8 activation ties rounded as bitnet.cpp's fused `nearest_int(x * s)` rounds them
+    #: (bitnet.kernels.activations.fused_round_ties)
+    i8_fused_round: bool = False
 
     def act_for(self, flavor: str) -> str:
         fam = flavor_family(flavor)
@@ -56,13 +62,14 @@ def flavor_family(flavor: str) -> str:
         return "i2_s"
     if f.startswith("tq"):
         return "tq"
-    if f in ("f32", "f16", "bf16", "tl2"):
+    if f in ("f32", "f16", "bf16", "tl2", "tl1"):
         return f
-    return "ternary"  # bitnet32, qk256, tl1: engines of the Rust-port lineage
+    return "ternary"  # bitnet32, qk256: engines of the Rust-port lineage
 
 
-_ALL = ("i2_s", "tq", "f32", "f16", "bf16", "ternary", "tl2")
-_BITNET_CPP = {"i2_s": "per-token-absmax", "f32": "none", "f16": "f16", "ternary": "per-token-absmax"}
+_ALL = ("i2_s", "tq", "f32", "f16", "bf16", "ternary", "tl2", "tl1")
+_BITNET_CPP = {"i2_s": "per-token-absmax", "f32": "none", "f16": "f16", "ternary": "per-token-absmax",
+               "tl1": "per-token-absmax"}
 
 PROFILES: dict[str, NumericsProfile] = {
     "reference": NumericsProfile("reference", {k: "per-token-absmax" for k in _ALL}),
@@ -81,6 +88,8 @@ PROFILES: dict[str, NumericsProfile] = {
         single_row_f16=True,
         rope_iterative_f32=True,
         lm_head_tok_embd=True,
+        attn_ggml=True,
+        i8_fused_round=True,
     ),
     # bitnet.cpp built with its TL2 LUT kernels (GGML_BITNET_X86_TL2), token by token: TL2
     # projections run the LUT arithmetic (activations `tl2-lut`, wrapping int16 tile sums)
@@ -92,8 +101,27 @@ PROFILES: dict[str, NumericsProfile] = {
         single_row_f16=True,
         rope_iterative_f32=True,
         lm_head_tok_embd=True,
+        attn_ggml=True,
+        i8_fused_round=True,
     ),
 }
+
+
+# bitnet.cpp built with its TL1 LUT kernels (GGML_BITNET_ARM_TL1, ARM only): TL1 projections run
+# the LUT arithmetic of utils/codegen_tl1.py -- per_tensor_quant (127/max, no floor, round to
+# nearest even: the same quantizer as TL2's, `tl2-lut`), pair sums looked up and summed per BK
+# tile in wrapping int16 lanes, tiles in int32: gemm_tl2_lut with no two-weight part. The rest
+# is the x86 bitnet.cpp profile minus the AVX2 attention emulation (an ARM build sums in NEON
+# orders, not modelled): decode-only checks on x86, no ARM build to compare against here
+PROFILES["bitnet.cpp-tl1"] = NumericsProfile(
+    "bitnet.cpp-tl1",
+    {**_BITNET_CPP, "tl2": "per-token-absmax", "tl1": "tl2-lut"},
+    kv_dtype=np.dtype(np.float16),
+    q_f16=True,
+    single_row_f16=True,
+    rope_iterative_f32=True,
+    lm_head_tok_embd=True,
+)
 
 
 def get_profile(name: str) -> NumericsProfile:
@@ -104,9 +132,14 @@ def get_profile(name: str) -> NumericsProfile:
 
 
 def default_profile(arch: str, flavors: set[str]) -> str:
-    """bitnet.cpp for an I2_S `bitnet-b1.58` model, llama.cpp for a TQ `bitnet` model, else the
-    reference math."""
+    """bitnet.cpp-tl2 / -tl1 for a model with TL2 / TL1 tensors (only bitnet.cpp computes those
+    formats, and only with its LUT kernels), bitnet.cpp for an I2_S `bitnet-b1.58` model,
+    llama.cpp for a TQ `bitnet` model, else the reference math."""
     fams = {flavor_family(f) for f in flavors}
+    if "tl2" in fams:
+        return "bitnet.cpp-tl2"
+    if "tl1" in fams:
+        return "bitnet.cpp-tl1"
     if arch == "bitnet-b1.58" and "i2_s" in fams:
         return "bitnet.cpp"
     if arch == "bitnet" and "tq" in fams:

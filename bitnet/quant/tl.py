@@ -314,6 +314,10 @@ class TL1(_TL):
     def _data_bytes(self, m, k, tile):
         return tl1_data_bytes(m, k)
 
+    #: `tl2-lut` under the bitnet.cpp-tl1 profile: codegen_tl1's LUT arithmetic is TL2's
+    #: three-weight part with pairs (per BK tile, wrapping int16), K % BK == 0 always
+    kernels = {"per-token-absmax": "gemm_per_token", "tl2-lut": "gemm_tl2_lut"}
+
     _encode = staticmethod(encode_tl1)
     _decode = staticmethod(decode_tl1)
 

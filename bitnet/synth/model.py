@@ -69,6 +69,9 @@ PRESETS: dict[str, ModelShape] = {
     ),
 }
 
+#: bitnet.cpp's lookup-table formats: the scale always lives in the tensor (`_add_projection`)
+TL_FORMATS = ("tl1", "tl2")
+
 PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
 
@@ -196,8 +199,11 @@ def _add_projection(w: GGUFWriter, wf: Encoding, arch: str, seed: int, tname: st
     # The callable regenerates the tensor from its own seed stream when the writer reaches it,
     # so no weight is held in memory between declaration and writing.
     # Microsoft's layout folds the scale into the weight; upstream's (and formats that have no
-    # room for a scale) keep the bare ternary pattern and a separate `.scale` tensor
-    folded = arch == "bitnet-b1.58" and wf.holds_scale
+    # room for a scale) keep the bare ternary pattern and a separate `.scale` tensor. TL1/TL2
+    # exist only in bitnet.cpp, whose TL builds never load `.scale` tensors (src/llama.cpp
+    # skips them under GGML_BITNET_*_TL*, so a file with them fails to load there): they keep
+    # the scale in the tensor for both archs, as bitnet.cpp's converter writes them
+    folded = wf.holds_scale and (arch == "bitnet-b1.58" or wf.name in TL_FORMATS)
 
     def make() -> np.ndarray:
         t, s = ternary_weight(seed, tname, out_f, in_f)

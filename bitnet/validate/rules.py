@@ -236,7 +236,14 @@ def rope_type(ctx: Context) -> Iterator[Check]:
     k = ctx.key("rope.scaling.type")
     if k in ctx.reader.fields:
         v = ctx.str_key(k)
-        if v is not None and v.lower() != "none":
+        # bitnet.cpp's converter (BitnetModel.set_gguf_parameters) writes linear with factor 1.0
+        # into every file it makes; llama.cpp reads that as freq_scale = 1/1.0 (0 also means 1):
+        # the identity, which is what this engine computes
+        f = ctx.float_key("rope.scaling.factor")
+        if v is not None and v.lower() == "linear" and f in (None, 0.0, 1.0):
+            yield Check("rope.type", k, "pass", f"{v} x {f if f is not None else 1.0:g}", "none",
+                        source=rope["source"])
+        elif v is not None and v.lower() != "none":
             yield Check("rope.type", k, "fail", v, "none",
                         f"{k} = {v!r}: this engine applies no rope scaling, llama.cpp would", rope["source"])
 
