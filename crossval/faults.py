@@ -53,7 +53,7 @@ def _profile_knob(set_, **changes) -> None:
 def rms_eps_1e6(set_) -> None:
     bm = _bm()
     real = bm.rms_norm
-    set_(bm, "rms_norm", lambda x, w, eps: real(x, w, eps / 10.0))
+    set_(bm, "rms_norm", lambda x, w, eps, ggml=False: real(x, w, eps / 10.0, ggml))
 
 
 def kv_cache_wrong_dtype(set_) -> None:
@@ -134,7 +134,7 @@ def _skip_norm(set_, which: str) -> None:
 
     real = bm.rms_norm
     set_(bm.BitNetModel, "_layer", layer)
-    set_(bm, "rms_norm", lambda x, w, eps: x if isinstance(w, _Skip) else real(x, w, eps))
+    set_(bm, "rms_norm", lambda x, w, eps, ggml=False: x if isinstance(w, _Skip) else real(x, w, eps, ggml))
 
 
 

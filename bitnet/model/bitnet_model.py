@@ -141,18 +141,13 @@ def _native_glue(name: str = "") -> bool:
 
 
 @timed_op(lambda x, w, eps, ggml=False: (
-    KernelId("", "f32", "rms_norm", "native" if _native_glue("rms_norm") else "numpy"), x.nbytes, len(x)))
+    KernelId("", "f32", "rms_norm", "native" if _native_glue("rms_norm") and not ggml else "numpy"), x.nbytes, len(x)))
 def norm(x: np.ndarray, w: np.ndarray, eps: float, ggml: bool = False) -> np.ndarray:
-    if _native_glue("rms_norm"):
+    if _native_glue("rms_norm") and not ggml:  # the native kernel is NumPy's summation order only
         from bitnet.kernels.native import backend as nb
 
         return nb.rms_norm(x, w, eps)
-    if ggml:  # bitnet.cpp profiles; a patched rms_norm (planted faults, per-layer skips) takes 3 args
-        try:
-            return rms_norm(x, w, eps, ggml=True)
-        except TypeError:
-            pass
-    return rms_norm(x, w, eps)
+    return rms_norm(x, w, eps, ggml)
 
 
 @timed_op(lambda q, k, cos, sin, fma=False: (

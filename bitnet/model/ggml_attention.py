@@ -85,7 +85,7 @@ def v_expf(x: np.ndarray) -> np.ndarray:
         b = _fma(-n, np.full_like(x, _H("0x1.7f7d1cp-20")), _fma(-n, np.full_like(x, _H("0x1.62e4p-1")), x))
         e = (_bits(z).astype(np.int64) << 23).astype(np.int64)
         e = ((e + 2**31) % 2**32 - 2**31).astype(np.int32)  # 32-bit shift, wrapping as the lane does
-        k = _float((e.astype(np.int64) + _bits(F32(1)).item() + 2**31) % 2**32 - 2**31)
+        k = _float((e.astype(np.int64) + _bits(np.asarray(F32(1))).item() + 2**31) % 2**32 - 2**31)
         c = np.abs(n) > 126
         u = (b * b).astype(F32)
         j = _fma(_fma(_fma(np.full_like(x, _H("0x1.0e4020p-7")), b, np.full_like(x, _H("0x1.573e2ep-5"))), u,

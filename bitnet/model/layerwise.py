@@ -42,7 +42,7 @@ def our_layer_steps(model, i: int, x_in: np.ndarray, ids: Sequence[int], x_steps
     view.output_norm = SkipNorm(model.output_norm)
     view.lm_head = lambda x, single_row_f16: x
     real = bm.rms_norm
-    bm.rms_norm = lambda x, w, eps: x if isinstance(w, SkipNorm) else real(x, w, eps)
+    bm.rms_norm = lambda x, w, eps, ggml=False: x if isinstance(w, SkipNorm) else real(x, w, eps, ggml)
     try:
         cache = view.new_cache()
         view.embed = lambda tokens: np.asarray(x_in, np.float32)
