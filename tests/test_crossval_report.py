@@ -259,7 +259,11 @@ def test_amplification_and_unmatched_ops_are_said_not_drawn_as_a_bug():
 
 def test_cli_report_for_a_pair_without_trace_says_so(mpl, tq2, tmp_path):
     out, err = io.StringIO(), io.StringIO()
-    rc = main(["crossval", "--engine", "reference:llama.cpp", "--reference", "reference:llama.cpp", "--model", str(tq2),
+    # a cmd: engine captures no layers, so this pair has neither a trace nor a per-layer gate (ours
+    # against ours has both since any pair that can force and capture layers is gated per layer)
+    example = Path(__file__).resolve().parents[1] / "examples" / "engines" / "harness_engine.py"
+    engine = f'cmd:"{sys.executable}" "{example}" --profile llama.cpp'
+    rc = main(["crossval", "--engine", engine, "--reference", "reference:llama.cpp", "--model", str(tq2),
                "--ids", "1,2,3,4", "--greedy", "2", "--json", "--quiet", "--report", str(tmp_path / "rep")],
               IO(out, err))
     assert rc == 0, err.getvalue()

@@ -41,13 +41,15 @@ def test_real_and_padded_vocab_size(llama3, bitnet_model_factory):
     assert llama3.real_vocab_size == 128256 == llama3.vocab_size
     from bitnet.synth import ModelShape, synthesize
 
-    shape = ModelShape(n_embd=256, n_ff=512, n_layer=1, n_head=4, n_head_kv=2, n_ctx=64, vocab_size=512)
-    p = synthesize(bitnet_model_factory().parent / "padded.gguf", preset=shape)
+    # GPT-2's 50257 tokens in an embedding padded to 50304 rows, as GPT-2 checkpoints are (the
+    # built-in vocab of synth is padded with reserved tokens instead, as LLaMA 3 is)
+    shape = ModelShape(n_embd=64, n_ff=128, n_layer=1, n_head=4, n_head_kv=2, n_ctx=64, vocab_size=50304)
+    p = synthesize(bitnet_model_factory().parent / "padded.gguf", preset=shape, vocab_gguf=vocab_path("gpt-2"))
     t = load_tokenizer(p)
-    assert t.real_vocab_size == 384 and t.vocab_size == 512
-    assert t.decode([400, 72]) == t.decode([72])  # padding rows decode to nothing
+    assert t.real_vocab_size == 50257 and t.vocab_size == 50304
+    assert t.decode([50300, 72]) == t.decode([72])  # padding rows decode to nothing
     with pytest.raises(TokenizerError, match="outside the vocabulary"):
-        t.decode([512])
+        t.decode([50304])
     with pytest.raises(TokenizerError, match="outside the vocabulary"):
         t.token_to_piece(-1)
 
