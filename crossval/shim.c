@@ -162,10 +162,16 @@ int bh_greedy(void *hp, const int *ids, int n, int n_gen, int *out) {
  * greedy[0] = argmax of the last position; then step s decodes greedy[s] at position n + s
  * through the KV cache, stores its logits in out[s * n_vocab] and greedy[s + 1] = their argmax.
  * Our engine replays exactly these tokens, so both sides see the same sequence. 0 on success */
-int bh_decode_steps(void *hp, const int *ids, int n, int n_steps, int *greedy, float *out) {
-    bh_handle *h = (bh_handle *) hp;
-    struct llama_context *ctx = bh_context(h, n + n_steps);
-    if (!ctx) return -1;
+/* per-layer capture state of one decode step (bh_decode_steps_layers' eval callback) */
+typedef struct {
+    int n_layer, n_embd, active, captured, mismatched;
+    float *out; /* this step's [n_layer][n_embd] */
+} bh_step_capture;
+
+/* the shared loop of bh_decode_steps and bh_decode_steps_layers: prefill, then n_steps greedy
+ * steps; while a step runs `cap` (when given) is pointed at that step's rows of layers_out */
+static int bh_greedy_steps(bh_handle *h, struct llama_context *ctx, const int *ids, int n, int n_steps, int *greedy,
+                           float *out, bh_step_capture *cap, float *layers_out) {
     int nv = bh_n_vocab(h);
     int rc = bh_decode(ctx, ids, n, 0, 0);
     const float *l = rc == 0 ? llama_get_logits_ith(ctx, -1) : NULL;
@@ -174,12 +180,25 @@ int bh_decode_steps(void *hp, const int *ids, int n, int n_steps, int *greedy, f
         int best = 0;
         for (int v = 1; v < nv; v++) if (l[v] > l[best]) best = v;
         greedy[s] = best;
+        if (cap) {
+            cap->active = 1;
+            cap->out = layers_out + (size_t) s * cap->n_layer * cap->n_embd;
+        }
         rc = bh_decode(ctx, &best, 1, n + s, 0);
+        if (cap) cap->active = 0;
         if (rc != 0) break;
         l = llama_get_logits_ith(ctx, -1);
         if (!l) { rc = -2; break; }
         memcpy(out + (size_t) s * nv, l, sizeof(float) * (size_t) nv);
     }
+    return rc;
+}
+
+int bh_decode_steps(void *hp, const int *ids, int n, int n_steps, int *greedy, float *out) {
+    bh_handle *h = (bh_handle *) hp;
+    struct llama_context *ctx = bh_context(h, n + n_steps);
+    if (!ctx) return -1;
+    int rc = bh_greedy_steps(h, ctx, ids, n, n_steps, greedy, out, NULL, NULL);
     llama_free(ctx);
     return rc;
 }
@@ -255,11 +274,6 @@ int bh_eval_layers(void *hp, const int *ids, int n, int n_layer, int n_embd, flo
  * runs (one token through the KV cache) every `l_out-N` row goes to
  * layers_out[(s * n_layer + N) * n_embd]; the prompt pass itself is not observed (bh_eval_layers
  * captures it). Returns the number of rows captured (n_steps * n_layer on success), or < 0 */
-typedef struct {
-    int n_layer, n_embd, active, captured, mismatched;
-    float *out; /* this step's [n_layer][n_embd] */
-} bh_step_capture;
-
 static bool bh_step_cb(struct ggml_tensor *t, bool ask, void *ud) {
     bh_step_capture *c = (bh_step_capture *) ud;
     if (strncmp(t->name, "l_out-", 6) != 0 || !c->active) return ask ? false : true;
@@ -282,23 +296,7 @@ int bh_decode_steps_layers(void *hp, const int *ids, int n, int n_steps, int n_l
     bh_step_capture cap = {n_layer, n_embd, 0, 0, 0, layers_out};
     struct llama_context *ctx = bh_context_cb(h, n + n_steps, bh_step_cb, &cap);
     if (!ctx) return -1;
-    int nv = bh_n_vocab(h);
-    int rc = bh_decode(ctx, ids, n, 0, 0);
-    const float *l = rc == 0 ? llama_get_logits_ith(ctx, -1) : NULL;
-    for (int s = 0; rc == 0 && s < n_steps; s++) {
-        if (!l) { rc = -2; break; }
-        int best = 0;
-        for (int v = 1; v < nv; v++) if (l[v] > l[best]) best = v;
-        greedy[s] = best;
-        cap.active = 1;
-        cap.out = layers_out + (size_t) s * n_layer * n_embd;
-        rc = bh_decode(ctx, &best, 1, n + s, 0);
-        cap.active = 0;
-        if (rc != 0) break;
-        l = llama_get_logits_ith(ctx, -1);
-        if (!l) { rc = -2; break; }
-        memcpy(out + (size_t) s * nv, l, sizeof(float) * (size_t) nv);
-    }
+    int rc = bh_greedy_steps(h, ctx, ids, n, n_steps, greedy, out, &cap, layers_out);
     llama_free(ctx);
     if (rc != 0) return rc < 0 ? rc : -3;
     return cap.mismatched ? -4 : cap.captured;
