@@ -21,6 +21,7 @@ A profile is data, passed down to the forward pass; nothing branches on an engin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +71,12 @@ def flavor_family(flavor: str) -> str:
 _ALL = ("i2_s", "tq", "f32", "f16", "bf16", "ternary", "tl2", "tl1")
 _BITNET_CPP = {"i2_s": "per-token-absmax", "f32": "none", "f16": "f16", "ternary": "per-token-absmax",
                "tl1": "per-token-absmax"}
+#: knobs every bitnet.cpp profile shares (F16 KV cache, Q rounded to F16, ...)
+_BITNET_CPP_KNOBS: dict[str, Any] = dict(kv_dtype=np.dtype(np.float16), q_f16=True, single_row_f16=True,
+                                         rope_iterative_f32=True, lm_head_tok_embd=True)
+#: plus the x86 build's arithmetic: ggml's AVX2 attention and gcc's fused int8 rounding (the TL1
+#: profile describes an ARM build, where neither is modelled)
+_BITNET_CPP_X86_KNOBS: dict[str, Any] = {**_BITNET_CPP_KNOBS, "attn_ggml": True, "i8_fused_round": True}
 
 PROFILES: dict[str, NumericsProfile] = {
     "reference": NumericsProfile("reference", {k: "per-token-absmax" for k in _ALL}),
@@ -83,26 +90,14 @@ PROFILES: dict[str, NumericsProfile] = {
     "bitnet.cpp": NumericsProfile(
         "bitnet.cpp",
         {**_BITNET_CPP, "tl2": "per-token-absmax"},
-        kv_dtype=np.dtype(np.float16),
-        q_f16=True,
-        single_row_f16=True,
-        rope_iterative_f32=True,
-        lm_head_tok_embd=True,
-        attn_ggml=True,
-        i8_fused_round=True,
+        **_BITNET_CPP_X86_KNOBS,
     ),
     # bitnet.cpp built with its TL2 LUT kernels (GGML_BITNET_X86_TL2), token by token: TL2
     # projections run the LUT arithmetic (activations `tl2-lut`, wrapping int16 tile sums)
     "bitnet.cpp-tl2": NumericsProfile(
         "bitnet.cpp-tl2",
         {**_BITNET_CPP, "tl2": "tl2-lut"},
-        kv_dtype=np.dtype(np.float16),
-        q_f16=True,
-        single_row_f16=True,
-        rope_iterative_f32=True,
-        lm_head_tok_embd=True,
-        attn_ggml=True,
-        i8_fused_round=True,
+        **_BITNET_CPP_X86_KNOBS,
     ),
 }
 
@@ -116,11 +111,7 @@ PROFILES: dict[str, NumericsProfile] = {
 PROFILES["bitnet.cpp-tl1"] = NumericsProfile(
     "bitnet.cpp-tl1",
     {**_BITNET_CPP, "tl2": "per-token-absmax", "tl1": "tl2-lut"},
-    kv_dtype=np.dtype(np.float16),
-    q_f16=True,
-    single_row_f16=True,
-    rope_iterative_f32=True,
-    lm_head_tok_embd=True,
+    **_BITNET_CPP_KNOBS,
 )
 
 
