@@ -457,35 +457,36 @@ def norm_not_quantized(ctx: Context) -> Iterator[Check]:
                    f"only {st.distinct} distinct values in {st.n}: quantized like a projection")
 
 
-@rule("embedding.scale", "element RMS of token_embd (and output.weight) rows within the envelope")
-def embedding_scale(ctx: Context) -> Iterator[Check]:
-    env = ctx.policy.envelope("embedding_element_rms")  # type: ignore[union-attr]
+def _embedding_row_norms(ctx: Context) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, every row norm, the non-zero ones) of token_embd and output.weight, for the two
+    embedding rules; tensors without usable statistics (absent, non-finite) are passed over."""
     for role in ("embedding", "output"):
         for name, _ in _present(ctx, role):
             st = ctx.float_stats(name, row_norms=True)
             if st is None or st.row_norms is None or st.nonfinite:
                 continue
-            rn = st.row_norms[st.row_norms > 0]
-            if not rn.size:
-                yield Check("embedding.scale", name, "fail", "0", env.describe(), f"{name} is all zero")
-                continue
-            v = float(np.median(rn)) / math.sqrt(ctx.tensor(name).shape[0])  # type: ignore[union-attr]
-            yield _env("embedding.scale", name, env, v, f"median row RMS {v:.3g}")
+            yield name, st.row_norms, st.row_norms[st.row_norms > 0]
+
+
+@rule("embedding.scale", "element RMS of token_embd (and output.weight) rows within the envelope")
+def embedding_scale(ctx: Context) -> Iterator[Check]:
+    env = ctx.policy.envelope("embedding_element_rms")  # type: ignore[union-attr]
+    for name, _, rn in _embedding_row_norms(ctx):
+        if not rn.size:
+            yield Check("embedding.scale", name, "fail", "0", env.describe(), f"{name} is all zero")
+            continue
+        v = float(np.median(rn)) / math.sqrt(ctx.tensor(name).shape[0])  # type: ignore[union-attr]
+        yield _env("embedding.scale", name, env, v, f"median row RMS {v:.3g}")
 
 
 @rule("embedding.rows", "no token_embd row dominates (max / median row norm)")
 def embedding_rows(ctx: Context) -> Iterator[Check]:
     env = ctx.policy.envelope("embedding_row_norm_ratio")  # type: ignore[union-attr]
-    for role in ("embedding", "output"):
-        for name, _ in _present(ctx, role):
-            st = ctx.float_stats(name, row_norms=True)
-            if st is None or st.row_norms is None or st.nonfinite:
-                continue
-            rn = st.row_norms[st.row_norms > 0]
-            if rn.size:
-                ratio = float(rn.max() / np.median(rn))
-                row = int(np.argmax(st.row_norms))
-                yield _env("embedding.rows", name, env, ratio, f"row {row} has {ratio:.3g}x the median norm")
+    for name, norms, rn in _embedding_row_norms(ctx):
+        if rn.size:
+            ratio = float(rn.max() / np.median(rn))
+            row = int(np.argmax(norms))
+            yield _env("embedding.rows", name, env, ratio, f"row {row} has {ratio:.3g}x the median norm")
 
 
 # -- projections ------------------------------------------------------------------------------
