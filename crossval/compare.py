@@ -99,22 +99,45 @@ def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: i
     return EngineOutputs(prompt, decode, greedy, model.profile.name, gate_family(model))
 
 
+def _sublayer_ref(data: dict, m, ids: list[int]) -> dict | None:
+    """libllama's sub-block boundaries (crossval.layers.SUBLAYER_OPS) from the worker's trace
+    data, keyed (layer, our op); None when the graph names too few of them for this arch (the
+    per-layer gate then forces whole layers, and says so)."""
+    from bitnet.errors import ConfigError
+    from crossval.layers import SUBLAYER_OPS
+    from crossval.trace import reference_sublayers
+
+    if "trace_names" not in data:
+        return None
+    try:
+        ref = reference_sublayers(data, m.config.arch, len(m.layers), len(ids))
+    except ConfigError:
+        return None
+    need = {(i, op) for i in range(len(m.layers)) for op in SUBLAYER_OPS}
+    return ref if need <= set(ref) else None
+
+
 def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, forced: list[int], n_greedy: int,
           backend: str, l_out: np.ndarray | None = None, apply_corrections: bool = False,
           trace_data: dict | None = None, profile: str = "exact", timings: dict | None = None,
-          decode_l_out: np.ndarray | None = None, stepwise: bool = False):
+          decode_l_out: np.ndarray | None = None, stepwise: bool = False, sub_data: dict | None = None):
     from bitnet.kernels import dispatch
     from bitnet.model import BitNetModel
-    from crossval.layers import teacher_forced_decode_layers, teacher_forced_layers
+    from crossval.layers import (
+        sublayer_forced_layers,
+        teacher_forced_decode_layers,
+        teacher_forced_layers,
+    )
 
     dispatch.set_backend(backend)
     t0 = time.perf_counter()
     m = BitNetModel(model, profile=numerics, strict=strict, apply_corrections=apply_corrections)
     trace = None
     try:
+        sub_ref = _sublayer_ref(sub_data, m, ids) if sub_data is not None and l_out is not None else None
         if trace_data is None:
             out = engine_outputs(m, ids, forced, n_greedy, stepwise)
-            layers = teacher_forced_layers(m, ids, l_out) if l_out is not None else None
+            layers = teacher_forced_layers(m, ids, l_out) if l_out is not None and sub_ref is None else None
         else:  # the op-by-op trace (crossval.trace), recorded in the passes made anyway
             from bitnet.model.record import recording
             from crossval.trace import op_order, trace_libllama
@@ -132,6 +155,8 @@ def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, force
                                    forced=forced_rec)
             if timings is not None:
                 timings["engine_trace_walk_s"] = time.perf_counter() - t1
+        if sub_ref is not None:  # the per-layer gate: every sub-block on the reference's own inputs
+            layers = sublayer_forced_layers(m, ids, sub_ref)
         dec_layers = teacher_forced_decode_layers(m, ids, forced, l_out, decode_l_out) \
             if l_out is not None and decode_l_out is not None and forced else None
     finally:
@@ -233,10 +258,11 @@ def _crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike
             cfg = read_config(rd, strict=False)
         layers_req = {"n_layer": cfg.n_layer, "n_embd": cfg.n_embd}
     trace_req = None
-    if trace:
-        from crossval.trace import CAPTURE_NAMES
+    if trace or layers_req is not None:  # the per-layer gate forces sub-blocks on libllama's named tensors
+        from crossval.trace import CAPTURE_NAMES, SUBLAYER_CAPTURE_NAMES
 
-        trace_req = {"ids": ids, "names": list(CAPTURE_NAMES), "decode_last": False}
+        trace_req = {"ids": ids, "names": list(CAPTURE_NAMES if trace else SUBLAYER_CAPTURE_NAMES),
+                     "decode_last": False}
     ref = run_reference(cpp_dir, model, ids=ids, n_greedy=n_greedy, timeout=timeout, worker_argv=worker_argv,
                         layers=layers_req, trace=trace_req, prompt_mode=prompt_mode)
     timings["reference_s"] = time.perf_counter() - t0
@@ -246,7 +272,7 @@ def _crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     fut = pool.submit(_ours, model, ids, numerics, strict, ref_greedy, n_greedy, backend, ref.data.get("l_out"),
                       apply_corrections, ref.data if trace else None, profile, timings,
-                      ref.data.get("decode_l_out"), stepwise)
+                      ref.data.get("decode_l_out"), stepwise, ref.data if layers_req is not None else None)
     try:
         out, (layer_metrics, decode_layer_metrics), ours_s, corrections, op_trace = fut.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
@@ -270,6 +296,9 @@ def _crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike
                      flips_decide=flips_decide(profile, out.family, layer_metrics is not None))
     if layer_metrics is not None:
         result = gate_layers(result, layer_metrics, end_to_end=end_to_end, decode_layers=decode_layer_metrics)
+        if all(x.op is None for x in layer_metrics):
+            why = ref.data.get("trace_error", "libllama's graph names too few of the sub-block tensors")
+            result.reason += f"; per-layer gate forces whole layers, not sub-blocks ({why})"
         if decode_layer_metrics is None and n_greedy:
             result.reason += "; decode steps not gated per layer (" + str(ref.data.get(
                 "decode_l_out_error", "the reference captured no decode-step layers")) + ")"

@@ -22,7 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from bitnet.errors import BridgeError
-from bitnet.model.layerwise import engine_l_out, forced_outputs, our_layer, our_layer_steps  # noqa: F401
+from bitnet.model.layerwise import (  # noqa: F401
+    engine_l_out,
+    forced_outputs,
+    our_layer,
+    our_layer_forced_ops,
+    our_layer_steps,
+)
 from crossval.timeouts import PARITY_TIMEOUT_S
 
 
@@ -38,6 +44,8 @@ class LayerMetrics:
     #: median two flipped steps of four already failed: measured at the 2B-4T shape, where
     #: ~7% of a layer's single-token steps flip)
     median_rel_abs: float = 0.0
+    #: sub-layer forcing: the sub-block output that gave the largest median (None: whole-layer forcing)
+    op: str | None = None
 
 
 def teacher_forced_decode_layers(model, ids: Sequence[int], forced: Sequence[int], l_out: np.ndarray,
@@ -96,6 +104,71 @@ def teacher_forced_layers(model, ids: Sequence[int], l_out: np.ndarray,
             record_into.update({k: v for k, v in rec.by_key().items() if k[0] == i})
         out.append(layer_metrics(y, l_out[i], i, lower_median=True))
     return out
+
+
+#: the sub-block outputs gated under sub-layer forcing, in graph order (our op names); each is
+#: computed from the reference's own values at the boundaries before it (FORCEABLE)
+SUBLAYER_OPS: tuple[str, ...] = ("attn_norm", "attn_out", "attn_sub_norm", "attn_o", "attn_residual", "ffn_norm",
+                                 "ffn_gated", "ffn_sub_norm", "ffn_down", "l_out")
+
+
+def sublayer_forced_layers(model, ids: Sequence[int], ref: dict, ops_into: list | None = None) -> list[LayerMetrics]:
+    """Every layer of a loaded BitNetModel under sub-layer teacher forcing: layer i runs on the
+    reference's `l_out` of layer i-1 (layer 0 on our embedding) and every sub-block continues
+    from the reference's own value at each boundary (bitnet.model.record.FORCEABLE) that `ref`
+    holds; each sub-block output (SUBLAYER_OPS) is compared with the reference's.
+    `ref`: (layer, our op name) -> [T, ...] position-major (crossval.trace.map_reference lays
+    libllama's named tensors out so; the hf: engine's `named_outputs`; our own record_engine).
+    A layer's metrics are the worst over its sub-blocks (`op` names the one with the largest
+    median). `ops_into`: a list that receives one dict per (layer, op) with its metrics.
+
+    Why: with whole-layer forcing a one-ulp difference before an F16 or int8 rounding step
+    (ggml's RMSNorm sums in another order than ours, and an attn_norm element sits 1 ulp from
+    an F16 midpoint) flips that step, and attention carries the flipped K/V to every later
+    position of the layer, so the per-layer median moves as a real fault does (issue 20's
+    hold-out false alarm: F16, gqa4, seed 103). Forced at the boundaries, a flip stays in its
+    sub-block: the next one starts from the reference's value again."""
+    from bitnet.model.record import FORCEABLE
+
+    ids = [int(i) for i in ids]
+    x0 = model.embed(np.asarray(ids, np.int64))
+    out = []
+    for i in range(len(model.layers)):
+        x_in = x0 if i == 0 else ref.get((i - 1, "l_out"))
+        if x_in is None:
+            raise BridgeError(f"sub-layer forcing: the reference has no l_out of layer {i - 1}")
+        forcing = {op: ref[(i, op)] for op in FORCEABLE if (i, op) in ref}
+        ours = our_layer_forced_ops(model, i, np.asarray(x_in, np.float32), ids, forcing)
+        per_op = []
+        for op in SUBLAYER_OPS:
+            if op not in ours or (i, op) not in ref:
+                continue
+            a, b = ours[op], np.asarray(ref[(i, op)], np.float32)
+            t = a.shape[0]
+            if b.size != a.size:
+                raise BridgeError(f"sub-layer forcing: layer {i} {op}: ours {list(a.shape)}, reference {list(b.shape)}")
+            m = layer_metrics(a.reshape(t, -1), b.reshape(t, -1), i, lower_median=True)
+            m.op = op
+            per_op.append(m)
+            if ops_into is not None:
+                ops_into.append({"layer": i, "op": op, "max_rel_abs": m.max_rel_abs,
+                                 "max_one_minus_cos": m.max_one_minus_cos, "median_rel_abs": m.median_rel_abs})
+        if not per_op:
+            raise BridgeError(f"sub-layer forcing: the reference names none of layer {i}'s sub-block outputs")
+        out.append(worst_of(per_op, i))
+    return out
+
+
+def worst_of(per_op: list[LayerMetrics], layer: int) -> LayerMetrics:
+    """One layer's metrics from its sub-blocks': each the largest (NaN wins: non-finite fails)."""
+    def mx(k):
+        vals = [getattr(m, k) for m in per_op]
+        return float("nan") if any(v != v for v in vals) else float(max(vals))
+
+    by_max = max(per_op, key=lambda m: (m.max_rel_abs != m.max_rel_abs, m.max_rel_abs))
+    by_med = max(per_op, key=lambda m: (m.median_rel_abs != m.median_rel_abs, m.median_rel_abs))
+    return LayerMetrics(layer, mx("max_rel_abs"), mx("max_one_minus_cos"), by_max.worst_position,
+                        mx("median_rel_abs"), by_med.op)
 
 
 def reference_layers(cpp_dir: str | os.PathLike[str], model_path: str | os.PathLike[str], ids: Sequence[int],

@@ -94,6 +94,11 @@ NAME_MAPS: dict[tuple[str, str], dict[str, RefName]] = {
 }
 #: the graph's tensor base names the shim is asked to copy out (all maps together)
 CAPTURE_NAMES = tuple(sorted({n for m in NAME_MAPS.values() for r in m.values() for n in r.names}))
+#: the base names sub-layer forcing needs (crossval.layers.SUBLAYER_OPS, every map)
+SUBLAYER_CAPTURE_NAMES = tuple(sorted({n for m in NAME_MAPS.values() for op, r in m.items()
+                                       if op in ("attn_norm", "attn_out", "attn_sub_norm", "attn_o", "attn_residual",
+                                                 "ffn_norm", "ffn_gated", "ffn_sub_norm", "ffn_down", "l_out")
+                                       for n in r.names}))
 VIEW_OPS = ("RESHAPE", "VIEW", "PERMUTE", "TRANSPOSE")
 
 
@@ -378,13 +383,14 @@ def _op_fits(op: str, spec: RefName) -> bool:
 
 def capture_libllama(cpp_dir: str | os.PathLike[str], model_path: str | os.PathLike[str], ids: Sequence[int], *,
                      decode_last: bool = False, timeout: float = PARITY_TIMEOUT_S,
-                     worker_argv: Sequence[str] | None = None) -> dict:
+                     worker_argv: Sequence[str] | None = None, names: Sequence[str] = CAPTURE_NAMES) -> dict:
     """Run the crash-isolated worker with a trace request; its data: `trace_records` (list of
-    {name, op, ne, data}), `api`, logits."""
+    {name, op, ne, data}), `api`, logits. `names`: the graph's base names to copy out (all the
+    name maps know by default; SUBLAYER_CAPTURE_NAMES for sub-layer forcing)."""
     from crossval.runner import run_reference
 
     r = run_reference(cpp_dir, Path(model_path), timeout=timeout, worker_argv=worker_argv,
-                      trace={"ids": [int(i) for i in ids], "names": list(CAPTURE_NAMES),
+                      trace={"ids": [int(i) for i in ids], "names": list(names),
                              "decode_last": bool(decode_last)})
     if not r.ok:
         raise BridgeError(f"reference trace capture: {r.error}")
@@ -432,6 +438,14 @@ def trace_libllama(cpp_dir: str | os.PathLike[str], model_path: str | os.PathLik
     finally:
         if own:
             m.close()
+
+
+def reference_sublayers(data: dict, arch: str, n_layer: int, T: int) -> dict[Key, np.ndarray]:
+    """A worker's trace data (prompt, one batch) as (layer, our op) -> position-major values:
+    the reference side of sub-layer forcing (crossval.layers.sublayer_forced_layers)."""
+    api = str(data["api"])
+    values, _ = map_reference(worker_records(data), api, arch, n_layer, T, T)
+    return values
 
 
 # -- text ---------------------------------------------------------------------------------------

@@ -202,6 +202,41 @@ class HFEngine(Engine):
                 h.remove()
         return np.stack([got[i] for i in range(len(layers))])
 
+    def named_outputs(self, ids: Sequence[int]) -> dict[tuple[int, str], np.ndarray]:
+        """The sub-block boundaries of every layer in one forward pass, keyed (layer, our op
+        name) (crossval.layers.SUBLAYER_OPS), position-major [T, n]: the reference side of
+        sub-layer forcing. Read by hooks on transformers' own modules (nothing re-implemented):
+        input_layernorm's output (attn_norm), attn_sub_norm's input and output (attn_out,
+        attn_sub_norm), o_proj's output (attn_o), post_attention_layernorm's input and output
+        (attn_residual, ffn_norm), ffn_sub_norm's input and output (ffn_gated, ffn_sub_norm),
+        the MLP's output (ffn_down) and the layer's (l_out)."""
+        torch, _ = _torch()
+        m = self._m()
+        got: dict[tuple[int, str], np.ndarray] = {}
+
+        def keep(key, t):
+            t = t[0] if isinstance(t, tuple) else t
+            got[key] = t[0].detach().float().numpy().astype(np.float32).reshape(t.shape[1], -1)
+
+        hooks = []
+        for i, layer in enumerate(m.model.layers):
+            outs = {"attn_norm": layer.input_layernorm, "attn_sub_norm": layer.self_attn.attn_sub_norm,
+                    "attn_o": layer.self_attn.o_proj, "ffn_norm": layer.post_attention_layernorm,
+                    "ffn_sub_norm": layer.mlp.ffn_sub_norm, "ffn_down": layer.mlp, "l_out": layer}
+            ins = {"attn_out": layer.self_attn.attn_sub_norm, "attn_residual": layer.post_attention_layernorm,
+                   "ffn_gated": layer.mlp.ffn_sub_norm}
+            for op, mod in outs.items():
+                hooks.append(mod.register_forward_hook(lambda mod, a, out, k=(i, op): keep(k, out)))
+            for op, mod in ins.items():
+                hooks.append(mod.register_forward_pre_hook(lambda mod, a, k=(i, op): keep(k, a[0])))
+        try:
+            with torch.no_grad():
+                m(torch.tensor([list(map(int, ids))]), use_cache=False)
+        finally:
+            for h in hooks:
+                h.remove()
+        return got
+
     def timed_greedy(self, ids: Sequence[int], n: int) -> TimedRun:
         """Greedy generation through transformers' KV cache, each forward call timed here, in the
         harness's process (the model runs in it), after an untimed warm-up."""

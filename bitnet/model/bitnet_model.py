@@ -309,11 +309,11 @@ class BitNetModel:
         eps = self.config.rms_eps
         _record.enter_layer(i)
         a = norm(x, layer.attn_norm, eps)
-        _record.tap("attn_norm", a)
+        a = _record.tap_forced("attn_norm", a)
         x = x + self.attention(i, layer, a, step)
-        _record.tap("attn_residual", x)
+        x = _record.tap_forced("attn_residual", x)
         g = norm(x, layer.ffn_norm, eps)
-        _record.tap("ffn_norm", g)
+        g = _record.tap_forced("ffn_norm", g)
         x = x + self.ffn(layer, g)
         _record.tap("l_out", x)
         return x
@@ -333,9 +333,9 @@ class BitNetModel:
         step.cache.append(i, step.pos0, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
         K, V = step.cache.view(i, step.pos0 + T)                             # [Hkv, S, hd]
         o = attend(q, K, V, step.pos0, self.profile.q_f16, step.single, self.profile.attn_ggml)  # [T, H*hd]
-        _record.tap("attn_out", o)
+        o = _record.tap_forced("attn_out", o)
         o = norm(o, layer.attn_sub_norm, c.rms_eps)
-        _record.tap("attn_sub_norm", o)
+        o = _record.tap_forced("attn_sub_norm", o)
         o = self.linear(layer.wo, o)
         _record.tap("attn_o", o)
         return o
@@ -347,9 +347,9 @@ class BitNetModel:
         up = self.linear(layer.w_up, g)
         _record.tap("ffn_up", up)
         f = gated(self.config.ffn_act, gate, up, self.profile.attn_ggml)  # [T, F]
-        _record.tap("ffn_gated", f)
+        f = _record.tap_forced("ffn_gated", f)
         f = norm(f, layer.ffn_sub_norm, self.config.rms_eps)
-        _record.tap("ffn_sub_norm", f)
+        f = _record.tap_forced("ffn_sub_norm", f)
         f = self.linear(layer.w_down, f)
         _record.tap("ffn_down", f)
         return f

@@ -76,3 +76,18 @@ def engine_l_out(model, ids: Sequence[int]) -> np.ndarray:
         x = our_layer(model, i, x, ids)
         out.append(x)
     return np.stack(out)
+
+
+def our_layer_forced_ops(model, i: int, x_in: np.ndarray, ids: Sequence[int],
+                         forcing: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Sub-layer teacher forcing: our layer i on x_in [T, n_embd], every sub-block continuing
+    from the reference's value at each boundary `forcing` names (bitnet.model.record.FORCEABLE:
+    attn_norm, attn_out, attn_sub_norm, attn_residual, ffn_norm, ffn_gated, ffn_sub_norm)
+    instead of ours. Returns every op of the layer as we computed it, op -> [T, ...]: each one
+    from the reference's inputs to its sub-block, so a one-ulp difference that flips an F16 or
+    int8 rounding step in one sub-block does not reach the next (it only shows where it is)."""
+    from bitnet.model.record import recording
+
+    with recording(layer_offset=i, forcing=forcing) as rec:
+        our_layer(model, i, x_in, ids)
+    return {op: v for (layer, op), v in rec.by_key().items() if layer == i}

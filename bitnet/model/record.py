@@ -56,6 +56,9 @@ class Recorder:
     layer_offset: int = 0
     records: list[Record] = field(default_factory=list)
     layer: int | None = None
+    #: sub-layer teacher forcing: op -> the value the forward pass continues with after that
+    #: op (the reference's own tensor), in place of ours; ours is recorded first
+    forcing: dict[str, np.ndarray] | None = None
 
     def tap(self, op: str, value: np.ndarray) -> None:
         self.records.append(Record(self.layer, op, np.array(value, dtype=np.float32, copy=True)))
@@ -84,6 +87,31 @@ def tap(op: str, value: np.ndarray) -> None:
         r.tap(op, value)
 
 
+#: the sub-block boundaries where a forcing recorder may replace our value by the reference's:
+#: each is the input of the next sub-block (attn_norm -> q/k/v and attention, attn_out ->
+#: attn_sub_norm, attn_sub_norm -> o_proj, attn_residual -> ffn_norm and the residual,
+#: ffn_norm -> gate/up, ffn_gated -> ffn_sub_norm, ffn_sub_norm -> down): every one of them
+#: feeds a rounding step (an F16 or int8 activation, a norm) where a one-ulp difference of the
+#: input can flip a whole step, so forcing them isolates each sub-block (crossval.layers)
+FORCEABLE: tuple[str, ...] = ("attn_norm", "attn_out", "attn_sub_norm", "attn_residual", "ffn_norm",
+                              "ffn_gated", "ffn_sub_norm")
+
+
+def tap_forced(op: str, value: np.ndarray) -> np.ndarray:
+    """`tap`, then the value the pass continues with: the forcing recorder's value for `op`
+    when one is installed and holds it (sub-layer teacher forcing), else `value` itself."""
+    r = _active
+    if r is None:
+        return value
+    r.tap(op, value)
+    if r.forcing is not None and op in r.forcing:
+        f = np.asarray(r.forcing[op], np.float32)
+        if f.size != np.asarray(value).size:
+            raise ValueError(f"forced {op!r} has {f.size} values, the pass computes {np.asarray(value).size}")
+        return f.reshape(np.shape(value))
+    return value
+
+
 def enter_layer(i: int | None) -> None:
     r = _active
     if r is not None:
@@ -95,10 +123,14 @@ def active() -> Recorder | None:
 
 
 @contextmanager
-def recording(layer_offset: int = 0) -> Iterator[Recorder]:
-    """Install a fresh Recorder for the block (the previous one, if any, comes back after)."""
+def recording(layer_offset: int = 0, forcing: dict[str, np.ndarray] | None = None) -> Iterator[Recorder]:
+    """Install a fresh Recorder for the block (the previous one, if any, comes back after).
+    `forcing`: op -> value to continue with after that op (FORCEABLE ops; see tap_forced)."""
     global _active
-    prev, rec = _active, Recorder(layer_offset)
+    unknown = set(forcing or ()) - set(FORCEABLE)
+    if unknown:
+        raise ValueError(f"cannot force {sorted(unknown)}: the forward pass forces only {', '.join(FORCEABLE)}")
+    prev, rec = _active, Recorder(layer_offset, forcing=dict(forcing) if forcing is not None else None)
     _active = rec
     try:
         yield rec
