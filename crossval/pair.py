@@ -111,16 +111,27 @@ def layer_gate(engine: Engine, reference: Engine, ids: list[int], timeout: float
     from crossval.layers import metrics_of
 
     ce, cr = engine.capabilities, reference.capabilities
+    # sub-layer forcing first (crossval.layers.sublayer_forced_layers): each sub-block on the
+    # other side's own tensors, so no rounding flip crosses a boundary; whole layers otherwise
+    for forcer, capturer, how in ((engine, reference, "the engine's sub-blocks on the reference's tensors"),
+                                  (reference, engine, "the reference's sub-blocks on the engine's tensors")):
+        if hasattr(forcer, "sublayer_forced") and hasattr(capturer, "named_outputs"):
+            named = _timed("reference" if capturer is reference else "engine", lambda c=capturer: c.named_outputs(ids),
+                           timeout)
+            return _timed("engine" if forcer is engine else "reference",
+                          lambda f=forcer, n=named: f.sublayer_forced(ids, n), timeout), how
     if ce.layer_forcing and cr.layers:
         cap = check_layers(reference.spec, _timed("reference", lambda: reference.layer_outputs(ids), timeout), len(ids))
         forced = check_layers(engine.spec, _timed("engine", lambda: engine.forced_layer_outputs(ids, cap), timeout),
                               len(ids), len(cap))
-        return metrics_of(forced, cap), "the engine's layers on the reference's inputs"
+        return metrics_of(forced, cap), ("the engine's layers on the reference's inputs (whole layers: "
+                                         "no sub-block tensors on one side)")
     if cr.layer_forcing and ce.layers:
         cap = check_layers(engine.spec, _timed("engine", lambda: engine.layer_outputs(ids), timeout), len(ids))
         forced = check_layers(reference.spec, _timed("reference", lambda: reference.forced_layer_outputs(ids, cap),
                                                      timeout), len(ids), len(cap))
-        return metrics_of(cap, forced), "the reference's layers on the engine's inputs"
+        return metrics_of(cap, forced), ("the reference's layers on the engine's inputs (whole layers: "
+                                         "no sub-block tensors on one side)")
     why = "; ".join(f"{side} {e.spec}: layers {'yes' if c.layers else 'no'}, layer forcing "
                     f"{'yes' if c.layer_forcing else 'no (' + c.why_not.get('layer_forcing', 'not declared') + ')'}"
                     for side, e, c in (("engine", engine, ce), ("reference", reference, cr)))

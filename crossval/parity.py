@@ -397,24 +397,31 @@ def gate_layers(res: ParityResult, layers: list, *, end_to_end: str = "gate",
     res.layers = [asdict(x) for x in layers]
     keys = [("max_rel_abs", "layer_max_rel_abs"), ("max_one_minus_cos", "layer_max_one_minus_cos"),
             ("median_rel_abs", "layer_max_median_rel_abs")]
+    # sub-layer forcing (every sub-block on the reference's own inputs, crossval.layers.
+    # sublayer_forced_layers; each LayerMetrics names its op) has its own, tighter bounds: no
+    # rounding flip crosses a sub-block boundary, so the floor is the float floor
+    sub = bool(layers) and all(getattr(x, "op", None) is not None for x in layers) and "sublayer_max_rel_abs" in th
+    pkeys = [(m, "sub" + b) for m, b in keys] if sub else keys
 
     def over(rows: list, keys=keys) -> list:
         return [x for x in rows if any(b in th and not (getattr(x, m) <= th[b]) for m, b in keys)]
 
-    def say(x, where: str) -> str:
-        return (f"{where} {x.layer} diverges (teacher-forced on the reference's input): median over "
+    def say(x, where: str, keys=keys) -> str:
+        k = dict(keys)
+        return (f"{where} {x.layer} diverges (teacher-forced on the reference's input"
+                f"{', sub-block ' + x.op if getattr(x, 'op', None) and keys is pkeys and sub else ''}): median over "
                 f"{'steps' if where.startswith('decode') else 'positions'} of rel max|d| {x.median_rel_abs:.3g} "
-                f"(bound {th.get('layer_max_median_rel_abs', float('nan')):.2g}), max {x.max_rel_abs:.3g} (bound "
-                f"{th['layer_max_rel_abs']:.2g}) at {'step' if where.startswith('decode') else 'position'} "
+                f"(bound {th.get(k['median_rel_abs'], float('nan')):.2g}), max {x.max_rel_abs:.3g} (bound "
+                f"{th[k['max_rel_abs']]:.2g}) at {'step' if where.startswith('decode') else 'position'} "
                 f"{x.worst_position}, 1-cos {x.max_one_minus_cos:.3g}")
 
-    bad = over(layers)
+    bad = over(layers, pkeys)
     parts = []
     if bad:
         res.layer_first_divergence = bad[0].layer
-        parts.append(say(bad[0], "layer"))
+        parts.append(say(bad[0], "layer", pkeys))
     else:
-        parts.append(f"{len(layers)} layers within bounds (max rel max|d| "
+        parts.append(f"{len(layers)} layers within {'sub-layer ' if sub else ''}bounds (max rel max|d| "
                      f"{max((x.max_rel_abs for x in layers), default=0.0):.3g})")
     dbad = []
     if decode_layers:

@@ -70,7 +70,13 @@ def test_a_600_token_prompt_passes_exact_against_hf(hf, tmp_path):
     ids = np.random.default_rng(600).integers(3, 256, 600).tolist()
     c = compare_engines(hf, open_engine("reference:reference"), model, ids, n_greedy=0)
     assert c.verdict == "pass", c.result.reason
-    assert max(x["median_rel_abs"] for x in c.result.layers) < 1e-6
+    # sub-layer forcing (every sub-block on HF's own tensors): the flip no longer spreads through
+    # attention (whole layers forced: 1-cos 1.3e-4 at one position, median 4.8e-7); what is left
+    # is float summation order (the attention output's median ~1.2e-6 over 600 positions) and
+    # the odd int8 tie that HF's scale, 127 * (1/max) in float32, rounds otherwise than ours
+    assert all(x["op"] for x in c.result.layers), c.result.layers
+    assert max(x["max_one_minus_cos"] for x in c.result.layers) < 1e-5
+    assert max(x["median_rel_abs"] for x in c.result.layers) < 3e-6
 
 
 @pytest.mark.ac37
@@ -82,7 +88,10 @@ def test_per_layer_gate_runs_either_direction_and_names_it(hf, bitnet_model_fact
     a = compare_engines(hf, open_engine("reference:reference"), model, PROMPT, n_greedy=0)
     b = compare_engines(open_engine("reference:reference"), hf, model, PROMPT, n_greedy=0)
     assert a.verdict == b.verdict == "pass", (a.result.reason, b.result.reason)
-    assert "engine's layers on the reference's inputs" in a.result.reason
+    # ours forces its sub-blocks on hf:'s named tensors (hooks on transformers' modules), in
+    # either role; hf: only captures them
+    assert "the reference's sub-blocks on the engine's tensors" in a.result.reason
+    assert "the engine's sub-blocks on the reference's tensors" in b.result.reason
     assert len(a.result.layers) == len(b.result.layers) == 2
 
 

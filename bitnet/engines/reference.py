@@ -118,6 +118,25 @@ class ReferenceEngine(Engine):
 
         return forced_outputs(self._e().model, [int(i) for i in ids], np.asarray(l_out, np.float32))
 
+    def named_outputs(self, ids: Sequence[int]) -> dict[tuple[int, str], np.ndarray]:
+        """Every sub-block boundary of every layer, keyed (layer, op) (crossval.layers.SUBLAYER_OPS;
+        our forward pass recorded, bitnet.model.record): the reference side of sub-layer forcing."""
+        from bitnet.model.record import recording
+
+        ids = [int(i) for i in ids]
+        m = self._e().model
+        with recording() as rec:
+            m.forward(np.asarray(ids, np.int64), m.new_cache(), 0, all_logits=False)
+        return {k: v for k, v in rec.by_key().items() if k[0] is not None}
+
+    def sublayer_forced(self, ids: Sequence[int], named: dict) -> list:
+        """Our layers under sub-layer forcing on another engine's `named_outputs` (every
+        sub-block continues from its values; crossval.layers.sublayer_forced_layers): per-layer
+        metrics, each naming the sub-block with the largest median."""
+        from crossval.layers import sublayer_forced_layers
+
+        return sublayer_forced_layers(self._e().model, [int(i) for i in ids], named)
+
     @property
     def corrections(self) -> list[dict]:
         """Validation corrections applied at load (`apply_corrections`); parity receipts record them."""
