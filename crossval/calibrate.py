@@ -494,6 +494,28 @@ def exact_verdicts(faults: list[dict]) -> dict[str, str]:
     return out
 
 
+def sublayer_floor_table(records: list[dict]) -> list[str]:
+    """Markdown rows: per family and sub-block, the largest max rel max|d| and median over the
+    correct per-layer runs under sub-layer forcing (which sub-block sets each family's floor)."""
+    from crossval.layers import SUBLAYER_OPS
+
+    fams = {}
+    for r in records:
+        for op, m in (r.get("ops") or {}).items():
+            w = fams.setdefault(r["family"], {}).setdefault(op, {"max_rel_abs": 0.0, "median_rel_abs": 0.0})
+            for k in w:
+                w[k] = max(w[k], float(m[k]))
+    if not fams:
+        return []
+    ops = [op for op in SUBLAYER_OPS if any(op in f for f in fams.values())]
+    out = ["", "Sub-layer forcing, per sub-block (largest max rel max|d| / largest median over the correct runs):",
+           "", "| family | " + " | ".join(f"`{op}`" for op in ops) + " |", "| --- |" + " --- |" * len(ops)]
+    for fam, f in fams.items():
+        out.append(f"| `{fam}` | " + " | ".join(
+            f"{f[op]['max_rel_abs']:.2g} / {f[op]['median_rel_abs']:.2g}" if op in f else "-" for op in ops) + " |")
+    return out
+
+
 def report_markdown(doc: dict) -> str:
     """The calibration's tables as Markdown (docs/reference/parity.md quotes them)."""
     nan = float("nan")
@@ -514,6 +536,7 @@ def report_markdown(doc: dict) -> str:
                     f"{h['false_alarms']} false alarms on the {h['test_runs']} odd-seed runs"
                     + (f" (per layer with sub-layer forcing; the same {h['whole_layer_runs']} per-layer runs forced "
                        f"whole give {h['whole_layer_false_alarms']})." if "whole_layer_runs" in h else ".")]
+    out += sublayer_floor_table(doc.get("records", []))
     mg = doc.get("margins", {})
     if mg:
         out += ["", "| family | weakest fault end to end (ratio to the largest correct value) | weakest per layer, "
