@@ -276,13 +276,15 @@ def _table(c, io, not_available: str | None = None) -> None:
                       f"{p.top5_overlap:.1f}")
     con.print(t)
     if r.layers:
-        lt = Table(title="per layer, teacher-forced on the reference's input")
-        for col in ("layer", "median rel max|d|", "max rel max|d|", "1-cos", "worst pos"):
+        sub = all(x.get("op") for x in r.layers)  # sub-layer forcing: each layer names its worst sub-block
+        lt = Table(title="per layer, teacher-forced on the reference's input"
+                         + (", every sub-block on the reference's tensors" if sub else ""))
+        for col in ("layer", "median rel max|d|", "max rel max|d|", "1-cos", "worst pos") + (("sub-block",) if sub else ()):
             lt.add_column(col, justify="right")
         for x in r.layers:
             mark = " <" if x["layer"] == r.layer_first_divergence else ""
             lt.add_row(f"{x['layer']}{mark}", f"{x['median_rel_abs']:.2e}", f"{x['max_rel_abs']:.2e}",
-                       f"{x['max_one_minus_cos']:.2e}", str(x["worst_position"]))
+                       f"{x['max_one_minus_cos']:.2e}", str(x["worst_position"]), *((x["op"],) if sub else ()))
         con.print(lt)
     if r.greedy_match is not None:
         print(f"greedy: {r.greedy_match:.3f} exact match; engine {r.greedy_ours}; reference {r.greedy_ref}", file=io.stdout)
