@@ -1,4 +1,5 @@
-"""Attention as bitnet.cpp's ggml (llama.cpp fork, x86 AVX2+FMA+F16C) computes it, bit for bit.
+"""Attention as ggml computes it on x86 AVX2+FMA+F16C, bit for bit: bitnet.cpp's llama.cpp fork and
+upstream llama.cpp 0.3.36.
 
 Why: with int8 activations every projection input is rounded to a 1/127 grid, so a one-ulp
 difference in the attention output flips a rounding now and then, and the flip grows through
@@ -21,8 +22,29 @@ llamafile/sgemm.cpp, read at 406a5036):
   float sum as the softmax chunks; with one row (tinyBLAS needs n >= 2) the probabilities are
   converted to F16 and `ggml_vec_dot_f16` runs as for Q.K.
 
-An FMA is emulated in double: the product of two floats is exact there and the sum rounds to
-float once (a second rounding only when the exact sum needs more than 53 bits: vanishingly rare).
+Upstream llama.cpp 0.3.36 (`build="llama.cpp"`; ggml-cpu at llama-cpp-python 0.3.36's vendored
+llama.cpp 0c1e5709, built -O3 -march=native -std=gnu11/gnu++17 with GGML_LLAMAFILE, no AVX-512)
+with the F32 KV cache our `llama.cpp` profile and the crossval worker use, no flash attention:
+
+- the graph (src/llama-graph.cpp build_attn_mha): kq = mul_mat(k, q), soft_max_ext(kq, mask,
+  1.0f/sqrtf(head_dim)) (src/models/bitnet.cpp), kqv = mul_mat(v, kq) with V stored transposed
+  (v_trans without flash attention); n_kv is padded to a multiple of 256 (llama-kv-cache.cpp
+  get_n_kv), the padding masked with -INF (F32 mask).
+- Q.K (ggml-cpu.c ggml_compute_forward_mul_mat): src0 K is F32, so its vec_dot_type is F32 and
+  q is never converted. llamafile_sgemm is tried only when src1 (q, a permuted view) is
+  contiguous -- one token, or one head -- and refuses n < 2 (sgemm.cpp llamafile_sgemm), so
+  every Q.K dot is `ggml_vec_dot_f32` (vec.cpp): four 8-lane FMA accumulators over blocks of
+  32, reduced (a0+a2)+(a1+a3) (GGML_F32x8_REDUCE), then the 8 lanes by 128-bit halves and two
+  horizontal adds into a float; elements past the last block of 32 added as `sumf += x*y`,
+  which gcc contracts into a float FMA. (With one head and 2+ tokens q is contiguous and
+  tinyBLAS<8> takes it, as P.V below.)
+- softmax (ops.cpp ggml_compute_forward_soft_max_f32, vec.cpp ggml_vec_soft_max_f32): the same
+  arithmetic as the fork's (scale multiply, mask add, ggml_v_expf per 8 lanes, 8-lane float
+  sums accumulated in double, times (float)(1.0/sum)).
+- P.V: src1 (the probabilities) is contiguous: with 2+ rows tinyBLAS<8, __m256> takes F32 x F32
+  when head_dim % 4 == 0 and n_kv % 8 == 0 (one 8-lane FMA accumulator per output over the
+  keys, then hsum(__m256): the 8-lane float sum); with one row (n < 2) `ggml_vec_dot_f32` over
+  the keys with F32 probabilities (no F16 step, unlike the fork).
 """
 
 from __future__ import annotations
@@ -49,9 +71,12 @@ def _hsum8(x: np.ndarray) -> np.ndarray:
     return ((h[..., 0] + h[..., 2]) + (h[..., 1] + h[..., 3])).astype(F32)
 
 
-def vec_dot_f16(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """ggml_vec_dot_f16 (GGML_SIMD, AVX): dot products over the last axis of F16-valued float32
-    arrays (broadcast against each other), as float32."""
+def _vec_dot(x: np.ndarray, y: np.ndarray, tail: str) -> np.ndarray:
+    """The GGML_SIMD AVX dot product over the last axis (x, y broadcast against each other):
+    four 8-lane FMA accumulators over blocks of 32, reduced (a0+a2)+(a1+a3), the 8 lanes by
+    128-bit halves and two horizontal adds. `tail`: how the elements past the last block of 32
+    are added -- "double" (ggml_vec_dot_f16: float products summed in double) or "float-fma"
+    (ggml_vec_dot_f32: `sumf += x*y` in float, contracted by gcc into an FMA)."""
     n = x.shape[-1]
     nb = n - n % 32
     shape = np.broadcast_shapes(x.shape[:-1], y.shape[:-1])
@@ -61,10 +86,36 @@ def vec_dot_f16(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     a = ((acc[..., 0, :] + acc[..., 2, :]).astype(F32) + (acc[..., 1, :] + acc[..., 3, :]).astype(F32)).astype(F32)
     t0 = (a[..., :4] + a[..., 4:]).astype(F32)  # _mm_add_ps(lo, hi)
     res = ((t0[..., 0] + t0[..., 1]).astype(F32) + (t0[..., 2] + t0[..., 3]).astype(F32)).astype(F32)  # 2x hadd
+    if tail == "float-fma":
+        for i in range(nb, n):
+            res = _fma(x[..., i], y[..., i], res)
+        return res
     s = res.astype(F64)
     for i in range(nb, n):  # leftovers: float products summed in double
         s = s + (x[..., i] * y[..., i]).astype(F32).astype(F64)
     return s.astype(F32)
+
+
+def vec_dot_f16(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ggml_vec_dot_f16 (GGML_SIMD, AVX): dot products over the last axis of F16-valued float32
+    arrays (broadcast against each other), as float32."""
+    return _vec_dot(x, y, "double")
+
+
+def vec_dot_f32(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ggml_vec_dot_f32 (GGML_SIMD, AVX2+FMA; vec.cpp): dot products over the last axis of
+    float32 arrays (broadcast against each other), as float32."""
+    return _vec_dot(x, y, "float-fma")
+
+
+def tinyblas8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """llamafile's tinyBLAS<8, __m256> output C[j, i] = A[i] . B[j] for F32 (or F16 widened)
+    rows: one 8-lane FMA accumulator per output, sequentially over the k axis in steps of 8,
+    then hsum(__m256). a [M, K], b [N, K] (K a multiple of 8); returns [N, M]."""
+    acc = np.zeros((b.shape[0], a.shape[0], 8), F32)
+    for i in range(0, a.shape[1], 8):
+        acc = _fma(a[None, :, i:i + 8], b[:, None, i:i + 8], acc)
+    return _hsum8(acc)
 
 
 def _bits(x: np.ndarray) -> np.ndarray:
@@ -113,20 +164,33 @@ def softmax(kq: np.ndarray, scale: float, mask: np.ndarray) -> np.ndarray:
     return (val * (1.0 / s).astype(F32)).astype(F32)
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int) -> np.ndarray:
+#: the ggml builds this module reproduces (`attention(..., build=)`)
+BUILDS = ("bitnet.cpp", "llama.cpp")
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int, build: str = "bitnet.cpp") -> np.ndarray:
     """softmax(q k^T / sqrt(d) + causal mask) v with grouped KV heads, ggml's way.
 
-    q [T, H, d] float32 at positions pos0..; k, v [Hkv, S, d] holding F16 values (the cache).
-    Head h reads KV head h // (H / Hkv). Returns [T, H*d]."""
+    q [T, H, d] float32 at positions pos0..; k, v [Hkv, S, d]: the cache (F16 values for
+    `bitnet.cpp`, F32 for `llama.cpp`). Head h reads KV head h // (H / Hkv). `build`: whose
+    ggml -- bitnet.cpp's fork (406a5036, F16 KV cache) or upstream llama.cpp 0.3.36 (F32 KV
+    cache, no flash attention); see the module docstring. Returns [T, H*d]."""
+    if build not in BUILDS:
+        raise ValueError(f"unknown ggml build {build!r}; known: {', '.join(BUILDS)}")
+    upstream = build == "llama.cpp"
     t, h, d = q.shape
     hkv, s, _ = k.shape
     group = h // hkv
-    sp = -(-s // 32) * 32  # the fork's n_kv is a multiple of 32; the padding is masked
+    # the fork's n_kv is a multiple of 32, upstream's of 256 (get_n_kv); zero keys past 32 change
+    # no sum (they add exact zeros to the same accumulators), so 32 stands for both
+    sp = -(-s // 32) * 32
     kf = np.zeros((hkv, sp, d), F32)
     vf = np.zeros((hkv, sp, d), F32)
     kf[:, :s] = k.astype(F32)
     vf[:, :s] = v.astype(F32)
-    qh = q.transpose(1, 0, 2).astype(np.float16).astype(F32)  # [H, T, d], q to the vec_dot_type
+    qh = q.transpose(1, 0, 2).astype(F32)  # [H, T, d]
+    if not upstream:
+        qh = qh.astype(np.float16).astype(F32)  # q to the F16 cache's vec_dot_type
     mask = (np.arange(sp)[None, :] > (pos0 + np.arange(t))[:, None])  # [T, S']
     out = np.empty((h, t, d), F32)
     scale = float(F32(1.0) / np.sqrt(F32(d), dtype=F32))
@@ -138,19 +202,24 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int) -> np.ndar
         probs_all = np.empty((h, t, s), F32)
     for hi in range(h):  # one head at a time keeps the [T, S', d] products small
         kv = hi // group
-        kq = vec_dot_f16(qh[hi][:, None, :], kf[kv][None, :, :])  # [T, S']
+        if upstream and t >= 2 and h == 1 and d % 8 == 0:  # q contiguous: tinyBLAS takes Q.K
+            kq = tinyblas8(kf[kv], qh[hi])
+        elif upstream:
+            kq = vec_dot_f32(qh[hi][:, None, :], kf[kv][None, :, :])  # [T, S']
+        else:
+            kq = vec_dot_f16(qh[hi][:, None, :], kf[kv][None, :, :])
         p = softmax(kq, scale, mask)
-        if recording:  # what libllama's kq / kq_soft_max_ext tensors hold (F32, before any F16 step)
+        if recording:  # what libllama's kq / kq_soft_max(_ext) tensors hold (F32, before any F16 step)
             scores_all[hi] = kq[:, :s]
             probs_all[hi] = p[:, :s]
-        if t == 1:  # one row: probabilities to F16, ggml_vec_dot_f16 over the keys
+        if upstream and t == 1:  # one row: ggml_vec_dot_f32 over the keys, F32 probabilities
+            out[hi] = vec_dot_f32(p[:, None, :], vf[kv].T[None, :, :])
+        elif upstream and d % 4 != 0:  # tinyBLAS needs m % 4 == 0: ggml's vec_dot per output
+            out[hi] = vec_dot_f32(p[:, None, :], vf[kv].T[None, :, :])
+        elif t == 1:  # the fork, one row: probabilities to F16, ggml_vec_dot_f16 over the keys
             out[hi] = vec_dot_f16(p.astype(np.float16).astype(F32)[:, None, :], vf[kv].T[None, :, :])
         else:  # tinyBLAS<8>: one 8-lane FMA accumulator per output, then the 8-lane float sum
-            acc = np.zeros((t, d, 8), F32)
-            vt = vf[kv].T  # [d, S']
-            for i in range(0, sp, 8):
-                acc = _fma(vt[None, :, i:i + 8], p[:, None, i:i + 8], acc)
-            out[hi] = _hsum8(acc)
+            out[hi] = tinyblas8(vf[kv].T, p)
     if recording:
         _record.tap("attn_scores", scores_all.transpose(1, 0, 2))
         _record.tap("attn_probs", probs_all.transpose(1, 0, 2))
