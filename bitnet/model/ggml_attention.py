@@ -35,9 +35,11 @@ with the F32 KV cache our `llama.cpp` profile and the crossval worker use, no fl
   contiguous -- one token, or one head -- and refuses n < 2 (sgemm.cpp llamafile_sgemm), so
   every Q.K dot is `ggml_vec_dot_f32` (vec.cpp): four 8-lane FMA accumulators over blocks of
   32, reduced (a0+a2)+(a1+a3) (GGML_F32x8_REDUCE), then the 8 lanes by 128-bit halves and two
-  horizontal adds into a float; elements past the last block of 32 added as `sumf += x*y`,
-  which gcc contracts into a float FMA. (With one head and 2+ tokens q is contiguous and
-  tinyBLAS<8> takes it, as P.V below.)
+  horizontal adds into a float; elements past the last block of 32 added as `sumf += x*y`
+  in float as gcc compiled it (objdump of the built libggml-cpu.so): the products 8 and then 4
+  at a time (vmulps, rounded), added one by one in order; the last n % 4 as fused vfmadd231ss.
+  Checked against libllama at head_dim 34, 40, 46 (tails) and 64, 128, 256 (none). With one
+  head and 2+ tokens q is contiguous and tinyBLAS<8> takes Q.K, as P.V below.
 - softmax (ops.cpp ggml_compute_forward_soft_max_f32, vec.cpp ggml_vec_soft_max_f32): the same
   arithmetic as the fork's (scale multiply, mask add, ggml_v_expf per 8 lanes, 8-lane float
   sums accumulated in double, times (float)(1.0/sum)).
@@ -75,8 +77,9 @@ def _vec_dot(x: np.ndarray, y: np.ndarray, tail: str) -> np.ndarray:
     """The GGML_SIMD AVX dot product over the last axis (x, y broadcast against each other):
     four 8-lane FMA accumulators over blocks of 32, reduced (a0+a2)+(a1+a3), the 8 lanes by
     128-bit halves and two horizontal adds. `tail`: how the elements past the last block of 32
-    are added -- "double" (ggml_vec_dot_f16: float products summed in double) or "float-fma"
-    (ggml_vec_dot_f32: `sumf += x*y` in float, contracted by gcc into an FMA)."""
+    are added -- "double" (ggml_vec_dot_f16: float products summed in double) or "float"
+    (ggml_vec_dot_f32's `sumf += x[i]*y[i]` as gcc compiled it in libggml-cpu.so: products in
+    8- and then 4-lane vmulps, each added in order in float; the last (n % 4) as scalar FMAs)."""
     n = x.shape[-1]
     nb = n - n % 32
     shape = np.broadcast_shapes(x.shape[:-1], y.shape[:-1])
@@ -86,9 +89,13 @@ def _vec_dot(x: np.ndarray, y: np.ndarray, tail: str) -> np.ndarray:
     a = ((acc[..., 0, :] + acc[..., 2, :]).astype(F32) + (acc[..., 1, :] + acc[..., 3, :]).astype(F32)).astype(F32)
     t0 = (a[..., :4] + a[..., 4:]).astype(F32)  # _mm_add_ps(lo, hi)
     res = ((t0[..., 0] + t0[..., 1]).astype(F32) + (t0[..., 2] + t0[..., 3]).astype(F32)).astype(F32)  # 2x hadd
-    if tail == "float-fma":
+    if tail == "float":
+        plain = nb + (n - nb) // 4 * 4  # gcc vectorises the products 8 and then 4 at a time
         for i in range(nb, n):
-            res = _fma(x[..., i], y[..., i], res)
+            if i < plain:  # the product rounded to float, then added in order
+                res = (res + (x[..., i] * y[..., i]).astype(F32)).astype(F32)
+            else:  # the last (n % 4) elements: vfmadd231ss
+                res = _fma(x[..., i], y[..., i], res)
         return res
     s = res.astype(F64)
     for i in range(nb, n):  # leftovers: float products summed in double
@@ -105,16 +112,18 @@ def vec_dot_f16(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def vec_dot_f32(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """ggml_vec_dot_f32 (GGML_SIMD, AVX2+FMA; vec.cpp): dot products over the last axis of
     float32 arrays (broadcast against each other), as float32."""
-    return _vec_dot(x, y, "float-fma")
+    return _vec_dot(x, y, "float")
 
 
 def tinyblas8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """llamafile's tinyBLAS<8, __m256> output C[j, i] = A[i] . B[j] for F32 (or F16 widened)
     rows: one 8-lane FMA accumulator per output, sequentially over the k axis in steps of 8,
-    then hsum(__m256). a [M, K], b [N, K] (K a multiple of 8); returns [N, M]."""
-    acc = np.zeros((b.shape[0], a.shape[0], 8), F32)
-    for i in range(0, a.shape[1], 8):
-        acc = _fma(a[None, :, i:i + 8], b[:, None, i:i + 8], acc)
+    then hsum(__m256). a [..., M, K], b [..., N, K] (K a multiple of 8; leading axes broadcast);
+    returns [..., N, M]. The tiling (RM x RN blocks, threads) changes no output's order."""
+    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    acc = np.zeros((*shape, b.shape[-2], a.shape[-2], 8), F32)
+    for i in range(0, a.shape[-1], 8):
+        acc = _fma(a[..., None, :, i:i + 8], b[..., :, None, i:i + 8], acc)
     return _hsum8(acc)
 
 
@@ -168,6 +177,22 @@ def softmax(kq: np.ndarray, scale: float, mask: np.ndarray) -> np.ndarray:
 BUILDS = ("bitnet.cpp", "llama.cpp")
 
 
+#: elements (float64) of the largest per-block product array attention() forms at once: heads
+#: are batched up to this, so a decode step is a few array ops per layer, not per head
+_BLOCK_ELEMS = 1 << 22
+
+
+def scores(q: np.ndarray, k: np.ndarray, build: str = "bitnet.cpp") -> np.ndarray:
+    """kq = mul_mat(k, q) as `build`'s ggml forms it: q [Hc, T, d] (already F16-valued for the
+    fork), k [Hc, S, d] (each head's KV head); returns [Hc, T, S]."""
+    t, d = q.shape[-2:]
+    if build == "llama.cpp":
+        if t >= 2 and q.shape[0] == 1 and d % 8 == 0:  # one head: q contiguous, tinyBLAS takes it
+            return tinyblas8(k, q)
+        return vec_dot_f32(q[:, :, None, :], k[:, None, :, :])
+    return vec_dot_f16(q[:, :, None, :], k[:, None, :, :])
+
+
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int, build: str = "bitnet.cpp") -> np.ndarray:
     """softmax(q k^T / sqrt(d) + causal mask) v with grouped KV heads, ggml's way.
 
@@ -188,6 +213,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int, build: str
     vf = np.zeros((hkv, sp, d), F32)
     kf[:, :s] = k.astype(F32)
     vf[:, :s] = v.astype(F32)
+    vt = vf.transpose(0, 2, 1)  # [Hkv, d, S']: V as the cache stores it (v_trans)
     qh = q.transpose(1, 0, 2).astype(F32)  # [H, T, d]
     if not upstream:
         qh = qh.astype(np.float16).astype(F32)  # q to the F16 cache's vec_dot_type
@@ -200,26 +226,23 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int, build: str
     if recording:
         scores_all = np.empty((h, t, s), F32)
         probs_all = np.empty((h, t, s), F32)
-    for hi in range(h):  # one head at a time keeps the [T, S', d] products small
-        kv = hi // group
-        if upstream and t >= 2 and h == 1 and d % 8 == 0:  # q contiguous: tinyBLAS takes Q.K
-            kq = tinyblas8(kf[kv], qh[hi])
-        elif upstream:
-            kq = vec_dot_f32(qh[hi][:, None, :], kf[kv][None, :, :])  # [T, S']
-        else:
-            kq = vec_dot_f16(qh[hi][:, None, :], kf[kv][None, :, :])
+    step = max(1, min(h, _BLOCK_ELEMS // max(1, t * sp * 32), _BLOCK_ELEMS // max(1, t * d * 32)))
+    for h0 in range(0, h, step):  # a block of heads at a time keeps the [Hc, T, S', 32] products small
+        hs = np.arange(h0, min(h, h0 + step))
+        kv = hs // group
+        kq = scores(qh[hs], kf[kv], build)  # [Hc, T, S']
         p = softmax(kq, scale, mask)
         if recording:  # what libllama's kq / kq_soft_max(_ext) tensors hold (F32, before any F16 step)
-            scores_all[hi] = kq[:, :s]
-            probs_all[hi] = p[:, :s]
-        if upstream and t == 1:  # one row: ggml_vec_dot_f32 over the keys, F32 probabilities
-            out[hi] = vec_dot_f32(p[:, None, :], vf[kv].T[None, :, :])
-        elif upstream and d % 4 != 0:  # tinyBLAS needs m % 4 == 0: ggml's vec_dot per output
-            out[hi] = vec_dot_f32(p[:, None, :], vf[kv].T[None, :, :])
+            scores_all[hs] = kq[..., :s]
+            probs_all[hs] = p[..., :s]
+        if upstream and (t == 1 or d % 4 != 0):
+            # one row (tinyBLAS refuses n < 2), or tinyBLAS refusing m % 4 != 0: ggml_vec_dot_f32
+            # per output over the keys, F32 probabilities
+            out[hs] = vec_dot_f32(p[:, :, None, :], vt[kv][:, None, :, :])
         elif t == 1:  # the fork, one row: probabilities to F16, ggml_vec_dot_f16 over the keys
-            out[hi] = vec_dot_f16(p.astype(np.float16).astype(F32)[:, None, :], vf[kv].T[None, :, :])
+            out[hs] = vec_dot_f16(p.astype(np.float16).astype(F32)[:, :, None, :], vt[kv][:, None, :, :])
         else:  # tinyBLAS<8>: one 8-lane FMA accumulator per output, then the 8-lane float sum
-            out[hi] = tinyblas8(vf[kv].T, p)
+            out[hs] = tinyblas8(vt[kv], p)
     if recording:
         _record.tap("attn_scores", scores_all.transpose(1, 0, 2))
         _record.tap("attn_probs", probs_all.transpose(1, 0, 2))
