@@ -48,6 +48,21 @@ class NumericsProfile:
     #: int8 activation ties rounded as bitnet.cpp's fused `nearest_int(x * s)` rounds them
     #: (bitnet.kernels.activations.fused_round_ties)
     i8_fused_round: bool = False
+    #: attention as upstream llama.cpp 0.3.36's ggml-cpu computes it (F32 KV cache, no flash
+    #: attention), bit for bit (bitnet.model.ggml_attention, build "llama.cpp": F32 q.k dots in
+    #: ggml_vec_dot_f32's order, ggml_v_expf softmax, tinyBLAS / vec_dot_f32 p.v). Unlike
+    #: attn_ggml it touches nothing but the attention (SiLU stays NumPy's)
+    attn_upstream: bool = False
+
+    @property
+    def attn_build(self) -> str | None:
+        """Whose ggml attention this profile reproduces (ggml_attention.BUILDS), or None for
+        NumPy/BLAS float attention."""
+        if self.attn_ggml:
+            return "bitnet.cpp"
+        if self.attn_upstream:
+            return "llama.cpp"
+        return None
 
     def act_for(self, flavor: str) -> str:
         fam = flavor_family(flavor)
@@ -86,6 +101,7 @@ PROFILES: dict[str, NumericsProfile] = {
         rope_iterative_f32=True,
         lm_head_tok_embd=True,
         lm_head_f16=True,
+        attn_upstream=True,
     ),
     "bitnet.cpp": NumericsProfile(
         "bitnet.cpp",
