@@ -63,6 +63,8 @@ def _H(hexfloat: str) -> np.float32:
 
 
 def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """fmaf on float32 arrays (see the module docstring); the loops below do the same with
+    their inputs widened once and `acc[...] = x * y + acc` rounding on assignment."""
     return (a.astype(F64) * b.astype(F64) + c.astype(F64)).astype(F32)
 
 
@@ -83,12 +85,15 @@ def _vec_dot(x: np.ndarray, y: np.ndarray, tail: str) -> np.ndarray:
     n = x.shape[-1]
     nb = n - n % 32
     shape = np.broadcast_shapes(x.shape[:-1], y.shape[:-1])
-    acc = np.zeros((*shape, 4, 8), F32)
-    for i in range(0, nb, 32):
-        acc = _fma(x[..., i:i + 32].reshape(*x.shape[:-1], 4, 8), y[..., i:i + 32].reshape(*y.shape[:-1], 4, 8), acc)
-    a = ((acc[..., 0, :] + acc[..., 2, :]).astype(F32) + (acc[..., 1, :] + acc[..., 3, :]).astype(F32)).astype(F32)
-    t0 = (a[..., :4] + a[..., 4:]).astype(F32)  # _mm_add_ps(lo, hi)
-    res = ((t0[..., 0] + t0[..., 1]).astype(F32) + (t0[..., 2] + t0[..., 3]).astype(F32)).astype(F32)  # 2x hadd
+    acc = np.zeros((*shape, 32), F32)  # accumulator j, lane l at 8 * j + l
+    if nb:  # each input widened once; every FMA's double sum rounds to float on assignment
+        xb = x[..., :nb].astype(F64).reshape(*x.shape[:-1], nb // 32, 32)
+        yb = y[..., :nb].astype(F64).reshape(*y.shape[:-1], nb // 32, 32)
+        for i in range(nb // 32):
+            acc[...] = xb[..., i, :] * yb[..., i, :] + acc
+    a = (acc[..., 0:8] + acc[..., 16:24]) + (acc[..., 8:16] + acc[..., 24:32])  # float32 adds
+    t0 = a[..., :4] + a[..., 4:]  # _mm_add_ps(lo, hi)
+    res = (t0[..., 0] + t0[..., 1]) + (t0[..., 2] + t0[..., 3])  # 2x hadd
     if tail == "float":
         plain = nb + (n - nb) // 4 * 4  # gcc vectorises the products 8 and then 4 at a time
         for i in range(nb, n):
@@ -122,8 +127,9 @@ def tinyblas8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     returns [..., N, M]. The tiling (RM x RN blocks, threads) changes no output's order."""
     shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     acc = np.zeros((*shape, b.shape[-2], a.shape[-2], 8), F32)
+    a64, b64 = a.astype(F64), b.astype(F64)
     for i in range(0, a.shape[-1], 8):
-        acc = _fma(a[..., None, :, i:i + 8], b[..., :, None, i:i + 8], acc)
+        acc[...] = a64[..., None, :, i:i + 8] * b64[..., :, None, i:i + 8] + acc
     return _hsum8(acc)
 
 
@@ -183,14 +189,18 @@ _BLOCK_ELEMS = 1 << 22
 
 
 def scores(q: np.ndarray, k: np.ndarray, build: str = "bitnet.cpp") -> np.ndarray:
-    """kq = mul_mat(k, q) as `build`'s ggml forms it: q [Hc, T, d] (already F16-valued for the
-    fork), k [Hc, S, d] (each head's KV head); returns [Hc, T, S]."""
+    """kq = mul_mat(k, q) as `build`'s ggml forms it, head by head: q [H, T, d] (already
+    F16-valued for the fork), k [H, S, d] (each head's KV head); returns [H, T, S]."""
+    return _scores(q, k, build, single_head=q.shape[0] == 1)
+
+
+def _scores(q: np.ndarray, k: np.ndarray, build: str, single_head: bool) -> np.ndarray:
     t, d = q.shape[-2:]
     if build == "llama.cpp":
-        if t >= 2 and q.shape[0] == 1 and d % 8 == 0:  # one head: q contiguous, tinyBLAS takes it
+        if single_head and t >= 2 and d % 8 == 0:  # one head: q contiguous, tinyBLAS takes it
             return tinyblas8(k, q)
-        return vec_dot_f32(q[:, :, None, :], k[:, None, :, :])
-    return vec_dot_f16(q[:, :, None, :], k[:, None, :, :])
+        return vec_dot_f32(q[..., :, None, :], k[..., None, :, :])
+    return vec_dot_f16(q[..., :, None, :], k[..., None, :, :])
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int, build: str = "bitnet.cpp") -> np.ndarray:
@@ -199,7 +209,11 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int, build: str
     q [T, H, d] float32 at positions pos0..; k, v [Hkv, S, d]: the cache (F16 values for
     `bitnet.cpp`, F32 for `llama.cpp`). Head h reads KV head h // (H / Hkv). `build`: whose
     ggml -- bitnet.cpp's fork (406a5036, F16 KV cache) or upstream llama.cpp 0.3.36 (F32 KV
-    cache, no flash attention); see the module docstring. Returns [T, H*d]."""
+    cache, no flash attention); see the module docstring. Returns [T, H*d].
+
+    Every output element is computed on its own in ggml's order, so the heads sharing a KV
+    head are batched together (rows [group, T]) and blocks of KV heads at a time: a decode step
+    is a few array operations per layer, whatever the head count."""
     if build not in BUILDS:
         raise ValueError(f"unknown ggml build {build!r}; known: {', '.join(BUILDS)}")
     upstream = build == "llama.cpp"
@@ -210,40 +224,39 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int, build: str
     # no sum (they add exact zeros to the same accumulators), so 32 stands for both
     sp = -(-s // 32) * 32
     kf = np.zeros((hkv, sp, d), F32)
-    vf = np.zeros((hkv, sp, d), F32)
-    kf[:, :s] = k.astype(F32)
-    vf[:, :s] = v.astype(F32)
-    vt = vf.transpose(0, 2, 1)  # [Hkv, d, S']: V as the cache stores it (v_trans)
-    qh = q.transpose(1, 0, 2).astype(F32)  # [H, T, d]
+    vt = np.zeros((hkv, d, sp), F32)  # V as the cache stores it without flash attention (v_trans)
+    kf[:, :s] = k
+    vt[:, :, :s] = v.transpose(0, 2, 1)
+    qh = q.astype(F32).transpose(1, 0, 2).reshape(hkv, group * t, d)  # rows (head in group, token)
     if not upstream:
         qh = qh.astype(np.float16).astype(F32)  # q to the F16 cache's vec_dot_type
-    mask = (np.arange(sp)[None, :] > (pos0 + np.arange(t))[:, None])  # [T, S']
-    out = np.empty((h, t, d), F32)
+    mask = np.tile(np.arange(sp)[None, :] > (pos0 + np.arange(t))[:, None], (group, 1))  # [group*T, S']
+    out = np.empty((hkv, group * t, d), F32)
     scale = float(F32(1.0) / np.sqrt(F32(d), dtype=F32))
     from bitnet.model import record as _record
 
     recording = _record._active is not None  # named intermediates (bitnet.model.record)
     if recording:
-        scores_all = np.empty((h, t, s), F32)
-        probs_all = np.empty((h, t, s), F32)
-    step = max(1, min(h, _BLOCK_ELEMS // max(1, t * sp * 32), _BLOCK_ELEMS // max(1, t * d * 32)))
-    for h0 in range(0, h, step):  # a block of heads at a time keeps the [Hc, T, S', 32] products small
-        hs = np.arange(h0, min(h, h0 + step))
-        kv = hs // group
-        kq = scores(qh[hs], kf[kv], build)  # [Hc, T, S']
+        scores_all = np.empty((hkv, group * t, s), F32)
+        probs_all = np.empty((hkv, group * t, s), F32)
+    rows = group * t
+    step = max(1, min(hkv, _BLOCK_ELEMS // max(1, rows * sp * 32), _BLOCK_ELEMS // max(1, rows * d * 32)))
+    for k0 in range(0, hkv, step):  # a block of KV heads at a time keeps the products small
+        kv = slice(k0, min(hkv, k0 + step))
+        kq = _scores(qh[kv], kf[kv], build, single_head=h == 1)  # [Hc, group*T, S']
         p = softmax(kq, scale, mask)
         if recording:  # what libllama's kq / kq_soft_max(_ext) tensors hold (F32, before any F16 step)
-            scores_all[hs] = kq[..., :s]
-            probs_all[hs] = p[..., :s]
+            scores_all[kv] = kq[..., :s]
+            probs_all[kv] = p[..., :s]
         if upstream and (t == 1 or d % 4 != 0):
             # one row (tinyBLAS refuses n < 2), or tinyBLAS refusing m % 4 != 0: ggml_vec_dot_f32
             # per output over the keys, F32 probabilities
-            out[hs] = vec_dot_f32(p[:, :, None, :], vt[kv][:, None, :, :])
+            out[kv] = vec_dot_f32(p[..., :, None, :], vt[kv][:, None, :, :])
         elif t == 1:  # the fork, one row: probabilities to F16, ggml_vec_dot_f16 over the keys
-            out[hs] = vec_dot_f16(p.astype(np.float16).astype(F32)[:, :, None, :], vt[kv][:, None, :, :])
+            out[kv] = vec_dot_f16(p.astype(np.float16).astype(F32)[..., :, None, :], vt[kv][:, None, :, :])
         else:  # tinyBLAS<8>: one 8-lane FMA accumulator per output, then the 8-lane float sum
-            out[hs] = tinyblas8(vt[kv], p)
+            out[kv] = tinyblas8(vt[kv], p)
     if recording:
-        _record.tap("attn_scores", scores_all.transpose(1, 0, 2))
-        _record.tap("attn_probs", probs_all.transpose(1, 0, 2))
-    return out.transpose(1, 0, 2).reshape(t, h * d)
+        _record.tap("attn_scores", scores_all.reshape(h, t, s).transpose(1, 0, 2))
+        _record.tap("attn_probs", probs_all.reshape(h, t, s).transpose(1, 0, 2))
+    return out.reshape(h, t, d).transpose(1, 0, 2).reshape(t, h * d)
