@@ -9,7 +9,8 @@ A profile is data, passed down to the forward pass; nothing branches on an engin
   `vec_dot_type` (Q8_K blocks of 256 for TQ1_0/TQ2_0, F16 for F16 weights, none for F32), F32
   KV cache (the crossval bridge sets type_k = type_v = F32), rope angles computed iteratively in
   float, lm_head always `token_embd` with its input rounded to F16 when that matrix is F16 (for
-  one row and for many: ggml-cpu's F16 vec_dot_type, measured ~4e-4 relative on logits).
+  one row and for many: ggml-cpu's F16 vec_dot_type, measured ~4e-4 relative on logits), and
+  attention in upstream ggml-cpu's order, bit for bit (`attn_upstream`).
 - `bitnet.cpp`: Microsoft's fork: per-token int8 activations for I2_S, F16 KV cache, Q rounded
   to F16 for Q.K, and with a single-row batch the attention probabilities and the lm_head
   input rounded to F16 too (../shared/spec/MODEL.md, bitnet.cpp numerics).
