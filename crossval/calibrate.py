@@ -51,6 +51,13 @@ PER_LAYER = {"layers": LAYER_GATED, "sublayers": SUBLAYER_GATED}
 #: faults: one rounding flip's size varies with the input, so they get this wider margin; the
 #: per-layer median, which no single flip moves, keeps the family's margin and decides
 LAYER_MAX_MARGIN = 10.0
+#: under sub-layer forcing no rounding flip crosses a sub-block boundary, so every sub-layer
+#: bound (the median too) sits on a float-summation floor, which moves with the shape (row
+#: widths, FFN size, activation statistics): measured, a converted F16 checkpoint's `ffn_gated`
+#: median reached 4.4e-7 against the synthetic models' 2.3e-7 (1.5x would have failed it). The
+#: weakest planted fault sits 93x (int8-act) to 7.6e3x (f16-act) above the floor, so 10x keeps
+#: every one of them over its bound
+SUBLAYER_MARGIN = 10.0
 DEFAULT_MARGIN = {"float": 10.0, "f16-act": 1.5, "int8-act": 3.0}
 UPSTREAM = [("bitnet", "f32", "llama.cpp"), ("bitnet", "f16", "llama.cpp"), ("bitnet", "tq1_0", "llama.cpp"),
             ("bitnet", "tq2_0", "llama.cpp")]
@@ -280,7 +287,8 @@ def summarize(records: list[dict], margins: dict[str, float]) -> dict:
             if not ls:
                 continue
             lv = {k: float(max(r[key][k] for r in ls)) for k in pol}
-            mult = {k: (margins[fam] if k == "median_rel_abs" else max(margins[fam], LAYER_MAX_MARGIN)) for k in lv}
+            mult = {k: (max(margins[fam], SUBLAYER_MARGIN) if key == "sublayers" else margins[fam]
+                        if k == "median_rel_abs" else max(margins[fam], LAYER_MAX_MARGIN)) for k in lv}
             fam_out[key] = {"runs": len(ls), "max": lv,
                             "bounds": {pol[k]: float(f"{mult[k] * max(v, 1e-15):.2g}") for k, v in lv.items()}}
             fam_out["bounds"].update(fam_out[key]["bounds"])
@@ -589,8 +597,13 @@ def update_policy(bounds: dict[str, dict], data_file: str) -> Path:
     doc = y.load(path.read_text())
     old = doc["profiles"]["exact"].get("families") or {}
     kept = ("top1_decides_with_layers",)  # policy choices, not measured bounds: carried over
-    fams = {fam: {**{k: v for k, v in b.items()}, **{k: old[fam][k] for k in kept if k in (old.get(fam) or {})}}
-            for fam, b in bounds.items()}
+    from ruamel.yaml.comments import CommentedMap
+
+    fams = CommentedMap()
+    for fam, b in bounds.items():
+        fams[fam] = CommentedMap({**b, **{k: old[fam][k] for k in kept if k in (old.get(fam) or {})}})
+        if "top1_decides_with_layers" in fams[fam]:  # the choice keeps its reason
+            fams[fam].yaml_set_comment_before_after_key("top1_decides_with_layers", before=TOP1_NOTE, indent=8)
     doc["profiles"]["exact"]["families"] = fams
     for k in ("max_one_minus_cos", "max_kl", "max_rel_abs"):  # top level: the loosest family's
         doc["profiles"]["exact"][k] = max(b[k] for b in bounds.values())
@@ -600,6 +613,11 @@ def update_policy(bounds: dict[str, dict], data_file: str) -> Path:
     buf = io.StringIO()
     y.dump(doc, buf)
     return atomic_write_text(path, buf.getvalue())
+
+
+TOP1_NOTE = ("with the per-layer gate applied, a top-1 flip or a greedy mismatch is reported, not\n"
+             "failed: one int8 rounding tie (an activation within ulps of x.5) moves every later\n"
+             "position through attention (crossval.parity.flips_decide, docs/reference/parity.md)")
 
 
 def _margins(args: list[str]) -> dict[str, float]:
