@@ -128,22 +128,26 @@ def sublayer_forced_layers(model, ids: Sequence[int], ref: dict, ops_into: list 
     position of the layer, so the per-layer median moves as a real fault does (issue 20's
     hold-out false alarm: F16, gqa4, seed 103). Forced at the boundaries, a flip stays in its
     sub-block: the next one starts from the reference's value again."""
-    from bitnet.model.record import FORCEABLE
+    from bitnet.model.layerwise import sublayer_forced_outputs
 
-    ids = [int(i) for i in ids]
-    x0 = model.embed(np.asarray(ids, np.int64))
+    try:
+        ours = sublayer_forced_outputs(model, ids, ref)
+    except KeyError as e:
+        raise BridgeError(str(e).strip("'\"")) from None
+    return sublayer_metrics(ours, ref, len(model.layers), ops_into)
+
+
+def sublayer_metrics(ours: dict, ref: dict, n_layer: int, ops_into: list | None = None) -> list[LayerMetrics]:
+    """Per-layer metrics of sub-layer-forced outputs `ours` against the reference's tensors
+    `ref` (both (layer, op) -> [T, ...]): each SUBLAYER_OPS output compared, a layer's metrics
+    the worst over its sub-blocks (worst_of)."""
     out = []
-    for i in range(len(model.layers)):
-        x_in = x0 if i == 0 else ref.get((i - 1, "l_out"))
-        if x_in is None:
-            raise BridgeError(f"sub-layer forcing: the reference has no l_out of layer {i - 1}")
-        forcing = {op: ref[(i, op)] for op in FORCEABLE if (i, op) in ref}
-        ours = our_layer_forced_ops(model, i, np.asarray(x_in, np.float32), ids, forcing)
+    for i in range(n_layer):
         per_op = []
         for op in SUBLAYER_OPS:
-            if op not in ours or (i, op) not in ref:
+            if (i, op) not in ours or (i, op) not in ref:
                 continue
-            a, b = ours[op], np.asarray(ref[(i, op)], np.float32)
+            a, b = ours[(i, op)], np.asarray(ref[(i, op)], np.float32)
             t = a.shape[0]
             if b.size != a.size:
                 raise BridgeError(f"sub-layer forcing: layer {i} {op}: ours {list(a.shape)}, reference {list(b.shape)}")

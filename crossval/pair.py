@@ -116,10 +116,13 @@ def layer_gate(engine: Engine, reference: Engine, ids: list[int], timeout: float
     for forcer, capturer, how in ((engine, reference, "the engine's sub-blocks on the reference's tensors"),
                                   (reference, engine, "the reference's sub-blocks on the engine's tensors")):
         if hasattr(forcer, "sublayer_forced") and hasattr(capturer, "named_outputs"):
+            from crossval.layers import sublayer_metrics
+
             named = _timed("reference" if capturer is reference else "engine", lambda c=capturer: c.named_outputs(ids),
                            timeout)
-            return _timed("engine" if forcer is engine else "reference",
-                          lambda f=forcer, n=named: f.sublayer_forced(ids, n), timeout), how
+            forced = _timed("engine" if forcer is engine else "reference",
+                            lambda f=forcer, n=named: f.sublayer_forced(ids, n), timeout)
+            return sublayer_metrics(forced, named, 1 + max(k[0] for k in named)), how
     if ce.layer_forcing and cr.layers:
         cap = check_layers(reference.spec, _timed("reference", lambda: reference.layer_outputs(ids), timeout), len(ids))
         forced = check_layers(engine.spec, _timed("engine", lambda: engine.forced_layer_outputs(ids, cap), timeout),

@@ -129,13 +129,13 @@ class ReferenceEngine(Engine):
             m.forward(np.asarray(ids, np.int64), m.new_cache(), 0, all_logits=False)
         return {k: v for k, v in rec.by_key().items() if k[0] is not None}
 
-    def sublayer_forced(self, ids: Sequence[int], named: dict) -> list:
+    def sublayer_forced(self, ids: Sequence[int], named: dict) -> dict[tuple[int, str], np.ndarray]:
         """Our layers under sub-layer forcing on another engine's `named_outputs` (every
-        sub-block continues from its values; crossval.layers.sublayer_forced_layers): per-layer
-        metrics, each naming the sub-block with the largest median."""
-        from crossval.layers import sublayer_forced_layers
+        sub-block continues from its values; bitnet.model.layerwise.sublayer_forced_outputs):
+        every op of every layer as we computed it, keyed (layer, op)."""
+        from bitnet.model.layerwise import sublayer_forced_outputs
 
-        return sublayer_forced_layers(self._e().model, [int(i) for i in ids], named)
+        return sublayer_forced_outputs(self._e().model, [int(i) for i in ids], named)
 
     @property
     def corrections(self) -> list[dict]:

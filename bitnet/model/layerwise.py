@@ -91,3 +91,23 @@ def our_layer_forced_ops(model, i: int, x_in: np.ndarray, ids: Sequence[int],
     with recording(layer_offset=i, forcing=forcing) as rec:
         our_layer(model, i, x_in, ids)
     return {op: v for (layer, op), v in rec.by_key().items() if layer == i}
+
+
+def sublayer_forced_outputs(model, ids: Sequence[int], ref: dict, forceable: Sequence[str] | None = None) -> dict:
+    """Every layer under sub-layer forcing (our_layer_forced_ops): layer i on the reference's
+    `l_out` of layer i-1 (layer 0 on our embedding), each sub-block continuing from the
+    reference's value at every boundary `ref` holds. `ref`, and the result: (layer, op) ->
+    [T, ...] position-major. KeyError naming the layer when the reference lacks an l_out."""
+    from bitnet.model.record import FORCEABLE
+
+    ids = [int(i) for i in ids]
+    x0 = model.embed(np.asarray(ids, np.int64))
+    out: dict = {}
+    for i in range(len(model.layers)):
+        x_in = x0 if i == 0 else ref.get((i - 1, "l_out"))
+        if x_in is None:
+            raise KeyError(f"sub-layer forcing: the reference has no l_out of layer {i - 1}")
+        forcing = {op: ref[(i, op)] for op in (forceable or FORCEABLE) if (i, op) in ref}
+        for op, v in our_layer_forced_ops(model, i, np.asarray(x_in, np.float32), ids, forcing).items():
+            out[(i, op)] = v
+    return out
