@@ -19,13 +19,15 @@ format's `decode_rows`, or the int8 cache) and block scales through the format's
 `kernels` table.
 
 Every kernel returns a `KernelRun`: the output AND its own id and the bytes it read, so the
-dispatcher records what executed (the id says `i8cache` when the cached int8 copy was read
-instead of the packed bytes), never a label chosen before the call.
+dispatcher records what executed (the id says `i8cache` or `f32cache` when a cached decoded
+copy was read instead of the packed bytes, and the bytes are the copy's), never a label chosen
+before the call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,15 +54,17 @@ class KernelRun:
 
 def weights_tag(w: PackedWeight) -> str:
     """The weight part of a kernel id: the format's tag (I2_S adds its layout), plus `i8cache`
-    when the kernel reads the cached int8 copy rather than the packed bytes."""
+    or `f32cache` when the kernel reads a cached decoded copy rather than the packed bytes."""
     tag = w.format.tag(w)
+    if w.f32_cache is not None:
+        return f"{tag}_f32cache"
     return f"{tag}_i8cache" if w.int8_cache is not None else tag
 
 
 def _run(y: np.ndarray, w: PackedWeight, act: str) -> KernelRun:
     """Called by each kernel on its way out: the id is built from the weight data the kernel
     actually decoded (packed bytes or the int8 cache) and the activations it was given."""
-    read = int(w.int8_cache.nbytes) if w.int8_cache is not None else w.nbytes
+    read = w.cache_nbytes or w.nbytes
     return KernelRun(y, KernelId(weights_tag(w), ACT_TAG[act], "gemm", "numpy"), read)
 
 
@@ -77,6 +81,50 @@ def _chunks(w: PackedWeight) -> Iterator[tuple[int, int]]:
         yield r0, min(r0 + step, w.out_features)
 
 
+#: whether exact integer kernels decode through the format's byte table (`Format.lut_rows`)
+#: when it has one; False = the per-call int8 decode (`decode_rows`) they used before, which the
+#: bit-identity tests compare against (`per_call_decode`)
+_LUT_DECODE = [True]
+
+
+@contextmanager
+def per_call_decode() -> Iterator[None]:
+    """Run the kernels on the int8 per-call decode path (tests: the byte-table path must give
+    the same bytes)."""
+    old, _LUT_DECODE[0] = _LUT_DECODE[0], False
+    try:
+        yield
+    finally:
+        _LUT_DECODE[0] = old
+
+
+def _exact_values(w: PackedWeight, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows r0..r1 of integer weight values as float32 and their column order (None: natural):
+    through the format's byte table when it has one (reading the packed bytes, no int8 step),
+    else the int8 cache or `decode_rows` widened. For exact integer dot products only."""
+    if w.f32_cache is not None:
+        return w.f32_cache[r0:r1], None
+    if w.int8_cache is None and _LUT_DECODE[0]:
+        got = w.format.lut_rows(w, r0, r1)
+        if got is not None:
+            return got
+    return w.values(r0, r1).astype(np.float32), None
+
+
+class _PermutedActs:
+    """An activation matrix in the column order of the weight rows it meets, computed once per
+    order (every chunk of one tensor shares it)."""
+
+    def __init__(self, q: np.ndarray, prepare: Callable[[np.ndarray], np.ndarray]):
+        self.q, self.prepare, self._by = q, prepare, {}
+
+    def __call__(self, perm: np.ndarray | None) -> np.ndarray:
+        key = None if perm is None else id(perm)
+        if key not in self._by:
+            self._by[key] = self.prepare(self.q if perm is None else self.q[:, perm])
+        return self._by[key]
+
+
 def _int_dot(vals: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Exact integer dot products [rows, T] of int8 values and int8 activations."""
     if vals.shape[1] <= EXACT_K_LIMIT:
@@ -90,8 +138,14 @@ def gemm_per_token(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     y = (sum_j v_j q_j) / s_t * w_scale, the integer sum exact (bitnet.cpp's I2_S path)."""
     y = np.empty((x.q.shape[0], w.out_features), np.float32)
     wscale = np.float32(w.scale if w.scale is not None else 1.0)
+    exact = w.in_features <= EXACT_K_LIMIT
+    qT = _PermutedActs(x.q, lambda q: q.T.astype(np.float32))  # [K, T] in the weights' order
     for r0, r1 in _chunks(w):
-        acc = _int_dot(w.values(r0, r1), x.q)  # [rows, T]
+        if exact:  # the float32 BLAS product IS the integer sum (see EXACT_K_LIMIT)
+            v, perm = _exact_values(w, r0, r1)
+            acc = (v @ qT(perm)).astype(np.int64)  # [rows, T]
+        else:
+            acc = _int_dot(w.values(r0, r1), x.q)
         y[:, r0:r1] = (acc.T.astype(np.float32) / x.scale[:, None]) * wscale
     return _run(y, w, x.profile)
 
@@ -137,11 +191,11 @@ def gemm_blocked_q8k(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     nb = w.in_features // QK_K
     t = x.q.shape[0]
     dw = w.format.block_scales(w)  # [out, nb]
-    qb = x.q.reshape(t, nb, QK_K).transpose(1, 2, 0).astype(np.float32)  # [nb, 256, T]
+    qb = _PermutedActs(x.q, lambda q: q.reshape(t, nb, QK_K).transpose(1, 2, 0).astype(np.float32))  # [nb, 256, T]
     y = np.empty((t, w.out_features), np.float32)
     for r0, r1 in _chunks(w):
-        v = w.values(r0, r1).reshape(r1 - r0, nb, QK_K).transpose(1, 0, 2).astype(np.float32)  # [nb, rows, 256]
-        acc = v @ qb  # [nb, rows, T]: exact (|sum| <= 256*127)
+        v, perm = _exact_values(w, r0, r1)  # columns permuted within each 256-block at most
+        acc = v.reshape(r1 - r0, nb, QK_K).transpose(1, 0, 2) @ qb(perm)  # [nb, rows, T]: exact (|sum| <= 256*128)
         s = np.zeros((r1 - r0, t), np.float32)
         for b in range(nb):  # the float accumulation order of the C loop
             d = (x.scale[:, b][None, :] * dw[r0:r1, b][:, None]).astype(np.float32)
@@ -158,11 +212,11 @@ def gemm_blocked_per_token(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     nb = k // block
     t = x.q.shape[0]
     dw = w.format.block_scales(w)
-    qb = x.q.reshape(t, nb, block).transpose(1, 2, 0).astype(np.float32)
+    qb = _PermutedActs(x.q, lambda q: q.reshape(t, nb, block).transpose(1, 2, 0).astype(np.float32))
     y = np.empty((t, w.out_features), np.float32)
     for r0, r1 in _chunks(w):
-        v = w.values(r0, r1).reshape(r1 - r0, nb, block).transpose(1, 0, 2).astype(np.float32)
-        acc = v @ qb  # [nb, rows, T]
+        v, perm = _exact_values(w, r0, r1)  # columns permuted within each block at most
+        acc = v.reshape(r1 - r0, nb, block).transpose(1, 0, 2) @ qb(perm)  # [nb, rows, T]: exact
         s = np.einsum("brt,rb->rt", acc, dw[r0:r1], dtype=np.float32)
         y[:, r0:r1] = (s / x.scale[None, :]).T
     return _run(y, w, x.profile)

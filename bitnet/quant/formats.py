@@ -130,6 +130,16 @@ class Format:
         """Integer weight values int8 [r1 - r0, K] of output rows r0..r1 (no float matrix)."""
         raise FormatError(f"{w.name}: no integer decoder for flavor {self.name}")
 
+    def lut_rows(self, w: PackedWeight, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The integer values of rows r0..r1 as float32 [r1 - r0, K], columns in the order
+        the packed bytes hold them, plus that order (`perm[j]` = the element column j holds;
+        None for the natural order); None when the format has no such decoder. A 256-entry
+        table per byte value turns packed bytes into float32 in one gather (bitnet.quant.lut):
+        no unpacking pass, no int8 step. Only exact integer dot products may use it (any
+        summation order gives the same integer), with the activations permuted the same way;
+        `perm` stays inside the format's scale blocks, so per-block sums are unchanged too."""
+        return None
+
     def row_bytes(self, k: int) -> int:
         """Bytes one output row of K elements occupies (blocked formats)."""
         return k // self.block * self.block_bytes

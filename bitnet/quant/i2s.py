@@ -25,6 +25,7 @@ import numpy as np
 
 from bitnet.errors import FormatError
 from bitnet.gguf.constants import ggml_type
+from bitnet.quant import lut
 from bitnet.quant.formats import Encoding, Format
 
 LAYOUTS = {"x86": 128, "arm": 64, "x86_1x4": None}
@@ -179,6 +180,15 @@ class I2S(Format):
         k = w.in_features
         part = w.raw[r0 * k // 4 : r1 * k // 4]
         return unpack_codes(part, r1 - r0, k, w.layout).view(np.int8) - np.int8(1)
+
+    def lut_rows(self, w, r0, r1):
+        # byte-table decode (bitnet.quant.lut): each byte's codes sit at shifts 6, 4, 2, 0
+        k = w.in_features
+        v = lut.gather(lut.code_table((6, 4, 2, 0)), w.raw[r0 * k // 4 : r1 * k // 4])
+        if w.layout == "x86_1x4":  # [group, col, row in group] -> rows in natural order
+            return np.ascontiguousarray(v.reshape(-1, k, 4).transpose(0, 2, 1)).reshape(r1 - r0, k), None
+        block = _block(w.layout)  # byte m of a block holds elements m + (block/4) * g
+        return v.reshape(r1 - r0, k), lut.block_perm(k, block, 4, block // 4)
 
     def row_group(self, w) -> int:
         return 4 if w.layout == "x86_1x4" else 1
