@@ -31,6 +31,9 @@ import numpy as np
 
 F32 = np.float32
 F64 = np.float64
+#: bound on the float64 elements one 32-wide FMA step of Q.K holds per head batch (16 MB):
+#: a decode step's heads go in one batch, a long prefill's a few at a time
+HEAD_BATCH_ELEMENTS = 1 << 21
 
 
 def _H(hexfloat: str) -> np.float32:
@@ -136,21 +139,26 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int) -> np.ndar
     if recording:
         scores_all = np.empty((h, t, s), F32)
         probs_all = np.empty((h, t, s), F32)
-    for hi in range(h):  # one head at a time keeps the [T, S', d] products small
-        kv = hi // group
-        kq = vec_dot_f16(qh[hi][:, None, :], kf[kv][None, :, :])  # [T, S']
+    # heads in batches (every op is element-wise or a per-row reduction over the last axis,
+    # so a batch computes each head exactly as one head alone would): one batch for a decode
+    # step, fewer heads per batch where [T, S'] is large, to bound the float64 temporaries
+    hb = max(1, min(h, HEAD_BATCH_ELEMENTS // max(1, t * sp * 32)))
+    for h0 in range(0, h, hb):
+        h1 = min(h0 + hb, h)
+        kv = np.arange(h0, h1) // group
+        kq = vec_dot_f16(qh[h0:h1, :, None, :], kf[kv][:, None, :, :])  # [hb, T, S']
         p = softmax(kq, scale, mask)
         if recording:  # what libllama's kq / kq_soft_max_ext tensors hold (F32, before any F16 step)
-            scores_all[hi] = kq[:, :s]
-            probs_all[hi] = p[:, :s]
+            scores_all[h0:h1] = kq[..., :s]
+            probs_all[h0:h1] = p[..., :s]
+        vt = vf[kv].transpose(0, 2, 1)  # [hb, d, S']
         if t == 1:  # one row: probabilities to F16, ggml_vec_dot_f16 over the keys
-            out[hi] = vec_dot_f16(p.astype(np.float16).astype(F32)[:, None, :], vf[kv].T[None, :, :])
+            out[h0:h1] = vec_dot_f16(p.astype(np.float16).astype(F32)[:, :, None, :], vt[:, None, :, :])
         else:  # tinyBLAS<8>: one 8-lane FMA accumulator per output, then the 8-lane float sum
-            acc = np.zeros((t, d, 8), F32)
-            vt = vf[kv].T  # [d, S']
+            acc = np.zeros((h1 - h0, t, d, 8), F32)
             for i in range(0, sp, 8):
-                acc = _fma(vt[None, :, i:i + 8], p[:, None, i:i + 8], acc)
-            out[hi] = _hsum8(acc)
+                acc = _fma(vt[:, None, :, i:i + 8], p[:, :, None, i:i + 8], acc)
+            out[h0:h1] = _hsum8(acc)
     if recording:
         _record.tap("attn_scores", scores_all.transpose(1, 0, 2))
         _record.tap("attn_probs", probs_all.transpose(1, 0, 2))
