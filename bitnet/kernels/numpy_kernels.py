@@ -111,6 +111,29 @@ def _exact_values(w: PackedWeight, r0: int, r1: int) -> tuple[np.ndarray, np.nda
     return w.values(r0, r1).astype(np.float32), None
 
 
+_BLAS_LIBS: list = []
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """OpenBLAS at one thread for the exact integer products (their results cannot depend on
+    how BLAS splits them). Its second thread spin-waits after every small GEMM: with 16 tokens
+    of prefill on the loaded 2-core VM, one [102, 2560] x [2560, 16] product took 19.8 ms on
+    two threads and 0.59 ms on one. Float-weight products keep BLAS's own threads."""
+    if not _BLAS_LIBS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_LIBS.append(ThreadpoolController().select(user_api="blas").lib_controllers)
+    changed = [(c, c.num_threads) for c in _BLAS_LIBS[0] if c.num_threads != 1]
+    for c, _ in changed:
+        c.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for c, n in changed:
+            c.set_num_threads(n)
+
+
 class _PermutedActs:
     """An activation matrix in the column order of the weight rows it meets, computed once per
     order (every chunk of one tensor shares it)."""
@@ -140,13 +163,14 @@ def gemm_per_token(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     wscale = np.float32(w.scale if w.scale is not None else 1.0)
     exact = w.in_features <= EXACT_K_LIMIT
     qT = _PermutedActs(x.q, lambda q: q.T.astype(np.float32))  # [K, T] in the weights' order
-    for r0, r1 in _chunks(w):
-        if exact:  # the float32 BLAS product IS the integer sum (see EXACT_K_LIMIT)
-            v, perm = _exact_values(w, r0, r1)
-            acc = (v @ qT(perm)).astype(np.int64)  # [rows, T]
-        else:
-            acc = _int_dot(w.values(r0, r1), x.q)
-        y[:, r0:r1] = (acc.T.astype(np.float32) / x.scale[:, None]) * wscale
+    with _one_blas_thread():
+        for r0, r1 in _chunks(w):
+            if exact:  # the float32 BLAS product IS the integer sum (see EXACT_K_LIMIT)
+                v, perm = _exact_values(w, r0, r1)
+                acc = (v @ qT(perm)).astype(np.int64)  # [rows, T]
+            else:
+                acc = _int_dot(w.values(r0, r1), x.q)
+            y[:, r0:r1] = (acc.T.astype(np.float32) / x.scale[:, None]) * wscale
     return _run(y, w, x.profile)
 
 
@@ -193,14 +217,15 @@ def gemm_blocked_q8k(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     dw = w.format.block_scales(w)  # [out, nb]
     qb = _PermutedActs(x.q, lambda q: q.reshape(t, nb, QK_K).transpose(1, 2, 0).astype(np.float32))  # [nb, 256, T]
     y = np.empty((t, w.out_features), np.float32)
-    for r0, r1 in _chunks(w):
-        v, perm = _exact_values(w, r0, r1)  # columns permuted within each 256-block at most
-        acc = v.reshape(r1 - r0, nb, QK_K).transpose(1, 0, 2) @ qb(perm)  # [nb, rows, T]: exact (|sum| <= 256*128)
-        s = np.zeros((r1 - r0, t), np.float32)
-        for b in range(nb):  # the float accumulation order of the C loop
-            d = (x.scale[:, b][None, :] * dw[r0:r1, b][:, None]).astype(np.float32)
-            s = (s + acc[b] * d).astype(np.float32)
-        y[:, r0:r1] = s.T
+    with _one_blas_thread():
+        for r0, r1 in _chunks(w):
+            v, perm = _exact_values(w, r0, r1)  # columns permuted within each 256-block at most
+            acc = v.reshape(r1 - r0, nb, QK_K).transpose(1, 0, 2) @ qb(perm)  # [nb, rows, T]: exact (|sum| <= 256*128)
+            s = np.zeros((r1 - r0, t), np.float32)
+            for b in range(nb):  # the float accumulation order of the C loop
+                d = (x.scale[:, b][None, :] * dw[r0:r1, b][:, None]).astype(np.float32)
+                s = (s + acc[b] * d).astype(np.float32)
+            y[:, r0:r1] = s.T
     return _run(y, w, x.profile)
 
 
@@ -214,11 +239,12 @@ def gemm_blocked_per_token(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     dw = w.format.block_scales(w)
     qb = _PermutedActs(x.q, lambda q: q.reshape(t, nb, block).transpose(1, 2, 0).astype(np.float32))
     y = np.empty((t, w.out_features), np.float32)
-    for r0, r1 in _chunks(w):
-        v, perm = _exact_values(w, r0, r1)  # columns permuted within each block at most
-        acc = v.reshape(r1 - r0, nb, block).transpose(1, 0, 2) @ qb(perm)  # [nb, rows, T]: exact
-        s = np.einsum("brt,rb->rt", acc, dw[r0:r1], dtype=np.float32)
-        y[:, r0:r1] = (s / x.scale[None, :]).T
+    with _one_blas_thread():
+        for r0, r1 in _chunks(w):
+            v, perm = _exact_values(w, r0, r1)  # columns permuted within each block at most
+            acc = v.reshape(r1 - r0, nb, block).transpose(1, 0, 2) @ qb(perm)  # [nb, rows, T]: exact
+            s = np.einsum("brt,rb->rt", acc, dw[r0:r1], dtype=np.float32)
+            y[:, r0:r1] = (s / x.scale[None, :]).T
     return _run(y, w, x.profile)
 
 
