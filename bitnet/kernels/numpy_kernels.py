@@ -38,8 +38,6 @@ from bitnet.quant.weights import PackedWeight
 
 CHUNK_ELEMENTS = 1 << 18  # 256K code values (1 MB as float32) per chunk: see docs/explanation/kernels.md
 EXACT_K_LIMIT = (1 << 24) // (3 * 128)
-#: rows per chunk of the per-block (Q8_K) kernel, in elements: 2 MB of float32 values
-BLOCKED_CHUNK_ELEMENTS = 1 << 19
 
 
 ACT_TAG = {"none": "f32act", "per-token-absmax": "i8act", "q8_k-block256": "q8k", "tl2-lut": "tl2lut"}
@@ -70,12 +68,12 @@ def _run(y: np.ndarray, w: PackedWeight, act: str) -> KernelRun:
     return KernelRun(y, KernelId(weights_tag(w), ACT_TAG[act], "gemm", "numpy"), read)
 
 
-def rows_per_chunk(k: int, elements: int | None = None) -> int:
-    return max(1, (elements or CHUNK_ELEMENTS) // max(k, 1))
+def rows_per_chunk(k: int) -> int:
+    return max(1, CHUNK_ELEMENTS // max(k, 1))
 
 
-def _chunks(w: PackedWeight, elements: int | None = None) -> Iterator[tuple[int, int]]:
-    step = rows_per_chunk(w.in_features, elements)
+def _chunks(w: PackedWeight) -> Iterator[tuple[int, int]]:
+    step = rows_per_chunk(w.in_features)
     group = w.format.row_group(w) if w.is_ternary else 1
     if group > 1:
         step = max(group, step // group * group)
@@ -220,9 +218,7 @@ def gemm_blocked_q8k(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     qb = _PermutedActs(x.q, lambda q: q.reshape(t, nb, QK_K).transpose(1, 2, 0).astype(np.float32))  # [nb, 256, T]
     y = np.empty((t, w.out_features), np.float32)
     with _one_blas_thread():
-        # larger chunks than CHUNK_ELEMENTS: a chunk costs one BLAS call per block, and neither
-        # the integer sums nor the element-wise float steps depend on how the rows are cut
-        for r0, r1 in _chunks(w, BLOCKED_CHUNK_ELEMENTS):
+        for r0, r1 in _chunks(w):
             v, perm = _exact_values(w, r0, r1)  # columns permuted within each 256-block at most
             acc = v.reshape(r1 - r0, nb, QK_K).transpose(1, 0, 2) @ qb(perm)  # [nb, rows, T]: exact (|sum| <= 256*128)
             s = np.zeros((r1 - r0, t), np.float32)
