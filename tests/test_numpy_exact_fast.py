@@ -34,7 +34,7 @@ from bitnet.quant.encoders import FORMATS
 from bitnet.quant.weights import load_weight
 from tests.test_quant_kernels import write_weight
 
-pytestmark = [pytest.mark.ac12, pytest.mark.ac38]
+pytestmark = pytest.mark.ac12
 
 F32 = np.float32
 LUT_FORMATS = ("i2_s", "i2_s_arm", "i2_s_1x4", "tq2_0")
