@@ -1,8 +1,9 @@
 """The NumPy oracle's fast paths give the bytes its per-call decode gave (issue 21 item 5).
 
 What changed for speed, and what each test holds fixed against the previous code:
-- ternary kernels decode packed bytes to float32 through a byte table with the columns in the
-  bytes' order (`Format.lut_rows`) instead of unpacking to int8 and widening: compared with
+- ternary kernels decode packed bytes straight to float32 (uint32 lanes, or a byte table) with
+  the columns in the bytes' order (`Format.lut_rows`) instead of unpacking to int8 and
+  widening: compared with
   `numpy_kernels.per_call_decode()` (the previous path, still in the tree) on random shapes and
   random bytes, byte for byte;
 - F16 rows widen through a 65536-entry table: every bit pattern against `astype`;
@@ -65,9 +66,12 @@ def test_byte_table_rows_are_the_decoded_values_permuted(tmp_path, fmt, seed):
         for raw in (w.raw, _with_code3(w, rng)):
             w.raw = raw
             for r0, r1 in [(0, out), (4, out), (0, 4)]:
-                v, perm = w.format.lut_rows(w, r0, r1)
+                v, perm, div = w.format.lut_rows(w, r0, r1)
                 ref = w.format.decode_rows(w, r0, r1)
                 assert v.dtype == F32 and v.shape == ref.shape
+                if div is not None:  # lane-decoded: code * 2^shift
+                    assert set(np.unique(div)) <= {1, 4, 16, 64}
+                    v = v / div - 1
                 got = v if perm is None else np.empty_like(v)
                 if perm is not None:
                     got[:, perm] = v
@@ -107,11 +111,15 @@ def test_kernels_give_the_per_call_bytes_on_random_shapes(tmp_path, fmt, profile
         assert new.tobytes() == old.tobytes() == i8.tobytes() == f32.tobytes(), (fmt, profile, seed, out, k)
 
 
-def test_small_chunks_cross_many_chunk_boundaries(tmp_path, monkeypatch):
-    """Chunks of a few rows (the 2B-4T shapes cut a tensor in tens of chunks): same bytes."""
+@pytest.mark.parametrize("lanes", [True, False])
+def test_small_chunks_cross_many_chunk_boundaries(tmp_path, monkeypatch, lanes):
+    """Chunks of a few rows (the 2B-4T shapes cut a tensor in tens of chunks), with the lane
+    decode and with the byte table it falls back to on big-endian hosts: same bytes."""
     monkeypatch.setattr(K, "CHUNK_ELEMENTS", 1024)
+    monkeypatch.setattr(lut, "LANES_OK", lanes)
     x = np.random.default_rng(3).standard_normal((2, 512)).astype(F32)
-    for fmt, profile in [("i2_s", "per-token-absmax"), ("i2_s_1x4", "per-token-absmax"), ("tq2_0", "q8_k-block256")]:
+    for fmt, profile in [("i2_s", "per-token-absmax"), ("i2_s_arm", "per-token-absmax"), ("i2_s_1x4", "per-token-absmax"),
+                         ("tq2_0", "q8_k-block256"), ("tq2_0", "per-token-absmax")]:
         with GGUFReader(_weight(tmp_path, fmt, 44, 512, 7)) as r:
             w = load_weight(r, "w")
             new = matmul(x, w, profile)

@@ -98,17 +98,18 @@ def per_call_decode() -> Iterator[None]:
         _LUT_DECODE[0] = old
 
 
-def _exact_values(w: PackedWeight, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Rows r0..r1 of integer weight values as float32 and their column order (None: natural):
-    through the format's byte table when it has one (reading the packed bytes, no int8 step),
-    else the int8 cache or `decode_rows` widened. For exact integer dot products only."""
+def _exact_values(w: PackedWeight, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Rows r0..r1 as float32 for exact integer dot products, with their column order and
+    divisors (`Format.lut_rows`: value = v / div - 1 when div is given): straight from the
+    packed bytes when the format can (no int8 step), else the f32 cache, or the int8 cache
+    or `decode_rows` widened."""
     if w.f32_cache is not None:
-        return w.f32_cache[r0:r1], None
+        return w.f32_cache[r0:r1], None, None
     if w.int8_cache is None and _LUT_DECODE[0]:
         got = w.format.lut_rows(w, r0, r1)
         if got is not None:
             return got
-    return w.values(r0, r1).astype(np.float32), None
+    return w.values(r0, r1).astype(np.float32), None, None
 
 
 _BLAS_LIBS: list = []
@@ -135,17 +136,25 @@ def _one_blas_thread() -> Iterator[None]:
 
 
 class _PermutedActs:
-    """An activation matrix in the column order of the weight rows it meets, computed once per
-    order (every chunk of one tensor shares it)."""
+    """The int8 activations as float32 in the column order of the weight rows they meet and
+    divided by the rows' lane divisors (exact: int8 over a power of two), computed once per
+    (order, divisors): every chunk of one tensor shares them."""
 
     def __init__(self, q: np.ndarray, prepare: Callable[[np.ndarray], np.ndarray]):
         self.q, self.prepare, self._by = q, prepare, {}
 
-    def __call__(self, perm: np.ndarray | None) -> np.ndarray:
-        key = None if perm is None else id(perm)
+    def __call__(self, perm: np.ndarray | None, div: np.ndarray | None) -> np.ndarray:
+        key = (None if perm is None else id(perm), None if div is None else id(div))
         if key not in self._by:
-            self._by[key] = self.prepare(self.q if perm is None else self.q[:, perm])
+            a = (self.q if perm is None else self.q[:, perm]).astype(np.float32)
+            self._by[key] = self.prepare(a if div is None else a / div)
         return self._by[key]
+
+
+def _block_sums(q: np.ndarray, nb: int) -> np.ndarray:
+    """float32 [nb, 1, T]: the exact sum of each block's int8 activations."""
+    t = q.shape[0]
+    return q.reshape(t, nb, -1).sum(axis=-1, dtype=np.int64).T.astype(np.float32)[:, None, :]
 
 
 def _int_dot(vals: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -162,12 +171,15 @@ def gemm_per_token(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     y = np.empty((x.q.shape[0], w.out_features), np.float32)
     wscale = np.float32(w.scale if w.scale is not None else 1.0)
     exact = w.in_features <= EXACT_K_LIMIT
-    qT = _PermutedActs(x.q, lambda q: q.T.astype(np.float32))  # [K, T] in the weights' order
+    qT = _PermutedActs(x.q, lambda q: q.T)  # [K, T] in the weights' order
+    qsum = x.q.sum(axis=1, dtype=np.int64)  # [T]: the "- 1" of lane-decoded values
     with _one_blas_thread():
         for r0, r1 in _chunks(w):
             if exact:  # the float32 BLAS product IS the integer sum (see EXACT_K_LIMIT)
-                v, perm = _exact_values(w, r0, r1)
-                acc = (v @ qT(perm)).astype(np.int64)  # [rows, T]
+                v, perm, div = _exact_values(w, r0, r1)
+                acc = (v @ qT(perm, div)).astype(np.int64)  # [rows, T]
+                if div is not None:
+                    acc -= qsum
             else:
                 acc = _int_dot(w.values(r0, r1), x.q)
             y[:, r0:r1] = (acc.T.astype(np.float32) / x.scale[:, None]) * wscale
@@ -215,12 +227,15 @@ def gemm_blocked_q8k(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     nb = w.in_features // QK_K
     t = x.q.shape[0]
     dw = w.format.block_scales(w)  # [out, nb]
-    qb = _PermutedActs(x.q, lambda q: q.reshape(t, nb, QK_K).transpose(1, 2, 0).astype(np.float32))  # [nb, 256, T]
+    qb = _PermutedActs(x.q, lambda q: q.reshape(t, nb, QK_K).transpose(1, 2, 0))  # [nb, 256, T]
+    qbsum = _block_sums(x.q, nb)  # [nb, 1, T]
     y = np.empty((t, w.out_features), np.float32)
     with _one_blas_thread():
         for r0, r1 in _chunks(w):
-            v, perm = _exact_values(w, r0, r1)  # columns permuted within each 256-block at most
-            acc = v.reshape(r1 - r0, nb, QK_K).transpose(1, 0, 2) @ qb(perm)  # [nb, rows, T]: exact (|sum| <= 256*128)
+            v, perm, div = _exact_values(w, r0, r1)  # columns permuted within each 256-block at most
+            acc = v.reshape(r1 - r0, nb, QK_K).transpose(1, 0, 2) @ qb(perm, div)  # [nb, rows, T]: exact (|sum| <= 256*128)
+            if div is not None:
+                acc -= qbsum
             s = np.zeros((r1 - r0, t), np.float32)
             for b in range(nb):  # the float accumulation order of the C loop
                 d = (x.scale[:, b][None, :] * dw[r0:r1, b][:, None]).astype(np.float32)
@@ -237,12 +252,15 @@ def gemm_blocked_per_token(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     nb = k // block
     t = x.q.shape[0]
     dw = w.format.block_scales(w)
-    qb = _PermutedActs(x.q, lambda q: q.reshape(t, nb, block).transpose(1, 2, 0).astype(np.float32))
+    qb = _PermutedActs(x.q, lambda q: q.reshape(t, nb, block).transpose(1, 2, 0))
+    qbsum = _block_sums(x.q, nb)
     y = np.empty((t, w.out_features), np.float32)
     with _one_blas_thread():
         for r0, r1 in _chunks(w):
-            v, perm = _exact_values(w, r0, r1)  # columns permuted within each block at most
-            acc = v.reshape(r1 - r0, nb, block).transpose(1, 0, 2) @ qb(perm)  # [nb, rows, T]: exact
+            v, perm, div = _exact_values(w, r0, r1)  # columns permuted within each block at most
+            acc = v.reshape(r1 - r0, nb, block).transpose(1, 0, 2) @ qb(perm, div)  # [nb, rows, T]: exact
+            if div is not None:
+                acc -= qbsum
             s = np.einsum("brt,rb->rt", acc, dw[r0:r1], dtype=np.float32)
             y[:, r0:r1] = (s / x.scale[None, :]).T
     return _run(y, w, x.profile)

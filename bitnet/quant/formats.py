@@ -130,14 +130,16 @@ class Format:
         """Integer weight values int8 [r1 - r0, K] of output rows r0..r1 (no float matrix)."""
         raise FormatError(f"{w.name}: no integer decoder for flavor {self.name}")
 
-    def lut_rows(self, w: PackedWeight, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray | None] | None:
-        """The integer values of rows r0..r1 as float32 [r1 - r0, K], columns in the order
-        the packed bytes hold them, plus that order (`perm[j]` = the element column j holds;
-        None for the natural order); None when the format has no such decoder. A 256-entry
-        table per byte value turns packed bytes into float32 in one gather (bitnet.quant.lut):
-        no unpacking pass, no int8 step. Only exact integer dot products may use it (any
-        summation order gives the same integer), with the activations permuted the same way;
-        `perm` stays inside the format's scale blocks, so per-block sums are unchanged too."""
+    def lut_rows(self, w: PackedWeight, r0: int, r1: int
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None:
+        """Rows r0..r1 decoded straight from the packed bytes to float32 for exact integer
+        kernels (bitnet.quant.lut), as (v [r1 - r0, K], perm, div): column j holds element
+        `perm[j]` (None: the natural order) and its integer value is `v[:, j]` when div is
+        None, else `v[:, j] / div[j] - 1` (div: powers of two). None when the format has no
+        such decoder. Only exact integer dot products may use it (any summation order gives
+        the same integer): the kernel permutes and divides the activations the same way and
+        subtracts their sum; `perm` stays inside the format's scale blocks, so per-block sums
+        are unchanged too."""
         return None
 
     def row_bytes(self, k: int) -> int:

@@ -182,13 +182,17 @@ class I2S(Format):
         return unpack_codes(part, r1 - r0, k, w.layout).view(np.int8) - np.int8(1)
 
     def lut_rows(self, w, r0, r1):
-        # byte-table decode (bitnet.quant.lut): each byte's codes sit at shifts 6, 4, 2, 0
+        # bitnet.quant.lut: codes at shifts 6, 4, 2, 0 of each byte
         k = w.in_features
-        v = lut.gather(lut.code_table((6, 4, 2, 0)), w.raw[r0 * k // 4 : r1 * k // 4])
-        if w.layout == "x86_1x4":  # [group, col, row in group] -> rows in natural order
-            return np.ascontiguousarray(v.reshape(-1, k, 4).transpose(0, 2, 1)).reshape(r1 - r0, k), None
+        part = w.raw[r0 * k // 4 : r1 * k // 4]
+        if w.layout == "x86_1x4":  # lanes are rows here: table values, [group, col, row] -> rows
+            v = lut.gather(lut.code_table((6, 4, 2, 0)), part)
+            return np.ascontiguousarray(v.reshape(-1, k, 4).transpose(0, 2, 1)).reshape(r1 - r0, k), None, None
         block = _block(w.layout)  # byte m of a block holds elements m + (block/4) * g
-        return v.reshape(r1 - r0, k), lut.block_perm(k, block, 4, block // 4)
+        perm = lut.block_perm(k, block, 4, block // 4)
+        if not lut.LANES_OK:
+            return lut.gather(lut.code_table((6, 4, 2, 0)), part).reshape(r1 - r0, k), perm, None
+        return lut.lanes(part, 0x030C30C0).reshape(r1 - r0, k), perm, lut.lane_div(k, (6, 4, 2, 0))
 
     def row_group(self, w) -> int:
         return 4 if w.layout == "x86_1x4" else 1

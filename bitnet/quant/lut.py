@@ -1,20 +1,32 @@
-"""Byte-table decoding of 2-bit ternary codes straight to float32, for exact integer kernels.
+"""Decoding 2-bit ternary codes straight to float32, for exact integer kernels.
 
-A packed byte holds four 2-bit codes; a table of its 256 possible values gives the four
-integer values (`code - 1`: -1, 0, +1, and 2 for the unused code 3, exactly what
-`decode_rows` yields for it) as float32 in one `np.take`. The values come out in the order the
-byte holds them, so a row's columns are a permutation of the elements: a kernel that only
-forms exact integer dot products (every partial sum an integer below 2^24, see
-`bitnet.kernels.numpy_kernels.EXACT_K_LIMIT`) permutes the activations the same way and gets
-the same integers as the natural order. No int8 copy, no unpacking pass, no cache: the packed
-bytes are what is read on every call.
+A packed byte holds four 2-bit codes. Two ways to float32 without an int8 pass:
+
+- `lanes`: the byte is copied into the four lanes of a uint32 (one multiply by 0x01010101) and
+  each lane masked to its own code, so lane L holds `code_L << shift_L`; widened to float32
+  that is `code * 2^shift` (0..192), and a kernel divides the activations by the same power of
+  two (exact for int8 values) and subtracts the activation sum for the `- 1` of `code - 1`.
+  Four SIMD passes per chunk, no gather: the fast path for the flat layouts.
+- `code_table` + `gather`: a table of the 256 byte values gives the four values `code - 1`
+  (-1, 0, +1, and 2 for the unused code 3, exactly what `decode_rows` yields for it) in one
+  `np.take`; used where the lanes are rows, not columns (I2_S `x86_1x4`).
+
+Either way the values come out in the order the byte holds them, so a row's columns are a
+permutation of the elements: a kernel that only forms exact integer dot products (every partial
+sum an integer below 2^24, see `bitnet.kernels.numpy_kernels.EXACT_K_LIMIT`) permutes the
+activations the same way and gets the same integers as the natural order. No int8 copy, no
+cache: the packed bytes are what is read on every call.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 
 import numpy as np
+
+#: the lane trick reads a uint32's bytes in memory order: lane L is byte L on little-endian hosts
+LANES_OK = sys.byteorder == "little"
 
 
 @functools.cache
@@ -29,6 +41,22 @@ def code_table(shifts: tuple[int, ...]) -> np.ndarray:
 def gather(table: np.ndarray, packed: np.ndarray) -> np.ndarray:
     """float32 [*packed.shape, table.shape[1]]: the table row of every byte."""
     return np.take(table, packed, axis=0)
+
+
+def lanes(packed: np.ndarray, mask: int) -> np.ndarray:
+    """float32 [..., 4 * packed.shape[-1]]: lane L of each byte is `byte & mask_L`, where
+    mask_L is byte L of `mask` (the bits of the code that lane keeps)."""
+    x = np.multiply(packed, np.uint32(0x01010101), dtype=np.uint32)
+    x &= np.uint32(mask)
+    return x.view(np.uint8).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def lane_div(k: int, shifts: tuple[int, int, int, int]) -> np.ndarray:
+    """float32 [K]: 2^shift of every column of `lanes` output (column 4p + L: lane L)."""
+    d = np.tile(np.array([1 << s for s in shifts], np.float32), k // 4)
+    d.setflags(write=False)
+    return d
 
 
 @functools.lru_cache(maxsize=64)

@@ -160,11 +160,14 @@ class TQ2_0(_TQ):
         return tq2_0_codes(raw, n)
 
     def lut_rows(self, w, r0, r1):
-        # byte-table decode (bitnet.quant.lut): qs byte 32h + m holds element 128h + 32n + m
-        # at bits 2n; the permutation stays inside each 256-block (and its scale d)
+        # bitnet.quant.lut: qs byte 32h + m holds element 128h + 32n + m at bits 2n; the
+        # permutation stays inside each 256-block (and its scale d)
         k, rb = w.in_features, self.row_bytes(w.in_features)
         qs = raw_blocks(w.raw[r0 * rb : r1 * rb], (r1 - r0) * k, QK, TQ2_BYTES, self.name)[:, :64]
-        return lut.gather(lut.code_table((0, 2, 4, 6)), qs).reshape(r1 - r0, k), lut.block_perm(k, QK, 4, 32)
+        perm = lut.block_perm(k, QK, 4, 32)
+        if not lut.LANES_OK:
+            return lut.gather(lut.code_table((0, 2, 4, 6)), qs).reshape(r1 - r0, k), perm, None
+        return lut.lanes(qs, 0xC0300C03).reshape(r1 - r0, k), perm, lut.lane_div(k, (0, 2, 4, 6))
 
 
 class TQ1_0(_TQ):
