@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 
 import numpy as np
 
@@ -43,12 +44,30 @@ def gather(table: np.ndarray, packed: np.ndarray) -> np.ndarray:
     return np.take(table, packed, axis=0)
 
 
+_scratch = threading.local()
+
+
+def _buffer(name: str, n: int, dtype: type) -> np.ndarray:
+    """A per-thread scratch buffer of at least n elements (reused: fresh multi-MB arrays per
+    chunk cost a page fault per 4 KB, about as much as the decoding itself)."""
+    b = getattr(_scratch, name, None)
+    if b is None or b.size < n:
+        b = np.empty(max(n, 1), dtype)
+        setattr(_scratch, name, b)
+    return b[:n]
+
+
 def lanes(packed: np.ndarray, mask: int) -> np.ndarray:
     """float32 [..., 4 * packed.shape[-1]]: lane L of each byte is `byte & mask_L`, where
-    mask_L is byte L of `mask` (the bits of the code that lane keeps)."""
-    x = np.multiply(packed, np.uint32(0x01010101), dtype=np.uint32)
+    mask_L is byte L of `mask` (the bits of the code that lane keeps). The result lives in a
+    per-thread scratch buffer: valid until this thread's next call."""
+    x = _buffer("u32", packed.size, np.uint32).reshape(packed.shape)
+    np.multiply(packed, np.uint32(0x01010101), out=x, dtype=np.uint32)
     x &= np.uint32(mask)
-    return x.view(np.uint8).astype(np.float32)
+    u8 = x.view(np.uint8)
+    out = _buffer("f32", u8.size, np.float32).reshape(u8.shape)
+    np.copyto(out, u8)
+    return out
 
 
 @functools.lru_cache(maxsize=64)
