@@ -8,7 +8,8 @@ What changed for speed, and what each test holds fixed against the previous code
   random bytes, byte for byte;
 - F16 rows widen through a 65536-entry table: every bit pattern against `astype`;
 - bitnet.cpp's attention emulation runs heads in batches: compared with a verbatim copy of the
-  previous one-head-at-a-time loop (`_attention_per_head` below);
+  previous one-head-at-a-time loop (`_attention_per_head` below; the batching that landed is
+  i21c's, this checks it from the oracle's side);
 - the opt-in `BITNET_NUMPY_CACHE` copies (int8, f32): same bytes, their own ids and bytes,
   refused with a ConfigError when memory is short;
 - whole forward passes of tiny models of every format under every profile that takes them,
@@ -201,11 +202,12 @@ def _attention_per_head(q, k, v, pos0):
     return out.transpose(1, 0, 2).reshape(t, h * d)
 
 
-@pytest.mark.parametrize("batch", [1 << 21, 4096, 1])
+@pytest.mark.parametrize("batch", [1 << 22, 4096, 1])
 def test_batched_attention_equals_the_per_head_loop(monkeypatch, batch):
-    """Random heads, groups, lengths (decode and prefill, S across the 32-padding), scales from
-    tiny to sharp; with the default batch bound and with bounds forcing several batches."""
-    monkeypatch.setattr(ga, "HEAD_BATCH_ELEMENTS", batch)
+    """bitnet.cpp's attention, batched over heads, against the previous per-head loop: random
+    heads, groups, lengths (decode and prefill, S across the 32-padding), scales from tiny to
+    sharp; with the default batch bound and with bounds forcing several batches."""
+    monkeypatch.setattr(ga, "_BLOCK_ELEMS", batch)
     rng = np.random.default_rng(batch)
     for case in range(8):
         hkv = int(rng.choice([1, 2, 5]))
@@ -227,7 +229,12 @@ def _old_paths(monkeypatch):
     stack = contextlib.ExitStack()
     stack.enter_context(K.per_call_decode())
     monkeypatch.setattr(lut, "widen_f16", lambda part: part.astype(F32))
-    monkeypatch.setattr(ga, "attention", _attention_per_head)
+    batched = ga.attention
+
+    def attention(q, k, v, pos0, build="bitnet.cpp"):  # the per-head loop existed for the fork only
+        return _attention_per_head(q, k, v, pos0) if build == "bitnet.cpp" else batched(q, k, v, pos0, build)
+
+    monkeypatch.setattr(ga, "attention", attention)
     return stack
 
 
