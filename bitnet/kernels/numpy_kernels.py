@@ -81,16 +81,17 @@ def _chunks(w: PackedWeight) -> Iterator[tuple[int, int]]:
         yield r0, min(r0 + step, w.out_features)
 
 
-#: whether exact integer kernels decode through the format's byte table (`Format.lut_rows`)
-#: when it has one; False = the per-call int8 decode (`decode_rows`) they used before, which the
-#: bit-identity tests compare against (`per_call_decode`)
+#: whether exact integer kernels decode packed bytes straight to float32 (`Format.lut_rows`:
+#: uint32 lanes or a byte table, bitnet.quant.lut) when the format can; False = the per-call
+#: int8 decode (`decode_rows`) they used before, which the bit-identity tests compare against
+#: (`per_call_decode`)
 _LUT_DECODE = [True]
 
 
 @contextmanager
 def per_call_decode() -> Iterator[None]:
-    """Run the kernels on the int8 per-call decode path (tests: the byte-table path must give
-    the same bytes)."""
+    """Run the kernels on the int8 per-call decode path (tests: the straight-to-float32 path
+    must give the same bytes)."""
     old, _LUT_DECODE[0] = _LUT_DECODE[0], False
     try:
         yield
