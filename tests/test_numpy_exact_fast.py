@@ -296,3 +296,22 @@ def test_forward_passes_of_every_format_and_profile_are_unchanged(tmp_path, monk
 @pytest.mark.slow
 def test_forward_passes_sweep_every_pair_seed_and_cache(tmp_path, monkeypatch):
     assert _check_forward(tmp_path, monkeypatch, _pairs(), (0, 1, 2, 3), ("int8", "f32")) >= 160
+
+
+@pytest.mark.parametrize("module,name", [("tq", "tq2_0_codes"), ("i2s", "unpack_codes")])
+def test_a_replaced_decoder_reaches_the_kernels(tmp_path, monkeypatch, module, name):
+    """crossval.faults plants decoding faults by replacing a codec function: the fast path
+    steps aside for it (the kernels then decode through the replaced function)."""
+    import importlib
+
+    mod = importlib.import_module(f"bitnet.quant.{module}")
+    real = getattr(mod, name)
+    fmt = "tq2_0" if module == "tq" else "i2_s"
+    x = np.random.default_rng(4).standard_normal((1, 256)).astype(F32)
+    with GGUFReader(_weight(tmp_path, fmt, 8, 256, 4)) as r:
+        w = load_weight(r, "w")
+        good = matmul(x, w)
+        monkeypatch.setattr(mod, name, lambda *a, **k: 2 - real(*a, **k) if module == "i2s" else
+                            (2 - real(*a, **k)[0], real(*a, **k)[1]))
+        assert w.format.lut_rows(w, 0, 8) is None
+        assert matmul(x, w).tobytes() != good.tobytes()

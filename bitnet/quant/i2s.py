@@ -93,6 +93,9 @@ def unpack_codes(packed: np.ndarray, rows: int, cols: int, layout: str = "x86") 
     return b.reshape(rows, cols)
 
 
+_UNPACK_CODES = unpack_codes
+
+
 def pack(ternary: np.ndarray, scale: float | np.floating, layout: str = "x86") -> np.ndarray:
     """ternary int8 [rows, cols] and the tensor scale -> the n/4 + 32 bytes of the tensor."""
     rows, cols = ternary.shape
@@ -182,7 +185,10 @@ class I2S(Format):
         return unpack_codes(part, r1 - r0, k, w.layout).view(np.int8) - np.int8(1)
 
     def lut_rows(self, w, r0, r1):
-        # bitnet.quant.lut: codes at shifts 6, 4, 2, 0 of each byte
+        # bitnet.quant.lut: codes at shifts 6, 4, 2, 0 of each byte; only while unpack_codes is
+        # the real one (a planted fault replacing it must reach the kernels, via decode_rows)
+        if globals()["unpack_codes"] is not _UNPACK_CODES:
+            return None
         k = w.in_features
         part = w.raw[r0 * k // 4 : r1 * k // 4]
         if w.layout == "x86_1x4":  # lanes are rows here: table values, [group, col, row] -> rows

@@ -72,6 +72,9 @@ def tq2_0_codes(raw: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return (qs & 3).reshape(-1, QK), b[:, 64:66].copy().view("<f2").astype(np.float32).reshape(-1)
 
 
+_TQ2_0_CODES = tq2_0_codes
+
+
 def dequantize_tq2_0(raw: np.ndarray, n: int) -> np.ndarray:
     codes, d = tq2_0_codes(raw, n)
     return (d[:, None] * (codes.astype(np.int8) - 1).astype(np.float32)).reshape(-1)
@@ -161,7 +164,11 @@ class TQ2_0(_TQ):
 
     def lut_rows(self, w, r0, r1):
         # bitnet.quant.lut: qs byte 32h + m holds element 128h + 32n + m at bits 2n; the
-        # permutation stays inside each 256-block (and its scale d)
+        # permutation stays inside each 256-block (and its scale d). Only while this module's
+        # tq2_0_codes is the real one: a planted fault (crossval.faults) that replaces it must
+        # reach the kernels, through decode_rows
+        if globals()["tq2_0_codes"] is not _TQ2_0_CODES:
+            return None
         k, rb = w.in_features, self.row_bytes(w.in_features)
         qs = raw_blocks(w.raw[r0 * rb : r1 * rb], (r1 - r0) * k, QK, TQ2_BYTES, self.name)[:, :64]
         perm = lut.block_perm(k, QK, 4, 32)
