@@ -19,6 +19,8 @@ from bitnet.errors import BridgeError
 from bitnet.kernels.ids import KernelId
 
 SOURCE = Path(__file__).with_name("kernels.c")
+#: compiled as one translation unit, in this order (attention.c uses kernels.c's helpers)
+SOURCES = (SOURCE, Path(__file__).with_name("attention.c"))
 CDEF = """
 void bn_set_force_scalar(int v);
 int bn_has_avx2(void);
@@ -42,6 +44,10 @@ int bn_linear(int fmt, const uint8_t *w, int64_t out, int64_t K, const float *x,
 int bn_rms_norm(const float *x, int64_t T, int64_t D, const float *w, double eps, float *y);
 void bn_rope_neox(const float *x, int64_t T, int64_t H, int64_t hd, const float *cos, const float *sin, float *y);
 void bn_relu2_mul(const float *gate, const float *up, int64_t n, float *y);
+int bn_attn_ggml(const float *q, int64_t T, int64_t H, int64_t d, const void *k, const void *v,
+                 int64_t Hkv, int64_t S, int64_t kv_head_stride, int kv_f16, int64_t pos0, float scale,
+                 int q_f16, int probs_f16_single, float *out, float *scores, float *probs, int threads, int cap);
+void bn_v_expf(const float *x, int64_t n, float *y);
 """
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
 #: tried in order: the first that compiles is used (a compiler without OpenMP, or one that does
@@ -123,6 +129,16 @@ def wait_policy() -> str:
     return _wait_policy[0]
 
 
+def source_text() -> str:
+    """The C sources as one translation unit (SOURCES in order). BridgeError naming the file
+    when one is unreadable: an install that lost its C source falls back, it does not crash."""
+    try:
+        return "\n".join(p.read_text() for p in SOURCES)
+    except OSError as e:
+        raise BridgeError(f"native kernel source {e.filename} is unreadable ({e.strerror}); "
+                          "reinstall bitnet-harness or use --backend numpy") from None
+
+
 @functools.cache
 def _module():
     from bitnet.settings import settings
@@ -130,12 +146,7 @@ def _module():
 
     if not settings().native:
         raise BridgeError(f"native kernels disabled by {DISABLE_ENV}=0")
-    try:
-        text = SOURCE.read_text()
-    except OSError as e:  # an install that lost its C source: a reason to fall back, not a crash
-        raise BridgeError(f"native kernel source {SOURCE} is unreadable ({e.strerror}); "
-                          "reinstall bitnet-harness or use --backend numpy") from None
-    source = f"/* built for: {cpu_signature()} */\n" + text
+    source = f"/* built for: {cpu_signature()} */\n" + source_text()
     errors = []
     for cflags, lflags in FLAG_SETS:
         try:
