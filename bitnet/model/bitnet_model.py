@@ -29,9 +29,11 @@ from bitnet.kernels.activations import fused_round_ties
 from bitnet.kernels.dispatch import matmul
 from bitnet.kernels.ids import KernelId
 from bitnet.kernels.runlog import timed
+from bitnet.model import native_layer as _native_layer
 from bitnet.model import record as _record
 from bitnet.model.config import ModelConfig, read_config
 from bitnet.model.kv_cache import KVCache
+from bitnet.model.native_layer import NativeBlocks
 from bitnet.model.ops import (
     FFN_ACT,
     FFN_ACT_GGML,
@@ -309,8 +311,9 @@ class BitNetModel:
         cos, sin = rope_angles(np.arange(pos0, pos0 + T), c.head_dim, c.rope_theta,
                                prof.rope_iterative_f32)
         step = Step(cache, pos0, cos, sin, single=T == 1 and prof.single_row_f16)
+        blocks = NativeBlocks.for_model(self)  # two native calls per block, when bit-identical
         for i, layer in enumerate(self.layers):
-            x = self.block(i, layer, x, step)
+            x = blocks.block(i, x, step) if blocks else self.block(i, layer, x, step)
         _record.enter_layer(None)
         if not all_logits:
             x = x[-1:]
@@ -405,3 +408,5 @@ def _round_bf16(x: np.ndarray) -> np.ndarray:
     r = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
     return r.view(np.float32)
 
+
+_native_layer._remember()  # the per-op path's functions, before any fault can replace them

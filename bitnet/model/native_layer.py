@@ -1,0 +1,212 @@
+"""A transformer block in three native calls (bitnet/kernels/native/layer.c) instead of ~25
+Python-level ops: the per-token glue that stood between the native kernels and the bandwidth
+ceiling (issue 21 item 2).
+
+`NativeBlocks.for_model(model)` says whether a forward pass may take this path and returns the
+per-layer C descriptions (built once per model). It may only when the result is the per-op
+path's bit for bit and nothing that hooks into the per-op path is in use:
+- the native backend is active, nothing is being recorded (bitnet.model.record: taps and the
+  forced inputs of layer-wise checks need the per-op path);
+- every op the block runs is the one bitnet_model would run natively: no planted fault
+  (crossval.faults) has replaced rms_norm, rope_neox, causal_attention or a method of the model;
+- every projection has a native kernel for its activations (I2_S x86 x per-token int8,
+  TQ2_0/TQ1_0 x Q8_K).
+Otherwise BitNetModel.block runs as before. The attention between the two calls is the C one
+(attention.c) under profiles with attn_ggml, else bitnet_model.attend (NumPy/BLAS); a SiLU FFN's
+activation is bitnet_model.gated between the last two (NumPy's exp, which C's need not match);
+the KV cache append stays in Python (KVCache checks every position and reports F16 overflow).
+
+The run log gets one record per kernel that ran, with its real id (the variant each C kernel
+returned), the bytes and rows the per-op path records, and the time C measured around it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bitnet.kernels.ids import KernelId
+from bitnet.kernels.runlog import KERNEL_LOG
+
+#: C format code and kernel-id stem per (format tag, activation profile): bn_linear's table
+_FMT = {("i2s_x86", "per-token-absmax"): (0, "i2s_x86"), ("tq2_0", "q8_k-block256"): (1, "tq2_0"),
+        ("tq1_0", "q8_k-block256"): (2, "tq1_0")}
+_RMS = KernelId("", "f32", "rms_norm", "native")
+_ROPE = KernelId("", "f32", "rope_neox", "native")
+_RELU2 = KernelId("", "", "ffn_relu2_mul", "native")
+
+
+@dataclass
+class _Proj:
+    c: Any  # ffi bn_proj *
+    stem: str
+    nbytes: int
+    keep: Any  # the weight buffer the pointer points into
+
+
+class NativeBlocks:
+    """Per-layer C descriptions of a model's projections (made once, on first use)."""
+
+    def __init__(self, model: Any) -> None:
+        from bitnet.kernels.native import backend as nb
+
+        nb.activate()
+        self.ffi, self.lib = nb._FFI, nb._LIB
+        self.model, self.profile = model, model.profile
+        prof = model.profile
+        self.fused_round = int(any(prof.act_for(w.flavor) == "per-token-absmax" for w in model.layers[0].proj.values())
+                               and prof.i8_fused_round)
+        self.layers = [{f: self._proj(getattr(layer, f)) for f in ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")}
+                       for layer in model.layers]
+        self.threads, self.cap = 1, 0
+        self.sec5, self.sec6, self.sec3 = (self.ffi.new(f"double[{n}]") for n in (5, 6, 3))
+        self.var3, self.var4, self.var1 = (self.ffi.new(f"int[{n}]") for n in (3, 4, 1))
+
+    def _proj(self, lin: Any) -> _Proj:
+        w = lin.weight
+        code, stem = _FMT[(w.format.tag(w), self.profile.act_for(w.flavor))]
+        raw = np.ascontiguousarray(w.raw).view(np.uint8).reshape(-1)
+        p = self.ffi.new("bn_proj *")
+        p.w = self.ffi.cast("uint8_t *", raw.ctypes.data)
+        p.n_out, p.n_in, p.fmt = w.out_features, w.in_features, code
+        p.wscale = float(np.float32(w.scale)) if code == 0 else 0.0
+        p.has_scale = int(lin.scale is not None)
+        p.scale = float(np.float32(lin.scale)) if lin.scale is not None else 0.0
+        return _Proj(p, stem, w.nbytes, raw)
+
+    @classmethod
+    def for_model(cls, model: Any) -> NativeBlocks | None:
+        """The model's NativeBlocks when this forward pass may run blocks natively, else None."""
+        from bitnet.kernels import dispatch
+        from bitnet.model import bitnet_model as bm
+        from bitnet.model import record as _record
+
+        if dispatch.get_backend() != "native" or _record.active() is not None:
+            return None
+        if not (bm._native_glue("rms_norm") and bm._native_glue("rope_neox")
+                and bm._native_glue("causal_attention") and _pristine(model)):
+            return None
+        if model.config.n_embd != model.config.n_head * model.config.head_dim:
+            return None
+        blocks = model.__dict__.get("_native_blocks", False)
+        if blocks is False or (blocks is not None and blocks.profile is not model.profile):
+            prof = model.profile
+            ok = all((w.format.tag(w), prof.act_for(w.flavor)) in _FMT for layer in model.layers
+                     for w in layer.proj.values())
+            blocks = cls(model) if ok else None
+            model.__dict__["_native_blocks"] = blocks
+        if blocks is not None:  # the settings of this pass (read once, not per layer)
+            from bitnet.kernels.native.backend import THREADS, _cap
+
+            blocks.threads, blocks.cap = THREADS[0], _cap()
+        return blocks
+
+    def block(self, i: int, x: np.ndarray, step: Any) -> np.ndarray:
+        """BitNetModel.block(i, ...) natively: the residual stream after layer i."""
+        from bitnet.kernels.native.backend import _kv_rows
+        from bitnet.model import bitnet_model as bm
+
+        m, c = self.model, self.model.config
+        layer, ps = m.layers[i], self.layers[i]
+        ffi, lib = self.ffi, self.lib
+        x = np.array(x, np.float32, order="C", copy=True)
+        T, D, H, Hkv, hd = len(x), c.n_embd, c.n_head, c.n_head_kv, c.head_dim
+        q = np.empty((T, H, hd), np.float32)
+        k = np.empty((T, Hkv, hd), np.float32)
+        v = np.empty((T, Hkv * hd), np.float32)
+        cos, sin = np.ascontiguousarray(step.cos, np.float32), np.ascontiguousarray(step.sin, np.float32)
+        threads, cap = self.threads, self.cap
+        fp = lambda a: ffi.cast("float *", a.ctypes.data)  # noqa: E731
+        rc = lib.bn_layer_qkv(fp(x), T, D, fp(layer.attn_norm), float(c.rms_eps), ps["wq"].c, ps["wk"].c, ps["wv"].c,
+                              self.fused_round, fp(cos), fp(sin), H, Hkv, hd, fp(q), fp(k), fp(v), threads, cap,
+                              self.sec5, self.var3)
+        if rc:
+            raise MemoryError("native block could not allocate its buffers")
+        rec = KERNEL_LOG.record
+        sec, var = self.sec5, self.var3
+        rec(_RMS, bytes_read=x.nbytes, rows=T, seconds=sec[0])
+        for j, f in enumerate(("wq", "wk", "wv")):
+            rec(self._kid(ps[f], var[j], T), bytes_read=ps[f].nbytes, rows=T, seconds=sec[1 + j])
+        rec(_ROPE, bytes_read=q.nbytes + k.nbytes, rows=T, seconds=sec[4])
+        v = v.reshape(T, Hkv, hd)
+        step.cache.append(i, step.pos0, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
+        K, V = step.cache.view(i, step.pos0 + T)
+        ggml = bm._native_attention(m.profile.attn_ggml)
+        o_in = ffi.NULL
+        if not ggml:  # NumPy/BLAS attention (its own run-log record), or a fallback
+            o = np.ascontiguousarray(bm.attend(q, K, V, step.pos0, m.profile.q_f16, step.single, m.profile.attn_ggml),
+                                     np.float32)
+            o_in = fp(o)
+            K = V = np.zeros((1, 1, hd), np.float32)
+        K, V = _kv_rows(K), _kv_rows(V)
+        if K.strides != V.strides:
+            K, V = np.ascontiguousarray(K), np.ascontiguousarray(V)
+        F = c.n_ff
+        gate, up = np.empty((T, F), np.float32), np.empty((T, F), np.float32)
+        rc = lib.bn_layer_mid(fp(x), T, D, o_in, fp(q), H, hd, ffi.cast("void *", K.ctypes.data),
+                              ffi.cast("void *", V.ctypes.data), Hkv, K.shape[1], K.strides[0] // K.itemsize,
+                              int(K.dtype == np.float16), int(step.pos0),
+                              float(np.float32(1.0) / np.sqrt(np.float32(hd))),
+                              fp(layer.attn_sub_norm), fp(layer.ffn_norm), float(c.rms_eps),
+                              ps["wo"].c, ps["w_gate"].c, ps["w_up"].c, self.fused_round,
+                              fp(gate), fp(up), threads, cap, self.sec6, self.var4)
+        if rc:
+            raise MemoryError("native block could not allocate its buffers")
+        sec, var = self.sec6, self.var4
+        if ggml:
+            rec(KernelId("", f"kv{K.dtype.itemsize * 8}", "attention", "native"), bytes_read=K.nbytes + V.nbytes,
+                rows=T, seconds=sec[0])
+        rec(_RMS, bytes_read=T * D * 4, rows=T, seconds=sec[1])
+        rec(self._kid(ps["wo"], var[1], T), bytes_read=ps["wo"].nbytes, rows=T, seconds=sec[2])
+        rec(_RMS, bytes_read=T * D * 4, rows=T, seconds=sec[3])
+        rec(self._kid(ps["w_gate"], var[2], T), bytes_read=ps["w_gate"].nbytes, rows=T, seconds=sec[4])
+        rec(self._kid(ps["w_up"], var[3], T), bytes_read=ps["w_up"].nbytes, rows=T, seconds=sec[5])
+        f_in = ffi.NULL
+        if c.ffn_act != "relu2":  # SiLU: NumPy's exp (bitnet_model.gated records itself)
+            f = np.ascontiguousarray(bm.gated(c.ffn_act, gate, up, m.profile.attn_ggml), np.float32)
+            f_in = fp(f)
+        rc = lib.bn_layer_ffn(fp(x), T, D, F, fp(gate), fp(up), f_in, fp(layer.ffn_sub_norm), float(c.rms_eps),
+                              ps["w_down"].c, self.fused_round, threads, cap, self.sec3, self.var1)
+        if rc:
+            raise MemoryError("native block could not allocate its buffers")
+        sec = self.sec3
+        if c.ffn_act == "relu2":
+            rec(_RELU2, bytes_read=2 * T * F * 4, rows=T, seconds=sec[0])
+        rec(_RMS, bytes_read=T * F * 4, rows=T, seconds=sec[1])
+        rec(self._kid(ps["w_down"], self.var1[0], T), bytes_read=ps["w_down"].nbytes, rows=T, seconds=sec[2])
+        return x
+
+    @staticmethod
+    def _kid(p: _Proj, variant: int, T: int) -> KernelId:
+        from bitnet.kernels.native import variant_name
+
+        return KernelId(p.stem, "", "gemv" if T == 1 else "gemm", "native", variant_name(variant))
+
+
+def _pristine(model: Any) -> bool:
+    """No method the per-op block calls has been replaced (a planted fault patches the class)."""
+    from bitnet.model import bitnet_model as bm
+
+    cls = type(model)
+    return (cls is bm.BitNetModel or all(getattr(cls, n) is getattr(bm.BitNetModel, n) for n in _METHODS)) and all(
+        getattr(bm.BitNetModel, n) is _ORIGINAL[n] for n in _METHODS) and all(
+        getattr(bm, n) is _ORIG_FUNCS[n] for n in _ORIG_FUNCS)
+
+
+_METHODS = ("block", "attention", "ffn", "linear", "lm_head")
+_ORIGINAL: dict[str, Any] = {}
+_ORIG_FUNCS: dict[str, Any] = {}
+
+
+def _remember() -> None:
+    """The originals, taken when this module is first imported (before any fault is planted:
+    bitnet_model imports this module at its own import)."""
+    from bitnet.model import bitnet_model as bm
+
+    for n in _METHODS:
+        _ORIGINAL[n] = getattr(bm.BitNetModel, n)
+    for n in ("norm", "rope", "attend", "gated", "rms_norm", "rope_neox", "causal_attention", "_native_glue",
+              "_native_attention"):
+        _ORIG_FUNCS[n] = getattr(bm, n)
