@@ -33,9 +33,9 @@ from bitnet.kernels.runlog import KERNEL_LOG
 #: C format code and kernel-id stem per (format tag, activation profile): bn_linear's table
 _FMT = {("i2s_x86", "per-token-absmax"): (0, "i2s_x86"), ("tq2_0", "q8_k-block256"): (1, "tq2_0"),
         ("tq1_0", "q8_k-block256"): (2, "tq1_0")}
-_RMS = KernelId("", "f32", "rms_norm", "native")
-_ROPE = KernelId("", "f32", "rope_neox", "native")
-_RELU2 = KernelId("", "", "ffn_relu2_mul", "native")
+_RMS = KernelId("", "f32", "rms_norm", "native").render()
+_ROPE = KernelId("", "f32", "rope_neox", "native").render()
+_RELU2 = KernelId("", "", "ffn_relu2_mul", "native").render()
 
 
 @dataclass
@@ -156,7 +156,7 @@ class NativeBlocks:
             raise MemoryError("native block could not allocate its buffers")
         sec, var = self.sec6, self.var4
         if ggml:
-            rec(KernelId("", f"kv{K.dtype.itemsize * 8}", "attention", "native"), bytes_read=K.nbytes + V.nbytes,
+            rec(f"attention_kv{K.dtype.itemsize * 8}_native", bytes_read=K.nbytes + V.nbytes,
                 rows=T, seconds=sec[0])
         rec(_RMS, bytes_read=T * D * 4, rows=T, seconds=sec[1])
         rec(self._kid(ps["wo"], var[1], T), bytes_read=ps["wo"].nbytes, rows=T, seconds=sec[2])
@@ -179,10 +179,19 @@ class NativeBlocks:
         return x
 
     @staticmethod
-    def _kid(p: _Proj, variant: int, T: int) -> KernelId:
-        from bitnet.kernels.native import variant_name
+    def _kid(p: _Proj, variant: int, T: int) -> str:
+        """The projection's kernel id for the variant that ran (rendered once per combination)."""
+        key = (p.stem, variant, T == 1)
+        kid = _KIDS.get(key)
+        if kid is None:
+            from bitnet.kernels.native import variant_name
 
-        return KernelId(p.stem, "", "gemv" if T == 1 else "gemm", "native", variant_name(variant))
+            kid = KernelId(p.stem, "", "gemv" if T == 1 else "gemm", "native", variant_name(variant)).render()
+            _KIDS[key] = kid
+        return kid
+
+
+_KIDS: dict[tuple[str, int, bool], str] = {}
 
 
 def _pristine(model: Any) -> bool:
