@@ -189,7 +189,9 @@ int bn_attn_ggml(const float *q, int64_t T, int64_t H, int64_t d, const void *k,
     const int one_row = T == 1 && probs_f16_single;
     const int R = one_row ? 32 : 8;
     int failed = 0;
-    #pragma omp parallel num_threads(threads) if(threads > 1 && nrow > 1)
+    /* threads only where the work pays for waking them (a tiny model's few heads do not) */
+    const int par = threads > 1 && nrow > 1 && nrow * sp * d >= 32768;
+    #pragma omp parallel num_threads(threads) if(par)
     {
         float *qh = (float *) malloc(sizeof(float) * (size_t) d);
         float *kq = (float *) malloc(sizeof(float) * (size_t) sp);
