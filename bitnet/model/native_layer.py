@@ -60,7 +60,7 @@ class NativeBlocks:
                                and prof.i8_fused_round)
         self.layers = [{f: self._proj(getattr(layer, f)) for f in ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")}
                        for layer in model.layers]
-        self.threads, self.cap = 1, 0
+        self.threads, self.cap = 1, -1
         self.sec5, self.sec6, self.sec3 = (self.ffi.new(f"double[{n}]") for n in (5, 6, 3))
         self.var3, self.var4, self.var1 = (self.ffi.new(f"int[{n}]") for n in (3, 4, 1))
 
@@ -97,10 +97,10 @@ class NativeBlocks:
                      for w in layer.proj.values())
             blocks = cls(model) if ok else None
             model.__dict__["_native_blocks"] = blocks
-        if blocks is not None:  # the settings of this pass (read once, not per layer)
-            from bitnet.kernels.native.backend import THREADS, _cap
+        if blocks is not None:  # this pass's thread count (cap -1: the dispatcher's variant cap)
+            from bitnet.kernels.native.backend import THREADS
 
-            blocks.threads, blocks.cap = THREADS[0], _cap()
+            blocks.threads = THREADS[0]
         return blocks
 
     def block(self, i: int, x: np.ndarray, step: Any) -> np.ndarray:

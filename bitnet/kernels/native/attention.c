@@ -116,6 +116,18 @@ static inline __m256 bn_dfma8(__m256 a, __m256 b, __m256 c) {
     return _mm256_set_m128(_mm256_cvtpd_ps(hi), _mm256_cvtpd_ps(lo));
 }
 
+/* the same, for F16-valued a and b: their product (<= 22 significant bits) is exact in float, so
+ * the double sum rounded to float is the float sum of the product rounded once -- what a fused
+ * multiply-add computes (a double rounding could only differ when the sum is inexact in double,
+ * i.e. the operands are > 29 binades apart, and then both give the larger one) */
+static inline __m256 bn_fma8_exact(__m256 a, __m256 b, __m256 c) {
+#if defined(__FMA__)
+    return _mm256_fmadd_ps(a, b, c);
+#else
+    return _mm256_add_ps(_mm256_mul_ps(a, b), c);
+#endif
+}
+
 static inline __m256 bn_kv_load8(const void *p, int kv_f16, int64_t i) {
     return kv_f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) ((const uint16_t *) p + i)))
                   : _mm256_loadu_ps((const float *) p + i);
@@ -124,14 +136,22 @@ static inline __m256 bn_kv_load8(const void *p, int kv_f16, int64_t i) {
 #define BN_ATT_SIMD 0
 #endif
 
-/* ggml_vec_dot_f16(q, k row) for q already F16-valued (float), n = d */
-static float bn_qk_dot(const float *q, const void *krow, int kv_f16, int64_t d, int simd) {
+/* ggml_vec_dot_f16(q, k row) for q already F16-valued (float), n = d; exact: q and K both hold
+ * F16 values (bn_fma8_exact applies) */
+static float bn_qk_dot(const float *q, const void *krow, int kv_f16, int64_t d, int simd, int exact) {
     const int64_t nb = d - d % 32;
     float acc[32];
     int64_t i = 0;
 #if BN_ATT_SIMD
     if (simd) {
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        if (exact)
+            for (; i < nb; i += 32) {
+                a0 = bn_fma8_exact(_mm256_loadu_ps(q + i), bn_kv_load8(krow, kv_f16, i), a0);
+                a1 = bn_fma8_exact(_mm256_loadu_ps(q + i + 8), bn_kv_load8(krow, kv_f16, i + 8), a1);
+                a2 = bn_fma8_exact(_mm256_loadu_ps(q + i + 16), bn_kv_load8(krow, kv_f16, i + 16), a2);
+                a3 = bn_fma8_exact(_mm256_loadu_ps(q + i + 24), bn_kv_load8(krow, kv_f16, i + 24), a3);
+            }
         for (; i < nb; i += 32) {
             a0 = bn_dfma8(_mm256_loadu_ps(q + i), bn_kv_load8(krow, kv_f16, i), a0);
             a1 = bn_dfma8(_mm256_loadu_ps(q + i + 8), bn_kv_load8(krow, kv_f16, i + 8), a1);
@@ -154,19 +174,23 @@ static float bn_qk_dot(const float *q, const void *krow, int kv_f16, int64_t d, 
 
 /* acc[R][d] += (per key j < sp, lane j % R) dfma(p[j], V[j][:]); keys >= S are zero rows */
 static void bn_pv_accumulate(const float *p, const void *vh, int kv_f16, int64_t S, int64_t sp, int64_t d,
-                             int R, float *acc, int simd) {
+                             int R, float *acc, int simd, int exact) {
     for (int64_t j = 0; j < sp; j++) {
         float *ar = acc + (j % R) * d;
         const float pj = p[j];
         int64_t i = 0;
-        if (j >= S) {  /* a padded key: V is zero there, and fma(p, 0, acc) still sees p */
-            for (; i < d; i++) ar[i] = bn_dfma(0.0f, pj, ar[i]);
+        if (j >= S) {  /* a padded key: V is zero there: fma(0, p, acc) is acc unless p is inf/NaN */
+            if (!isfinite(pj))
+                for (; i < d; i++) ar[i] = bn_dfma(0.0f, pj, ar[i]);
             continue;
         }
         const int64_t off = j * d;
 #if BN_ATT_SIMD
         if (simd) {
             const __m256 pv = _mm256_set1_ps(pj);
+            if (exact)  /* p and V both F16-valued (one row, F16 cache) */
+                for (; i + 8 <= d; i += 8)
+                    _mm256_storeu_ps(ar + i, bn_fma8_exact(bn_kv_load8(vh, kv_f16, off + i), pv, _mm256_loadu_ps(ar + i)));
             for (; i + 8 <= d; i += 8)
                 _mm256_storeu_ps(ar + i, bn_dfma8(bn_kv_load8(vh, kv_f16, off + i), pv, _mm256_loadu_ps(ar + i)));
         }
@@ -180,11 +204,12 @@ static void bn_pv_accumulate(const float *p, const void *vh, int kv_f16, int64_t
  * q_f16: q rounded to F16 (the vec_dot_type of an F16 K); probs_f16_single: with T == 1 the
  * probabilities rounded to F16 and P.V as ggml_vec_dot_f16 (else tinyBLAS<8> for every T).
  * scores / probs (may be NULL): [H, T, S] float, the raw q.k and the softmax (the recording
- * taps). Returns the variant that ran (1 = AVX2, 0 = scalar), -1 when out of memory. */
+ * taps). cap: as bn_linear's, or -1 for the dispatcher's (bn_set_force_scalar). Returns the
+ * variant that ran (1 = AVX2, 0 = scalar), -1 when out of memory. */
 int bn_attn_ggml(const float *q, int64_t T, int64_t H, int64_t d, const void *k, const void *v,
                  int64_t Hkv, int64_t S, int64_t kv_head_stride, int kv_f16, int64_t pos0, float scale,
                  int q_f16, int probs_f16_single, float *out, float *scores, float *probs, int threads, int cap) {
-    const int simd = BN_ATT_SIMD && bn_pick(cap) > 0;
+    const int simd = BN_ATT_SIMD && bn_pick(cap < 0 ? bn_force_scalar : cap) > 0;
     const int64_t sp = (S + 31) / 32 * 32, group = H / Hkv, nrow = H * T;
     const int one_row = T == 1 && probs_f16_single;
     const int R = one_row ? 32 : 8;
@@ -214,7 +239,8 @@ int bn_attn_ggml(const float *q, int64_t T, int64_t H, int64_t d, const void *k,
                 /* Q.K; a padded key is a zero row: the dot of q with zeros */
                 for (int64_t j = 0; j < S; j++)
                     kq[j] = bn_qk_dot(qh, kv_f16 ? (const void *) ((const uint16_t *) kh + j * d)
-                                                 : (const void *) ((const float *) kh + j * d), kv_f16, d, simd);
+                                                 : (const void *) ((const float *) kh + j * d), kv_f16, d, simd,
+                                      q_f16 && kv_f16);
                 if (sp > S) {
                     float zacc[32] = {0};
                     const int64_t nb = d - d % 32;
@@ -248,12 +274,29 @@ int bn_attn_ggml(const float *q, int64_t T, int64_t H, int64_t d, const void *k,
                 if (one_row)
                     for (int64_t j = 0; j < sp; j++) pr[j] = bn_round_f16(pr[j], simd);
                 memset(acc, 0, sizeof(float) * (size_t) (R * d));
-                bn_pv_accumulate(pr, vh, kv_f16, S, sp, d, R, acc, simd);
+                bn_pv_accumulate(pr, vh, kv_f16, S, sp, d, R, acc, simd, one_row && kv_f16);
                 float *o = out + t * H * d + h * d;
-                float lanes[32];
-                for (int64_t i = 0; i < d; i++) {
-                    for (int l = 0; l < R; l++) lanes[l] = acc[l * d + i];
-                    o[i] = one_row ? bn_vdot_reduce(lanes) : bn_hsum8(lanes);
+                /* each output's lanes reduced as bn_vdot_reduce / bn_hsum8 do, for all d at once
+                 * (the same adds in the same order, element-wise over i) */
+                if (one_row) {
+                    for (int l = 0; l < 8; l++) {
+                        float *a = acc + l * d;
+                        const float *b = acc + (8 + l) * d, *c = acc + (16 + l) * d, *e = acc + (24 + l) * d;
+                        for (int64_t i = 0; i < d; i++) a[i] = (a[i] + c[i]) + (b[i] + e[i]);
+                    }
+                    for (int l = 0; l < 4; l++) {
+                        float *a = acc + l * d;
+                        const float *b = acc + (l + 4) * d;
+                        for (int64_t i = 0; i < d; i++) a[i] = a[i] + b[i];
+                    }
+                    for (int64_t i = 0; i < d; i++) o[i] = (acc[i] + acc[d + i]) + (acc[2 * d + i] + acc[3 * d + i]);
+                } else {
+                    for (int l = 0; l < 4; l++) {
+                        float *a = acc + l * d;
+                        const float *b = acc + (l + 4) * d;
+                        for (int64_t i = 0; i < d; i++) a[i] = b[i] + a[i];
+                    }
+                    for (int64_t i = 0; i < d; i++) o[i] = (acc[i] + acc[2 * d + i]) + (acc[d + i] + acc[3 * d + i]);
                 }
             }
         }

@@ -190,7 +190,7 @@ def attention_ggml(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, *, q_
                           int(q_f16), int(probs_f16_single), _FFI.cast("float *", out.ctypes.data),
                           null if scores is None else _FFI.cast("float *", scores.ctypes.data),
                           null if probs is None else _FFI.cast("float *", probs.ctypes.data),
-                          THREADS[0], 1 if variant == "scalar" else _cap())
+                          THREADS[0], 1 if variant == "scalar" else -1)  # -1: the dispatcher's cap
     variant_name(v)  # MemoryError when the C side could not allocate
     if taps:
         return out, scores.transpose(1, 0, 2), probs.transpose(1, 0, 2)
@@ -203,12 +203,6 @@ def v_expf(x: np.ndarray) -> np.ndarray:
     y = np.empty_like(x)
     _LIB.bn_v_expf(_FFI.cast("float *", x.ctypes.data), x.size, _FFI.cast("float *", y.ctypes.data))
     return y
-
-
-def _cap() -> int:
-    from bitnet.kernels.native import _env_cap
-
-    return _env_cap()
 
 
 _TQ2, _TQ1 = _tq(0, "tq2_0"), _tq(1, "tq1_0")

@@ -16,7 +16,8 @@
  *   bn_layer_ffn: ReLU^2 x up (or the caller's SiLU x up, NumPy's exp), the FFN sub-norm, the
  *                 down projection and the residual.
  *
- * Every op's wall time goes to sec[] and every projection's variant to var[], so the caller
+ * cap: as bn_linear's, or -1 for the dispatcher's (bn_set_force_scalar). Every op's wall time
+ * goes to sec[] and every projection's variant to var[], so the caller
  * records each kernel that ran in the run log with its real id, bytes and time.
  *
  * A projection is described by one bn_proj: the packed tensor, its format code (bn_linear's:
@@ -68,7 +69,8 @@ static void bn_fused_round_ties(const float *x, int64_t T, int64_t K, float *out
 /* y[T, out] = the projection of x[T, in] (xr: x already tie-rounded, for I2_S under fused_round);
  * returns the variant, < 0 on failure */
 static int bn_proj_run(const bn_proj *p, const float *x, const float *xr, int64_t T, float *y, int threads, int cap) {
-    const int v = bn_linear(p->fmt, p->w, p->n_out, p->n_in, p->fmt == 0 && xr ? xr : x, T, p->wscale, y, threads, cap);
+    const int v = bn_linear(p->fmt, p->w, p->n_out, p->n_in, p->fmt == 0 && xr ? xr : x, T, p->wscale, y, threads,
+                            cap < 0 ? bn_force_scalar : cap);
     if (v >= 0 && p->has_scale)
         for (int64_t i = 0; i < T * p->n_out; i++) y[i] = y[i] * p->scale;
     return v;
