@@ -136,6 +136,43 @@ static inline __m256 bn_kv_load8(const void *p, int kv_f16, int64_t i) {
 #define BN_ATT_SIMD 0
 #endif
 
+#if BN_ATT_SIMD
+/* bn_v_expf1 on 8 lanes: the same operations lane by lane (the overflow/underflow lanes blended
+ * in, as ggml's AVX2 code does) */
+static inline __m256 bn_v_expf8(__m256 x) {
+    const __m256 r = _mm256_set1_ps(0x1.8p23f), sign = _mm256_set1_ps(-0.0f);
+    const __m256 z = bn_dfma8(x, _mm256_set1_ps(0x1.715476p+0f), r);
+    const __m256 n = _mm256_sub_ps(z, r), nn = _mm256_xor_ps(n, sign);
+    const __m256 b = bn_dfma8(nn, _mm256_set1_ps(0x1.7f7d1cp-20f), bn_dfma8(nn, _mm256_set1_ps(0x1.62e4p-1f), x));
+    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+    const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1.0f))));
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 j = bn_dfma8(bn_dfma8(bn_dfma8(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                                      bn_dfma8(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+                             u, _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
+    const __m256 out = bn_dfma8(k, j, k);
+    const __m256 an = _mm256_andnot_ps(sign, n);
+    const __m256 c = _mm256_cmp_ps(an, _mm256_set1_ps(126.0f), _CMP_GT_OQ);
+    if (!_mm256_movemask_ps(c)) return out;
+    const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                                       _mm256_set1_epi32((int) 0x82000000u));
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    const __m256 d = _mm256_cmp_ps(an, _mm256_set1_ps(192.0f), _CMP_GT_OQ);
+    const __m256 big = _mm256_blendv_ps(_mm256_mul_ps(bn_dfma8(s2, j, s2), s1), _mm256_mul_ps(s1, s1), d);
+    return _mm256_blendv_ps(out, big, c);
+}
+
+/* bn_vdot_reduce of four 8-lane accumulators in registers (ggml's GGML_F32x8_REDUCE) */
+static inline float bn_vdot_reduce8(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+    const __m256 a = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    t = _mm_hadd_ps(t, t);  /* (t0 + t1), (t2 + t3) */
+    t = _mm_hadd_ps(t, t);  /* (t0 + t1) + (t2 + t3) */
+    return _mm_cvtss_f32(t);
+}
+#endif
+
 /* ggml_vec_dot_f16(q, k row) for q already F16-valued (float), n = d; exact: q and K both hold
  * F16 values (bn_fma8_exact applies) */
 static float bn_qk_dot(const float *q, const void *krow, int kv_f16, int64_t d, int simd, int exact) {
@@ -158,6 +195,7 @@ static float bn_qk_dot(const float *q, const void *krow, int kv_f16, int64_t d, 
             a2 = bn_dfma8(_mm256_loadu_ps(q + i + 16), bn_kv_load8(krow, kv_f16, i + 16), a2);
             a3 = bn_dfma8(_mm256_loadu_ps(q + i + 24), bn_kv_load8(krow, kv_f16, i + 24), a3);
         }
+        if (nb == d) return bn_vdot_reduce8(a0, a1, a2, a3);  /* no tail: (float) (double) r == r */
         _mm256_storeu_ps(acc, a0); _mm256_storeu_ps(acc + 8, a1);
         _mm256_storeu_ps(acc + 16, a2); _mm256_storeu_ps(acc + 24, a3);
     } else
@@ -262,7 +300,13 @@ int bn_attn_ggml(const float *q, int64_t T, int64_t H, int64_t d, const void *k,
                     else if (w > mx) mx = w;
                 }
                 if (nan) mx = NAN;
-                for (int64_t j = 0; j < sp; j++) pr[j] = bn_v_expf1(pr[j] - mx);
+                int64_t j0 = 0;
+#if BN_ATT_SIMD
+                if (simd)
+                    for (const __m256 m8 = _mm256_set1_ps(mx); j0 < sp; j0 += 8)
+                        _mm256_storeu_ps(pr + j0, bn_v_expf8(_mm256_sub_ps(_mm256_loadu_ps(pr + j0), m8)));
+#endif
+                for (int64_t j = j0; j < sp; j++) pr[j] = bn_v_expf1(pr[j] - mx);
                 for (int64_t c = 0; c < sp / 8; c++) {
                     const float *x = pr + 8 * c;
                     cs[c] = (double) (((x[0] + x[4]) + (x[2] + x[6])) + ((x[1] + x[5]) + (x[3] + x[7])));
@@ -305,7 +349,15 @@ int bn_attn_ggml(const float *q, int64_t T, int64_t H, int64_t d, const void *k,
     return failed ? -1 : simd;
 }
 
-/* y = ggml_v_expf(x) element by element (the lanes of the AVX2 routine; tests and SiLU) */
-void bn_v_expf(const float *x, int64_t n, float *y) {
-    for (int64_t i = 0; i < n; i++) y[i] = bn_v_expf1(x[i]);
+/* y = ggml_v_expf(x) element by element (8 lanes at a time in the AVX2 variant, the portable
+ * lanes otherwise and for the tail); returns the variant that ran */
+int bn_v_expf(const float *x, int64_t n, float *y, int cap) {
+    const int simd = BN_ATT_SIMD && bn_pick(cap < 0 ? bn_force_scalar : cap) > 0;
+    int64_t i = 0;
+#if BN_ATT_SIMD
+    if (simd)
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, bn_v_expf8(_mm256_loadu_ps(x + i)));
+#endif
+    for (; i < n; i++) y[i] = bn_v_expf1(x[i]);
+    return simd;
 }

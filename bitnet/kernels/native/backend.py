@@ -197,11 +197,13 @@ def attention_ggml(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, *, q_
     return out, None, None
 
 
-def v_expf(x: np.ndarray) -> np.ndarray:
-    """bitnet.model.ggml_attention.v_expf in C (ggml's AVX2 exp, lane by lane), bit for bit."""
+def v_expf(x: np.ndarray, variant: str = "auto") -> np.ndarray:
+    """bitnet.model.ggml_attention.v_expf in C (ggml's AVX2 exp, lane by lane), bit for bit;
+    `variant` "scalar" forces the portable lanes."""
     x = _f32(x)
     y = np.empty_like(x)
-    _LIB.bn_v_expf(_FFI.cast("float *", x.ctypes.data), x.size, _FFI.cast("float *", y.ctypes.data))
+    _LIB.bn_v_expf(_FFI.cast("float *", x.ctypes.data), x.size, _FFI.cast("float *", y.ctypes.data),
+                   1 if variant == "scalar" else -1)
     return y
 
 
