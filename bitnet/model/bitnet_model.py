@@ -166,17 +166,17 @@ def rope(q: np.ndarray, k: np.ndarray, cos: np.ndarray, sin: np.ndarray,
     return rope_neox(q, cos, sin), rope_neox(k, cos, sin)
 
 
-def _native_attention(ggml: bool) -> bool:
-    """The ggml-order attention (bitnet.cpp profiles) runs in C under the native backend
-    (attention.c, bit-identical to bitnet.model.ggml_attention); BLAS-order attention stays NumPy."""
-    return ggml and _native_glue("causal_attention")
+def _native_attention(ggml: bool | str) -> bool:
+    """bitnet.cpp's ggml-order attention (`ggml` True or "bitnet.cpp") runs in C under the native
+    backend (attention.c, bit-identical to bitnet.model.ggml_attention); other orders stay NumPy."""
+    return (ggml is True or ggml == "bitnet.cpp") and _native_glue("causal_attention")
 
 
 @timed_op(lambda q, K, V, pos0, q_f16, probs_f16, ggml=False: (
     KernelId("", f"kv{K.dtype.itemsize * 8}", "attention", "native" if _native_attention(ggml) else "numpy"),
     K.nbytes + V.nbytes, len(q)))
 def attend(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, q_f16: bool, probs_f16: bool,
-           ggml: bool = False) -> np.ndarray:
+           ggml: bool | str = False) -> np.ndarray:
     if _native_attention(ggml):
         from bitnet.kernels.native import backend as nb
 
@@ -186,7 +186,7 @@ def attend(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, q_f16: bool, 
             _record.tap("attn_probs", probs)
         return out
     if ggml:
-        return causal_attention(q, K, V, pos0, q_f16=q_f16, probs_f16=probs_f16, ggml=True)
+        return causal_attention(q, K, V, pos0, q_f16=q_f16, probs_f16=probs_f16, ggml=ggml)
     return causal_attention(q, K, V, pos0, q_f16=q_f16, probs_f16=probs_f16)
 
 

@@ -61,8 +61,6 @@ class NativeBlocks:
         self.layers = [{f: self._proj(getattr(layer, f)) for f in ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")}
                        for layer in model.layers]
         self.threads, self.cap = 1, -1
-        self.sec5, self.sec6, self.sec3 = (self.ffi.new(f"double[{n}]") for n in (5, 6, 3))
-        self.var3, self.var4, self.var1 = (self.ffi.new(f"int[{n}]") for n in (3, 4, 1))
 
     def _proj(self, lin: Any) -> _Proj:
         w = lin.weight
@@ -118,14 +116,17 @@ class NativeBlocks:
         v = np.empty((T, Hkv * hd), np.float32)
         cos, sin = np.ascontiguousarray(step.cos, np.float32), np.ascontiguousarray(step.sin, np.float32)
         threads, cap = self.threads, self.cap
+        # per call, not per model: two threads may run the same model
+        sec5, sec6, sec3 = (ffi.new(f"double[{n}]") for n in (5, 6, 3))
+        var3, var4, var1 = (ffi.new(f"int[{n}]") for n in (3, 4, 1))
         fp = lambda a: ffi.cast("float *", a.ctypes.data)  # noqa: E731
         rc = lib.bn_layer_qkv(fp(x), T, D, fp(layer.attn_norm), float(c.rms_eps), ps["wq"].c, ps["wk"].c, ps["wv"].c,
                               self.fused_round, fp(cos), fp(sin), H, Hkv, hd, fp(q), fp(k), fp(v), threads, cap,
-                              self.sec5, self.var3)
+                              sec5, var3)
         if rc:
             raise MemoryError("native block could not allocate its buffers")
         rec = KERNEL_LOG.record
-        sec, var = self.sec5, self.var3
+        sec, var = sec5, var3
         rec(_RMS, bytes_read=x.nbytes, rows=T, seconds=sec[0])
         for j, f in enumerate(("wq", "wk", "wv")):
             rec(self._kid(ps[f], var[j], T), bytes_read=ps[f].nbytes, rows=T, seconds=sec[1 + j])
@@ -133,11 +134,11 @@ class NativeBlocks:
         v = v.reshape(T, Hkv, hd)
         step.cache.append(i, step.pos0, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
         K, V = step.cache.view(i, step.pos0 + T)
-        ggml = bm._native_attention(m.profile.attn_ggml)
+        build = _attn_build(m.profile)
+        ggml = bm._native_attention(build)
         o_in = ffi.NULL
-        if not ggml:  # NumPy/BLAS attention (its own run-log record), or a fallback
-            o = np.ascontiguousarray(bm.attend(q, K, V, step.pos0, m.profile.q_f16, step.single, m.profile.attn_ggml),
-                                     np.float32)
+        if not ggml:  # NumPy attention as BitNetModel.attention calls it (its own run-log record)
+            o = np.ascontiguousarray(bm.attend(q, K, V, step.pos0, m.profile.q_f16, step.single, build), np.float32)
             o_in = fp(o)
             K = V = np.zeros((1, 1, hd), np.float32)
         K, V = _kv_rows(K), _kv_rows(V)
@@ -151,10 +152,10 @@ class NativeBlocks:
                               float(np.float32(1.0) / np.sqrt(np.float32(hd))),
                               fp(layer.attn_sub_norm), fp(layer.ffn_norm), float(c.rms_eps),
                               ps["wo"].c, ps["w_gate"].c, ps["w_up"].c, self.fused_round,
-                              fp(gate), fp(up), threads, cap, self.sec6, self.var4)
+                              fp(gate), fp(up), threads, cap, sec6, var4)
         if rc:
             raise MemoryError("native block could not allocate its buffers")
-        sec, var = self.sec6, self.var4
+        sec, var = sec6, var4
         if ggml:
             rec(f"attention_kv{K.dtype.itemsize * 8}_native", bytes_read=K.nbytes + V.nbytes,
                 rows=T, seconds=sec[0])
@@ -168,14 +169,14 @@ class NativeBlocks:
             f = np.ascontiguousarray(bm.gated(c.ffn_act, gate, up, m.profile.attn_ggml), np.float32)
             f_in = fp(f)
         rc = lib.bn_layer_ffn(fp(x), T, D, F, fp(gate), fp(up), f_in, fp(layer.ffn_sub_norm), float(c.rms_eps),
-                              ps["w_down"].c, self.fused_round, threads, cap, self.sec3, self.var1)
+                              ps["w_down"].c, self.fused_round, threads, cap, sec3, var1)
         if rc:
             raise MemoryError("native block could not allocate its buffers")
-        sec = self.sec3
+        sec = sec3
         if c.ffn_act == "relu2":
             rec(_RELU2, bytes_read=2 * T * F * 4, rows=T, seconds=sec[0])
         rec(_RMS, bytes_read=T * F * 4, rows=T, seconds=sec[1])
-        rec(self._kid(ps["w_down"], self.var1[0], T), bytes_read=ps["w_down"].nbytes, rows=T, seconds=sec[2])
+        rec(self._kid(ps["w_down"], var1[0], T), bytes_read=ps["w_down"].nbytes, rows=T, seconds=sec[2])
         return x
 
     @staticmethod
@@ -192,6 +193,14 @@ class NativeBlocks:
 
 
 _KIDS: dict[tuple[str, int, bool], str] = {}
+
+
+def _attn_build(prof: Any) -> bool | str:
+    """The `ggml` argument BitNetModel.attention passes to attend() for this profile (a profile
+    that names its ggml build has `attn_build`; older ones only the bitnet.cpp flag)."""
+    if hasattr(type(prof), "attn_build"):
+        return prof.attn_build or False
+    return prof.attn_ggml
 
 
 def _pristine(model: Any) -> bool:
