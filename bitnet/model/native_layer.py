@@ -61,6 +61,10 @@ class NativeBlocks:
         self.layers = [{f: self._proj(getattr(layer, f)) for f in ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")}
                        for layer in model.layers]
         self.threads, self.cap = 1, -1
+        self._keep = [[np.ascontiguousarray(getattr(layer, f), np.float32)
+                       for f in ("attn_norm", "attn_sub_norm", "ffn_norm", "ffn_sub_norm")] for layer in model.layers]
+        self.norms = [tuple(self.ffi.cast("float *", a.ctypes.data) for a in arrs) for arrs in self._keep]
+        self.scale = float(np.float32(1.0) / np.sqrt(np.float32(model.config.head_dim)))
 
     def _proj(self, lin: Any) -> _Proj:
         w = lin.weight
@@ -107,30 +111,23 @@ class NativeBlocks:
         from bitnet.model import bitnet_model as bm
 
         m, c = self.model, self.model.config
-        layer, ps = m.layers[i], self.layers[i]
+        ps, (n_attn, n_attn_sub, n_ffn, n_ffn_sub) = self.layers[i], self.norms[i]
         ffi, lib = self.ffi, self.lib
         x = np.array(x, np.float32, order="C", copy=True)
-        T, D, H, Hkv, hd = len(x), c.n_embd, c.n_head, c.n_head_kv, c.head_dim
+        T, D, F, H, Hkv, hd, eps = len(x), c.n_embd, c.n_ff, c.n_head, c.n_head_kv, c.head_dim, float(c.rms_eps)
         q = np.empty((T, H, hd), np.float32)
         k = np.empty((T, Hkv, hd), np.float32)
         v = np.empty((T, Hkv * hd), np.float32)
         cos, sin = np.ascontiguousarray(step.cos, np.float32), np.ascontiguousarray(step.sin, np.float32)
-        threads, cap = self.threads, self.cap
+        threads, cap, fr = self.threads, self.cap, self.fused_round
         # per call, not per model: two threads may run the same model
-        sec5, sec6, sec3 = (ffi.new(f"double[{n}]") for n in (5, 6, 3))
-        var3, var4, var1 = (ffi.new(f"int[{n}]") for n in (3, 4, 1))
+        sec5, sec6, sec3 = ffi.new("double[5]"), ffi.new("double[6]"), ffi.new("double[3]")
+        var3, var4, var1 = ffi.new("int[3]"), ffi.new("int[4]"), ffi.new("int[1]")
         fp = lambda a: ffi.cast("float *", a.ctypes.data)  # noqa: E731
-        rc = lib.bn_layer_qkv(fp(x), T, D, fp(layer.attn_norm), float(c.rms_eps), ps["wq"].c, ps["wk"].c, ps["wv"].c,
-                              self.fused_round, fp(cos), fp(sin), H, Hkv, hd, fp(q), fp(k), fp(v), threads, cap,
-                              sec5, var3)
-        if rc:
+        xp = fp(x)
+        if lib.bn_layer_qkv(xp, T, D, n_attn, eps, ps["wq"].c, ps["wk"].c, ps["wv"].c, fr, fp(cos), fp(sin),
+                            H, Hkv, hd, fp(q), fp(k), fp(v), threads, cap, sec5, var3):
             raise MemoryError("native block could not allocate its buffers")
-        rec = KERNEL_LOG.record
-        sec, var = sec5, var3
-        rec(_RMS, bytes_read=x.nbytes, rows=T, seconds=sec[0])
-        for j, f in enumerate(("wq", "wk", "wv")):
-            rec(self._kid(ps[f], var[j], T), bytes_read=ps[f].nbytes, rows=T, seconds=sec[1 + j])
-        rec(_ROPE, bytes_read=q.nbytes + k.nbytes, rows=T, seconds=sec[4])
         v = v.reshape(T, Hkv, hd)
         step.cache.append(i, step.pos0, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
         K, V = step.cache.view(i, step.pos0 + T)
@@ -144,39 +141,37 @@ class NativeBlocks:
         K, V = _kv_rows(K), _kv_rows(V)
         if K.strides != V.strides:
             K, V = np.ascontiguousarray(K), np.ascontiguousarray(V)
-        F = c.n_ff
         gate, up = np.empty((T, F), np.float32), np.empty((T, F), np.float32)
-        rc = lib.bn_layer_mid(fp(x), T, D, o_in, fp(q), H, hd, ffi.cast("void *", K.ctypes.data),
-                              ffi.cast("void *", V.ctypes.data), Hkv, K.shape[1], K.strides[0] // K.itemsize,
-                              int(K.dtype == np.float16), int(step.pos0),
-                              float(np.float32(1.0) / np.sqrt(np.float32(hd))),
-                              fp(layer.attn_sub_norm), fp(layer.ffn_norm), float(c.rms_eps),
-                              ps["wo"].c, ps["w_gate"].c, ps["w_up"].c, self.fused_round,
-                              fp(gate), fp(up), threads, cap, sec6, var4)
-        if rc:
+        if lib.bn_layer_mid(xp, T, D, o_in, fp(q), H, hd, ffi.cast("void *", K.ctypes.data),
+                            ffi.cast("void *", V.ctypes.data), Hkv, K.shape[1], K.strides[0] // K.itemsize,
+                            int(K.dtype == np.float16), int(step.pos0), self.scale, n_attn_sub, n_ffn, eps,
+                            ps["wo"].c, ps["w_gate"].c, ps["w_up"].c, fr, fp(gate), fp(up), threads, cap, sec6, var4):
             raise MemoryError("native block could not allocate its buffers")
-        sec, var = sec6, var4
-        if ggml:
-            rec(f"attention_kv{K.dtype.itemsize * 8}_native", bytes_read=K.nbytes + V.nbytes,
-                rows=T, seconds=sec[0])
-        rec(_RMS, bytes_read=T * D * 4, rows=T, seconds=sec[1])
-        rec(self._kid(ps["wo"], var[1], T), bytes_read=ps["wo"].nbytes, rows=T, seconds=sec[2])
-        rec(_RMS, bytes_read=T * D * 4, rows=T, seconds=sec[3])
-        rec(self._kid(ps["w_gate"], var[2], T), bytes_read=ps["w_gate"].nbytes, rows=T, seconds=sec[4])
-        rec(self._kid(ps["w_up"], var[3], T), bytes_read=ps["w_up"].nbytes, rows=T, seconds=sec[5])
         f_in = ffi.NULL
         if c.ffn_act != "relu2":  # SiLU: NumPy's exp (bitnet_model.gated records itself)
             f = np.ascontiguousarray(bm.gated(c.ffn_act, gate, up, m.profile.attn_ggml), np.float32)
             f_in = fp(f)
-        rc = lib.bn_layer_ffn(fp(x), T, D, F, fp(gate), fp(up), f_in, fp(layer.ffn_sub_norm), float(c.rms_eps),
-                              ps["w_down"].c, self.fused_round, threads, cap, sec3, var1)
-        if rc:
+        if lib.bn_layer_ffn(xp, T, D, F, fp(gate), fp(up), f_in, n_ffn_sub, eps, ps["w_down"].c, fr, threads, cap,
+                            sec3, var1):
             raise MemoryError("native block could not allocate its buffers")
-        sec = sec3
+        kid, act = self._kid, T * D * 4
+        recs = [(_RMS, act, T, sec5[0]),
+                (kid(ps["wq"], var3[0], T), ps["wq"].nbytes, T, sec5[1]),
+                (kid(ps["wk"], var3[1], T), ps["wk"].nbytes, T, sec5[2]),
+                (kid(ps["wv"], var3[2], T), ps["wv"].nbytes, T, sec5[3]),
+                (_ROPE, q.nbytes + k.nbytes, T, sec5[4])]
+        if ggml:
+            recs.append((f"attention_kv{K.dtype.itemsize * 8}_native", K.nbytes + V.nbytes, T, sec6[0]))
+        recs += [(_RMS, act, T, sec6[1]),
+                 (kid(ps["wo"], var4[1], T), ps["wo"].nbytes, T, sec6[2]),
+                 (_RMS, act, T, sec6[3]),
+                 (kid(ps["w_gate"], var4[2], T), ps["w_gate"].nbytes, T, sec6[4]),
+                 (kid(ps["w_up"], var4[3], T), ps["w_up"].nbytes, T, sec6[5])]
         if c.ffn_act == "relu2":
-            rec(_RELU2, bytes_read=2 * T * F * 4, rows=T, seconds=sec[0])
-        rec(_RMS, bytes_read=T * F * 4, rows=T, seconds=sec[1])
-        rec(self._kid(ps["w_down"], var1[0], T), bytes_read=ps["w_down"].nbytes, rows=T, seconds=sec[2])
+            recs.append((_RELU2, 2 * T * F * 4, T, sec3[0]))
+        recs += [(_RMS, T * F * 4, T, sec3[1]),
+                 (kid(ps["w_down"], var1[0], T), ps["w_down"].nbytes, T, sec3[2])]
+        KERNEL_LOG.record_many(recs)
         return x
 
     @staticmethod
