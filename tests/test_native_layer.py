@@ -104,3 +104,28 @@ def test_native_blocks_step_aside(bitnet_recipe_model, native_backend):
         assert NativeBlocks.for_model(m) is None
     finally:
         m.close()
+
+
+@needs_native
+@pytest.mark.ac38
+def test_a_view_with_other_layers_gets_its_own_blocks(bitnet_model_factory, native_backend, monkeypatch):
+    """bitnet.model.layerwise runs one layer through a copy.copy view of the model: the view's
+    blocks are its layers, not the ones cached on the model it was copied from."""
+    import copy
+
+    from bitnet.model.bitnet_model import BitNetModel
+    from bitnet.model.native_layer import NativeBlocks
+
+    m = BitNetModel(bitnet_model_factory(preset="tiny", arch="bitnet-b1.58", fmt="i2_s", seed=5))
+    try:
+        assert NativeBlocks.for_model(m).layers[0]["wq"].keep is not None
+        view = copy.copy(m)
+        view.layers = [m.layers[1]]
+        vb = NativeBlocks.for_model(view)
+        assert len(vb.layers) == 1 and vb.model is view
+        fused, _ = _run(view, True, monkeypatch, steps=2)
+        per_op, _ = _run(view, False, monkeypatch, steps=2)
+        for a, b in zip(fused, per_op, strict=True):
+            np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+    finally:
+        m.close()

@@ -92,13 +92,16 @@ class NativeBlocks:
             return None
         if model.config.n_embd != model.config.n_head * model.config.head_dim:
             return None
-        blocks = model.__dict__.get("_native_blocks", False)
-        if blocks is False or (blocks is not None and blocks.profile is not model.profile):
+        # cached per (model, its layer list, its profile): a copy.copy view of the model
+        # (bitnet.model.layerwise) that swaps its layers gets its own
+        cached = model.__dict__.get("_native_blocks")
+        if cached is None or cached[0] is not model or cached[1] is not model.layers or cached[2] is not model.profile:
             prof = model.profile
             ok = all((w.format.tag(w), prof.act_for(w.flavor)) in _FMT for layer in model.layers
                      for w in layer.proj.values())
-            blocks = cls(model) if ok else None
-            model.__dict__["_native_blocks"] = blocks
+            cached = (model, model.layers, prof, cls(model) if ok else None)
+            model.__dict__["_native_blocks"] = cached
+        blocks = cached[3]
         if blocks is not None:  # this pass's thread count (cap -1: the dispatcher's variant cap)
             from bitnet.kernels.native.backend import THREADS
 
