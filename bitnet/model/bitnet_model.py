@@ -350,7 +350,7 @@ class BitNetModel:
         _record.tap("k_rope", k)
         step.cache.append(i, step.pos0, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
         K, V = step.cache.view(i, step.pos0 + T)                             # [Hkv, S, hd]
-        o = attend(q, K, V, step.pos0, self.profile.q_f16, step.single, self.profile.attn_ggml)  # [T, H*hd]
+        o = attend(q, K, V, step.pos0, self.profile.q_f16, step.single, self.profile.attn_build or False)  # [T, H*hd]
         _record.tap("attn_out", o)
         o = norm(o, layer.attn_sub_norm, c.rms_eps)
         _record.tap("attn_sub_norm", o)
