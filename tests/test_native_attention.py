@@ -65,6 +65,22 @@ def test_attention_bit_identical_to_the_numpy_emulation(T, hkv, group, d, pos0, 
 
 @needs_native
 @pytest.mark.ac38
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(T=st.one_of(st.just(1), st.integers(2, 5)), hkv=st.integers(1, 3), group=st.sampled_from([1, 2, 4]),
+       d=st.sampled_from([64, 128, 34, 40, 46, 36]), pos0=st.integers(0, 70),
+       qscale=st.sampled_from([1e-3, 1.0, 30.0, 3e3]), kscale=st.sampled_from([1e-2, 1.0, 100.0]),
+       extra_cap=st.integers(0, 5), variant=st.sampled_from(["auto", "scalar"]), seed=st.integers(0, 2**20))
+def test_upstream_attention_bit_identical_to_the_numpy_emulation(T, hkv, group, d, pos0, qscale, kscale, extra_cap,
+                                                                  variant, seed):
+    """build "llama.cpp" (upstream 0.3.36, F32 cache): F32 dots with their float tail (head_dim
+    34/40/46/36 leave one), tinyBLAS Q.K with one head and 2+ rows, F32 probabilities for one row."""
+    q, K, V = _case(np.random.default_rng(seed), T, hkv, group, d, pos0, qscale, kscale, extra_cap, np.float32)
+    want = ga.attention(q, K, V, pos0, "llama.cpp")
+    _same(_nb().attention_ggml(q, K, V, pos0, build="llama.cpp", variant=variant)[0], want)
+
+
+@needs_native
+@pytest.mark.ac38
 def test_long_context_uses_numpys_pairwise_sum_of_the_chunks():
     """More than 1024 keys: the softmax's 8-lane chunk sums are summed in double the way NumPy's
     pairwise sum splits them (blocks of 128 halved), not left to right."""
@@ -115,14 +131,14 @@ def test_v_expf_and_f16_rounding_edges():
             _same(_nb().v_expf(x, variant), want)
 
 
-def _forward_pair(path, steps=4):
-    """Logits of a prompt and `steps` decode steps under bitnet.cpp, native backend, with the
+def _forward_pair(path, steps=4, profile="bitnet.cpp"):
+    """Logits of a prompt and `steps` decode steps under `profile`, native backend, with the
     attention in C and with the NumPy emulation; plus each run's kernel ids."""
     from bitnet.kernels import dispatch
     from bitnet.kernels.runlog import KERNEL_LOG
     from bitnet.model import bitnet_model as bm
 
-    m = bm.BitNetModel(path, profile="bitnet.cpp")
+    m = bm.BitNetModel(path, profile=profile)
     out, ids = {}, {}
     before = dispatch.get_backend()
     orig = bm._native_attention
@@ -145,15 +161,17 @@ def _forward_pair(path, steps=4):
 
 @needs_native
 @pytest.mark.ac38
-@pytest.mark.parametrize("shape", ["tiny", "hd128-gqa4"])
-def test_forward_passes_bit_identical_under_bitnet_cpp(bitnet_model_factory, shape):
+@pytest.mark.parametrize("shape,profile", [("tiny", "bitnet.cpp"), ("hd128-gqa4", "bitnet.cpp"),
+                                           ("tiny", "llama.cpp"), ("hd128-gqa4", "llama.cpp")])
+def test_forward_passes_bit_identical_under_ggml_profiles(bitnet_model_factory, shape, profile):
     from bitnet.synth import ModelShape
 
     preset = "tiny" if shape == "tiny" else ModelShape(n_embd=512, n_ff=512, n_layer=2, n_head=4, n_head_kv=1,
                                                       n_ctx=256)
-    out, ids = _forward_pair(bitnet_model_factory(preset=preset, arch="bitnet-b1.58", fmt="i2_s", seed=3))
-    assert "attention_kv16_native" in ids["native"] and "attention_kv16_numpy" not in ids["native"]
-    assert "attention_kv16_numpy" in ids["numpy"]
+    arch, fmt, kv = ("bitnet-b1.58", "i2_s", 16) if profile == "bitnet.cpp" else ("bitnet", "tq2_0", 32)
+    out, ids = _forward_pair(bitnet_model_factory(preset=preset, arch=arch, fmt=fmt, seed=3), profile=profile)
+    assert f"attention_kv{kv}_native" in ids["native"] and f"attention_kv{kv}_numpy" not in ids["native"]
+    assert f"attention_kv{kv}_numpy" in ids["numpy"]
     for a, b in zip(out["native"], out["numpy"], strict=True):
         _same(a, b)
 

@@ -167,9 +167,10 @@ def rope(q: np.ndarray, k: np.ndarray, cos: np.ndarray, sin: np.ndarray,
 
 
 def _native_attention(ggml: bool | str) -> bool:
-    """bitnet.cpp's ggml-order attention (`ggml` True or "bitnet.cpp") runs in C under the native
-    backend (attention.c, bit-identical to bitnet.model.ggml_attention); other orders stay NumPy."""
-    return (ggml is True or ggml == "bitnet.cpp") and _native_glue("causal_attention")
+    """ggml-order attention (`ggml` True or "bitnet.cpp", or "llama.cpp") runs in C under the
+    native backend (attention.c, bit-identical to bitnet.model.ggml_attention); BLAS-order
+    attention (`ggml` False) stays NumPy."""
+    return (ggml is True or ggml in ("bitnet.cpp", "llama.cpp")) and _native_glue("causal_attention")
 
 
 @timed_op(lambda q, K, V, pos0, q_f16, probs_f16, ggml=False: (
@@ -180,7 +181,10 @@ def attend(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, q_f16: bool, 
     if _native_attention(ggml):
         from bitnet.kernels.native import backend as nb
 
-        out, scores, probs = nb.attention_ggml(q, K, V, pos0, taps=_record.active() is not None)
+        build = "bitnet.cpp" if ggml is True else str(ggml)
+        if build == "llama.cpp" and q_f16:  # as causal_attention does for a profile asking for it
+            q = np.asarray(q, np.float32).astype(np.float16).astype(np.float32)
+        out, scores, probs = nb.attention_ggml(q, K, V, pos0, build=build, taps=_record.active() is not None)
         if scores is not None:  # what the NumPy emulation taps (bitnet.model.record)
             _record.tap("attn_scores", scores)
             _record.tap("attn_probs", probs)

@@ -135,9 +135,9 @@ class NativeBlocks:
         step.cache.append(i, step.pos0, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
         K, V = step.cache.view(i, step.pos0 + T)
         build = _attn_build(m.profile)
-        ggml = bm._native_attention(build)
+        ggml = bm._native_attention(build) and build in (True, "bitnet.cpp")  # inside bn_layer_mid
         o_in = ffi.NULL
-        if not ggml:  # NumPy attention as BitNetModel.attention calls it (its own run-log record)
+        if not ggml:  # attention as BitNetModel.attention calls it (C or NumPy; its own run-log record)
             o = np.ascontiguousarray(bm.attend(q, K, V, step.pos0, m.profile.q_f16, step.single, build), np.float32)
             o_in = fp(o)
             K = V = np.zeros((1, 1, hd), np.float32)

@@ -46,7 +46,7 @@ void bn_rope_neox(const float *x, int64_t T, int64_t H, int64_t hd, const float 
 void bn_relu2_mul(const float *gate, const float *up, int64_t n, float *y);
 int bn_attn_ggml(const float *q, int64_t T, int64_t H, int64_t d, const void *k, const void *v,
                  int64_t Hkv, int64_t S, int64_t kv_head_stride, int kv_f16, int64_t pos0, float scale,
-                 int q_f16, int probs_f16_single, float *out, float *scores, float *probs, int threads, int cap);
+                 int q_f16, int build, float *out, float *scores, float *probs, int threads, int cap);
 int bn_v_expf(const float *x, int64_t n, float *y, int cap);
 typedef struct { const uint8_t *w; int64_t n_out, n_in; int fmt; float wscale; int has_scale; float scale; } bn_proj;
 int bn_layer_qkv(const float *x, int64_t T, int64_t D, const float *attn_norm, double eps,

@@ -11,7 +11,7 @@
  *         8-lane chunk summed in float ((v0+v4)+(v2+v6))+((v1+v5)+(v3+v7)), the chunks summed
  *         in double as NumPy's pairwise sum does (bn_pairwise_sum), every value times
  *         (float)(1.0 / sum).
- *   P.V   one row (T == 1, with probs_f16_single): the probabilities rounded to F16 and
+ *   P.V   one row (T == 1): the probabilities rounded to F16 and
  *         ggml_vec_dot_f16 over the keys (32 accumulators: key j goes to lane j % 32);
  *         otherwise tinyBLAS<8>: one 8-lane accumulator per output over the keys (key j to
  *         lane j % 8), reduced as the softmax chunks are.
@@ -175,7 +175,7 @@ static inline float bn_vdot_reduce8(__m256 a0, __m256 a1, __m256 a2, __m256 a3) 
 
 /* ggml_vec_dot_f16(q, k row) for q already F16-valued (float), n = d; exact: q and K both hold
  * F16 values (bn_fma8_exact applies) */
-static float bn_qk_dot(const float *q, const void *krow, int kv_f16, int64_t d, int simd, int exact) {
+static float bn_qk_dot(const float *q, const void *krow, int kv_f16, int64_t d, int simd, int exact, int float_tail) {
     const int64_t nb = d - d % 32;
     float acc[32];
     int64_t i = 0;
@@ -195,7 +195,7 @@ static float bn_qk_dot(const float *q, const void *krow, int kv_f16, int64_t d, 
             a2 = bn_dfma8(_mm256_loadu_ps(q + i + 16), bn_kv_load8(krow, kv_f16, i + 16), a2);
             a3 = bn_dfma8(_mm256_loadu_ps(q + i + 24), bn_kv_load8(krow, kv_f16, i + 24), a3);
         }
-        if (nb == d) return bn_vdot_reduce8(a0, a1, a2, a3);  /* no tail: (float) (double) r == r */
+        if (nb == d) return bn_vdot_reduce8(a0, a1, a2, a3);  /* no tail: (float) (double) r == r, either way */
         _mm256_storeu_ps(acc, a0); _mm256_storeu_ps(acc + 8, a1);
         _mm256_storeu_ps(acc + 16, a2); _mm256_storeu_ps(acc + 24, a3);
     } else
@@ -205,9 +205,27 @@ static float bn_qk_dot(const float *q, const void *krow, int kv_f16, int64_t d, 
         for (; i < nb; i += 32)
             for (int l = 0; l < 32; l++) acc[l] = bn_dfma(q[i + l], bn_kv_at(krow, kv_f16, i + l), acc[l]);
     }
+    if (float_tail) {  /* ggml_vec_dot_f32's tail as gcc compiled it: products added in float, the last d % 4 fused */
+        float r = bn_vdot_reduce(acc);
+        const int64_t plain = nb + (d - nb) / 4 * 4;
+        for (i = nb; i < d; i++) {
+            const float y = bn_kv_at(krow, kv_f16, i);
+            r = i < plain ? r + q[i] * y : bn_dfma(q[i], y, r);
+        }
+        return r;
+    }
     double s = (double) bn_vdot_reduce(acc);
     for (i = nb; i < d; i++) s += (double) (q[i] * bn_kv_at(krow, kv_f16, i));
     return (float) s;
+}
+
+/* tinyBLAS<8>'s dot of a K row and q (upstream Q.K with one head and 2+ rows): one 8-lane
+ * accumulator over d in steps of 8, then the 8-lane float sum */
+static float bn_qk_tinyblas(const float *q, const void *krow, int kv_f16, int64_t d) {
+    float acc[8] = {0};
+    for (int64_t i = 0; i < d; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] = bn_dfma(bn_kv_at(krow, kv_f16, i + l), q[i + l], acc[l]);
+    return bn_hsum8(acc);
 }
 
 /* acc[R][d] += (per key j < sp, lane j % R) dfma(p[j], V[j][:]); keys >= S are zero rows */
@@ -239,17 +257,25 @@ static void bn_pv_accumulate(const float *p, const void *vh, int kv_f16, int64_t
 
 /* out[T, H*d] = ggml-order attention of q[T, H, d] over the cache (K, V [Hkv, S, d] with a
  * head stride of kv_head_stride elements, F16 when kv_f16 else F32) at positions pos0..
- * q_f16: q rounded to F16 (the vec_dot_type of an F16 K); probs_f16_single: with T == 1 the
- * probabilities rounded to F16 and P.V as ggml_vec_dot_f16 (else tinyBLAS<8> for every T).
+ * q_f16: q rounded to F16 (the vec_dot_type of an F16 K). build 0 = the fork: with T == 1 the
+ * probabilities rounded to F16 and P.V as ggml_vec_dot_f16, else tinyBLAS<8>; build 1 = upstream
+ * llama.cpp 0.3.36: Q.K as ggml_vec_dot_f32 (its float tail) or, with one head and 2+ rows,
+ * tinyBLAS<8>; P.V as ggml_vec_dot_f32 with F32 probabilities for one row (or a head_dim not a
+ * multiple of 4), else tinyBLAS<8> (bitnet.model.ggml_attention, build "llama.cpp").
  * scores / probs (may be NULL): [H, T, S] float, the raw q.k and the softmax (the recording
  * taps). cap: as bn_linear's, or -1 for the dispatcher's (bn_set_force_scalar). Returns the
  * variant that ran (1 = AVX2, 0 = scalar), -1 when out of memory. */
 int bn_attn_ggml(const float *q, int64_t T, int64_t H, int64_t d, const void *k, const void *v,
                  int64_t Hkv, int64_t S, int64_t kv_head_stride, int kv_f16, int64_t pos0, float scale,
-                 int q_f16, int probs_f16_single, float *out, float *scores, float *probs, int threads, int cap) {
+                 int q_f16, int build, float *out, float *scores, float *probs, int threads, int cap) {
     const int simd = BN_ATT_SIMD && bn_pick(cap < 0 ? bn_force_scalar : cap) > 0;
     const int64_t sp = (S + 31) / 32 * 32, group = H / Hkv, nrow = H * T;
-    const int one_row = T == 1 && probs_f16_single;
+    const int upstream = build == 1;
+    /* P.V as ggml_vec_dot over the keys (32 lanes) rather than tinyBLAS<8>: the fork with one
+     * row (F16 probabilities), upstream with one row or a head_dim tinyBLAS refuses (F32 ones) */
+    const int one_row = upstream ? (T == 1 || d % 4 != 0) : T == 1;
+    const int p_f16 = one_row && !upstream;
+    const int qk_tiny = upstream && T >= 2 && H == 1 && d % 8 == 0;
     const int R = one_row ? 32 : 8;
     int failed = 0;
     /* threads only where the work pays for waking them (a tiny model's few heads do not) */
@@ -275,11 +301,31 @@ int bn_attn_ggml(const float *q, int64_t T, int64_t H, int64_t d, const void *k,
                 const void *vh = kv_f16 ? (const void *) ((const uint16_t *) v + kvh * kv_head_stride)
                                         : (const void *) ((const float *) v + kvh * kv_head_stride);
                 /* Q.K; a padded key is a zero row: the dot of q with zeros */
-                for (int64_t j = 0; j < S; j++)
-                    kq[j] = bn_qk_dot(qh, kv_f16 ? (const void *) ((const uint16_t *) kh + j * d)
-                                                 : (const void *) ((const float *) kh + j * d), kv_f16, d, simd,
-                                      q_f16 && kv_f16);
-                if (sp > S) {
+                for (int64_t j = 0; j < S; j++) {
+                    const void *kr = kv_f16 ? (const void *) ((const uint16_t *) kh + j * d)
+                                            : (const void *) ((const float *) kh + j * d);
+                    kq[j] = qk_tiny ? bn_qk_tinyblas(qh, kr, kv_f16, d)
+                                    : bn_qk_dot(qh, kr, kv_f16, d, simd, q_f16 && kv_f16, upstream);
+                }
+                if (sp > S && (upstream || qk_tiny)) {  /* a padded key is a zero row */
+                    const float zero[8] = {0};
+                    for (int64_t j = S; j < sp; j++) {
+                        float acc0[8] = {0}, r = 0.0f;
+                        if (qk_tiny) {
+                            for (int64_t i = 0; i < d; i += 8)
+                                for (int l = 0; l < 8; l++) acc0[l] = bn_dfma(zero[l], qh[i + l], acc0[l]);
+                            r = bn_hsum8(acc0);
+                        } else {
+                            float z32[32] = {0};
+                            const int64_t nb = d - d % 32, plain = nb + (d - nb) / 4 * 4;
+                            for (int64_t i = 0; i < nb; i += 32)
+                                for (int l = 0; l < 32; l++) z32[l] = bn_dfma(qh[i + l], 0.0f, z32[l]);
+                            r = bn_vdot_reduce(z32);
+                            for (int64_t i = nb; i < d; i++) r = i < plain ? r + qh[i] * 0.0f : bn_dfma(qh[i], 0.0f, r);
+                        }
+                        kq[j] = r;
+                    }
+                } else if (sp > S) {
                     float zacc[32] = {0};
                     const int64_t nb = d - d % 32;
                     for (int64_t i = 0; i < nb; i += 32)
@@ -315,10 +361,10 @@ int bn_attn_ggml(const float *q, int64_t T, int64_t H, int64_t d, const void *k,
                 for (int64_t j = 0; j < sp; j++) pr[j] = pr[j] * inv;
                 if (probs) memcpy(probs + (h * T + t) * S, pr, sizeof(float) * (size_t) S);
                 /* P.V */
-                if (one_row)
+                if (p_f16)
                     for (int64_t j = 0; j < sp; j++) pr[j] = bn_round_f16(pr[j], simd);
                 memset(acc, 0, sizeof(float) * (size_t) (R * d));
-                bn_pv_accumulate(pr, vh, kv_f16, S, sp, d, R, acc, simd, one_row && kv_f16);
+                bn_pv_accumulate(pr, vh, kv_f16, S, sp, d, R, acc, simd, p_f16 && kv_f16);
                 float *o = out + t * H * d + h * d;
                 /* each output's lanes reduced as bn_vdot_reduce / bn_hsum8 do, for all d at once
                  * (the same adds in the same order, element-wise over i) */

@@ -164,14 +164,18 @@ def _kv_rows(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def attention_ggml(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, *, q_f16: bool = True,
-                   probs_f16_single: bool = True, taps: bool = False, variant: str = "auto"
+def attention_ggml(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, *, build: str = "bitnet.cpp",
+                   taps: bool = False, variant: str = "auto"
                    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """bitnet.model.ggml_attention.attention in C, bit for bit (attention.c): q [T, H, d] f32,
-    K, V [Hkv, S, d] F16 or F32 (the cache's views, read in place). Returns (out [T, H*d],
-    scores, probs) with scores/probs [T, H, S] (the recording taps) when `taps`, else None.
-    q_f16 / probs_f16_single are the emulation's roundings (both on for bitnet.cpp); `variant`
-    "scalar" forces the portable C (tests), "auto" the best compiled in (after the environment's cap)."""
+    """bitnet.model.ggml_attention.attention(q, K, V, pos0, build) in C, bit for bit
+    (attention.c): q [T, H, d] f32, K, V [Hkv, S, d] F16 or F32 (the cache's views, read in
+    place). `build`: "bitnet.cpp" (the fork: q rounded to F16, one row's probabilities too) or
+    "llama.cpp" (upstream 0.3.36: q as given, F32 dots with their float tail). Returns (out
+    [T, H*d], scores, probs) with scores/probs [T, H, S] (the recording taps) when `taps`, else
+    None. `variant` "scalar" forces the portable C (tests), "auto" the best compiled in (after
+    the environment's cap, read when the kernels were built)."""
+    if build not in ("bitnet.cpp", "llama.cpp"):
+        raise ConfigError(f"attention: unknown ggml build {build!r}; known: bitnet.cpp, llama.cpp")
     q = _f32(q)
     t, h, d = q.shape
     hkv, s, dk = K.shape
@@ -187,7 +191,7 @@ def attention_ggml(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, *, q_
     v = _LIB.bn_attn_ggml(_FFI.cast("float *", q.ctypes.data), t, h, d, _FFI.cast("void *", K.ctypes.data),
                           _FFI.cast("void *", V.ctypes.data), hkv, s, K.strides[0] // K.itemsize,
                           int(K.dtype == np.float16), int(pos0), float(np.float32(1.0) / np.sqrt(np.float32(d))),
-                          int(q_f16), int(probs_f16_single), _FFI.cast("float *", out.ctypes.data),
+                          int(build == "bitnet.cpp"), int(build == "llama.cpp"), _FFI.cast("float *", out.ctypes.data),
                           null if scores is None else _FFI.cast("float *", scores.ctypes.data),
                           null if probs is None else _FFI.cast("float *", probs.ctypes.data),
                           THREADS[0], 1 if variant == "scalar" else -1)  # -1: the dispatcher's cap

@@ -128,7 +128,7 @@ int bn_layer_mid(float *x, int64_t T, int64_t D, const float *o_in,
     var[0] = -9;
     sec[0] = 0.0;
     if (!o_in) {
-        if ((var[0] = bn_attn_ggml(q, T, H, hd, K, V, Hkv, S, kv_head_stride, kv_f16, pos0, scale, 1, 1, o,
+        if ((var[0] = bn_attn_ggml(q, T, H, hd, K, V, Hkv, S, kv_head_stride, kv_f16, pos0, scale, 1, 0, o,
                                    NULL, NULL, threads, cap)) < 0) goto done;
         o_in = o;
         t1 = bn_now(); sec[0] = t1 - t0; t0 = t1;
