@@ -29,9 +29,11 @@ from bitnet.kernels.activations import fused_round_ties
 from bitnet.kernels.dispatch import matmul
 from bitnet.kernels.ids import KernelId
 from bitnet.kernels.runlog import timed
+from bitnet.model import native_layer as _native_layer
 from bitnet.model import record as _record
 from bitnet.model.config import ModelConfig, read_config
 from bitnet.model.kv_cache import KVCache
+from bitnet.model.native_layer import NativeBlocks
 from bitnet.model.ops import (
     FFN_ACT,
     FFN_ACT_GGML,
@@ -164,10 +166,29 @@ def rope(q: np.ndarray, k: np.ndarray, cos: np.ndarray, sin: np.ndarray,
     return rope_neox(q, cos, sin), rope_neox(k, cos, sin)
 
 
+def _native_attention(ggml: bool | str) -> bool:
+    """ggml-order attention (`ggml` True or "bitnet.cpp", or "llama.cpp") runs in C under the
+    native backend (attention.c, bit-identical to bitnet.model.ggml_attention); BLAS-order
+    attention (`ggml` False) stays NumPy."""
+    return (ggml is True or ggml in ("bitnet.cpp", "llama.cpp")) and _native_glue("causal_attention")
+
+
 @timed_op(lambda q, K, V, pos0, q_f16, probs_f16, ggml=False: (
-    _numpy_op("attention", f"kv{K.dtype.itemsize * 8}"), K.nbytes + V.nbytes, len(q)))
+    KernelId("", f"kv{K.dtype.itemsize * 8}", "attention", "native" if _native_attention(ggml) else "numpy"),
+    K.nbytes + V.nbytes, len(q)))
 def attend(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, q_f16: bool, probs_f16: bool,
            ggml: bool | str = False) -> np.ndarray:
+    if _native_attention(ggml):
+        from bitnet.kernels.native import backend as nb
+
+        build = "bitnet.cpp" if ggml is True else str(ggml)
+        if build == "llama.cpp" and q_f16:  # as causal_attention does for a profile asking for it
+            q = np.asarray(q, np.float32).astype(np.float16).astype(np.float32)
+        out, scores, probs = nb.attention_ggml(q, K, V, pos0, build=build, taps=_record.active() is not None)
+        if scores is not None:  # what the NumPy emulation taps (bitnet.model.record)
+            _record.tap("attn_scores", scores)
+            _record.tap("attn_probs", probs)
+        return out
     if ggml:
         return causal_attention(q, K, V, pos0, q_f16=q_f16, probs_f16=probs_f16, ggml=ggml)
     return causal_attention(q, K, V, pos0, q_f16=q_f16, probs_f16=probs_f16)
@@ -310,8 +331,9 @@ class BitNetModel:
         cos, sin = rope_angles(np.arange(pos0, pos0 + T), c.head_dim, c.rope_theta,
                                prof.rope_iterative_f32)
         step = Step(cache, pos0, cos, sin, single=T == 1 and prof.single_row_f16)
+        blocks = NativeBlocks.for_model(self)  # two native calls per block, when bit-identical
         for i, layer in enumerate(self.layers):
-            x = self.block(i, layer, x, step)
+            x = blocks.block(i, x, step) if blocks else self.block(i, layer, x, step)
         _record.enter_layer(None)
         if not all_logits:
             x = x[-1:]
@@ -406,3 +428,5 @@ def _round_bf16(x: np.ndarray) -> np.ndarray:
     r = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
     return r.view(np.float32)
 
+
+_native_layer._remember()  # the per-op path's functions, before any fault can replace them
