@@ -76,3 +76,50 @@ def test_profiles_that_use_ggml_rms_norm():
     own math (double squares, NumPy's sum)."""
     assert {n for n, p in PROFILES.items() if p.rms_ggml} == {"llama.cpp", "bitnet.cpp", "bitnet.cpp-tl2",
                                                              "bitnet.cpp-tl1"}
+
+
+IDS = [1, 5, 9, 2, 7, 3]
+
+
+@pytest.mark.ac30
+@pytest.mark.ac38
+@pytest.mark.parametrize(("recipe", "profile"), [("crossval-tq2", "llama.cpp"), ("default-i2s", "bitnet.cpp")])
+def test_forward_uses_the_profiles_rms_knob(bitnet_recipe_model, recipe, profile):
+    """Every RMSNorm of the forward (4 per layer + output_norm) runs the form the profile
+    names, the run log says so, and flipping rms_ggml alone changes the logits (bit-level;
+    the knob's size, ~1e-7, is pinned at the function level above)."""
+    import dataclasses
+
+    from bitnet.kernels.runlog import KERNEL_LOG
+    from bitnet.model import BitNetModel
+
+    m = BitNetModel(bitnet_recipe_model(recipe), profile=profile)
+    assert m.profile.rms_ggml
+    KERNEL_LOG.reset()
+    a = m.forward(np.asarray(IDS), m.new_cache(16), 0)
+    calls = {k.id: k.calls for k in KERNEL_LOG.snapshot() if k.id.startswith("rms_norm")}
+    assert calls == {"rms_norm_ggml_f32_numpy": 4 * m.config.n_layer + 1}
+    m.profile = dataclasses.replace(m.profile, rms_ggml=False)
+    b = m.forward(np.asarray(IDS), m.new_cache(16), 0)
+    assert not np.array_equal(a, b)
+    m.close()
+
+
+@pytest.mark.ac38
+@pytest.mark.parametrize(("recipe", "profile"), [("crossval-tq2", "llama.cpp"), ("default-i2s", "bitnet.cpp"),
+                                                 ("default-i2s", "reference")])
+def test_per_layer_forcing_computes_the_same_norms(bitnet_recipe_model, recipe, profile):
+    """bitnet.model.layerwise runs each layer through the forward with the norms patched (the
+    final norm skipped): fed the free-running layer inputs, it gives the free-running layer
+    outputs bit for bit, so the forcing path uses the profile's RMSNorm form too."""
+    from bitnet.model import BitNetModel
+    from bitnet.model.layerwise import engine_l_out
+    from bitnet.model.record import recording
+
+    m = BitNetModel(bitnet_recipe_model(recipe), profile=profile)
+    with recording() as rec:
+        m.forward(np.asarray(IDS), m.new_cache(16), 0)
+    free = np.stack([rec.get("l_out", i) for i in range(m.config.n_layer)])
+    forced = engine_l_out(m, IDS)
+    np.testing.assert_array_equal(forced.view(np.uint32), free.astype(np.float32).view(np.uint32))
+    m.close()
