@@ -143,12 +143,15 @@ def _native_glue(name: str = "") -> bool:
 
 
 @timed_op(lambda x, w, eps, ggml=False: (
-    KernelId("", "f32", "rms_norm", "native" if _native_glue("rms_norm") and not ggml else "numpy"), x.nbytes, len(x)))
+    KernelId("", "f32", "rms_norm_ggml" if ggml else "rms_norm", "native" if _native_glue("rms_norm") else "numpy"),
+    x.nbytes, len(x)))
 def norm(x: np.ndarray, w: np.ndarray, eps: float, ggml: bool = False) -> np.ndarray:
-    if _native_glue("rms_norm") and not ggml:  # the native kernel is NumPy's summation order only
+    """RMSNorm of each row; `ggml` (profile knob rms_ggml) in ggml's arithmetic, and the kernel
+    id says which form ran (rms_norm_ggml_f32_* or rms_norm_f32_*)."""
+    if _native_glue("rms_norm"):  # C versions of both forms, bit-identical to ops.rms_norm's
         from bitnet.kernels.native import backend as nb
 
-        return nb.rms_norm(x, w, eps)
+        return nb.rms_norm(x, w, eps, ggml)
     return rms_norm(x, w, eps, ggml)
 
 
@@ -337,7 +340,7 @@ class BitNetModel:
         _record.enter_layer(None)
         if not all_logits:
             x = x[-1:]
-        x = norm(x, self.output_norm, c.rms_eps)
+        x = norm(x, self.output_norm, c.rms_eps, prof.rms_ggml)
         _record.tap("result_norm", x)
         logits = self.lm_head(x, step.single)
         _record.tap("logits", logits)
@@ -346,11 +349,11 @@ class BitNetModel:
     def block(self, i: int, layer: Layer, x: np.ndarray, step: Step) -> np.ndarray:
         eps = self.config.rms_eps
         _record.enter_layer(i)
-        a = norm(x, layer.attn_norm, eps)
+        a = norm(x, layer.attn_norm, eps, self.profile.rms_ggml)
         _record.tap("attn_norm", a)
         x = x + self.attention(i, layer, a, step)
         _record.tap("attn_residual", x)
-        g = norm(x, layer.ffn_norm, eps)
+        g = norm(x, layer.ffn_norm, eps, self.profile.rms_ggml)
         _record.tap("ffn_norm", g)
         x = x + self.ffn(layer, g)
         _record.tap("l_out", x)
@@ -372,7 +375,7 @@ class BitNetModel:
         K, V = step.cache.view(i, step.pos0 + T)                             # [Hkv, S, hd]
         o = attend(q, K, V, step.pos0, self.profile.q_f16, step.single, self.profile.attn_build or False)  # [T, H*hd]
         _record.tap("attn_out", o)
-        o = norm(o, layer.attn_sub_norm, c.rms_eps)
+        o = norm(o, layer.attn_sub_norm, c.rms_eps, self.profile.rms_ggml)
         _record.tap("attn_sub_norm", o)
         o = self.linear(layer.wo, o)
         _record.tap("attn_o", o)
@@ -386,7 +389,7 @@ class BitNetModel:
         _record.tap("ffn_up", up)
         f = gated(self.config.ffn_act, gate, up, self.profile.attn_ggml)  # [T, F]
         _record.tap("ffn_gated", f)
-        f = norm(f, layer.ffn_sub_norm, self.config.rms_eps)
+        f = norm(f, layer.ffn_sub_norm, self.config.rms_eps, self.profile.rms_ggml)
         _record.tap("ffn_sub_norm", f)
         f = self.linear(layer.w_down, f)
         _record.tap("ffn_down", f)

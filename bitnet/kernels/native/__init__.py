@@ -42,6 +42,7 @@ int bn_linear_tq_q8k(int tq1, const uint8_t *w, int64_t out, int64_t K, const fl
 int bn_linear(int fmt, const uint8_t *w, int64_t out, int64_t K, const float *x, int64_t T, float wscale,
               float *y, int threads, int cap);
 int bn_rms_norm(const float *x, int64_t T, int64_t D, const float *w, double eps, float *y);
+void bn_rms_norm_ggml(const float *x, int64_t T, int64_t D, const float *w, float eps, float *y);
 void bn_rope_neox(const float *x, int64_t T, int64_t H, int64_t hd, const float *cos, const float *sin, float *y);
 void bn_relu2_mul(const float *gate, const float *up, int64_t n, float *y);
 int bn_attn_ggml(const float *q, int64_t T, int64_t H, int64_t d, const void *k, const void *v,

@@ -119,13 +119,18 @@ def _f16(x: np.ndarray, w: PackedWeight):
     return y, KernelId("f16", "f32act", _op(t), "native", _variant(v))
 
 
-def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float, ggml: bool = False) -> np.ndarray:
     """bitnet.model.ops.rms_norm in C, bit for bit (NumPy's pairwise float64 sum, then the same
-    float steps): one call instead of the ~10 NumPy passes and temporaries per row."""
+    float steps; with `ggml`, ggml's float squares summed in order, bn_rms_norm_ggml): one call
+    instead of the ~10 NumPy passes and temporaries per row."""
     x = np.ascontiguousarray(x, np.float32)
     w = np.ascontiguousarray(w, np.float32)
     t, d = x.reshape(-1, x.shape[-1]).shape
     y = np.empty_like(x)
+    if ggml:
+        _LIB.bn_rms_norm_ggml(_FFI.cast("float *", x.ctypes.data), t, d, _FFI.cast("float *", w.ctypes.data),
+                              float(np.float32(eps)), _FFI.cast("float *", y.ctypes.data))
+        return y
     if _LIB.bn_rms_norm(_FFI.cast("float *", x.ctypes.data), t, d, _FFI.cast("float *", w.ctypes.data), float(eps),
                         _FFI.cast("float *", y.ctypes.data)):
         raise MemoryError("native rms_norm could not allocate its row buffer")
