@@ -34,6 +34,7 @@ from bitnet.kernels.runlog import KERNEL_LOG
 _FMT = {("i2s_x86", "per-token-absmax"): (0, "i2s_x86"), ("tq2_0", "q8_k-block256"): (1, "tq2_0"),
         ("tq1_0", "q8_k-block256"): (2, "tq1_0")}
 _RMS = KernelId("", "f32", "rms_norm", "native").render()
+_RMS_GGML = KernelId("", "f32", "rms_norm_ggml", "native").render()
 _ROPE = KernelId("", "f32", "rope_neox", "native").render()
 _RELU2 = KernelId("", "", "ffn_relu2_mul", "native").render()
 
@@ -123,12 +124,14 @@ class NativeBlocks:
         v = np.empty((T, Hkv * hd), np.float32)
         cos, sin = np.ascontiguousarray(step.cos, np.float32), np.ascontiguousarray(step.sin, np.float32)
         threads, cap, fr = self.threads, self.cap, self.fused_round
+        rg = int(bool(getattr(m.profile, "rms_ggml", False)))  # the RMSNorm form (ops.rms_norm ggml=)
+        rms_id = _RMS_GGML if rg else _RMS
         # per call, not per model: two threads may run the same model
         sec5, sec6, sec3 = ffi.new("double[5]"), ffi.new("double[6]"), ffi.new("double[3]")
         var3, var4, var1 = ffi.new("int[3]"), ffi.new("int[4]"), ffi.new("int[1]")
         fp = lambda a: ffi.cast("float *", a.ctypes.data)  # noqa: E731
         xp = fp(x)
-        if lib.bn_layer_qkv(xp, T, D, n_attn, eps, ps["wq"].c, ps["wk"].c, ps["wv"].c, fr, fp(cos), fp(sin),
+        if lib.bn_layer_qkv(xp, T, D, n_attn, eps, rg, ps["wq"].c, ps["wk"].c, ps["wv"].c, fr, fp(cos), fp(sin),
                             H, Hkv, hd, fp(q), fp(k), fp(v), threads, cap, sec5, var3):
             raise MemoryError("native block could not allocate its buffers")
         v = v.reshape(T, Hkv, hd)
@@ -147,32 +150,32 @@ class NativeBlocks:
         gate, up = np.empty((T, F), np.float32), np.empty((T, F), np.float32)
         if lib.bn_layer_mid(xp, T, D, o_in, fp(q), H, hd, ffi.cast("void *", K.ctypes.data),
                             ffi.cast("void *", V.ctypes.data), Hkv, K.shape[1], K.strides[0] // K.itemsize,
-                            int(K.dtype == np.float16), int(step.pos0), self.scale, n_attn_sub, n_ffn, eps,
+                            int(K.dtype == np.float16), int(step.pos0), self.scale, n_attn_sub, n_ffn, eps, rg,
                             ps["wo"].c, ps["w_gate"].c, ps["w_up"].c, fr, fp(gate), fp(up), threads, cap, sec6, var4):
             raise MemoryError("native block could not allocate its buffers")
         f_in = ffi.NULL
         if c.ffn_act != "relu2":  # SiLU: NumPy's exp (bitnet_model.gated records itself)
             f = np.ascontiguousarray(bm.gated(c.ffn_act, gate, up, m.profile.attn_ggml), np.float32)
             f_in = fp(f)
-        if lib.bn_layer_ffn(xp, T, D, F, fp(gate), fp(up), f_in, n_ffn_sub, eps, ps["w_down"].c, fr, threads, cap,
+        if lib.bn_layer_ffn(xp, T, D, F, fp(gate), fp(up), f_in, n_ffn_sub, eps, rg, ps["w_down"].c, fr, threads, cap,
                             sec3, var1):
             raise MemoryError("native block could not allocate its buffers")
         kid, act = self._kid, T * D * 4
-        recs = [(_RMS, act, T, sec5[0]),
+        recs = [(rms_id, act, T, sec5[0]),
                 (kid(ps["wq"], var3[0], T), ps["wq"].nbytes, T, sec5[1]),
                 (kid(ps["wk"], var3[1], T), ps["wk"].nbytes, T, sec5[2]),
                 (kid(ps["wv"], var3[2], T), ps["wv"].nbytes, T, sec5[3]),
                 (_ROPE, q.nbytes + k.nbytes, T, sec5[4])]
         if ggml:
             recs.append((f"attention_kv{K.dtype.itemsize * 8}_native", K.nbytes + V.nbytes, T, sec6[0]))
-        recs += [(_RMS, act, T, sec6[1]),
+        recs += [(rms_id, act, T, sec6[1]),
                  (kid(ps["wo"], var4[1], T), ps["wo"].nbytes, T, sec6[2]),
-                 (_RMS, act, T, sec6[3]),
+                 (rms_id, act, T, sec6[3]),
                  (kid(ps["w_gate"], var4[2], T), ps["w_gate"].nbytes, T, sec6[4]),
                  (kid(ps["w_up"], var4[3], T), ps["w_up"].nbytes, T, sec6[5])]
         if c.ffn_act == "relu2":
             recs.append((_RELU2, 2 * T * F * 4, T, sec3[0]))
-        recs += [(_RMS, T * F * 4, T, sec3[1]),
+        recs += [(rms_id, T * F * 4, T, sec3[1]),
                  (kid(ps["w_down"], var1[0], T), ps["w_down"].nbytes, T, sec3[2])]
         KERNEL_LOG.record_many(recs)
         return x

@@ -50,18 +50,18 @@ int bn_attn_ggml(const float *q, int64_t T, int64_t H, int64_t d, const void *k,
                  int q_f16, int build, float *out, float *scores, float *probs, int threads, int cap);
 int bn_v_expf(const float *x, int64_t n, float *y, int cap);
 typedef struct { const uint8_t *w; int64_t n_out, n_in; int fmt; float wscale; int has_scale; float scale; } bn_proj;
-int bn_layer_qkv(const float *x, int64_t T, int64_t D, const float *attn_norm, double eps,
+int bn_layer_qkv(const float *x, int64_t T, int64_t D, const float *attn_norm, double eps, int rms_ggml,
                  const bn_proj *pq, const bn_proj *pk, const bn_proj *pv, int fused_round,
                  const float *cos, const float *sin, int64_t H, int64_t Hkv, int64_t hd,
                  float *q, float *k, float *v, int threads, int cap, double *sec, int *var);
 int bn_layer_mid(float *x, int64_t T, int64_t D, const float *o_in,
                  const float *q, int64_t H, int64_t hd, const void *K, const void *V, int64_t Hkv, int64_t S,
                  int64_t kv_head_stride, int kv_f16, int64_t pos0, float scale,
-                 const float *attn_sub_norm, const float *ffn_norm, double eps,
+                 const float *attn_sub_norm, const float *ffn_norm, double eps, int rms_ggml,
                  const bn_proj *po, const bn_proj *pg, const bn_proj *pu, int fused_round,
                  float *gate, float *up, int threads, int cap, double *sec, int *var);
 int bn_layer_ffn(float *x, int64_t T, int64_t D, int64_t F, float *gate, const float *up, const float *f_in,
-                 const float *ffn_sub_norm, double eps, const bn_proj *pd, int fused_round,
+                 const float *ffn_sub_norm, double eps, int rms_ggml, const bn_proj *pd, int fused_round,
                  int threads, int cap, double *sec, int *var);
 """
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]

@@ -76,9 +76,19 @@ static int bn_proj_run(const bn_proj *p, const float *x, const float *xr, int64_
     return v;
 }
 
+/* RMSNorm in the form the profile asks for: ggml's (float squares summed in double left to right,
+ * bn_rms_norm_ggml, profile knob rms_ggml) or the model definition's (bn_rms_norm) */
+static int bn_layer_norm(const float *x, int64_t T, int64_t D, const float *w, double eps, int rms_ggml, float *y) {
+    if (rms_ggml) {
+        bn_rms_norm_ggml(x, T, D, w, (float) eps, y);
+        return 0;
+    }
+    return bn_rms_norm(x, T, D, w, eps, y);
+}
+
 /* sec[5]: attn_norm, q, k, v, rope; var[3]: q, k, v. Returns 0, or -1 (out of memory / a
  * kernel failed) */
-int bn_layer_qkv(const float *x, int64_t T, int64_t D, const float *attn_norm, double eps,
+int bn_layer_qkv(const float *x, int64_t T, int64_t D, const float *attn_norm, double eps, int rms_ggml,
                  const bn_proj *pq, const bn_proj *pk, const bn_proj *pv, int fused_round,
                  const float *cos, const float *sin, int64_t H, int64_t Hkv, int64_t hd,
                  float *q, float *k, float *v, int threads, int cap, double *sec, int *var) {
@@ -89,7 +99,7 @@ int bn_layer_qkv(const float *x, int64_t T, int64_t D, const float *attn_norm, d
     int rc = -1;
     if (!a || (fused_round && !ar) || !qr || !kr) goto done;
     double t0 = bn_now(), t1;
-    if (bn_rms_norm(x, T, D, attn_norm, eps, a)) goto done;
+    if (bn_layer_norm(x, T, D, attn_norm, eps, rms_ggml, a)) goto done;
     t1 = bn_now(); sec[0] = t1 - t0; t0 = t1;
     if (fused_round) bn_fused_round_ties(a, T, D, ar);
     if ((var[0] = bn_proj_run(pq, a, ar, T, qr, threads, cap)) < 0) goto done;
@@ -115,7 +125,7 @@ done:
 int bn_layer_mid(float *x, int64_t T, int64_t D, const float *o_in,
                  const float *q, int64_t H, int64_t hd, const void *K, const void *V, int64_t Hkv, int64_t S,
                  int64_t kv_head_stride, int kv_f16, int64_t pos0, float scale,
-                 const float *attn_sub_norm, const float *ffn_norm, double eps,
+                 const float *attn_sub_norm, const float *ffn_norm, double eps, int rms_ggml,
                  const bn_proj *po, const bn_proj *pg, const bn_proj *pu, int fused_round,
                  float *gate, float *up, int threads, int cap, double *sec, int *var) {
     float *o = (float *) malloc(sizeof(float) * (size_t) (T * D));
@@ -134,7 +144,7 @@ int bn_layer_mid(float *x, int64_t T, int64_t D, const float *o_in,
         t1 = bn_now(); sec[0] = t1 - t0; t0 = t1;
     }
     /* x + wo(sub_norm(attention)) */
-    if (bn_rms_norm(o_in, T, D, attn_sub_norm, eps, b1)) goto done;
+    if (bn_layer_norm(o_in, T, D, attn_sub_norm, eps, rms_ggml, b1)) goto done;
     t1 = bn_now(); sec[1] = t1 - t0; t0 = t1;
     if (fused_round) bn_fused_round_ties(b1, T, D, br);
     if ((var[1] = bn_proj_run(po, b1, br, T, b2, threads, cap)) < 0) goto done;
@@ -142,7 +152,7 @@ int bn_layer_mid(float *x, int64_t T, int64_t D, const float *o_in,
     for (int64_t i = 0; i < T * D; i++) x[i] = x[i] + b2[i];
     /* gate(g), up(g), g = ffn_norm(x) */
     t0 = bn_now();
-    if (bn_rms_norm(x, T, D, ffn_norm, eps, b1)) goto done;
+    if (bn_layer_norm(x, T, D, ffn_norm, eps, rms_ggml, b1)) goto done;
     t1 = bn_now(); sec[3] = t1 - t0; t0 = t1;
     if (fused_round) bn_fused_round_ties(b1, T, D, br);
     if ((var[2] = bn_proj_run(pg, b1, br, T, gate, threads, cap)) < 0) goto done;
@@ -159,7 +169,7 @@ done:
  * overwritten with it) or the caller's gated FFN value f_in [T, F] (SiLU stays NumPy's).
  * sec[3]: relu2 x up (0 when f_in is given), ffn_sub_norm, down; var[1]: down. Returns 0, or -1. */
 int bn_layer_ffn(float *x, int64_t T, int64_t D, int64_t F, float *gate, const float *up, const float *f_in,
-                 const float *ffn_sub_norm, double eps, const bn_proj *pd, int fused_round,
+                 const float *ffn_sub_norm, double eps, int rms_ggml, const bn_proj *pd, int fused_round,
                  int threads, int cap, double *sec, int *var) {
     float *b1 = (float *) malloc(sizeof(float) * (size_t) (T * F));
     float *b2 = (float *) malloc(sizeof(float) * (size_t) (T * D));
@@ -173,7 +183,7 @@ int bn_layer_ffn(float *x, int64_t T, int64_t D, int64_t F, float *gate, const f
         f_in = gate;
         t1 = bn_now(); sec[0] = t1 - t0; t0 = t1;
     }
-    if (bn_rms_norm(f_in, T, F, ffn_sub_norm, eps, b1)) goto done;
+    if (bn_layer_norm(f_in, T, F, ffn_sub_norm, eps, rms_ggml, b1)) goto done;
     t1 = bn_now(); sec[1] = t1 - t0; t0 = t1;
     if (fused_round) bn_fused_round_ties(b1, T, F, br);
     if ((var[0] = bn_proj_run(pd, b1, br, T, b2, threads, cap)) < 0) goto done;
