@@ -167,7 +167,9 @@ def test_an_f16_midpoint_flip_is_contained_by_sub_layer_forcing(bitnet_cpp_dir, 
     and ours differ by that ulp, the F16 rounding of q/k/v's input flips, and attention carries
     the token's K/V to every later position of the layer (whole-layer median 2.4e-4, over the
     f16-act bounds a real fault has). Forced at the sub-block boundaries on libllama's own
-    attn_norm, the flip has nothing to flip: every sub-block sits at the float floor."""
+    attn_norm, the flip has nothing to flip: every sub-block sits at the float floor. (Since the
+    `llama.cpp` profile computes RMSNorm in ggml's arithmetic, `rms_ggml`, the ulp is gone whole
+    layer too; the sub-layer gate does not depend on it.)"""
     from bitnet.model import BitNetModel
     from crossval.calibrate import _model, _prompts
     from crossval.layers import reference_layers, teacher_forced_layers
@@ -178,7 +180,8 @@ def test_an_f16_midpoint_flip_is_contained_by_sub_layer_forcing(bitnet_cpp_dir, 
     ids = _prompts(np.random.default_rng([3, 4, 3]), 4, m.config.n_vocab)[-1]
     whole = teacher_forced_layers(m, ids, reference_layers(bitnet_cpp_dir, path, ids, 2, m.config.n_embd)["l_out"])
     th = thresholds("exact", "f16-act")
-    assert max(x.median_rel_abs for x in whole) > 100 * th["sublayer_max_median_rel_abs"]
+    # whole layers: 2.4e-4 before rms_ggml, at the float floor with it
+    assert max(x.median_rel_abs for x in whole) <= th["layer_max_median_rel_abs"]
     r = crossval_model(bitnet_cpp_dir, path, ids, numerics="llama.cpp", n_greedy=4, per_layer=True, strict=False)
     assert r.verdict == "pass", r.reason
     assert max(x["median_rel_abs"] for x in r.layers) <= th["sublayer_max_median_rel_abs"], r.layers
