@@ -58,6 +58,9 @@ class EngineOutputs:
     greedy: list[int]  # our own free-running greedy continuation
     profile: str
     family: str
+    #: every layer's free-running output (prompt [L, T, D], decode steps [L, S, D]) when captured
+    #: (crossval.deep.capture_layers: the deep-model depth envelope)
+    layers: tuple | None = None
 
 
 def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: int,
@@ -113,7 +116,16 @@ def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, force
     trace = None
     try:
         if trace_data is None:
-            out = engine_outputs(m, ids, forced, n_greedy, stepwise)
+            from contextlib import nullcontext
+
+            from crossval.deep import capture_layers, engine_layers
+
+            # with the reference's layers at hand, our free-running layers too (crossval.deep:
+            # the deep-model depth envelope); the teacher-forced runs below are not captured
+            with capture_layers() if l_out is not None else nullcontext() as calls:
+                out = engine_outputs(m, ids, forced, n_greedy, stepwise)
+            if calls:
+                out.layers = engine_layers(calls, len(forced))
             layers = teacher_forced_layers(m, ids, l_out) if l_out is not None else None
         else:  # the op-by-op trace (crossval.trace), recorded in the passes made anyway
             from bitnet.model.record import recording
@@ -269,6 +281,10 @@ def _crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike
                      decode_tokens=ref_greedy,
                      flips_decide=flips_decide(profile, out.family, layer_metrics is not None))
     if layer_metrics is not None:
+        if out.layers is not None:  # the end-to-end run seen at every depth (crossval.deep)
+            from crossval.deep import depth_profiles
+
+            result.depth = depth_profiles(out.layers, ref.data["l_out"], ref.data.get("decode_l_out"))
         result = gate_layers(result, layer_metrics, end_to_end=end_to_end, decode_layers=decode_layer_metrics)
         if decode_layer_metrics is None and n_greedy:
             result.reason += "; decode steps not gated per layer (" + str(ref.data.get(
