@@ -212,7 +212,10 @@ def main(argv: list[str] | None = None, io=None) -> int:
     p.add_argument("--resume", action="store_true", help="keep the pairs --out already holds")
     p.add_argument("--backend", default="native")
     p.add_argument("--report", metavar="JSON", help="judge a recorded run (crossval.deep.judge), print Markdown")
-    p.add_argument("--margin", type=float, default=None, help="bound = margin x the largest correct value")
+    p.add_argument("--margin", type=float, default=None,
+                   help="logits bound = margin x the largest correct value (default: the recorded one, else 3)")
+    p.add_argument("--depth-margin", type=float, default=None,
+                   help="depth envelope = margin x the running largest correct value (default: recorded, else 10)")
     p.add_argument("--update-policy", action="store_true")
     a = p.parse_args(argv)
     out_io, err = (io.stdout, io.stderr) if io else (sys.stdout, sys.stderr)
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None, io=None) -> int:
         from crossval import deep
 
         try:
-            doc = deep.judge(json.loads(Path(a.report).read_text()), a.margin)
+            doc = deep.judge(json.loads(Path(a.report).read_text()), a.margin, depth_margin=a.depth_margin)
         except (OSError, ValueError, KeyError) as e:
             print(f"deep_calibrate: {a.report}: {e}", file=err)
             return 2
@@ -250,13 +253,14 @@ def main(argv: list[str] | None = None, io=None) -> int:
         print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=err, flush=True)
 
     doc = json.loads(Path(a.out).read_text()) if a.resume and Path(a.out).exists() else {"pairs": {}}
-    doc.update({"command": "python -m crossval.deep_calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
-                "backend": a.backend, "decode": a.decode})
+    cmd = "python -m crossval.deep_calibrate " + " ".join(argv if argv is not None else sys.argv[1:])
+    doc.update({"backend": a.backend, "decode": a.decode})
+    doc["commands"] = [c for c in doc.get("commands", []) if c != cmd] + [cmd]  # one per invocation (--resume)
     for name, cpp, numerics, path in pairs:
         if name in doc["pairs"]:
             log(f"{name}: recorded already (--resume)")
             continue
-        doc["pairs"][name] = {"cpp_dir": cpp, "numerics": numerics, "model": str(path),
+        doc["pairs"][name] = {"cpp_dir": cpp, "numerics": numerics, "model": str(path), "prompts_asked": a.prompts,
                               **measure_pair(name, cpp, numerics, path, n_prompts=a.prompts, n_decode=a.decode,
                                              faults=a.faults, lm_head_check=a.lm_head_check, log=log)}
         doc["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

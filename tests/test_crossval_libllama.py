@@ -277,25 +277,27 @@ def test_2b4t_shape_per_layer_verdict(bitnet_cpp_dir, model_2b4t):
 @pytest.mark.slow
 @pytest.mark.ac29
 def test_2b4t_shape_end_to_end_statistical_bound(bitnet_cpp_dir, model_2b4t):
-    """The statistical bound of policies/parity.yml `deep` at the shape it was calibrated on
+    """The statistical bounds of policies/parity.yml `deep` at the shape they were calibrated on
     (crossval.deep, docs/reference/parity.md "The 2B-4T shape"): ours against the C++ engine
-    passes it, ours against ours with a harmless 1e-7 nudge of the layer-0 residual passes it,
-    and the weakest planted fault measured end to end at this shape (blk.0.attn_output's scale
-    x1.001) fails it, as does the decode-only fault (the KV-cache step rotated at n+1) on its
-    decode section."""
+    passes them (logits statistic and depth envelope), ours against ours with a harmless 1e-7
+    nudge of the layer-0 residual passes them, and the weakest planted fault measured at this
+    shape (blk.0.attn_output's scale x1.001) fails them -- on the depth envelope: its logits
+    drift no further than a correct pair's -- as does the decode-only fault (the KV-cache
+    step rotated at n+1)."""
     from contextlib import nullcontext
 
     from bitnet.kernels import dispatch
     from bitnet.model import BitNetModel
     from crossval.compare import engine_outputs
-    from crossval.deep import judge_result
+    from crossval.deep import capture_layers, depth_profiles, engine_layers, judge_result
     from crossval.faults import plant
     from crossval.parity import compare
     from crossval.perturb import perturb
     from crossval.runner import run_reference
 
     path, numerics = model_2b4t
-    ref = run_reference(bitnet_cpp_dir, path, ids=PROMPT, n_greedy=8, timeout=1800)
+    ref = run_reference(bitnet_cpp_dir, path, ids=PROMPT, n_greedy=8, timeout=1800,
+                        layers={"n_layer": 30, "n_embd": 2560})
     assert ref.ok, ref.error
     forced = [int(t) for t in ref.data["greedy"]]
     before = dispatch.get_backend()
@@ -305,22 +307,28 @@ def test_2b4t_shape_end_to_end_statistical_bound(bitnet_cpp_dir, model_2b4t):
             with ctx:
                 m = BitNetModel(path, profile=numerics, strict=False)
                 try:
-                    return engine_outputs(m, PROMPT, forced, 0)
+                    with capture_layers() as calls:
+                        o = engine_outputs(m, PROMPT, forced, 0)
                 finally:
                     m.close()
+            o.layers = engine_layers(calls, len(forced))
+            return o
 
-        def judged(o, prompt_ref, decode_ref):
-            return judge_result(compare(o.prompt_logits, prompt_ref, "exact", family=o.family,
-                                        decode_ours=o.decode_logits, decode_ref=decode_ref, decode_tokens=forced))
+        def judged(o, prompt_ref, decode_ref, l_out, decode_l_out):
+            r = compare(o.prompt_logits, prompt_ref, "exact", family=o.family, decode_ours=o.decode_logits,
+                        decode_ref=decode_ref, decode_tokens=forced)
+            r.depth = depth_profiles(o.layers, l_out, decode_l_out)
+            return judge_result(r)
 
+        theirs = (ref.data["logits"], ref.data["decode_logits"], ref.data["l_out"], ref.data["decode_l_out"])
         clean = ours(nullcontext())
-        d = judged(clean, ref.data["logits"], ref.data["decode_logits"])
-        assert d.verdict == "pass", d.reason
-        d = judged(ours(perturb("residual_nudge_1e-7")), clean.prompt_logits, clean.decode_logits)
-        assert d.verdict == "pass", d.reason
-        d = judged(ours(plant("weight_scale_off_0.1pct")), ref.data["logits"], ref.data["decode_logits"])
-        assert d.verdict == "fail", d.reason
-        d = judged(ours(plant("decode_position_off_by_one")), ref.data["logits"], ref.data["decode_logits"])
+        d = judged(clean, *theirs)
+        assert d.verdict == "pass" and d.depth_verdict == "pass", d.reason
+        d = judged(ours(perturb("residual_nudge_1e-7")), clean.prompt_logits, clean.decode_logits, *clean.layers)
+        assert d.verdict == "pass" and d.depth_verdict == "pass", d.reason
+        d = judged(ours(plant("weight_scale_off_0.1pct")), *theirs)
+        assert d.verdict == "fail" and d.depth_verdict == "fail" and d.depth_worst["layer"] == 0, d.reason
+        d = judged(ours(plant("decode_position_off_by_one")), *theirs)
         assert d.verdict == "fail" and d.values["decode"] > d.bound >= d.values["prompt"], d.reason
     finally:
         dispatch.set_backend(before)
