@@ -80,13 +80,14 @@ def softmax_f16_no_max_subtraction(set_) -> None:
         hkv, s, _ = k.shape
         g = h // hkv
         qh = q.transpose(1, 0, 2)
-        if q_f16 or ggml:
+        if q_f16 or ggml is True or ggml == "bitnet.cpp":
             qh = qh.astype(np.float16).astype(np.float32)
         if ggml:  # the scores exactly as the unmodified ggml path forms them: the fault is in the softmax
-            from bitnet.model.ggml_attention import vec_dot_f16
+            from bitnet.model.ggml_attention import scores
 
             kf = k.astype(np.float32)
-            raw = np.stack([vec_dot_f16(qh[i][:, None, :], kf[i // g][None]) for i in range(h)]).reshape(hkv, g * t, s)
+            build = "bitnet.cpp" if ggml is True else str(ggml)
+            raw = scores(qh, kf[np.arange(h) // g], build).reshape(hkv, g * t, s)
         else:
             raw = qh.reshape(hkv, g * t, d) @ k.astype(np.float32).transpose(0, 2, 1)
         record.tap("attn_scores", raw.reshape(h, t, s).transpose(1, 0, 2))  # an engine that names its ops

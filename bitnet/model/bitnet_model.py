@@ -167,9 +167,9 @@ def rope(q: np.ndarray, k: np.ndarray, cos: np.ndarray, sin: np.ndarray,
 @timed_op(lambda q, K, V, pos0, q_f16, probs_f16, ggml=False: (
     _numpy_op("attention", f"kv{K.dtype.itemsize * 8}"), K.nbytes + V.nbytes, len(q)))
 def attend(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, q_f16: bool, probs_f16: bool,
-           ggml: bool = False) -> np.ndarray:
+           ggml: bool | str = False) -> np.ndarray:
     if ggml:
-        return causal_attention(q, K, V, pos0, q_f16=q_f16, probs_f16=probs_f16, ggml=True)
+        return causal_attention(q, K, V, pos0, q_f16=q_f16, probs_f16=probs_f16, ggml=ggml)
     return causal_attention(q, K, V, pos0, q_f16=q_f16, probs_f16=probs_f16)
 
 
@@ -332,7 +332,7 @@ class BitNetModel:
         _record.tap("k_rope", k)
         step.cache.append(i, step.pos0, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
         K, V = step.cache.view(i, step.pos0 + T)                             # [Hkv, S, hd]
-        o = attend(q, K, V, step.pos0, self.profile.q_f16, step.single, self.profile.attn_ggml)  # [T, H*hd]
+        o = attend(q, K, V, step.pos0, self.profile.q_f16, step.single, self.profile.attn_build or False)  # [T, H*hd]
         _record.tap("attn_out", o)
         o = norm(o, layer.attn_sub_norm, c.rms_eps)
         _record.tap("attn_sub_norm", o)

@@ -87,18 +87,23 @@ def rope_neox(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, fma: bool = False
 
 
 def causal_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int, *,
-                     q_f16: bool = False, probs_f16: bool = False, ggml: bool = False) -> np.ndarray:
+                     q_f16: bool = False, probs_f16: bool = False, ggml: bool | str = False) -> np.ndarray:
     """softmax(q k^T / sqrt(d) + causal mask) v with grouped KV heads.
 
     q [T, H, d] at absolute positions pos0..pos0+T-1; k, v [Hkv, S, d] for positions 0..S-1.
     Head h reads KV head h // (H / Hkv), as ggml's broadcasting mul_mat does. Returns [T, H*d].
-    `ggml`: bit for bit as bitnet.cpp's ggml computes it (bitnet.model.ggml_attention; it rounds
-    q, and with one row the probabilities, to F16 itself).
+    `ggml`: bit for bit as a ggml build computes it (bitnet.model.ggml_attention): True or
+    "bitnet.cpp" for the fork (it rounds q, and with one row the probabilities, to F16 itself),
+    "llama.cpp" for upstream 0.3.36 (F32 throughout; `q_f16` still rounds q first, as a profile
+    asking for it would).
     """
     if ggml:
         from bitnet.model.ggml_attention import attention
 
-        return attention(q, k, v, pos0)
+        build = "bitnet.cpp" if ggml is True else str(ggml)
+        if build == "llama.cpp" and q_f16:
+            q = np.asarray(q, np.float32).astype(np.float16).astype(np.float32)
+        return attention(q, k, v, pos0, build)
     t, h, d = q.shape
     hkv, s, _ = k.shape
     group = h // hkv

@@ -9,7 +9,8 @@ A profile is data, passed down to the forward pass; nothing branches on an engin
   `vec_dot_type` (Q8_K blocks of 256 for TQ1_0/TQ2_0, F16 for F16 weights, none for F32), F32
   KV cache (the crossval bridge sets type_k = type_v = F32), rope angles computed iteratively in
   float, lm_head always `token_embd` with its input rounded to F16 when that matrix is F16 (for
-  one row and for many: ggml-cpu's F16 vec_dot_type, measured ~4e-4 relative on logits).
+  one row and for many: ggml-cpu's F16 vec_dot_type, measured ~4e-4 relative on logits), and
+  attention in upstream ggml-cpu's order, bit for bit (`attn_upstream`).
 - `bitnet.cpp`: Microsoft's fork: per-token int8 activations for I2_S, F16 KV cache, Q rounded
   to F16 for Q.K, and with a single-row batch the attention probabilities and the lm_head
   input rounded to F16 too (../shared/spec/MODEL.md, bitnet.cpp numerics).
@@ -48,6 +49,21 @@ class NumericsProfile:
     #: int8 activation ties rounded as bitnet.cpp's fused `nearest_int(x * s)` rounds them
     #: (bitnet.kernels.activations.fused_round_ties)
     i8_fused_round: bool = False
+    #: attention as upstream llama.cpp 0.3.36's ggml-cpu computes it (F32 KV cache, no flash
+    #: attention), bit for bit (bitnet.model.ggml_attention, build "llama.cpp": F32 q.k dots in
+    #: ggml_vec_dot_f32's order, ggml_v_expf softmax, tinyBLAS / vec_dot_f32 p.v). Unlike
+    #: attn_ggml it touches nothing but the attention (SiLU stays NumPy's)
+    attn_upstream: bool = False
+
+    @property
+    def attn_build(self) -> str | None:
+        """Whose ggml attention this profile reproduces (ggml_attention.BUILDS), or None for
+        NumPy/BLAS float attention."""
+        if self.attn_ggml:
+            return "bitnet.cpp"
+        if self.attn_upstream:
+            return "llama.cpp"
+        return None
 
     def act_for(self, flavor: str) -> str:
         fam = flavor_family(flavor)
@@ -86,6 +102,7 @@ PROFILES: dict[str, NumericsProfile] = {
         rope_iterative_f32=True,
         lm_head_tok_embd=True,
         lm_head_f16=True,
+        attn_upstream=True,
     ),
     "bitnet.cpp": NumericsProfile(
         "bitnet.cpp",
