@@ -70,16 +70,17 @@ def rms_norm_float32_sum(set_) -> None:
 def softmax_float64(set_) -> None:
     """Attention with the softmax in float64 (scores from float32 dots, Q rounded to F16 where
     the profile says so, probabilities rounded to F16 for one row where it says so, P.V in
-    float32). Under a bitnet.cpp profile this also replaces the ggml-order emulation of the dots
-    by NumPy's order: another summation order, equally harmless."""
+    float32). Under a profile that emulates a ggml build's attention this also replaces the
+    ggml-order dots by NumPy's order: another summation order, equally harmless."""
     bm = _bm()
 
     def attn(q, k, v, pos0, *, q_f16=False, probs_f16=False, ggml=False):
         t, h, d = q.shape
         hkv, s, _ = k.shape
         g = h // hkv
+        fork = ggml is True or ggml == "bitnet.cpp"  # the fork rounds Q (and one row's probabilities) to F16
         qh = q.transpose(1, 0, 2)
-        if q_f16 or ggml:
+        if q_f16 or fork:
             qh = qh.astype(np.float16).astype(np.float32)
         raw = qh.reshape(hkv, g * t, d) @ k.astype(np.float32).transpose(0, 2, 1)
         sc = raw.reshape(hkv, g, t, s).astype(np.float64) / np.sqrt(float(d))
@@ -87,7 +88,7 @@ def softmax_float64(set_) -> None:
         sc = np.where(mask, -np.inf, sc)
         e = np.exp(sc - sc.max(axis=-1, keepdims=True))
         p = (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
-        if probs_f16 or (ggml and t == 1):
+        if probs_f16 or (fork and t == 1):
             p = p.astype(np.float16).astype(np.float32)
         out = p.reshape(hkv, g * t, s) @ v.astype(np.float32)
         return out.reshape(h, t, d).transpose(1, 0, 2).reshape(t, h * d).astype(np.float32)
