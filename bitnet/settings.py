@@ -90,6 +90,10 @@ VARS: dict[str, Var] = {
                          "force the portable scalar variant of the native kernels"),
     "native_no_vnni": Var("BITNET_NATIVE_NO_VNNI", parse_bool, False,
                           "native kernels: AVX2 without its VNNI form"),
+    "numpy_cache": Var("BITNET_NUMPY_CACHE", _choice(("off", "int8", "f32")), "off",
+                       "NumPy backend: keep decoded weights in memory (int8: ternary values as int8, 4x the "
+                       "packed bytes, plus F16/BF16 matrices as float32; f32: ternary values as float32 too, "
+                       "16x); refused with an error when MemAvailable is short; off: decode every call"),
     "cache_dir": Var("BITNET_CACHE_DIR", _path, None,
                      "where built things go (default $XDG_CACHE_HOME/bitnet-harness or ~/.cache/bitnet-harness)"),
     "schema_dir": Var("BITNET_SCHEMA_DIR", _path, None, "JSON schemas folder (default: the repository's or the wheel's)"),
@@ -113,6 +117,7 @@ class Settings:
     native: bool = True
     native_scalar: bool = False
     native_no_vnni: bool = False
+    numpy_cache: str = "off"
     cache_dir: Path | None = None
     schema_dir: Path | None = None
     policy_dir: Path | None = None

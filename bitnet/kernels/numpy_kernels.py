@@ -19,13 +19,15 @@ format's `decode_rows`, or the int8 cache) and block scales through the format's
 `kernels` table.
 
 Every kernel returns a `KernelRun`: the output AND its own id and the bytes it read, so the
-dispatcher records what executed (the id says `i8cache` when the cached int8 copy was read
-instead of the packed bytes), never a label chosen before the call.
+dispatcher records what executed (the id says `i8cache` or `f32cache` when a cached decoded
+copy was read instead of the packed bytes, and the bytes are the copy's), never a label chosen
+before the call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,15 +54,17 @@ class KernelRun:
 
 def weights_tag(w: PackedWeight) -> str:
     """The weight part of a kernel id: the format's tag (I2_S adds its layout), plus `i8cache`
-    when the kernel reads the cached int8 copy rather than the packed bytes."""
+    or `f32cache` when the kernel reads a cached decoded copy rather than the packed bytes."""
     tag = w.format.tag(w)
+    if w.f32_cache is not None:
+        return f"{tag}_f32cache"
     return f"{tag}_i8cache" if w.int8_cache is not None else tag
 
 
 def _run(y: np.ndarray, w: PackedWeight, act: str) -> KernelRun:
     """Called by each kernel on its way out: the id is built from the weight data the kernel
     actually decoded (packed bytes or the int8 cache) and the activations it was given."""
-    read = int(w.int8_cache.nbytes) if w.int8_cache is not None else w.nbytes
+    read = w.cache_nbytes or w.nbytes
     return KernelRun(y, KernelId(weights_tag(w), ACT_TAG[act], "gemm", "numpy"), read)
 
 
@@ -77,6 +81,83 @@ def _chunks(w: PackedWeight) -> Iterator[tuple[int, int]]:
         yield r0, min(r0 + step, w.out_features)
 
 
+#: whether exact integer kernels decode packed bytes straight to float32 (`Format.lut_rows`:
+#: uint32 lanes or a byte table, bitnet.quant.lut) when the format can; False = the per-call
+#: int8 decode (`decode_rows`) they used before, which the bit-identity tests compare against
+#: (`per_call_decode`)
+_LUT_DECODE = [True]
+
+
+@contextmanager
+def per_call_decode() -> Iterator[None]:
+    """Run the kernels on the int8 per-call decode path (tests: the straight-to-float32 path
+    must give the same bytes)."""
+    old, _LUT_DECODE[0] = _LUT_DECODE[0], False
+    try:
+        yield
+    finally:
+        _LUT_DECODE[0] = old
+
+
+def _exact_values(w: PackedWeight, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Rows r0..r1 as float32 for exact integer dot products, with their column order and
+    divisors (`Format.lut_rows`: value = v / div - 1 when div is given): straight from the
+    packed bytes when the format can (no int8 step), else the f32 cache, or the int8 cache
+    or `decode_rows` widened."""
+    if w.f32_cache is not None:
+        return w.f32_cache[r0:r1], None, None
+    if w.int8_cache is None and _LUT_DECODE[0]:
+        got = w.format.lut_rows(w, r0, r1)
+        if got is not None:
+            return got
+    return w.values(r0, r1).astype(np.float32), None, None
+
+
+_BLAS_LIBS: list = []
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """OpenBLAS at one thread for the exact integer products (their results cannot depend on
+    how BLAS splits them). Its second thread spin-waits after every small GEMM: with 16 tokens
+    of prefill on the loaded 2-core VM, one [102, 2560] x [2560, 16] product took 19.8 ms on
+    two threads and 0.59 ms on one. Float-weight products keep BLAS's own threads."""
+    if not _BLAS_LIBS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_LIBS.append(ThreadpoolController().select(user_api="blas").lib_controllers)
+    changed = [(c, c.num_threads) for c in _BLAS_LIBS[0] if c.num_threads != 1]
+    for c, _ in changed:
+        c.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for c, n in changed:
+            c.set_num_threads(n)
+
+
+class _PermutedActs:
+    """The int8 activations as float32 in the column order of the weight rows they meet and
+    divided by the rows' lane divisors (exact: int8 over a power of two), computed once per
+    (order, divisors): every chunk of one tensor shares them."""
+
+    def __init__(self, q: np.ndarray, prepare: Callable[[np.ndarray], np.ndarray]):
+        self.q, self.prepare, self._by = q, prepare, {}
+
+    def __call__(self, perm: np.ndarray | None, div: np.ndarray | None) -> np.ndarray:
+        key = (None if perm is None else id(perm), None if div is None else id(div))
+        if key not in self._by:
+            a = (self.q if perm is None else self.q[:, perm]).astype(np.float32)
+            self._by[key] = self.prepare(a if div is None else a / div)
+        return self._by[key]
+
+
+def _block_sums(q: np.ndarray, nb: int) -> np.ndarray:
+    """float32 [nb, 1, T]: the exact sum of each block's int8 activations."""
+    t = q.shape[0]
+    return q.reshape(t, nb, -1).sum(axis=-1, dtype=np.int64).T.astype(np.float32)[:, None, :]
+
+
 def _int_dot(vals: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Exact integer dot products [rows, T] of int8 values and int8 activations."""
     if vals.shape[1] <= EXACT_K_LIMIT:
@@ -90,9 +171,19 @@ def gemm_per_token(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     y = (sum_j v_j q_j) / s_t * w_scale, the integer sum exact (bitnet.cpp's I2_S path)."""
     y = np.empty((x.q.shape[0], w.out_features), np.float32)
     wscale = np.float32(w.scale if w.scale is not None else 1.0)
-    for r0, r1 in _chunks(w):
-        acc = _int_dot(w.values(r0, r1), x.q)  # [rows, T]
-        y[:, r0:r1] = (acc.T.astype(np.float32) / x.scale[:, None]) * wscale
+    exact = w.in_features <= EXACT_K_LIMIT
+    qT = _PermutedActs(x.q, lambda q: q.T)  # [K, T] in the weights' order
+    qsum = x.q.sum(axis=1, dtype=np.int64)  # [T]: the "- 1" of lane-decoded values
+    with _one_blas_thread():
+        for r0, r1 in _chunks(w):
+            if exact:  # the float32 BLAS product IS the integer sum (see EXACT_K_LIMIT)
+                v, perm, div = _exact_values(w, r0, r1)
+                acc = (v @ qT(perm, div)).astype(np.int64)  # [rows, T]
+                if div is not None:
+                    acc -= qsum
+            else:
+                acc = _int_dot(w.values(r0, r1), x.q)
+            y[:, r0:r1] = (acc.T.astype(np.float32) / x.scale[:, None]) * wscale
     return _run(y, w, x.profile)
 
 
@@ -137,16 +228,20 @@ def gemm_blocked_q8k(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     nb = w.in_features // QK_K
     t = x.q.shape[0]
     dw = w.format.block_scales(w)  # [out, nb]
-    qb = x.q.reshape(t, nb, QK_K).transpose(1, 2, 0).astype(np.float32)  # [nb, 256, T]
+    qb = _PermutedActs(x.q, lambda q: q.reshape(t, nb, QK_K).transpose(1, 2, 0))  # [nb, 256, T]
+    qbsum = _block_sums(x.q, nb)  # [nb, 1, T]
     y = np.empty((t, w.out_features), np.float32)
-    for r0, r1 in _chunks(w):
-        v = w.values(r0, r1).reshape(r1 - r0, nb, QK_K).transpose(1, 0, 2).astype(np.float32)  # [nb, rows, 256]
-        acc = v @ qb  # [nb, rows, T]: exact (|sum| <= 256*127)
-        s = np.zeros((r1 - r0, t), np.float32)
-        for b in range(nb):  # the float accumulation order of the C loop
-            d = (x.scale[:, b][None, :] * dw[r0:r1, b][:, None]).astype(np.float32)
-            s = (s + acc[b] * d).astype(np.float32)
-        y[:, r0:r1] = s.T
+    with _one_blas_thread():
+        for r0, r1 in _chunks(w):
+            v, perm, div = _exact_values(w, r0, r1)  # columns permuted within each 256-block at most
+            acc = v.reshape(r1 - r0, nb, QK_K).transpose(1, 0, 2) @ qb(perm, div)  # [nb, rows, T]: exact (|sum| <= 256*128)
+            if div is not None:
+                acc -= qbsum
+            s = np.zeros((r1 - r0, t), np.float32)
+            for b in range(nb):  # the float accumulation order of the C loop
+                d = (x.scale[:, b][None, :] * dw[r0:r1, b][:, None]).astype(np.float32)
+                s = (s + acc[b] * d).astype(np.float32)
+            y[:, r0:r1] = s.T
     return _run(y, w, x.profile)
 
 
@@ -158,13 +253,17 @@ def gemm_blocked_per_token(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     nb = k // block
     t = x.q.shape[0]
     dw = w.format.block_scales(w)
-    qb = x.q.reshape(t, nb, block).transpose(1, 2, 0).astype(np.float32)
+    qb = _PermutedActs(x.q, lambda q: q.reshape(t, nb, block).transpose(1, 2, 0))
+    qbsum = _block_sums(x.q, nb)
     y = np.empty((t, w.out_features), np.float32)
-    for r0, r1 in _chunks(w):
-        v = w.values(r0, r1).reshape(r1 - r0, nb, block).transpose(1, 0, 2).astype(np.float32)
-        acc = v @ qb  # [nb, rows, T]
-        s = np.einsum("brt,rb->rt", acc, dw[r0:r1], dtype=np.float32)
-        y[:, r0:r1] = (s / x.scale[None, :]).T
+    with _one_blas_thread():
+        for r0, r1 in _chunks(w):
+            v, perm, div = _exact_values(w, r0, r1)  # columns permuted within each block at most
+            acc = v.reshape(r1 - r0, nb, block).transpose(1, 0, 2) @ qb(perm, div)  # [nb, rows, T]: exact
+            if div is not None:
+                acc -= qbsum
+            s = np.einsum("brt,rb->rt", acc, dw[r0:r1], dtype=np.float32)
+            y[:, r0:r1] = (s / x.scale[None, :]).T
     return _run(y, w, x.profile)
 
 

@@ -224,6 +224,22 @@ class BitNetModel:
         # only for tests that must run a deliberately broken model
         self.validation = validate_at_load(r, strict=self.strict, apply_corrections=apply_corrections) if validate else None
         self.corrections = [c.to_json() for c in self.validation.corrections] if self.validation else []
+        self.numpy_cache_bytes = self._numpy_cache()
+
+    def _numpy_cache(self) -> int:
+        """BITNET_NUMPY_CACHE's decoded copies, built when the NumPy backend runs this model
+        (bitnet.kernels.numpy_cache); bytes added."""
+        from bitnet.settings import settings
+
+        mode = settings().numpy_cache
+        if mode == "off":
+            return 0
+        from bitnet.kernels import dispatch, numpy_cache
+
+        if dispatch.get_backend() != "numpy":
+            return 0
+        ws = [w for layer in self.layers for w in layer.proj.values()] + [self.head_weight]
+        return numpy_cache.apply(ws, mode, what=str(self.path))
 
     @property
     def lm_head_matrix(self) -> np.ndarray:

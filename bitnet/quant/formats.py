@@ -130,6 +130,18 @@ class Format:
         """Integer weight values int8 [r1 - r0, K] of output rows r0..r1 (no float matrix)."""
         raise FormatError(f"{w.name}: no integer decoder for flavor {self.name}")
 
+    def lut_rows(self, w: PackedWeight, r0: int, r1: int
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None:
+        """Rows r0..r1 decoded straight from the packed bytes to float32 for exact integer
+        kernels (bitnet.quant.lut), as (v [r1 - r0, K], perm, div): column j holds element
+        `perm[j]` (None: the natural order) and its integer value is `v[:, j]` when div is
+        None, else `v[:, j] / div[j] - 1` (div: powers of two). None when the format has no
+        such decoder. Only exact integer dot products may use it (any summation order gives
+        the same integer): the kernel permutes and divides the activations the same way and
+        subtracts their sum; `perm` stays inside the format's scale blocks, so per-block sums
+        are unchanged too."""
+        return None
+
     def row_bytes(self, k: int) -> int:
         """Bytes one output row of K elements occupies (blocked formats)."""
         return k // self.block * self.block_bytes

@@ -25,6 +25,7 @@ import numpy as np
 
 from bitnet.errors import FormatError
 from bitnet.gguf.constants import ggml_type
+from bitnet.quant import lut
 from bitnet.quant.formats import Encoding, Format
 
 LAYOUTS = {"x86": 128, "arm": 64, "x86_1x4": None}
@@ -90,6 +91,9 @@ def unpack_codes(packed: np.ndarray, rows: int, cols: int, layout: str = "x86") 
     q = _block(layout) // 4
     b = (p.reshape(-1, 1, q) >> shifts[None, :, None]) & 3  # [block, group, byte]
     return b.reshape(rows, cols)
+
+
+_UNPACK_CODES = unpack_codes
 
 
 def pack(ternary: np.ndarray, scale: float | np.floating, layout: str = "x86") -> np.ndarray:
@@ -179,6 +183,22 @@ class I2S(Format):
         k = w.in_features
         part = w.raw[r0 * k // 4 : r1 * k // 4]
         return unpack_codes(part, r1 - r0, k, w.layout).view(np.int8) - np.int8(1)
+
+    def lut_rows(self, w, r0, r1):
+        # bitnet.quant.lut: codes at shifts 6, 4, 2, 0 of each byte; only while unpack_codes is
+        # the real one (a planted fault replacing it must reach the kernels, via decode_rows)
+        if globals()["unpack_codes"] is not _UNPACK_CODES:
+            return None
+        k = w.in_features
+        part = w.raw[r0 * k // 4 : r1 * k // 4]
+        if w.layout == "x86_1x4":  # lanes are rows here: table values, [group, col, row] -> rows
+            v = lut.gather(lut.code_table((6, 4, 2, 0)), part)
+            return np.ascontiguousarray(v.reshape(-1, k, 4).transpose(0, 2, 1)).reshape(r1 - r0, k), None, None
+        block = _block(w.layout)  # byte m of a block holds elements m + (block/4) * g
+        perm = lut.block_perm(k, block, 4, block // 4)
+        if not lut.LANES_OK:
+            return lut.gather(lut.code_table((6, 4, 2, 0)), part).reshape(r1 - r0, k), perm, None
+        return lut.lanes(part, 0x030C30C0).reshape(r1 - r0, k), perm, lut.lane_div(k, (6, 4, 2, 0))
 
     def row_group(self, w) -> int:
         return 4 if w.layout == "x86_1x4" else 1

@@ -22,6 +22,7 @@ import numpy as np
 
 from bitnet.errors import FormatError
 from bitnet.gguf.constants import ggml_type
+from bitnet.quant import lut
 from bitnet.quant.blocks import raw_blocks
 from bitnet.quant.formats import Encoding, Format
 
@@ -69,6 +70,9 @@ def tq2_0_codes(raw: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     b = _raw_blocks(raw, n, TQ2_BYTES, "TQ2_0")
     qs = b[:, :64].reshape(-1, 2, 1, 32) >> np.array([0, 2, 4, 6], np.uint8)[None, None, :, None]
     return (qs & 3).reshape(-1, QK), b[:, 64:66].copy().view("<f2").astype(np.float32).reshape(-1)
+
+
+_TQ2_0_CODES = tq2_0_codes
 
 
 def dequantize_tq2_0(raw: np.ndarray, n: int) -> np.ndarray:
@@ -157,6 +161,20 @@ class TQ2_0(_TQ):
 
     def codes(self, raw, n):
         return tq2_0_codes(raw, n)
+
+    def lut_rows(self, w, r0, r1):
+        # bitnet.quant.lut: qs byte 32h + m holds element 128h + 32n + m at bits 2n; the
+        # permutation stays inside each 256-block (and its scale d). Only while this module's
+        # tq2_0_codes is the real one: a planted fault (crossval.faults) that replaces it must
+        # reach the kernels, through decode_rows
+        if globals()["tq2_0_codes"] is not _TQ2_0_CODES:
+            return None
+        k, rb = w.in_features, self.row_bytes(w.in_features)
+        qs = raw_blocks(w.raw[r0 * rb : r1 * rb], (r1 - r0) * k, QK, TQ2_BYTES, self.name)[:, :64]
+        perm = lut.block_perm(k, QK, 4, 32)
+        if not lut.LANES_OK:
+            return lut.gather(lut.code_table((0, 2, 4, 6)), qs).reshape(r1 - r0, k), perm, None
+        return lut.lanes(qs, 0xC0300C03).reshape(r1 - r0, k), perm, lut.lane_div(k, (0, 2, 4, 6))
 
 
 class TQ1_0(_TQ):

@@ -33,6 +33,9 @@ class PackedWeight:
     tile: TileConfig | None = None  # TL1/TL2 kernel config entry the tiles were permuted by
     decision: FlavorDecision | None = None
     int8_cache: np.ndarray | None = field(default=None, repr=False)
+    #: float32 [out, in] copy of the weight's values (ternary integers, or a widened F16/BF16
+    #: matrix): what an exact kernel multiplies, kept instead of rebuilt per call
+    f32_cache: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def format(self) -> Format:
@@ -52,6 +55,8 @@ class PackedWeight:
         """Rows of a FLOAT weight as float32 (never called for ternary flavors)."""
         if self.flavor not in floats.DTYPES:
             raise FormatError(f"{self.name}: {self.flavor} is not a float weight")
+        if self.f32_cache is not None:
+            return self.f32_cache[r0:r1]
         return floats.rows(self.raw, self.flavor, r0, r1)
 
     def values(self, r0: int, r1: int) -> np.ndarray:
@@ -59,6 +64,8 @@ class PackedWeight:
         when there is one, else decoded from the packed bytes by the format."""
         if self.int8_cache is not None:
             return self.int8_cache[r0:r1]
+        if self.f32_cache is not None:  # exact small integers: the cast back is lossless
+            return self.f32_cache[r0:r1].astype(np.int8)
         return self.format.decode_rows(self, r0, r1)
 
     def cache_int8(self) -> None:
@@ -66,6 +73,26 @@ class PackedWeight:
         decoding per call, at 4x the memory of the packed tensor."""
         if self.is_ternary and self.int8_cache is None:
             self.int8_cache = np.ascontiguousarray(self.format.decode_rows(self, 0, self.out_features))
+
+    def cache_f32(self, rows_per_step: int = 4096) -> None:
+        """Keep the weight's values as float32 [out, in] (16x the packed bytes of a 2-bit
+        ternary tensor, 2x an F16 one): an exact kernel then multiplies them without decoding
+        or widening anything per call. Built a block of rows at a time (no full-size
+        temporaries); F32 weights are already float32 and get none."""
+        if self.f32_cache is not None or self.flavor == "f32":
+            return
+        c = np.empty((self.out_features, self.in_features), np.float32)
+        group = self.format.row_group(self) if self.is_ternary else 1
+        step = max(group, rows_per_step // group * group)
+        for r0 in range(0, self.out_features, step):
+            r1 = min(r0 + step, self.out_features)
+            c[r0:r1] = self.values(r0, r1) if self.is_ternary else floats.rows(self.raw, self.flavor, r0, r1)
+        self.f32_cache = c
+
+    @property
+    def cache_nbytes(self) -> int:
+        """Bytes of the decoded copies this weight holds (0 when it decodes per call)."""
+        return sum(int(c.nbytes) for c in (self.int8_cache, self.f32_cache) if c is not None)
 
 
 def load_weight(reader: GGUFReader, name: str, *, strict: bool | None = None) -> PackedWeight:
