@@ -256,7 +256,8 @@ def tail_forced(model, ref: dict[Key, np.ndarray]) -> dict[Key, np.ndarray]:
     n_layer = len(model.layers)
     last = ref.get((n_layer - 1, "l_out"))
     if last is not None:
-        out[(None, "result_norm")] = bm.norm(last.astype(np.float32), model.output_norm, model.config.rms_eps)
+        out[(None, "result_norm")] = bm.norm(last.astype(np.float32), model.output_norm, model.config.rms_eps,
+                                            model.profile.rms_ggml)
     rn = ref.get((None, "result_norm"))
     if rn is not None:
         out[(None, "logits")] = model.lm_head(rn.astype(np.float32), False)

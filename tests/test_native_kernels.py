@@ -303,7 +303,7 @@ def test_an_avx2_build_without_vnni_is_bit_identical_too():
         pytest.skip("this CPU lacks AVX2/FMA/F16C")
     from bitnet.toolchain.ffi import build_shim
 
-    m = build_shim("bitnet_native_kernels_avx2only", native.SOURCE.read_text(), native.CDEF,
+    m = build_shim("bitnet_native_kernels_avx2only", native.source_text(), native.CDEF,
                    extra_compile_args=["-O3", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fno-fast-math"])
     assert m.lib.bn_simd_level() == 1
     rng = np.random.default_rng(11)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
@@ -43,6 +43,17 @@ class KernelLog:
             r.bytes_read += int(bytes_read)
             r.rows += int(rows)
             r.seconds += float(seconds)
+
+    def record_many(self, items: Iterable[tuple[str, int, int, float]]) -> None:
+        """Several records (kernel id, bytes read, rows, seconds) under one lock: a block run
+        natively (bitnet.model.native_layer) reports its ~14 kernels at once."""
+        with self._lock:
+            for key, nbytes, rows, seconds in items:
+                r = self._records.setdefault(key, KernelRecord(key))
+                r.calls += 1
+                r.bytes_read += int(nbytes)
+                r.rows += int(rows)
+                r.seconds += float(seconds)
 
     def snapshot(self) -> list[KernelRecord]:
         with self._lock:

@@ -29,9 +29,11 @@ from bitnet.kernels.activations import fused_round_ties
 from bitnet.kernels.dispatch import matmul
 from bitnet.kernels.ids import KernelId
 from bitnet.kernels.runlog import timed
+from bitnet.model import native_layer as _native_layer
 from bitnet.model import record as _record
 from bitnet.model.config import ModelConfig, read_config
 from bitnet.model.kv_cache import KVCache
+from bitnet.model.native_layer import NativeBlocks
 from bitnet.model.ops import (
     FFN_ACT,
     FFN_ACT_GGML,
@@ -141,12 +143,15 @@ def _native_glue(name: str = "") -> bool:
 
 
 @timed_op(lambda x, w, eps, ggml=False: (
-    KernelId("", "f32", "rms_norm", "native" if _native_glue("rms_norm") and not ggml else "numpy"), x.nbytes, len(x)))
+    KernelId("", "f32", "rms_norm_ggml" if ggml else "rms_norm", "native" if _native_glue("rms_norm") else "numpy"),
+    x.nbytes, len(x)))
 def norm(x: np.ndarray, w: np.ndarray, eps: float, ggml: bool = False) -> np.ndarray:
-    if _native_glue("rms_norm") and not ggml:  # the native kernel is NumPy's summation order only
+    """RMSNorm of each row; `ggml` (profile knob rms_ggml) in ggml's arithmetic, and the kernel
+    id says which form ran (rms_norm_ggml_f32_* or rms_norm_f32_*)."""
+    if _native_glue("rms_norm"):  # C versions of both forms, bit-identical to ops.rms_norm's
         from bitnet.kernels.native import backend as nb
 
-        return nb.rms_norm(x, w, eps)
+        return nb.rms_norm(x, w, eps, ggml)
     return rms_norm(x, w, eps, ggml)
 
 
@@ -164,10 +169,29 @@ def rope(q: np.ndarray, k: np.ndarray, cos: np.ndarray, sin: np.ndarray,
     return rope_neox(q, cos, sin), rope_neox(k, cos, sin)
 
 
+def _native_attention(ggml: bool | str) -> bool:
+    """ggml-order attention (`ggml` True or "bitnet.cpp", or "llama.cpp") runs in C under the
+    native backend (attention.c, bit-identical to bitnet.model.ggml_attention); BLAS-order
+    attention (`ggml` False) stays NumPy."""
+    return (ggml is True or ggml in ("bitnet.cpp", "llama.cpp")) and _native_glue("causal_attention")
+
+
 @timed_op(lambda q, K, V, pos0, q_f16, probs_f16, ggml=False: (
-    _numpy_op("attention", f"kv{K.dtype.itemsize * 8}"), K.nbytes + V.nbytes, len(q)))
+    KernelId("", f"kv{K.dtype.itemsize * 8}", "attention", "native" if _native_attention(ggml) else "numpy"),
+    K.nbytes + V.nbytes, len(q)))
 def attend(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, q_f16: bool, probs_f16: bool,
            ggml: bool | str = False) -> np.ndarray:
+    if _native_attention(ggml):
+        from bitnet.kernels.native import backend as nb
+
+        build = "bitnet.cpp" if ggml is True else str(ggml)
+        if build == "llama.cpp" and q_f16:  # as causal_attention does for a profile asking for it
+            q = np.asarray(q, np.float32).astype(np.float16).astype(np.float32)
+        out, scores, probs = nb.attention_ggml(q, K, V, pos0, build=build, taps=_record.active() is not None)
+        if scores is not None:  # what the NumPy emulation taps (bitnet.model.record)
+            _record.tap("attn_scores", scores)
+            _record.tap("attn_probs", probs)
+        return out
     if ggml:
         return causal_attention(q, K, V, pos0, q_f16=q_f16, probs_f16=probs_f16, ggml=ggml)
     return causal_attention(q, K, V, pos0, q_f16=q_f16, probs_f16=probs_f16)
@@ -310,12 +334,13 @@ class BitNetModel:
         cos, sin = rope_angles(np.arange(pos0, pos0 + T), c.head_dim, c.rope_theta,
                                prof.rope_iterative_f32)
         step = Step(cache, pos0, cos, sin, single=T == 1 and prof.single_row_f16)
+        blocks = NativeBlocks.for_model(self)  # two native calls per block, when bit-identical
         for i, layer in enumerate(self.layers):
-            x = self.block(i, layer, x, step)
+            x = blocks.block(i, x, step) if blocks else self.block(i, layer, x, step)
         _record.enter_layer(None)
         if not all_logits:
             x = x[-1:]
-        x = norm(x, self.output_norm, c.rms_eps)
+        x = norm(x, self.output_norm, c.rms_eps, prof.rms_ggml)
         _record.tap("result_norm", x)
         logits = self.lm_head(x, step.single)
         _record.tap("logits", logits)
@@ -324,11 +349,11 @@ class BitNetModel:
     def block(self, i: int, layer: Layer, x: np.ndarray, step: Step) -> np.ndarray:
         eps = self.config.rms_eps
         _record.enter_layer(i)
-        a = norm(x, layer.attn_norm, eps)
+        a = norm(x, layer.attn_norm, eps, self.profile.rms_ggml)
         _record.tap("attn_norm", a)
         x = x + self.attention(i, layer, a, step)
         _record.tap("attn_residual", x)
-        g = norm(x, layer.ffn_norm, eps)
+        g = norm(x, layer.ffn_norm, eps, self.profile.rms_ggml)
         _record.tap("ffn_norm", g)
         x = x + self.ffn(layer, g)
         _record.tap("l_out", x)
@@ -350,7 +375,7 @@ class BitNetModel:
         K, V = step.cache.view(i, step.pos0 + T)                             # [Hkv, S, hd]
         o = attend(q, K, V, step.pos0, self.profile.q_f16, step.single, self.profile.attn_build or False)  # [T, H*hd]
         _record.tap("attn_out", o)
-        o = norm(o, layer.attn_sub_norm, c.rms_eps)
+        o = norm(o, layer.attn_sub_norm, c.rms_eps, self.profile.rms_ggml)
         _record.tap("attn_sub_norm", o)
         o = self.linear(layer.wo, o)
         _record.tap("attn_o", o)
@@ -364,7 +389,7 @@ class BitNetModel:
         _record.tap("ffn_up", up)
         f = gated(self.config.ffn_act, gate, up, self.profile.attn_ggml)  # [T, F]
         _record.tap("ffn_gated", f)
-        f = norm(f, layer.ffn_sub_norm, self.config.rms_eps)
+        f = norm(f, layer.ffn_sub_norm, self.config.rms_eps, self.profile.rms_ggml)
         _record.tap("ffn_sub_norm", f)
         f = self.linear(layer.w_down, f)
         _record.tap("ffn_down", f)
@@ -406,3 +431,5 @@ def _round_bf16(x: np.ndarray) -> np.ndarray:
     r = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
     return r.view(np.float32)
 
+
+_native_layer._remember()  # the per-op path's functions, before any fault can replace them

@@ -10,12 +10,27 @@ import numpy as np
 from bitnet.model import record as _record
 
 
+def rms_norm_ggml_sum(x: np.ndarray) -> np.ndarray:
+    """sum(x^2) over the last axis [..., 1] as ggml_compute_forward_rms_norm_f32 forms it (both
+    upstream 0.3.36's ggml-cpu/ops.cpp and bitnet.cpp's fork, ggml/src/ggml.c): each square
+    rounded to float, then `sum += (ggml_float)(x*x)` in double from 0.0, left to right. NumPy's
+    .sum is pairwise (8 lanes per block), a different rounding; np.add.accumulate is the
+    sequential loop, so its last column is ggml's sum bit for bit (0.0 + s0 == s0: no square is
+    -0.0)."""
+    sq = np.square(np.asarray(x, np.float32)).astype(np.float64)
+    if sq.shape[-1] == 0:
+        return np.zeros((*sq.shape[:-1], 1))
+    return np.add.accumulate(sq, axis=-1)[..., -1:]
+
+
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float, ggml: bool = False) -> np.ndarray:
-    """x / sqrt(mean(x^2) + eps) * w, the mean summed in double and the scale formed in float
-    (ggml_compute_forward_rms_norm_f32)."""
-    if ggml:  # bitnet.cpp profiles: squares in float, summed in double, mean to float, + eps in float
+    """x / sqrt(mean(x^2) + eps) * w, the mean summed in double and the scale formed in float.
+    `ggml=False` (the reference profile): squares and mean in double, NumPy's pairwise sum.
+    `ggml=True` (profile knob rms_ggml): ggml_compute_forward_rms_norm_f32's arithmetic --
+    squares in float, summed in double in order, mean to float, + eps in float, (x*scale)*w."""
+    if ggml:  # profile knob rms_ggml: ggml's own arithmetic, bit for bit (rms_norm_ggml_sum)
         x = np.asarray(x, np.float32)
-        mean = (np.square(x).astype(np.float64).sum(axis=-1, keepdims=True) / x.shape[-1]).astype(np.float32)
+        mean = (rms_norm_ggml_sum(x) / x.shape[-1]).astype(np.float32)
         scale = (np.float32(1.0) / np.sqrt((mean + np.float32(eps)).astype(np.float32))).astype(np.float32)
         return ((x * scale).astype(np.float32) * w).astype(np.float32)
     mean = np.mean(np.square(x, dtype=np.float64), axis=-1, keepdims=True)

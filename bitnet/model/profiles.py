@@ -10,10 +10,12 @@ A profile is data, passed down to the forward pass; nothing branches on an engin
   KV cache (the crossval bridge sets type_k = type_v = F32), rope angles computed iteratively in
   float, lm_head always `token_embd` with its input rounded to F16 when that matrix is F16 (for
   one row and for many: ggml-cpu's F16 vec_dot_type, measured ~4e-4 relative on logits), and
-  attention in upstream ggml-cpu's order, bit for bit (`attn_upstream`).
+  attention in upstream ggml-cpu's order, bit for bit (`attn_upstream`), every RMSNorm in
+  ggml's arithmetic (`rms_ggml`).
 - `bitnet.cpp`: Microsoft's fork: per-token int8 activations for I2_S, F16 KV cache, Q rounded
   to F16 for Q.K, and with a single-row batch the attention probabilities and the lm_head
-  input rounded to F16 too (../shared/spec/MODEL.md, bitnet.cpp numerics).
+  input rounded to F16 too (../shared/spec/MODEL.md, bitnet.cpp numerics), every RMSNorm in
+  ggml's arithmetic (`rms_ggml`, the same loop in the fork's ggml.c).
 - `bitnet.cpp-tl2`: the same, with TL2 projections computed as bitnet.cpp's TL2 LUT kernels
   compute them for one token (`tl2-lut` activations, wrapping int16 tile sums;
   bitnet.kernels.numpy_kernels.gemm_tl2_lut).
@@ -54,6 +56,10 @@ class NumericsProfile:
     #: ggml_vec_dot_f32's order, ggml_v_expf softmax, tinyBLAS / vec_dot_f32 p.v). Unlike
     #: attn_ggml it touches nothing but the attention (SiLU stays NumPy's)
     attn_upstream: bool = False
+    #: every RMSNorm (attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm, output_norm) as ggml's
+    #: ggml_compute_forward_rms_norm_f32 computes it, bit for bit, in both engines (squares in
+    #: float, summed in double in order, mean to float, + eps in float: ops.rms_norm(ggml=True))
+    rms_ggml: bool = False
 
     @property
     def attn_build(self) -> str | None:
@@ -89,7 +95,7 @@ _BITNET_CPP = {"i2_s": "per-token-absmax", "f32": "none", "f16": "f16", "ternary
                "tl1": "per-token-absmax"}
 #: knobs every bitnet.cpp profile shares (F16 KV cache, Q rounded to F16, ...)
 _BITNET_CPP_KNOBS: dict[str, Any] = dict(kv_dtype=np.dtype(np.float16), q_f16=True, single_row_f16=True,
-                                         rope_iterative_f32=True, lm_head_tok_embd=True)
+                                         rope_iterative_f32=True, lm_head_tok_embd=True, rms_ggml=True)
 #: plus the x86 build's arithmetic: ggml's AVX2 attention and gcc's fused int8 rounding (the TL1
 #: profile describes an ARM build, where neither is modelled)
 _BITNET_CPP_X86_KNOBS: dict[str, Any] = {**_BITNET_CPP_KNOBS, "attn_ggml": True, "i8_fused_round": True}
@@ -103,6 +109,7 @@ PROFILES: dict[str, NumericsProfile] = {
         lm_head_tok_embd=True,
         lm_head_f16=True,
         attn_upstream=True,
+        rms_ggml=True,
     ),
     "bitnet.cpp": NumericsProfile(
         "bitnet.cpp",

@@ -19,6 +19,8 @@ from bitnet.errors import BridgeError
 from bitnet.kernels.ids import KernelId
 
 SOURCE = Path(__file__).with_name("kernels.c")
+#: compiled as one translation unit, in this order (attention.c uses kernels.c's helpers)
+SOURCES = (SOURCE, Path(__file__).with_name("attention.c"), Path(__file__).with_name("layer.c"))
 CDEF = """
 void bn_set_force_scalar(int v);
 int bn_has_avx2(void);
@@ -40,8 +42,27 @@ int bn_linear_tq_q8k(int tq1, const uint8_t *w, int64_t out, int64_t K, const fl
 int bn_linear(int fmt, const uint8_t *w, int64_t out, int64_t K, const float *x, int64_t T, float wscale,
               float *y, int threads, int cap);
 int bn_rms_norm(const float *x, int64_t T, int64_t D, const float *w, double eps, float *y);
+void bn_rms_norm_ggml(const float *x, int64_t T, int64_t D, const float *w, float eps, float *y);
 void bn_rope_neox(const float *x, int64_t T, int64_t H, int64_t hd, const float *cos, const float *sin, float *y);
 void bn_relu2_mul(const float *gate, const float *up, int64_t n, float *y);
+int bn_attn_ggml(const float *q, int64_t T, int64_t H, int64_t d, const void *k, const void *v,
+                 int64_t Hkv, int64_t S, int64_t kv_head_stride, int kv_f16, int64_t pos0, float scale,
+                 int q_f16, int build, float *out, float *scores, float *probs, int threads, int cap);
+int bn_v_expf(const float *x, int64_t n, float *y, int cap);
+typedef struct { const uint8_t *w; int64_t n_out, n_in; int fmt; float wscale; int has_scale; float scale; } bn_proj;
+int bn_layer_qkv(const float *x, int64_t T, int64_t D, const float *attn_norm, double eps, int rms_ggml,
+                 const bn_proj *pq, const bn_proj *pk, const bn_proj *pv, int fused_round,
+                 const float *cos, const float *sin, int64_t H, int64_t Hkv, int64_t hd,
+                 float *q, float *k, float *v, int threads, int cap, double *sec, int *var);
+int bn_layer_mid(float *x, int64_t T, int64_t D, const float *o_in,
+                 const float *q, int64_t H, int64_t hd, const void *K, const void *V, int64_t Hkv, int64_t S,
+                 int64_t kv_head_stride, int kv_f16, int64_t pos0, float scale,
+                 const float *attn_sub_norm, const float *ffn_norm, double eps, int rms_ggml,
+                 const bn_proj *po, const bn_proj *pg, const bn_proj *pu, int fused_round,
+                 float *gate, float *up, int threads, int cap, double *sec, int *var);
+int bn_layer_ffn(float *x, int64_t T, int64_t D, int64_t F, float *gate, const float *up, const float *f_in,
+                 const float *ffn_sub_norm, double eps, int rms_ggml, const bn_proj *pd, int fused_round,
+                 int threads, int cap, double *sec, int *var);
 """
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
 #: tried in order: the first that compiles is used (a compiler without OpenMP, or one that does
@@ -123,6 +144,16 @@ def wait_policy() -> str:
     return _wait_policy[0]
 
 
+def source_text() -> str:
+    """The C sources as one translation unit (SOURCES in order). BridgeError naming the file
+    when one is unreadable: an install that lost its C source falls back, it does not crash."""
+    try:
+        return "\n".join(p.read_text() for p in SOURCES)
+    except OSError as e:
+        raise BridgeError(f"native kernel source {e.filename} is unreadable ({e.strerror}); "
+                          "reinstall bitnet-harness or use --backend numpy") from None
+
+
 @functools.cache
 def _module():
     from bitnet.settings import settings
@@ -130,12 +161,7 @@ def _module():
 
     if not settings().native:
         raise BridgeError(f"native kernels disabled by {DISABLE_ENV}=0")
-    try:
-        text = SOURCE.read_text()
-    except OSError as e:  # an install that lost its C source: a reason to fall back, not a crash
-        raise BridgeError(f"native kernel source {SOURCE} is unreadable ({e.strerror}); "
-                          "reinstall bitnet-harness or use --backend numpy") from None
-    source = f"/* built for: {cpu_signature()} */\n" + text
+    source = f"/* built for: {cpu_signature()} */\n" + source_text()
     errors = []
     for cflags, lflags in FLAG_SETS:
         try:

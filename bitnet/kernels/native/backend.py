@@ -119,13 +119,18 @@ def _f16(x: np.ndarray, w: PackedWeight):
     return y, KernelId("f16", "f32act", _op(t), "native", _variant(v))
 
 
-def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float, ggml: bool = False) -> np.ndarray:
     """bitnet.model.ops.rms_norm in C, bit for bit (NumPy's pairwise float64 sum, then the same
-    float steps): one call instead of the ~10 NumPy passes and temporaries per row."""
+    float steps; with `ggml`, ggml's float squares summed in order, bn_rms_norm_ggml): one call
+    instead of the ~10 NumPy passes and temporaries per row."""
     x = np.ascontiguousarray(x, np.float32)
     w = np.ascontiguousarray(w, np.float32)
     t, d = x.reshape(-1, x.shape[-1]).shape
     y = np.empty_like(x)
+    if ggml:
+        _LIB.bn_rms_norm_ggml(_FFI.cast("float *", x.ctypes.data), t, d, _FFI.cast("float *", w.ctypes.data),
+                              float(np.float32(eps)), _FFI.cast("float *", y.ctypes.data))
+        return y
     if _LIB.bn_rms_norm(_FFI.cast("float *", x.ctypes.data), t, d, _FFI.cast("float *", w.ctypes.data), float(eps),
                         _FFI.cast("float *", y.ctypes.data)):
         raise MemoryError("native rms_norm could not allocate its row buffer")
@@ -152,6 +157,62 @@ def relu2_mul(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     y = np.empty_like(gate)
     _LIB.bn_relu2_mul(_FFI.cast("float *", gate.ctypes.data), _FFI.cast("float *", up.ctypes.data), gate.size,
                       _FFI.cast("float *", y.ctypes.data))
+    return y
+
+
+def _kv_rows(a: np.ndarray) -> np.ndarray:
+    """A cache view [Hkv, S, d] whose rows are contiguous (the cache's own views are: the
+    head stride is the capacity), else a contiguous copy."""
+    it = a.itemsize
+    if a.strides[2] == it and a.strides[1] == a.shape[2] * it and a.strides[0] % it == 0 and a.strides[0] > 0:
+        return a
+    return np.ascontiguousarray(a)
+
+
+def attention_ggml(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, *, build: str = "bitnet.cpp",
+                   taps: bool = False, variant: str = "auto"
+                   ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """bitnet.model.ggml_attention.attention(q, K, V, pos0, build) in C, bit for bit
+    (attention.c): q [T, H, d] f32, K, V [Hkv, S, d] F16 or F32 (the cache's views, read in
+    place). `build`: "bitnet.cpp" (the fork: q rounded to F16, one row's probabilities too) or
+    "llama.cpp" (upstream 0.3.36: q as given, F32 dots with their float tail). Returns (out
+    [T, H*d], scores, probs) with scores/probs [T, H, S] (the recording taps) when `taps`, else
+    None. `variant` "scalar" forces the portable C (tests), "auto" the best compiled in (after
+    the environment's cap, read when the kernels were built)."""
+    if build not in ("bitnet.cpp", "llama.cpp"):
+        raise ConfigError(f"attention: unknown ggml build {build!r}; known: bitnet.cpp, llama.cpp")
+    q = _f32(q)
+    t, h, d = q.shape
+    hkv, s, dk = K.shape
+    if V.shape != K.shape or V.dtype != K.dtype or dk != d or h % hkv or K.dtype not in (np.float16, np.float32):
+        raise ConfigError(f"attention: q {q.shape}, K {K.shape} {K.dtype}, V {V.shape} {V.dtype} do not fit")
+    K, V = _kv_rows(K), _kv_rows(V)
+    if K.strides != V.strides:
+        K, V = np.ascontiguousarray(K), np.ascontiguousarray(V)
+    out = np.empty((t, h * d), np.float32)
+    scores = np.empty((h, t, s), np.float32) if taps else None
+    probs = np.empty((h, t, s), np.float32) if taps else None
+    null = _FFI.NULL
+    v = _LIB.bn_attn_ggml(_FFI.cast("float *", q.ctypes.data), t, h, d, _FFI.cast("void *", K.ctypes.data),
+                          _FFI.cast("void *", V.ctypes.data), hkv, s, K.strides[0] // K.itemsize,
+                          int(K.dtype == np.float16), int(pos0), float(np.float32(1.0) / np.sqrt(np.float32(d))),
+                          int(build == "bitnet.cpp"), int(build == "llama.cpp"), _FFI.cast("float *", out.ctypes.data),
+                          null if scores is None else _FFI.cast("float *", scores.ctypes.data),
+                          null if probs is None else _FFI.cast("float *", probs.ctypes.data),
+                          THREADS[0], 1 if variant == "scalar" else -1)  # -1: the dispatcher's cap
+    variant_name(v)  # MemoryError when the C side could not allocate
+    if taps:
+        return out, scores.transpose(1, 0, 2), probs.transpose(1, 0, 2)
+    return out, None, None
+
+
+def v_expf(x: np.ndarray, variant: str = "auto") -> np.ndarray:
+    """bitnet.model.ggml_attention.v_expf in C (ggml's AVX2 exp, lane by lane), bit for bit;
+    `variant` "scalar" forces the portable lanes."""
+    x = _f32(x)
+    y = np.empty_like(x)
+    _LIB.bn_v_expf(_FFI.cast("float *", x.ctypes.data), x.size, _FFI.cast("float *", y.ctypes.data),
+                   1 if variant == "scalar" else -1)
     return y
 
 

@@ -711,6 +711,25 @@ int bn_rms_norm(const float *x, int64_t T, int64_t D, const float *w, double eps
     return 0;
 }
 
+/* y[T, D] = rms_norm(x[T, D]) * w[D] as ggml_compute_forward_rms_norm_f32 computes it (upstream
+ * 0.3.36 ggml-cpu/ops.cpp and bitnet.cpp's fork ggml/src/ggml.c): each square rounded to float,
+ * summed in double left to right from 0.0, mean = (float)(sum / D), scale = 1.0f / sqrtf(mean +
+ * eps) in float, y = (x * scale) * w. Bit-identical to bitnet.model.ops.rms_norm(ggml=True)
+ * (this file is built with -ffp-contract=off, so no product is fused into the sum) */
+void bn_rms_norm_ggml(const float *x, int64_t T, int64_t D, const float *w, float eps, float *y) {
+    for (int64_t t = 0; t < T; t++) {
+        const float *xr = x + t * D;
+        double sum = 0.0;
+        for (int64_t i = 0; i < D; i++) {
+            const float p = xr[i] * xr[i];
+            sum += (double) p;
+        }
+        const float mean = (float) (sum / (double) D);
+        const float scale = 1.0f / sqrtf(mean + eps);
+        for (int64_t i = 0; i < D; i++) y[t * D + i] = (xr[i] * scale) * w[i];
+    }
+}
+
 /* NEOX rope of x[T, H, hd] in place of y (bitnet.model.ops.rope_neox): pairs (i, i + hd/2),
  * y0 = x0*c - x1*s, y1 = x0*s + x1*c, each product rounded to float (no FMA) */
 void bn_rope_neox(const float *x, int64_t T, int64_t H, int64_t hd, const float *cos, const float *sin, float *y) {

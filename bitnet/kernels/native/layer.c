@@ -1,0 +1,196 @@
+/* ---- one transformer block in three native calls (appended to kernels.c and attention.c) -----
+ *
+ * BitNetModel.block does, per layer: RMSNorm, the q/k/v BitLinear projections, NEOX rope, the
+ * KV-cache append, attention, the attention sub-norm, the output projection, the residual,
+ * RMSNorm, gate and up, ReLU^2 x up, the FFN sub-norm, the down projection, the residual: ~25
+ * Python-level ops, each with its NumPy temporaries and a run-log record. These three entry
+ * points run the same ops, with the same C functions the per-op native path calls (bn_rms_norm,
+ * bn_linear, bn_rope_neox, bn_attn_ggml, bn_relu2_mul), in the same order, so the result is the
+ * per-op native path's bit for bit -- which is the NumPy reference's (each of those is
+ * bit-identical to its NumPy definition; tests/test_native_layer.py checks the whole block).
+ *
+ *   bn_layer_qkv: x -> q, k, v (roped), for the caller to append to the KV cache (in Python,
+ *                 where the cache checks every position and reports F16 overflow);
+ *   bn_layer_mid: attention (ggml order here, or the caller's NumPy/BLAS attention output),
+ *                 its sub-norm, output projection and residual, the FFN norm, gate and up;
+ *   bn_layer_ffn: ReLU^2 x up (or the caller's SiLU x up, NumPy's exp), the FFN sub-norm, the
+ *                 down projection and the residual.
+ *
+ * cap: as bn_linear's, or -1 for the dispatcher's (bn_set_force_scalar). Every op's wall time
+ * goes to sec[] and every projection's variant to var[], so the caller
+ * records each kernel that ran in the run log with its real id, bytes and time.
+ *
+ * A projection is described by one bn_proj: the packed tensor, its format code (bn_linear's:
+ * 0 = I2_S x86 with per-token int8, 1 = TQ2_0 x Q8_K, 2 = TQ1_0 x Q8_K), the I2_S weight scale,
+ * and an optional separate scale multiplied after the matmul (upstream `bitnet`'s
+ * blk.N.<proj>.scale). fused_round: bitnet.cpp's int8 tie rounding before an I2_S projection
+ * (bitnet.kernels.activations.fused_round_ties, ported line by line below).
+ */
+#include <time.h>
+
+typedef struct {
+    const uint8_t *w;
+    int64_t n_out, n_in;
+    int fmt;
+    float wscale;
+    int has_scale;
+    float scale;
+} bn_proj;
+
+static inline double bn_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double) ts.tv_sec + 1e-9 * (double) ts.tv_nsec;
+}
+
+/* bitnet.kernels.activations.fused_round_ties: out = x with each element whose float product
+ * x*s is exactly k + 0.5 (but whose exact product is not) moved one ulp toward its exact side */
+static void bn_fused_round_ties(const float *x, int64_t T, int64_t K, float *out) {
+    for (int64_t t = 0; t < T; t++) {
+        const float *xr = x + t * K;
+        float *o = out + t * K;
+        float amax = 0.0f;
+        for (int64_t i = 0; i < K; i++) { const float a = fabsf(xr[i]); if (a > amax || a != a) amax = a; }
+        double mx = (double) amax;
+        if (!(mx >= 1e-5)) mx = mx != mx ? mx : 1e-5;  /* np.maximum keeps a NaN */
+        const float s = (float) (127.0 / mx);
+        for (int64_t i = 0; i < K; i++) {
+            const float p = xr[i] * s;
+            o[i] = xr[i];
+            if ((p - floorf(p)) == 0.5f) {
+                const double exact = (double) xr[i] * (double) s;
+                if (exact > (double) p) o[i] = nextafterf(xr[i], INFINITY);
+                else if (exact < (double) p) o[i] = nextafterf(xr[i], -INFINITY);
+            }
+        }
+    }
+}
+
+/* y[T, out] = the projection of x[T, in] (xr: x already tie-rounded, for I2_S under fused_round);
+ * returns the variant, < 0 on failure */
+static int bn_proj_run(const bn_proj *p, const float *x, const float *xr, int64_t T, float *y, int threads, int cap) {
+    const int v = bn_linear(p->fmt, p->w, p->n_out, p->n_in, p->fmt == 0 && xr ? xr : x, T, p->wscale, y, threads,
+                            cap < 0 ? bn_force_scalar : cap);
+    if (v >= 0 && p->has_scale)
+        for (int64_t i = 0; i < T * p->n_out; i++) y[i] = y[i] * p->scale;
+    return v;
+}
+
+/* RMSNorm in the form the profile asks for: ggml's (float squares summed in double left to right,
+ * bn_rms_norm_ggml, profile knob rms_ggml) or the model definition's (bn_rms_norm) */
+static int bn_layer_norm(const float *x, int64_t T, int64_t D, const float *w, double eps, int rms_ggml, float *y) {
+    if (rms_ggml) {
+        bn_rms_norm_ggml(x, T, D, w, (float) eps, y);
+        return 0;
+    }
+    return bn_rms_norm(x, T, D, w, eps, y);
+}
+
+/* sec[5]: attn_norm, q, k, v, rope; var[3]: q, k, v. Returns 0, or -1 (out of memory / a
+ * kernel failed) */
+int bn_layer_qkv(const float *x, int64_t T, int64_t D, const float *attn_norm, double eps, int rms_ggml,
+                 const bn_proj *pq, const bn_proj *pk, const bn_proj *pv, int fused_round,
+                 const float *cos, const float *sin, int64_t H, int64_t Hkv, int64_t hd,
+                 float *q, float *k, float *v, int threads, int cap, double *sec, int *var) {
+    float *a = (float *) malloc(sizeof(float) * (size_t) (T * D));
+    float *ar = fused_round ? (float *) malloc(sizeof(float) * (size_t) (T * D)) : NULL;
+    float *qr = (float *) malloc(sizeof(float) * (size_t) (T * H * hd));
+    float *kr = (float *) malloc(sizeof(float) * (size_t) (T * Hkv * hd));
+    int rc = -1;
+    if (!a || (fused_round && !ar) || !qr || !kr) goto done;
+    double t0 = bn_now(), t1;
+    if (bn_layer_norm(x, T, D, attn_norm, eps, rms_ggml, a)) goto done;
+    t1 = bn_now(); sec[0] = t1 - t0; t0 = t1;
+    if (fused_round) bn_fused_round_ties(a, T, D, ar);
+    if ((var[0] = bn_proj_run(pq, a, ar, T, qr, threads, cap)) < 0) goto done;
+    t1 = bn_now(); sec[1] = t1 - t0; t0 = t1;
+    if ((var[1] = bn_proj_run(pk, a, ar, T, kr, threads, cap)) < 0) goto done;
+    t1 = bn_now(); sec[2] = t1 - t0; t0 = t1;
+    if ((var[2] = bn_proj_run(pv, a, ar, T, v, threads, cap)) < 0) goto done;
+    t1 = bn_now(); sec[3] = t1 - t0; t0 = t1;
+    bn_rope_neox(qr, T, H, hd, cos, sin, q);
+    bn_rope_neox(kr, T, Hkv, hd, cos, sin, k);
+    sec[4] = bn_now() - t0;
+    rc = 0;
+done:
+    free(a); free(ar); free(qr); free(kr);
+    return rc;
+}
+
+/* sec[6]: attention (0 when o_in is given), attn_sub_norm, wo, ffn_norm, gate, up; var[4]:
+ * attention (bn_attn_ggml's variant, or -9 when not run here), wo, gate, up. o_in [T, D]: the
+ * attention output computed by the caller, or NULL for the ggml-order attention here (q [T, H,
+ * hd], the cache K/V as bn_attn_ggml takes them). x [T, D] gets the attention residual in place;
+ * gate, up [T, F] the FFN's two projections of ffn_norm(x). Returns 0, or -1. */
+int bn_layer_mid(float *x, int64_t T, int64_t D, const float *o_in,
+                 const float *q, int64_t H, int64_t hd, const void *K, const void *V, int64_t Hkv, int64_t S,
+                 int64_t kv_head_stride, int kv_f16, int64_t pos0, float scale,
+                 const float *attn_sub_norm, const float *ffn_norm, double eps, int rms_ggml,
+                 const bn_proj *po, const bn_proj *pg, const bn_proj *pu, int fused_round,
+                 float *gate, float *up, int threads, int cap, double *sec, int *var) {
+    float *o = (float *) malloc(sizeof(float) * (size_t) (T * D));
+    float *b1 = (float *) malloc(sizeof(float) * (size_t) (T * D));
+    float *b2 = (float *) malloc(sizeof(float) * (size_t) (T * D));
+    float *br = fused_round ? (float *) malloc(sizeof(float) * (size_t) (T * D)) : NULL;
+    int rc = -1;
+    if (!o || !b1 || !b2 || (fused_round && !br)) goto done;
+    double t0 = bn_now(), t1;
+    var[0] = -9;
+    sec[0] = 0.0;
+    if (!o_in) {
+        if ((var[0] = bn_attn_ggml(q, T, H, hd, K, V, Hkv, S, kv_head_stride, kv_f16, pos0, scale, 1, 0, o,
+                                   NULL, NULL, threads, cap)) < 0) goto done;
+        o_in = o;
+        t1 = bn_now(); sec[0] = t1 - t0; t0 = t1;
+    }
+    /* x + wo(sub_norm(attention)) */
+    if (bn_layer_norm(o_in, T, D, attn_sub_norm, eps, rms_ggml, b1)) goto done;
+    t1 = bn_now(); sec[1] = t1 - t0; t0 = t1;
+    if (fused_round) bn_fused_round_ties(b1, T, D, br);
+    if ((var[1] = bn_proj_run(po, b1, br, T, b2, threads, cap)) < 0) goto done;
+    t1 = bn_now(); sec[2] = t1 - t0;
+    for (int64_t i = 0; i < T * D; i++) x[i] = x[i] + b2[i];
+    /* gate(g), up(g), g = ffn_norm(x) */
+    t0 = bn_now();
+    if (bn_layer_norm(x, T, D, ffn_norm, eps, rms_ggml, b1)) goto done;
+    t1 = bn_now(); sec[3] = t1 - t0; t0 = t1;
+    if (fused_round) bn_fused_round_ties(b1, T, D, br);
+    if ((var[2] = bn_proj_run(pg, b1, br, T, gate, threads, cap)) < 0) goto done;
+    t1 = bn_now(); sec[4] = t1 - t0; t0 = t1;
+    if ((var[3] = bn_proj_run(pu, b1, br, T, up, threads, cap)) < 0) goto done;
+    sec[5] = bn_now() - t0;
+    rc = 0;
+done:
+    free(o); free(b1); free(b2); free(br);
+    return rc;
+}
+
+/* x += down(ffn_sub_norm(f)), f = relu(gate)^2 * up computed here (f_in NULL; gate is
+ * overwritten with it) or the caller's gated FFN value f_in [T, F] (SiLU stays NumPy's).
+ * sec[3]: relu2 x up (0 when f_in is given), ffn_sub_norm, down; var[1]: down. Returns 0, or -1. */
+int bn_layer_ffn(float *x, int64_t T, int64_t D, int64_t F, float *gate, const float *up, const float *f_in,
+                 const float *ffn_sub_norm, double eps, int rms_ggml, const bn_proj *pd, int fused_round,
+                 int threads, int cap, double *sec, int *var) {
+    float *b1 = (float *) malloc(sizeof(float) * (size_t) (T * F));
+    float *b2 = (float *) malloc(sizeof(float) * (size_t) (T * D));
+    float *br = fused_round ? (float *) malloc(sizeof(float) * (size_t) (T * F)) : NULL;
+    int rc = -1;
+    if (!b1 || !b2 || (fused_round && !br)) goto done;
+    double t0 = bn_now(), t1;
+    sec[0] = 0.0;
+    if (!f_in) {
+        bn_relu2_mul(gate, up, T * F, gate);
+        f_in = gate;
+        t1 = bn_now(); sec[0] = t1 - t0; t0 = t1;
+    }
+    if (bn_layer_norm(f_in, T, F, ffn_sub_norm, eps, rms_ggml, b1)) goto done;
+    t1 = bn_now(); sec[1] = t1 - t0; t0 = t1;
+    if (fused_round) bn_fused_round_ties(b1, T, F, br);
+    if ((var[0] = bn_proj_run(pd, b1, br, T, b2, threads, cap)) < 0) goto done;
+    sec[2] = bn_now() - t0;
+    for (int64_t i = 0; i < T * D; i++) x[i] = x[i] + b2[i];
+    rc = 0;
+done:
+    free(b1); free(b2); free(br);
+    return rc;
+}
