@@ -218,6 +218,7 @@ def run(args: argparse.Namespace, io) -> int:
                    "layers": {"positions": r.layers, "first_divergence": r.layer_first_divergence},
                    **({"not_available": extra} if extra else {}),
                    **({"trace": r.trace} if r.trace is not None else {}),
+                   **({"deep": r.deep} if r.deep is not None else {}),
                    "receipt": str(c.receipt) if c.receipt else None}, io.stdout, indent=2)
         io.stdout.write("\n")
     elif r.verdict == "error":  # nothing was compared: one line on stderr, not a table title

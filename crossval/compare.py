@@ -58,6 +58,9 @@ class EngineOutputs:
     greedy: list[int]  # our own free-running greedy continuation
     profile: str
     family: str
+    #: every layer's free-running output (prompt [L, T, D], decode steps [L, S, D]) when captured
+    #: (crossval.deep.capture_layers: the deep-model depth envelope)
+    layers: tuple | None = None
 
 
 def engine_outputs(model, ids: Sequence[int], forced: Sequence[int], n_greedy: int,
@@ -136,7 +139,16 @@ def _ours(model: Path, ids: list[int], numerics: str | None, strict: bool, force
     try:
         sub_ref = _sublayer_ref(sub_data, m, ids) if sub_data is not None and l_out is not None else None
         if trace_data is None:
-            out = engine_outputs(m, ids, forced, n_greedy, stepwise)
+            from contextlib import nullcontext
+
+            from crossval.deep import capture_layers, engine_layers
+
+            # with the reference's layers at hand, our free-running layers too (crossval.deep:
+            # the deep-model depth envelope); the teacher-forced runs below are not captured
+            with capture_layers() if l_out is not None else nullcontext() as calls:
+                out = engine_outputs(m, ids, forced, n_greedy, stepwise)
+            if calls:
+                out.layers = engine_layers(calls, len(forced))
             layers = teacher_forced_layers(m, ids, l_out) if l_out is not None and sub_ref is None else None
         else:  # the op-by-op trace (crossval.trace), recorded in the passes made anyway
             from bitnet.model.record import recording
@@ -295,6 +307,10 @@ def _crossval_libllama(cpp_dir: str | os.PathLike[str], model: str | os.PathLike
                      decode_tokens=ref_greedy,
                      flips_decide=flips_decide(profile, out.family, layer_metrics is not None))
     if layer_metrics is not None:
+        if out.layers is not None:  # the end-to-end run seen at every depth (crossval.deep)
+            from crossval.deep import depth_profiles
+
+            result.depth = depth_profiles(out.layers, ref.data["l_out"], ref.data.get("decode_l_out"))
         result = gate_layers(result, layer_metrics, end_to_end=end_to_end, decode_layers=decode_layer_metrics)
         if all(x.op is None for x in layer_metrics):
             why = ref.data.get("trace_error", "libllama's graph names too few of the sub-block tensors")

@@ -120,6 +120,12 @@ class ParityResult:
     decode_layer_first_divergence: int | None = None
     #: receipt 2.2: the op-by-op trace (crossval.trace.trace_to_dict), when asked for
     trace: dict | None = None
+    #: receipt 2.3: with end_to_end="report" (deep models), the end-to-end comparison judged by
+    #: the calibrated statistical bound (crossval.deep.DeepVerdict as a dict), reported
+    deep: dict | None = None
+    #: our free-running layer outputs against the reference's, per section and layer
+    #: (crossval.deep.depth_profiles), when both were captured; judged by `deep`
+    depth: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -443,6 +449,9 @@ def gate_layers(res: ParityResult, layers: list, *, end_to_end: str = "gate",
         e2e = f"end to end (reported, not gating): {res.verdict}: {res.reason}"
         res.verdict = "fail" if (failed or res.nonfinite is not None) else "pass"
         res.reason = f"{layer_reason}; {e2e}"
+        from crossval.deep import attach
+
+        attach(res)  # the deep-model statistical bound, reported beside the per-layer verdict
     else:
         if failed:
             res.verdict = "fail"
@@ -458,7 +467,7 @@ def errored(reason: str, profile: str = "exact") -> ParityResult:
     return ParityResult("error", reason, profile)
 
 
-PARITY_SCHEMA_VERSION = "2.2.0"  # 2.x: both sides are named engines (1.x assumed ours vs libllama); 2.1: gate, prompt, decode, layers; 2.2: trace
+PARITY_SCHEMA_VERSION = "2.3.0"  # 2.x: both sides are named engines (1.x assumed ours vs libllama); 2.1: gate, prompt, decode, layers; 2.2: trace; 2.3: deep
 
 
 def parity_receipt(result: ParityResult, *, model: str | os.PathLike[str], prompt_ids: list[int],
@@ -499,6 +508,7 @@ def parity_receipt(result: ParityResult, *, model: str | os.PathLike[str], promp
                    "greedy_degenerate": result.greedy_degenerate, **_worsts(result, "decode")},
         **({"corrections": list(corrections)} if corrections else {}),
         **({"trace": result.trace} if result.trace is not None else {}),
+        **({"deep": result.deep} if result.deep is not None else {}),
     }
 
 

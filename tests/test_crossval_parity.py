@@ -251,7 +251,7 @@ def test_parity_receipt_carries_prompt_and_decode_sections(tmp_path, bitnet_tiny
                                     "build": "/x/libllama.so", "numerics": "llama.cpp"}, timings={})
     write_parity_receipt(tmp_path / "p.json", doc)
     got = json.loads((tmp_path / "p.json").read_text())
-    assert got["schema_version"] == PARITY_SCHEMA_VERSION == "2.2.0" and got["gate"]["family"] == "float"
+    assert got["schema_version"] == PARITY_SCHEMA_VERSION == "2.3.0" and got["gate"]["family"] == "float"
     assert got["decode"]["tokens"] == [3, 4] and len(got["decode"]["positions"]) == 2
     assert got["prompt"]["positions"] == 3 and got["decode"]["greedy_degenerate"] is False
     assert got["gate"]["bounds"]["max_one_minus_cos"] == thresholds("exact", "float")["max_one_minus_cos"]

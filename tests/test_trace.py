@@ -212,7 +212,7 @@ def test_cli_trace_ours_against_ours(clean, tmp_path):
                str(tmp_path / "p.json"), "-q"], IO(out, err))
     assert rc in (0, 1), err.getvalue()
     doc = json.loads((tmp_path / "p.json").read_text())
-    assert doc["schema_version"].startswith("2.2") and doc["trace"]["first_divergent"] == {"layer": 0, "op": "ffn_down"}
+    assert doc["schema_version"].startswith("2.3") and doc["trace"]["first_divergent"] == {"layer": 0, "op": "ffn_down"}
     assert "first divergent op: ffn_down of layer 0" in out.getvalue()
 
 
