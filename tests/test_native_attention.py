@@ -205,3 +205,26 @@ def test_recorded_runs_tap_the_native_attention(bitnet_recipe_model):
     assert any(r.op == "attn_probs" for r in recs["native"])
     for a, b in zip(recs["native"], recs["numpy"], strict=True):
         _same(a.value, b.value)
+
+
+@needs_native
+@pytest.mark.ac38
+def test_silu_ggml_with_the_c_expf_is_the_numpy_emulation_bit_for_bit():
+    """The native backend hands silu_ggml the C ggml_v_expf (bitnet_model.gated): the same bits as
+    the NumPy emulation on FFN rows with a tail (n % 8 != 0), large |x| (exp over/underflow lanes)
+    and signed zeros."""
+    from bitnet.kernels import dispatch
+    from bitnet.kernels.native import backend as nb
+    from bitnet.model.ops import silu_ggml
+
+    before = dispatch.get_backend()
+    dispatch.set_backend("native")  # builds and loads the C library
+    rng = np.random.default_rng(11)
+    try:
+        for shape in ((1, 6912), (3, 77), (2, 8), (5, 1)):
+            x = (rng.standard_normal(shape) * rng.choice([0.1, 4.0, 60.0, 120.0], size=shape)).astype(np.float32)
+            x.flat[0], x.flat[-1] = np.float32(-0.0), np.float32(95.0)
+            a, b = silu_ggml(x), silu_ggml(x, nb.v_expf)
+            np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+    finally:
+        dispatch.set_backend(before)

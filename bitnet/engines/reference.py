@@ -127,7 +127,7 @@ class ReferenceEngine(Engine):
         m = self._e().model
         with recording() as rec:
             m.forward(np.asarray(ids, np.int64), m.new_cache(), 0, all_logits=False)
-        return {k: v for k, v in rec.by_key().items() if k[0] is not None}
+        return {(k[0], k[1]): v for k, v in rec.by_key().items() if k[0] is not None}
 
     def sublayer_forced(self, ids: Sequence[int], named: dict) -> dict[tuple[int, str], np.ndarray]:
         """Our layers under sub-layer forcing on another engine's `named_outputs` (every

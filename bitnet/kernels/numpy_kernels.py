@@ -142,7 +142,8 @@ class _PermutedActs:
     (order, divisors): every chunk of one tensor shares them."""
 
     def __init__(self, q: np.ndarray, prepare: Callable[[np.ndarray], np.ndarray]):
-        self.q, self.prepare, self._by = q, prepare, {}
+        self.q, self.prepare = q, prepare
+        self._by: dict[tuple[int | None, int | None], np.ndarray] = {}
 
     def __call__(self, perm: np.ndarray | None, div: np.ndarray | None) -> np.ndarray:
         key = (None if perm is None else id(perm), None if div is None else id(div))

@@ -41,6 +41,7 @@ from bitnet.model.ops import (
     rms_norm,
     rope_angles,
     rope_neox,
+    silu_ggml,
 )
 from bitnet.model.profiles import NumericsProfile, default_profile, get_profile
 from bitnet.quant.weights import PackedWeight, load_weight
@@ -188,7 +189,7 @@ def attend(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, q_f16: bool, 
         if build == "llama.cpp" and q_f16:  # as causal_attention does for a profile asking for it
             q = np.asarray(q, np.float32).astype(np.float16).astype(np.float32)
         out, scores, probs = nb.attention_ggml(q, K, V, pos0, build=build, taps=_record.active() is not None)
-        if scores is not None:  # what the NumPy emulation taps (bitnet.model.record)
+        if scores is not None and probs is not None:  # what the NumPy emulation taps (bitnet.model.record)
             _record.tap("attn_scores", scores)
             _record.tap("attn_probs", probs)
         return out
@@ -207,7 +208,13 @@ def gated(act: str, gate: np.ndarray, up: np.ndarray, ggml: bool = False) -> np.
         from bitnet.kernels.native import backend as nb
 
         return nb.relu2_mul(gate, up)
-    a = (FFN_ACT_GGML if ggml else FFN_ACT)[act](gate)
+    f = (FFN_ACT_GGML if ggml else FFN_ACT)[act]
+    if f is silu_ggml and _native_glue():  # ggml_v_expf in C, same bits (ac38); the rest stays NumPy
+        from bitnet.kernels.native import backend as nb
+
+        a = f(gate, nb.v_expf)
+    else:
+        a = f(gate)
     _record.tap("ffn_act", a)
     return a * up
 

@@ -201,7 +201,7 @@ def attention_ggml(q: np.ndarray, K: np.ndarray, V: np.ndarray, pos0: int, *, bu
                           null if probs is None else _FFI.cast("float *", probs.ctypes.data),
                           THREADS[0], 1 if variant == "scalar" else -1)  # -1: the dispatcher's cap
     variant_name(v)  # MemoryError when the C side could not allocate
-    if taps:
+    if scores is not None and probs is not None:  # taps asked for
         return out, scores.transpose(1, 0, 2), probs.transpose(1, 0, 2)
     return out, None, None
 
