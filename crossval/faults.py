@@ -220,8 +220,10 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
 
 
 @contextmanager
-def plant(name: str) -> Iterator[None]:
-    """Patch fault `name` into the engine until the block ends (restored in reverse order)."""
+def patched(apply: Callable[[Callable[[object, str, object], None]], None]) -> Iterator[None]:
+    """Run `apply(set_)`, where every `set_(obj, attr, value)` patches an attribute, until the
+    block ends; the attributes are restored in reverse order (planted faults here, harmless
+    perturbations in crossval.perturb)."""
     undo: list[tuple[object, str, object]] = []
 
     def set_(obj, attr, value):
@@ -229,8 +231,13 @@ def plant(name: str) -> Iterator[None]:
         setattr(obj, attr, value)
 
     try:
-        FAULTS[name].apply(set_)
+        apply(set_)
         yield
     finally:
         for obj, attr, old in reversed(undo):
             setattr(obj, attr, old)
+
+
+def plant(name: str):
+    """Patch fault `name` into the engine until the block ends (restored in reverse order)."""
+    return patched(FAULTS[name].apply)

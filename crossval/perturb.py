@@ -13,11 +13,12 @@ long as a `with perturb(name):` block lasts; build the model inside the block.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from crossval.faults import patched
 
 
 @dataclass(frozen=True)
@@ -103,18 +104,6 @@ PERTURBATIONS: dict[str, Perturbation] = {p.name: p for p in [
 ]}
 
 
-@contextmanager
-def perturb(name: str) -> Iterator[None]:
-    """Patch perturbation `name` into the engine until the block ends."""
-    undo: list[tuple[object, str, object]] = []
-
-    def set_(obj, attr, value):
-        undo.append((obj, attr, getattr(obj, attr)))
-        setattr(obj, attr, value)
-
-    try:
-        PERTURBATIONS[name].apply(set_)
-        yield
-    finally:
-        for obj, attr, old in reversed(undo):
-            setattr(obj, attr, old)
+def perturb(name: str):
+    """Patch perturbation `name` into the engine until the block ends (crossval.faults.patched)."""
+    return patched(PERTURBATIONS[name].apply)
