@@ -63,7 +63,7 @@ def _sections(o, r_prompt, r_decode) -> dict:
     return _round({"prompt": per_position(o.prompt_logits, r_prompt), "decode": per_position(o.decode_logits, r_decode)})
 
 
-def _outputs(path: Path, numerics: str, ids, forced, ctx=None):
+def free_running_outputs(path: Path, numerics: str, ids, forced, ctx=None):
     """Our outputs (crossval.compare.EngineOutputs) with `.layers` = (prompt [L, T, D], decode
     steps [L, S, D]), every layer's free-running output (crossval.deep.capture_layers)."""
     from contextlib import nullcontext
@@ -131,7 +131,7 @@ def measure_pair(name: str, cpp_dir: str, numerics: str, path: Path, *, n_prompt
     for j, ids in enumerate(prompts):
         forced = [int(t) for t in ref.data[key(j, "greedy")]]
         t1 = time.perf_counter()
-        o = _outputs(path, numerics, ids, forced)
+        o = free_running_outputs(path, numerics, ids, forced)
         clean[j] = (o, forced)
         records.append({**base, "kind": "reference", "name": None, "prompt_index": j, "prompt_len": len(ids),
                         "forced": forced, "seconds": time.perf_counter() - t1,
@@ -139,7 +139,7 @@ def measure_pair(name: str, cpp_dir: str, numerics: str, path: Path, *, n_prompt
                         **(_depth(o, ref.data["l_out"], ref.data["decode_l_out"]) if j == 0 else {})})
         for pname in PERTURBATIONS:
             t1 = time.perf_counter()
-            po = _outputs(path, numerics, ids, forced, perturb(pname))
+            po = free_running_outputs(path, numerics, ids, forced, perturb(pname))
             records.append({**base, "kind": "perturbation", "name": pname, "prompt_index": j, "prompt_len": len(ids),
                             "seconds": time.perf_counter() - t1, **_sections(po, o.prompt_logits, o.decode_logits),
                             **_depth(po, *o.layers)})
@@ -152,7 +152,7 @@ def measure_pair(name: str, cpp_dir: str, numerics: str, path: Path, *, n_prompt
             row = {**base, "kind": "fault", "name": fname, "size": f.size, "prompt_index": 0,
                    "prompt_len": len(prompts[0])}
             try:
-                fo = _outputs(path, numerics, prompts[0], forced, plant(fname))
+                fo = free_running_outputs(path, numerics, prompts[0], forced, plant(fname))
             except Exception as e:  # the engine refuses the faulty model (e.g. no kernel for it)
                 row.update(error=f"{type(e).__name__}: {e}", changes_model=None)
             else:

@@ -318,9 +318,8 @@ def test_2b4t_shape_end_to_end_statistical_bound(bitnet_cpp_dir, model_2b4t):
     from contextlib import nullcontext
 
     from bitnet.kernels import dispatch
-    from bitnet.model import BitNetModel
-    from crossval.compare import engine_outputs
-    from crossval.deep import capture_layers, depth_profiles, engine_layers, judge_result
+    from crossval.deep import depth_profiles, judge_result
+    from crossval.deep_calibrate import free_running_outputs
     from crossval.faults import plant
     from crossval.parity import compare
     from crossval.perturb import perturb
@@ -334,16 +333,8 @@ def test_2b4t_shape_end_to_end_statistical_bound(bitnet_cpp_dir, model_2b4t):
     before = dispatch.get_backend()
     dispatch.set_backend("native")
     try:
-        def ours(ctx):
-            with ctx:
-                m = BitNetModel(path, profile=numerics, strict=False)
-                try:
-                    with capture_layers() as calls:
-                        o = engine_outputs(m, PROMPT, forced, 0)
-                finally:
-                    m.close()
-            o.layers = engine_layers(calls, len(forced))
-            return o
+        def ours(ctx):  # our free-running outputs and layers, under a perturbation or a fault
+            return free_running_outputs(path, numerics, PROMPT, forced, ctx)
 
         def judged(o, prompt_ref, decode_ref, l_out, decode_l_out):
             r = compare(o.prompt_logits, prompt_ref, "exact", family=o.family, decode_ours=o.decode_logits,

@@ -194,12 +194,7 @@ class HFEngine(Engine):
                         return (x, *args[1:]), kwargs
                     return args, {**kwargs, "hidden_states": x}
                 hooks.append(layer.register_forward_pre_hook(force, with_kwargs=True))
-        try:
-            with torch.no_grad():
-                m(torch.tensor([list(map(int, ids))]), use_cache=False)
-        finally:
-            for h in hooks:
-                h.remove()
+        _hooked_forward(torch, m, ids, hooks)
         return np.stack([got[i] for i in range(len(layers))])
 
     def named_outputs(self, ids: Sequence[int]) -> dict[tuple[int, str], np.ndarray]:
@@ -229,12 +224,7 @@ class HFEngine(Engine):
                 hooks.append(mod.register_forward_hook(lambda mod, a, out, k=(i, op): keep(k, out)))
             for op, mod in ins.items():
                 hooks.append(mod.register_forward_pre_hook(lambda mod, a, k=(i, op): keep(k, a[0])))
-        try:
-            with torch.no_grad():
-                m(torch.tensor([list(map(int, ids))]), use_cache=False)
-        finally:
-            for h in hooks:
-                h.remove()
+        _hooked_forward(torch, m, ids, hooks)
         return got
 
     def timed_greedy(self, ids: Sequence[int], n: int) -> TimedRun:
@@ -346,3 +336,14 @@ def build_from_gguf(path: Path):
         model.config.quantization_config = {"quant_method": "bitnet", "linear_class": "bitlinear",
                                             "quantization_mode": "offline", "modules_to_not_convert": ["lm_head"]}
         return model
+
+
+def _hooked_forward(torch, m, ids: Sequence[int], hooks: list) -> None:
+    """One forward pass of `m` over ids with `hooks` registered on its modules (they record or
+    force what they were made for), then every hook removed, also when the pass fails."""
+    try:
+        with torch.no_grad():
+            m(torch.tensor([list(map(int, ids))]), use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
