@@ -59,6 +59,9 @@ class NativeBlocks:
         prof = model.profile
         self.fused_round = int(any(prof.act_for(w.flavor) == "per-token-absmax" for w in model.layers[0].proj.values())
                                and prof.i8_fused_round)
+        # the RMSNorm form the profile asks for (ops.rms_norm ggml=) and the run-log id it records
+        self.rms_ggml = int(prof.rms_ggml)
+        self.rms_id = _RMS_GGML if prof.rms_ggml else _RMS
         self.layers = [{f: self._proj(getattr(layer, f)) for f in ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")}
                        for layer in model.layers]
         self.threads, self.cap = 1, -1
@@ -123,9 +126,7 @@ class NativeBlocks:
         k = np.empty((T, Hkv, hd), np.float32)
         v = np.empty((T, Hkv * hd), np.float32)
         cos, sin = np.ascontiguousarray(step.cos, np.float32), np.ascontiguousarray(step.sin, np.float32)
-        threads, cap, fr = self.threads, self.cap, self.fused_round
-        rg = int(bool(getattr(m.profile, "rms_ggml", False)))  # the RMSNorm form (ops.rms_norm ggml=)
-        rms_id = _RMS_GGML if rg else _RMS
+        threads, cap, fr, rg, rms_id = self.threads, self.cap, self.fused_round, self.rms_ggml, self.rms_id
         # per call, not per model: two threads may run the same model
         sec5, sec6, sec3 = ffi.new("double[5]"), ffi.new("double[6]"), ffi.new("double[3]")
         var3, var4, var1 = ffi.new("int[3]"), ffi.new("int[4]"), ffi.new("int[1]")
