@@ -133,18 +133,21 @@ def test_i2s_2b4t_shapes_and_threads():
 @pytest.mark.ac10
 @pytest.mark.parametrize("variant", ["auto", "avx2"])
 @pytest.mark.parametrize("blocks", [15, 16, 17, 32, 33])
-def test_i2s_int16_accumulator_bound(variant, blocks):
-    """The AVX2 kernel sums 16 blocks in int16 before widening: the dense saturated worst case
+@pytest.mark.parametrize("rows,tokens", [(4, 2), (5, 5), (9, 9)])
+def test_i2s_int16_accumulator_bound(variant, blocks, rows, tokens):
+    """The AVX2 kernels sum 16 blocks in int16 before widening: the dense saturated worst case
     (every code +-1, every activation at +-127) at and around that flush boundary, odd block
-    counts included (the two-block loop's tail), stays exact."""
+    counts included, stays exact in every path: four rows x one token (decode), one row x four
+    tokens (prefill tiles), and the single rows / tokens left over."""
     k = 128 * blocks
-    t = np.ones((4, k), np.int8)
+    t = np.ones((rows, k), np.int8)
     t[1] = -1
     t[3, ::2] = -1
-    x = np.stack([np.full(k, -1.0, np.float32), np.full(k, 1.0, np.float32)])
-    y, _ = native_matmul(x, pack_i2s(t, 1.0), "i2_s", 4, k, "per-token-absmax", variant=variant)
-    assert y[:, :2].tolist() == [[-k, k], [k, -k]]
-    np.testing.assert_array_equal(y.view(np.uint32), reference.matmul(x, pack_i2s(t, 1.0), "i2_s", 4, k).view(np.uint32))
+    x = np.stack([np.full(k, (-1.0) ** (j + 1), np.float32) for j in range(tokens)])
+    y, _ = native_matmul(x, pack_i2s(t, 1.0), "i2_s", rows, k, "per-token-absmax", variant=variant)
+    assert y[:, :2].tolist() == [[-k, k] if j % 2 == 0 else [k, -k] for j in range(tokens)]
+    np.testing.assert_array_equal(y.view(np.uint32),
+                                  reference.matmul(x, pack_i2s(t, 1.0), "i2_s", rows, k).view(np.uint32))
 
 
 @needs_native

@@ -212,6 +212,97 @@ static void i2s_row_avx2(const uint8_t *w, int64_t K, const int8_t *xq, const in
         acc[t] = hsum_i32(a) - xsum[t];  /* sum((code - 1) * x) */
     }
 }
+
+/* the sums of four int32 vectors, one per lane 0..3 of the result */
+static inline __m128i hsum4_i32(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
+/* four consecutive rows (one contiguous run of 4 * K/4 bytes) against one token (decode): each
+ * 128-byte activation block is loaded once for the four rows, each row keeps its own int16
+ * accumulator (four independent add chains; 16 blocks stay exact, as in i2s_row_avx2), and the
+ * four horizontal sums are one batched reduction. While a group is computed the next group's
+ * bytes are prefetched linearly, an equal slice per block (as tq_rows8 does). */
+static inline __attribute__((always_inline)) __m128i i2s_rows4_avx2(const uint8_t *w, int64_t K, const int8_t *xr,
+                                                                    int prefetch) {
+    const __m256i mask = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    const int64_t nb = K / 128, rb = K / 4;
+    const uint8_t *next = w + 4 * rb;
+    __m256i a32[4];
+    for (int r = 0; r < 4; r++) a32[r] = _mm256_setzero_si256();
+    for (int64_t b0 = 0; b0 < nb; b0 += I2S_FLUSH_BLOCKS) {
+        const int64_t b1 = b0 + I2S_FLUSH_BLOCKS < nb ? b0 + I2S_FLUSH_BLOCKS : nb;
+        __m256i a16[4];
+        for (int r = 0; r < 4; r++) a16[r] = _mm256_setzero_si256();
+        for (int64_t blk = b0; blk < b1; blk++) {
+            if (prefetch) {
+                _mm_prefetch((const char *) (next + blk * 128), _MM_HINT_T0);
+                _mm_prefetch((const char *) (next + blk * 128 + 64), _MM_HINT_T0);
+            }
+            const int8_t *xb = xr + blk * 128;
+            const __m256i x0 = _mm256_loadu_si256((const __m256i *) xb), x1 = _mm256_loadu_si256((const __m256i *) (xb + 32));
+            const __m256i x2 = _mm256_loadu_si256((const __m256i *) (xb + 64)), x3 = _mm256_loadu_si256((const __m256i *) (xb + 96));
+            for (int r = 0; r < 4; r++) {
+                const __m256i b = _mm256_loadu_si256((const __m256i *) (w + r * rb + blk * 32));
+                const __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 6), mask), x0);
+                const __m256i p1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 4), mask), x1);
+                const __m256i p2 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 2), mask), x2);
+                const __m256i p3 = _mm256_maddubs_epi16(_mm256_and_si256(b, mask), x3);
+                a16[r] = _mm256_add_epi16(a16[r], _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3)));
+            }
+        }
+        for (int r = 0; r < 4; r++) a32[r] = _mm256_add_epi32(a32[r], _mm256_madd_epi16(a16[r], ones));
+    }
+    return hsum4_i32(a32[0], a32[1], a32[2], a32[3]);
+}
+
+/* one row against four tokens (prefill): the codes of each block are unpacked once and used for
+ * the four tokens; per token an int16 accumulator flushed every 16 blocks (exact, as above) */
+static inline __attribute__((always_inline)) __m128i i2s_row_x4_avx2(const uint8_t *w, int64_t K, const int8_t *xq) {
+    const __m256i mask = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    const int64_t nb = K / 128;
+    __m256i a32[4];
+    for (int t = 0; t < 4; t++) a32[t] = _mm256_setzero_si256();
+    for (int64_t b0 = 0; b0 < nb; b0 += I2S_FLUSH_BLOCKS) {
+        const int64_t b1 = b0 + I2S_FLUSH_BLOCKS < nb ? b0 + I2S_FLUSH_BLOCKS : nb;
+        __m256i a16[4];
+        for (int t = 0; t < 4; t++) a16[t] = _mm256_setzero_si256();
+        for (int64_t blk = b0; blk < b1; blk++) {
+            const __m256i b = _mm256_loadu_si256((const __m256i *) (w + blk * 32));
+            const __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(b, 6), mask), c1 = _mm256_and_si256(_mm256_srli_epi16(b, 4), mask);
+            const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(b, 2), mask), c3 = _mm256_and_si256(b, mask);
+            for (int t = 0; t < 4; t++) {
+                const int8_t *xb = xq + t * K + blk * 128;
+                const __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *) xb));
+                const __m256i p1 = _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *) (xb + 32)));
+                const __m256i p2 = _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i *) (xb + 64)));
+                const __m256i p3 = _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i *) (xb + 96)));
+                a16[t] = _mm256_add_epi16(a16[t], _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3)));
+            }
+        }
+        for (int t = 0; t < 4; t++) a32[t] = _mm256_add_epi32(a32[t], _mm256_madd_epi16(a16[t], ones));
+    }
+    return hsum4_i32(a32[0], a32[1], a32[2], a32[3]);
+}
+
+/* y[t, r] for rows [r0, r0 + 4) and every token: token tiles of four through i2s_row_x4_avx2,
+ * the rest one token at a time through i2s_rows4_avx2 */
+static void i2s_group4_avx2(const uint8_t *w, int64_t r0, int64_t out, int64_t K, const int8_t *xq, const float *xs,
+                            const int32_t *xsum, int64_t T, float wscale, float *y) {
+    const int64_t rb = K / 4;
+    int32_t acc[4];
+    int64_t t = 0;
+    for (; t + 4 <= T; t += 4)
+        for (int r = 0; r < 4; r++) {
+            _mm_storeu_si128((__m128i *) acc, i2s_row_x4_avx2(w + (r0 + r) * rb, K, xq + t * K));
+            for (int j = 0; j < 4; j++) y[(t + j) * out + r0 + r] = ((float) (acc[j] - xsum[t + j]) / xs[t + j]) * wscale;
+        }
+    for (; t < T; t++) {
+        _mm_storeu_si128((__m128i *) acc, i2s_rows4_avx2(w + r0 * rb, K, xq + t * K, T == 1));
+        for (int r = 0; r < 4; r++) y[t * out + r0 + r] = ((float) (acc[r] - xsum[t]) / xs[t]) * wscale;
+    }
+}
 #endif
 
 #if defined(BN_VNNI)
@@ -265,6 +356,26 @@ static void i2s_row_vnni_x4(const uint8_t *w, int64_t K, const int8_t *xq, const
 static int i2s_gemm(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xs, const int32_t *xsum,
                     int64_t T, float wscale, float *y, int threads, int cap) {
     const int variant = bn_pick(cap);
+#if defined(__AVX2__)
+    if (variant == 1) {
+        const int64_t g4 = out / 4;
+        #pragma omp parallel num_threads(threads) if(threads > 1)
+        {
+            #pragma omp for schedule(static) nowait
+            for (int64_t g = 0; g < g4; g++) i2s_group4_avx2(w, 4 * g, out, K, xq, xs, xsum, T, wscale, y);
+            #pragma omp for schedule(static)
+            for (int64_t r = 4 * g4; r < out; r++) {
+                int32_t acc[64];
+                for (int64_t t0 = 0; t0 < T; t0 += 64) {
+                    const int64_t tn = T - t0 < 64 ? T - t0 : 64;
+                    i2s_row_avx2(w + r * (K / 4), K, xq + t0 * K, xsum + t0, tn, acc);
+                    for (int64_t t = 0; t < tn; t++) y[(t0 + t) * out + r] = ((float) acc[t] / xs[t0 + t]) * wscale;
+                }
+            }
+        }
+        return variant;
+    }
+#endif
     #pragma omp parallel for num_threads(threads) schedule(static) if(threads > 1)
     for (int64_t r = 0; r < out; r++) {
         int32_t acc[64];
