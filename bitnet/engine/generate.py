@@ -79,11 +79,11 @@ class Engine:
 
     def __init__(self, model_path: str | os.PathLike[str], *, profile: str | None = None,
                  strict: bool | None = None, max_ctx: int | None = None, apply_corrections: bool = False,
-                 validate: bool = True):
+                 validate: bool = True, weights: str | None = None):
         t0 = time.perf_counter()
         try:
             self.model = BitNetModel(model_path, profile=profile, strict=strict, apply_corrections=apply_corrections,
-                                     validate=validate)
+                                     validate=validate, weights=weights)
         except BitNetError as e:  # a format/flavor error about a tensor: say which file
             raise naming_file(e, model_path) from None
         self.path = Path(model_path)

@@ -21,9 +21,9 @@ is available and the smaller setting, instead of swapping or being killed halfwa
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 from bitnet.errors import ConfigError
+from bitnet.meminfo import mem_available
 from bitnet.quant.weights import PackedWeight
 
 MODES = ("off", "int8", "f32")
@@ -41,17 +41,6 @@ def cache_bytes(weights: Iterable[PackedWeight], mode: str) -> int:
         elif w.flavor in ("f16", "bf16") and mode != "off":
             total += 4 * n
     return total
-
-
-def mem_available(meminfo: Path = Path("/proc/meminfo")) -> int | None:
-    """MemAvailable in bytes, or None where the kernel does not say (not Linux)."""
-    try:
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def apply(weights: list[PackedWeight], mode: str, *, what: str, available: int | None = None) -> int:

@@ -227,11 +227,15 @@ def get_rows(table: np.ndarray, tokens: np.ndarray) -> np.ndarray:
 
 class BitNetModel:
     def __init__(self, path: str | os.PathLike[str], *, profile: str | None = None, strict: bool | None = None,
-                 apply_corrections: bool = False, validate: bool = True):
+                 apply_corrections: bool = False, validate: bool = True, weights: str | None = None):
+        from bitnet.settings import settings
+
         self.path = Path(path)
         self.strict = strict_enabled(strict)
         self.apply_corrections = apply_corrections
-        self.reader = GGUFReader(self.path)
+        #: where the file's bytes live: "mmap" or "memory" (BITNET_WEIGHTS; bitnet.gguf.reader)
+        self.weights: str = settings().weights if weights is None else weights
+        self.reader = GGUFReader(self.path, residency=self.weights)
         r = self.reader
         self.config: ModelConfig = read_config(r, strict=self.strict)
         c = self.config
