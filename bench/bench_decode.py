@@ -7,7 +7,7 @@ register `bitnet-b1.58`, such as 406a5036, is recorded as unable to load it, not
 
 Usage: python bench/bench_decode.py [--cpp-dir DIR] [--bitnet-cpp-dir DIR] [--tokens 16]
                                     [--prompt-tokens 16] [--skip-numpy] [--repeat 2]
-                                    [--receipts DIR] [--bitnet-cpp-commit TEXT]
+                                    [--receipts DIR] [--bitnet-cpp-commit TEXT] [--weights mmap|memory]
 Each engine runs --repeat times per model and reports its best prefill and best decode.
 
 Fairness: on the C++ side the model load and the context creation sit outside the timed region;
@@ -15,7 +15,9 @@ only llama_decode is timed (the prompt in one batch, then each single-token step
 llama-bench does; our side times Engine.generate's prefill and decode steps (model loaded
 before). Both sides use the same K/V cache type (the numerics profile's: F32 for `llama.cpp`,
 F16 for `bitnet.cpp`), no flash attention and the same OpenMP wait policy (our kernels' passive
-one, unless OMP_WAIT_POLICY is set), and the output names them per comparison. Each
+one, unless OMP_WAIT_POLICY is set) and the same weights residency (--weights: `mmap`, the file
+mapped, the default of both; `memory`, our BITNET_WEIGHTS=memory and libllama's use_mmap=false),
+and the output names them per comparison. Each
 C++ build is recorded: its commit (git, the setup stamp, or --*-commit), the ggml options of
 its CMakeCache.txt and the CPU features it was compiled for (llama_print_system_info).
 --receipts DIR also runs `bitnet benchmark` on each of our native models, writes the receipts
@@ -41,6 +43,7 @@ OUT_DIR = [OUT]  # --models-dir
 WAIT = ["PASSIVE"]  # OMP_WAIT_POLICY of the C++ child processes: set to ours in main()
 PRESET = ["2b-4t-shape"]  # --preset (tiny: a smoke test of the bench itself, not a speed figure)
 REPEAT = [2]  # runs per engine and model; each side reports its best
+WEIGHTS = ["mmap"]  # --weights: where both engines keep the model file's bytes (mmap or memory)
 
 
 def copy_bandwidth(n_bytes: int = 1 << 30, repeat: int = 5) -> float:
@@ -76,7 +79,7 @@ def ours(path: Path, backend: str, profile: str, prompt: list[int], n: int) -> d
     from bitnet.kernels import dispatch
 
     dispatch.set_backend(backend)
-    e = Engine(path, profile=profile)
+    e = Engine(path, profile=profile, weights=WEIGHTS[0])
     g = SamplerConfig(greedy=True)
     e.generate(prompt[:4], max_tokens=2, sampler=g, ignore_eog=True)
     runs = [e.generate(prompt, max_tokens=n, sampler=g, ignore_eog=True).timings for _ in range(REPEAT[0])]
@@ -85,7 +88,7 @@ def ours(path: Path, backend: str, profile: str, prompt: list[int], n: int) -> d
             "decode_tok_s": max(len(t.decode_step_s) / t.decode_s for t in runs),
             "bytes_per_token": e.model.bytes_per_token, "runs": len(runs),
             "threads": native_threads(backend) or 1, "kv_cache": np.dtype(e.model.profile.kv_dtype).name.replace("float", "f"),
-            "flash_attn": False, "profile": e.model.profile.name}
+            "flash_attn": False, "profile": e.model.profile.name, "weights": e.model.weights}
 
 
 def llama_cpp(cpp_dir: str, path: Path, prompt: list[int], n: int, kv_f16: bool) -> dict:
@@ -94,7 +97,7 @@ def llama_cpp(cpp_dir: str, path: Path, prompt: list[int], n: int, kv_f16: bool)
     import subprocess
 
     cmd = [sys.executable, __file__, "--measure-ref", cpp_dir, str(path), ",".join(map(str, prompt)), str(n), str(REPEAT[0]),
-           str(int(kv_f16))]
+           str(int(kv_f16)), WEIGHTS[0]]
     # the same OpenMP wait policy as our kernels' threads (passive unless the user set one): with
     # libgomp's spinning default a C++ engine collapses on a loaded machine (see bench_threads.py)
     env = {**os.environ, "OMP_WAIT_POLICY": WAIT[0]}
@@ -116,7 +119,7 @@ def _bench_module(cpp_dir: str):
 
     ref = locate(cpp_dir, "--cpp-dir")
     cdef = """
-    void *bb_load(const char *path);
+    void *bb_load(const char *path, int use_mmap);
     void *bb_context(void *model, int n_ctx, int threads, int kv_f16, int flash);
     int bb_run(void *model, void *ctx, const int *ids, int n, int n_gen, int *out, double *t);
     const char *bb_system_info(void);
@@ -133,7 +136,7 @@ def _measure_ref(cpp_dir: str, path: Path, prompt: list[int], n: int, kv_f16: bo
     ref, mod = _bench_module(cpp_dir)
     ffi, lib = mod.ffi, mod.lib
     threads = os.cpu_count() or 1
-    model_h = lib.bb_load(str(path).encode())
+    model_h = lib.bb_load(str(path).encode(), int(WEIGHTS[0] == "mmap"))
     if model_h == ffi.NULL:
         from crossval.reference import load_failure_hint
 
@@ -156,6 +159,7 @@ def _measure_ref(cpp_dir: str, path: Path, prompt: list[int], n: int, kv_f16: bo
     lib.bb_free(model_h, ctx)
     return {"prefill_tok_s": max(len(prompt) / p for p, _ in runs), "decode_tok_s": max(n / d for _, d in runs),
             "threads": threads, "kv_cache": "f16" if kv_f16 else "f32", "flash_attn": False, "runs": len(runs),
+            "weights": WEIGHTS[0], "use_mmap": WEIGHTS[0] == "mmap",
             "timed": "llama_decode calls only (context created before)"}
 
 
@@ -202,7 +206,7 @@ def receipt_for(path: Path, backend: str, n: int, out_dir: Path) -> dict:
     rec = out_dir / f"{path.stem}-{backend}.json"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     b = subprocess.run([sys.executable, "-m", "bitnet", "benchmark", "--model", str(path), "--backend", backend,
-                        "--tokens", str(n), "--deterministic", "--quiet", "--out", str(rec)],
+                        "--tokens", str(n), "--deterministic", "--quiet", "--weights", WEIGHTS[0], "--out", str(rec)],
                        capture_output=True, text=True, env=env, timeout=3600)
     if b.returncode:
         return {"receipt": None, "error": (b.stderr or b.stdout).strip()[-500:]}
@@ -227,15 +231,17 @@ def _pair(res: dict, ours_key: str, cpp_key: str, profile: str) -> None:
         "kv_cache": {"ours": "f16" if KV_F16[profile] else "f32", "cpp": b.get("kv_cache")},
         "flash_attn": {"ours": False, "cpp": b.get("flash_attn")},
         "threads": {"ours": res[ours_key].get("threads"), "cpp": b.get("threads")},
-        "omp_wait_policy": {"ours": res["ours"].get("omp_wait_policy"), "cpp": b.get("omp_wait_policy")}}
+        "omp_wait_policy": {"ours": res["ours"].get("omp_wait_policy"), "cpp": b.get("omp_wait_policy")},
+        "weights": {"ours": res[ours_key].get("weights"), "cpp": b.get("weights")}}
     for what in ("prefill", "decode"):
         _ratio(res, ours_key, cpp_key, what)
 
 
 def main() -> None:
-    if len(sys.argv) == 8 and sys.argv[1] == "--measure-ref":
-        _, _, d, path, prompt, n, rep, kv = sys.argv
+    if len(sys.argv) == 9 and sys.argv[1] == "--measure-ref":
+        _, _, d, path, prompt, n, rep, kv, weights = sys.argv
         REPEAT[0] = int(rep)
+        WEIGHTS[0] = weights
         print(json.dumps(_measure_ref(d, Path(path), [int(i) for i in prompt.split(",")], int(n), kv == "1")))
         return
     if len(sys.argv) == 3 and sys.argv[1] == "--system-info":
@@ -257,7 +263,12 @@ def main() -> None:
                     help="also write `bitnet benchmark` receipts of our native runs here and verify them")
     ap.add_argument("--preset", default="2b-4t-shape", help="synth preset of the models (tiny: a smoke test)")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--weights", choices=("mmap", "memory"), default="mmap",
+                    help="where BOTH engines keep the model file's bytes: mmap (the file mapped, both defaults) or "
+                         "memory (ours: BITNET_WEIGHTS=memory, private memory with huge pages; libllama: "
+                         "use_mmap=false); recorded per comparison and passed to the receipts' `bitnet benchmark`")
     args = ap.parse_args()
+    WEIGHTS[0] = args.weights
     REPEAT[0] = max(1, args.repeat)
     OUT_DIR[0] = Path(args.models_dir)
     PRESET[0] = args.preset

@@ -19,14 +19,19 @@ static double bb_now(void) {
     return (double) ts.tv_sec + 1e-9 * (double) ts.tv_nsec;
 }
 
-void *bb_load(const char *path) {
+/* use_mmap: 1 = the file mapped (llama.cpp's default on a CPU), 0 = read into memory
+ * (--no-mmap); the bench sets both sides alike (bench_decode.py --weights). The fork's API has
+ * the bool use_mmap; upstream replaced it with load_mode (AUTO resolves to MMAP on a CPU). */
+void *bb_load(const char *path, int use_mmap) {
     llama_log_set(bb_quiet, NULL);
     llama_backend_init();
     struct llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = 0;
 #ifdef BH_OLD_API
+    mp.use_mmap = use_mmap != 0;
     return llama_load_model_from_file(path, mp);
 #else
+    mp.load_mode = use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
     return llama_model_load_from_file(path, mp);
 #endif
 }

@@ -47,7 +47,7 @@ def test_build_receipt_derives_every_figure(measured_receipt):
     assert t["decode_s"] == pytest.approx(sum(t["decode_step_s"]))
     assert r["throughput"]["decode_tok_s"] == pytest.approx(len(t["decode_step_s"]) / t["decode_s"])
     assert r["prompt"]["sha256"] == "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"  # sha256("x")
-    assert r["compute_path"] == "real" and r["schema_version"] == "1.2.0"
+    assert r["compute_path"] == "real" and r["schema_version"] == "1.3.0"
 
 
 @pytest.mark.ac14

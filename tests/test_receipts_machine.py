@@ -35,7 +35,7 @@ def test_the_probe_measures_and_says_how():
 @pytest.mark.ac23
 def test_benchmark_records_the_probe_and_the_model_limits(measured_receipt):
     _, _, r = measured_receipt
-    assert r["schema_version"] == "1.2.0"
+    assert r["schema_version"] == "1.3.0"
     assert r["machine"]["memory_bandwidth"]["bytes_per_s"] > 0
     assert {"projection_bytes", "context_length", "vocab_size"} <= set(r["model"])
     t = r["timings"]

@@ -1,10 +1,11 @@
-"""`--backend` and `--threads` for the commands that run the model (run, logits, benchmark).
+"""`--backend`, `--threads` and `--weights` for the commands that run the model (run, logits, benchmark).
 
 One place decides which kernels run, so `bitnet run` and the receipt of `bitnet benchmark`
 can never disagree about it: `cpu` (the default, or BITNET_BACKEND) takes the native C kernels
 when they build here and otherwise the NumPy reference kernels, saying so on stderr (never
 silently) and refusing in strict mode; `numpy` and `native` are explicit; `cuda` exists for the
-benchmark only.
+benchmark only. `--weights` (default BITNET_WEIGHTS, else mmap) says where the model file's bytes
+live: mapped (`mmap`) or read into private memory with huge pages (`memory`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import argparse
 
 from bitnet.cli.args import positive
 from bitnet.errors import ConfigError
+from bitnet.gguf.reader import RESIDENCIES
 from bitnet.kernels import dispatch
 
 BACKEND_ENV = "BITNET_BACKEND"
+WEIGHTS_ENV = "BITNET_WEIGHTS"
 
 
 def add_backend_args(p: argparse.ArgumentParser, *, cuda: bool = False) -> None:
@@ -27,6 +30,17 @@ def add_backend_args(p: argparse.ArgumentParser, *, cuda: bool = False) -> None:
     p.add_argument("--threads", type=positive, default=None,
                    help="threads for the native kernels (default: $BITNET_THREADS, else every core; "
                         "OpenMP threads wait passively, so a busy machine does not collapse decode)")
+    p.add_argument("--weights", choices=RESIDENCIES, default=None,
+                   help=f"where the model file's bytes live (default: ${WEIGHTS_ENV}, else mmap): mmap = the file "
+                        "mapped, paged in on use (like llama.cpp); memory = read once into private memory with "
+                        "transparent huge pages (fewer TLB misses in decode; refused when MemAvailable is short)")
+
+
+def weights_residency(args: argparse.Namespace) -> str:
+    """--weights, else BITNET_WEIGHTS, else mmap: the residency the Engine is built with."""
+    from bitnet.settings import settings
+
+    return getattr(args, "weights", None) or settings().weights
 
 
 def select_backend(args: argparse.Namespace, io, command: str) -> str:

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 
 from bitnet.cli.args import input_file, output_file, positive, seed, utf8
-from bitnet.cli.backend_args import add_backend_args, native_threads, select_backend
+from bitnet.cli.backend_args import add_backend_args, native_threads, select_backend, weights_residency
 from bitnet.cli.run_cmd import add_model_args, resolve_model
 from bitnet.engine import Engine, SamplerConfig
 from bitnet.engine.generate import deterministic_env
@@ -97,7 +97,7 @@ def measure(args: argparse.Namespace, io) -> dict | None:
     # string assignment, drawing happens on rich's own thread
     with progress(f"benchmark ({backend}): loading the model", stream=io.stderr, quiet=args.quiet) as update:
         engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict,
-                        apply_corrections=args.apply_corrections)
+                        apply_corrections=args.apply_corrections, weights=weights_residency(args))
         model = engine.model
         # warm-up: caches, BLAS threads, device uploads; not measured
         update(what=f"benchmark ({backend}): warm-up")
@@ -137,6 +137,7 @@ def measure(args: argparse.Namespace, io) -> dict | None:
         load_s=engine.load_s, prefill_s=result.timings.prefill_s, decode_step_s=result.timings.decode_step_s,
         total_s=total, kernels=[k.to_dict() for k in everything], decode_kernels=decode,
         peak_rss_bytes=peak_rss_bytes(), gpu=gpu, threads=native_threads(backend), corrections=model.corrections,
+        weights=model.weights,
         projection_bytes=int(sum(w.nbytes for layer in model.layers for w in layer.proj.values())),
         context_length=int(model.config.n_ctx), vocab_size=int(model.config.n_vocab),
         prefill_cpu_s=result.timings.prefill_cpu_s, decode_step_cpu_s=list(result.timings.decode_step_cpu_s),

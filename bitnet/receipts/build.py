@@ -14,7 +14,7 @@ from bitnet import __version__
 from bitnet.files.atomic import atomic_write_text
 from bitnet.receipts.machine import fingerprint
 
-SCHEMA_VERSION = "1.2.0"  # 1.1: model.projection_bytes/context_length/vocab_size, machine.memory_bandwidth, signature; 1.2: engine receipts (engine, observed; bitnet.receipts.engine_receipt)
+SCHEMA_VERSION = "1.3.0"  # 1.1: model.projection_bytes/context_length/vocab_size, machine.memory_bandwidth, signature; 1.2: engine receipts (engine, observed; bitnet.receipts.engine_receipt); 1.3: weights (mmap/memory residency of the model file)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 24) -> str:
@@ -51,6 +51,7 @@ class RunMeasurement:
     peak_rss_bytes: int
     gpu: dict | None = None
     threads: int | None = None  # the native kernels' thread count (None for other backends)
+    weights: str | None = None  # where the model file's bytes lived: "mmap" or "memory" (BITNET_WEIGHTS)
     projection_bytes: int | None = None  # bytes of every projection tensor (read once per decode step)
     context_length: int | None = None
     vocab_size: int | None = None
@@ -113,6 +114,7 @@ def build_receipt(m: RunMeasurement) -> dict:
         "machine": {**fingerprint(m.gpu), **({"memory_bandwidth": m.memory_bandwidth} if m.memory_bandwidth else {})},
         "peak_rss_bytes": int(m.peak_rss_bytes),
         **({"threads": int(m.threads)} if m.threads is not None else {}),
+        **({"weights": m.weights} if m.weights is not None else {}),
         **({"corrections": list(m.corrections)} if m.corrections else {}),
     }
 

@@ -1,7 +1,7 @@
 """Re-run attestation: run again what a receipt describes, on this machine, and compare.
 
 `rerun(receipt)` re-executes `bitnet benchmark` with the receipt's model (found by sha256),
-backend, profile, threads, token count, seed and prompt (or, for an engine receipt, the same
+backend, profile, threads, weights residency, token count, seed and prompt (or, for an engine receipt, the same
 `--engine` spec), and judges the claim against the re-runs (`judge`):
 
 - the claim's fastest decode step may be at most `rerun_tolerance` faster than the fastest
@@ -120,6 +120,8 @@ def rerun_argv(receipt: dict, path: Path, text: str, tokens: int | None = None) 
         argv.append("--apply-corrections")
     if receipt.get("threads"):
         argv += ["--threads", str(receipt["threads"])]
+    # a receipt from before schema 1.3 has no `weights`: those runs read the file through its map
+    argv += ["--weights", receipt.get("weights", "mmap")]
     return argv + (["--deterministic"] if g["deterministic"] else ([] if g["seed"] is None else ["--seed", str(g["seed"])]))
 
 
