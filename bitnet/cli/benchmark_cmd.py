@@ -9,7 +9,12 @@ import time
 from collections import Counter
 
 from bitnet.cli.args import input_file, output_file, positive, seed, utf8
-from bitnet.cli.backend_args import add_backend_args, native_threads, select_backend, weights_residency
+from bitnet.cli.backend_args import (
+    add_backend_args,
+    native_threads,
+    select_backend,
+    weights_residency,
+)
 from bitnet.cli.run_cmd import add_model_args, resolve_model
 from bitnet.engine import Engine, SamplerConfig
 from bitnet.engine.generate import deterministic_env
