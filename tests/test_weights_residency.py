@@ -112,6 +112,7 @@ def test_memory_is_refused_when_memavailable_is_short(tiny, monkeypatch):
     assert rc == 2 and "MemAvailable" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.ac27
 def test_numpy_cache_reads_memavailable_from_the_neutral_module():
     from bitnet import meminfo
     from bitnet.kernels import numpy_cache
@@ -220,3 +221,9 @@ def test_committed_pre_1_3_receipt_still_verifies(receipt_base_model):
     base = json.loads((root / "fixtures" / "receipts" / "good" / "base.json").read_text())
     assert "weights" not in base and base["schema_version"] < "1.3.0"
     assert verify_receipt(base, model=receipt_base_model).passed
+
+
+@pytest.mark.ac35
+def test_weights_is_refused_with_another_engine(tiny):
+    rc, _, err = run("benchmark", "--model", str(tiny), "--engine", "cmd:true", "--weights", "memory")
+    assert rc == 2 and "--weights" in err and len(err.strip().splitlines()) == 1

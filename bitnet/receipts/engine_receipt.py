@@ -93,7 +93,8 @@ def check_engine_options(args: argparse.Namespace) -> None:
     """Options of the harness's own engine make no sense for another: refused before any work."""
     if args.seed is not None:
         raise ConfigError("--seed: an external engine is benchmarked greedily (deterministic); drop --seed")
-    given = [o for o, v in (("--backend", args.backend), ("--profile", args.profile), ("--threads", args.threads)) if v]
+    given = [o for o, v in (("--backend", args.backend), ("--profile", args.profile), ("--threads", args.threads),
+                            ("--weights", getattr(args, "weights", None))) if v]
     if given:
         raise ConfigError(f"{', '.join(given)} choose how the harness's own engine runs; --engine {args.engine} "
                           "runs the engine it names (its adapter decides its numerics and threads)")
