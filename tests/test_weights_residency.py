@@ -188,7 +188,7 @@ def test_benchmark_records_weights_and_the_receipt_verifies(tiny, tmp_path, rest
 
     out = tmp_path / "r.json"
     rc, _, err = run("benchmark", "--model", str(tiny), "--tokens", "3", "--deterministic", "--backend", "numpy",
-                     "--weights", "memory", "--probe-mib", "8", "--quiet", "--out", str(out))
+                     "--weights", "memory", "--quiet", "--out", str(out))
     assert rc == 0, err
     r = json.loads(out.read_text())
     assert r["weights"] == "memory" and r["schema_version"] == "1.3.0"
