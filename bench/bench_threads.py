@@ -36,8 +36,11 @@ def spinner() -> subprocess.Popen:
 def decode_rate(tokens: int, threads: str, wait: str, model: str | None) -> float:
     env = dict(os.environ)
     env.pop("OMP_WAIT_POLICY", None)
+    env.pop("GOMP_SPINCOUNT", None)
     if wait == "active":
         env["OMP_WAIT_POLICY"] = "ACTIVE"
+    elif wait.startswith("spin"):  # spinN: libgomp spins N rounds after a region, then sleeps
+        env["GOMP_SPINCOUNT"] = wait[4:]
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
     argv = [sys.executable, "-m", "bitnet", "benchmark", "--backend", "native", "--deterministic",
             "--tokens", str(tokens)]

@@ -108,9 +108,11 @@ def test_i2s_bit_identical(variant, out, blocks, T, xscale, seed):
 @pytest.mark.parametrize("fmt", ["tq2_0", "tq1_0"])
 @pytest.mark.parametrize("variant", ["auto", "avx2", "scalar"])
 @settings(max_examples=30, deadline=None)
-@given(out=st.integers(1, 40), blocks=st.integers(1, 12), T=st.integers(1, 8),
+@given(out=st.integers(1, 40), blocks=st.integers(1, 12), T=st.integers(1, 21),
        xscale=st.sampled_from([1e-6, 1e-2, 1.0, 300.0]), seed=st.integers(0, 2**20))
 def test_tq_bit_identical(fmt, variant, out, blocks, T, xscale, seed):
+    """T up to 21: the AVX2 kernels' eight-token and four-token prefill tiles and the single
+    tokens after them, on row counts with and without a leftover after the groups of eight."""
     check(fmt, variant, out, 256 * blocks, T, xscale, seed)
 
 
@@ -158,10 +160,12 @@ def test_tq_edge_activations(fmt):
     out, k = 9, 768
     t = ternary_weight(rng, out, k, 0.2)
     raw = make_weight(fmt, t, rng.uniform(0.01, 2, out * 3).astype(np.float32))
-    x = rng.standard_normal((3, k)).astype(np.float32)
+    x = rng.standard_normal((11, k)).astype(np.float32)  # 11 tokens: an eight-token tile and three more
     x[0, :256] = 0.0
     x[1, 256:512] = np.where(rng.random(256) < 0.5, -3.0, 3.0)
     x[2] *= 1e30
+    x[9, 512:] = 0.0
+    x[10] *= 1e-30
     for variant in ("auto", "scalar"):
         y, _ = native_matmul(x, raw, fmt, out, k, PROFILE[fmt], variant=variant)
         np.testing.assert_array_equal(y.view(np.uint32), reference.matmul(x, raw, fmt, out, k).view(np.uint32))

@@ -22,6 +22,7 @@ returned), the bytes and rows the per-op path records, and the time C measured a
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,25 @@ class _Proj:
     keep: Any  # the weight buffer the pointer points into
 
 
+class _Scratch:
+    """One thread's q/k/v/gate/up buffers for T tokens and the C views of them, made once per
+    (thread, T) instead of on every block call (the allocations and pointer casts were a fifth
+    of the Python time per layer)."""
+
+    def __init__(self, ffi: Any, T: int, c: Any) -> None:
+        self.q = np.empty((T, c.n_head, c.head_dim), np.float32)
+        self.k = np.empty((T, c.n_head_kv, c.head_dim), np.float32)
+        self.v = np.empty((T, c.n_head_kv * c.head_dim), np.float32)
+        # the [n_kv_heads, T, head_dim] views KVCache.append copies from
+        self.k_heads = self.k.transpose(1, 0, 2)
+        self.v_heads = self.v.reshape(T, c.n_head_kv, c.head_dim).transpose(1, 0, 2)
+        self.gate, self.up = np.empty((T, c.n_ff), np.float32), np.empty((T, c.n_ff), np.float32)
+        self.qp, self.kp, self.vp, self.gatep, self.upp = (ffi.cast("float *", a.ctypes.data)
+                                                           for a in (self.q, self.k, self.v, self.gate, self.up))
+        self.sec5, self.sec6, self.sec3 = ffi.new("double[5]"), ffi.new("double[6]"), ffi.new("double[3]")
+        self.var3, self.var4, self.var1 = ffi.new("int[3]"), ffi.new("int[4]"), ffi.new("int[1]")
+
+
 class NativeBlocks:
     """Per-layer C descriptions of a model's projections (made once, on first use)."""
 
@@ -69,6 +89,17 @@ class NativeBlocks:
                        for f in ("attn_norm", "attn_sub_norm", "ffn_norm", "ffn_sub_norm")] for layer in model.layers]
         self.norms = [tuple(self.ffi.cast("float *", a.ctypes.data) for a in arrs) for arrs in self._keep]
         self.scale = float(np.float32(1.0) / np.sqrt(np.float32(model.config.head_dim)))
+        # where attention runs, decided once: inside bn_layer_mid in either ggml order (attn_c 0 =
+        # the fork's, 1 = upstream's, as attention_ggml(build=) passes them; upstream only where
+        # the profile does not round q to F16 first, which attend() does in NumPy), else -1:
+        # bitnet_model.attend between the calls (BLAS order, or NumPy when native glue is off)
+        from bitnet.model import bitnet_model as bm
+
+        self.build = _attn_build(prof)
+        native = bm._native_attention(self.build)
+        self.attn_c = (0 if native and self.build in (True, "bitnet.cpp") else
+                       1 if native and self.build == "llama.cpp" and not prof.q_f16 else -1)
+        self._local = threading.local()
 
     def _proj(self, lin: Any) -> _Proj:
         w = lin.weight
@@ -112,6 +143,17 @@ class NativeBlocks:
             blocks.threads = THREADS[0]
         return blocks
 
+    def _scratch(self, T: int) -> _Scratch:
+        """This thread's buffers for a T-token block, with their C pointers cast once (two
+        threads may run the same model, so they are per thread, not per model)."""
+        local: dict[int, _Scratch] = self._local.__dict__.setdefault("by_t", {})
+        sc = local.get(T)
+        if sc is None:
+            if len(local) > 4:  # prompts of many lengths: keep the memory bounded
+                local.clear()
+            sc = local[T] = _Scratch(self.ffi, T, self.model.config)
+        return sc
+
     def block(self, i: int, x: np.ndarray, step: Any) -> np.ndarray:
         """BitNetModel.block(i, ...) natively: the residual stream after layer i."""
         from bitnet.kernels.native.backend import _kv_rows
@@ -122,64 +164,64 @@ class NativeBlocks:
         ffi, lib = self.ffi, self.lib
         x = np.array(x, np.float32, order="C", copy=True)
         T, D, F, H, Hkv, hd, eps = len(x), c.n_embd, c.n_ff, c.n_head, c.n_head_kv, c.head_dim, float(c.rms_eps)
-        q = np.empty((T, H, hd), np.float32)
-        k = np.empty((T, Hkv, hd), np.float32)
-        v = np.empty((T, Hkv * hd), np.float32)
+        sc = self._scratch(T)
         cos, sin = np.ascontiguousarray(step.cos, np.float32), np.ascontiguousarray(step.sin, np.float32)
-        threads, cap, fr, rg, rms_id = self.threads, self.cap, self.fused_round, self.rms_ggml, self.rms_id
-        # per call, not per model: two threads may run the same model
-        sec5, sec6, sec3 = ffi.new("double[5]"), ffi.new("double[6]"), ffi.new("double[3]")
-        var3, var4, var1 = ffi.new("int[3]"), ffi.new("int[4]"), ffi.new("int[1]")
-        fp = lambda a: ffi.cast("float *", a.ctypes.data)  # noqa: E731
-        xp = fp(x)
-        if lib.bn_layer_qkv(xp, T, D, n_attn, eps, rg, ps["wq"].c, ps["wk"].c, ps["wv"].c, fr, fp(cos), fp(sin),
-                            H, Hkv, hd, fp(q), fp(k), fp(v), threads, cap, sec5, var3):
+        threads, cap, fr, rg = self.threads, self.cap, self.fused_round, self.rms_ggml
+        xp = ffi.from_buffer("float[]", x)  # from_buffer: a fifth of a cast of .ctypes.data
+        if lib.bn_layer_qkv(xp, T, D, n_attn, eps, rg, ps["wq"].c, ps["wk"].c, ps["wv"].c, fr,
+                            ffi.from_buffer("float[]", cos), ffi.from_buffer("float[]", sin),
+                            H, Hkv, hd, sc.qp, sc.kp, sc.vp, threads, cap, sc.sec5, sc.var3):
             raise MemoryError("native block could not allocate its buffers")
-        v = v.reshape(T, Hkv, hd)
-        step.cache.append(i, step.pos0, k.transpose(1, 0, 2), v.transpose(1, 0, 2))
+        step.cache.append(i, step.pos0, sc.k_heads, sc.v_heads)
         K, V = step.cache.view(i, step.pos0 + T)
-        build = _attn_build(m.profile)
-        ggml = bm._native_attention(build) and build in (True, "bitnet.cpp")  # inside bn_layer_mid
-        o_in = ffi.NULL
-        if not ggml:  # attention as BitNetModel.attention calls it (C or NumPy; its own run-log record)
-            o = np.ascontiguousarray(bm.attend(q, K, V, step.pos0, m.profile.q_f16, step.single, build), np.float32)
-            o_in = fp(o)
+        o_in, attn_c = ffi.NULL, self.attn_c
+        if attn_c < 0:  # attention as BitNetModel.attention calls it (C or NumPy; its own run-log record)
+            o = np.ascontiguousarray(bm.attend(sc.q, K, V, step.pos0, m.profile.q_f16, step.single, self.build),
+                                     np.float32)
+            o_in = ffi.from_buffer("float[]", o)
             K = V = np.zeros((1, 1, hd), np.float32)
         K, V = _kv_rows(K), _kv_rows(V)
         if K.strides != V.strides:
             K, V = np.ascontiguousarray(K), np.ascontiguousarray(V)
-        gate, up = np.empty((T, F), np.float32), np.empty((T, F), np.float32)
-        if lib.bn_layer_mid(xp, T, D, o_in, fp(q), H, hd, ffi.cast("void *", K.ctypes.data),
+        if lib.bn_layer_mid(xp, T, D, o_in, sc.qp, H, hd, ffi.cast("void *", K.ctypes.data),
                             ffi.cast("void *", V.ctypes.data), Hkv, K.shape[1], K.strides[0] // K.itemsize,
-                            int(K.dtype == np.float16), int(step.pos0), self.scale, n_attn_sub, n_ffn, eps, rg,
-                            ps["wo"].c, ps["w_gate"].c, ps["w_up"].c, fr, fp(gate), fp(up), threads, cap, sec6, var4):
+                            int(K.dtype == np.float16), int(step.pos0), self.scale, max(attn_c, 0), n_attn_sub, n_ffn,
+                            eps, rg, ps["wo"].c, ps["w_gate"].c, ps["w_up"].c, fr, sc.gatep, sc.upp, threads, cap,
+                            sc.sec6, sc.var4):
             raise MemoryError("native block could not allocate its buffers")
         f_in = ffi.NULL
         if c.ffn_act != "relu2":  # SiLU: NumPy's exp (bitnet_model.gated records itself)
-            f = np.ascontiguousarray(bm.gated(c.ffn_act, gate, up, m.profile.attn_ggml), np.float32)
-            f_in = fp(f)
-        if lib.bn_layer_ffn(xp, T, D, F, fp(gate), fp(up), f_in, n_ffn_sub, eps, rg, ps["w_down"].c, fr, threads, cap,
-                            sec3, var1):
+            f = np.ascontiguousarray(bm.gated(c.ffn_act, sc.gate, sc.up, m.profile.attn_ggml), np.float32)
+            f_in = ffi.from_buffer("float[]", f)
+        if lib.bn_layer_ffn(xp, T, D, F, sc.gatep, sc.upp, f_in, n_ffn_sub, eps, rg, ps["w_down"].c, fr, threads, cap,
+                            sc.sec3, sc.var1):
             raise MemoryError("native block could not allocate its buffers")
-        kid, act = self._kid, T * D * 4
+        KERNEL_LOG.record_many(self._records(i, T, attn_c >= 0, K, V, sc))
+        return x
+
+    def _records(self, i: int, T: int, attn_in_c: bool, K: np.ndarray, V: np.ndarray, sc: _Scratch) -> list:
+        """The run-log records of one block: each kernel's id for the variant it returned, the
+        bytes and rows the per-op path records, and the seconds C measured."""
+        ps, rms_id, act, F = self.layers[i], self.rms_id, T * self.model.config.n_embd * 4, self.model.config.n_ff
+        sec5, sec6, sec3, var3, var4, var1 = sc.sec5, sc.sec6, sc.sec3, sc.var3, sc.var4, sc.var1
+        kid = self._kid
         recs = [(rms_id, act, T, sec5[0]),
                 (kid(ps["wq"], var3[0], T), ps["wq"].nbytes, T, sec5[1]),
                 (kid(ps["wk"], var3[1], T), ps["wk"].nbytes, T, sec5[2]),
                 (kid(ps["wv"], var3[2], T), ps["wv"].nbytes, T, sec5[3]),
-                (_ROPE, q.nbytes + k.nbytes, T, sec5[4])]
-        if ggml:
+                (_ROPE, sc.q.nbytes + sc.k.nbytes, T, sec5[4])]
+        if attn_in_c:
             recs.append((f"attention_kv{K.dtype.itemsize * 8}_native", K.nbytes + V.nbytes, T, sec6[0]))
         recs += [(rms_id, act, T, sec6[1]),
                  (kid(ps["wo"], var4[1], T), ps["wo"].nbytes, T, sec6[2]),
                  (rms_id, act, T, sec6[3]),
                  (kid(ps["w_gate"], var4[2], T), ps["w_gate"].nbytes, T, sec6[4]),
                  (kid(ps["w_up"], var4[3], T), ps["w_up"].nbytes, T, sec6[5])]
-        if c.ffn_act == "relu2":
+        if self.model.config.ffn_act == "relu2":
             recs.append((_RELU2, 2 * T * F * 4, T, sec3[0]))
         recs += [(rms_id, T * F * 4, T, sec3[1]),
                  (kid(ps["w_down"], var1[0], T), ps["w_down"].nbytes, T, sec3[2])]
-        KERNEL_LOG.record_many(recs)
-        return x
+        return recs
 
     @staticmethod
     def _kid(p: _Proj, variant: int, T: int) -> str:

@@ -56,7 +56,7 @@ int bn_layer_qkv(const float *x, int64_t T, int64_t D, const float *attn_norm, d
                  float *q, float *k, float *v, int threads, int cap, double *sec, int *var);
 int bn_layer_mid(float *x, int64_t T, int64_t D, const float *o_in,
                  const float *q, int64_t H, int64_t hd, const void *K, const void *V, int64_t Hkv, int64_t S,
-                 int64_t kv_head_stride, int kv_f16, int64_t pos0, float scale,
+                 int64_t kv_head_stride, int kv_f16, int64_t pos0, float scale, int attn_build,
                  const float *attn_sub_norm, const float *ffn_norm, double eps, int rms_ggml,
                  const bn_proj *po, const bn_proj *pg, const bn_proj *pu, int fused_round,
                  float *gate, float *up, int threads, int cap, double *sec, int *var);

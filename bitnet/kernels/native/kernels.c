@@ -619,12 +619,49 @@ static inline __attribute__((always_inline)) void tq_rows8_tile(int tq1, int vnn
     for (int t = 0; t < TQ_TILE; t++) _mm256_storeu_ps(y + (t0 + t) * out + r0, sum[t]);
 }
 
+/* one row x eight tokens (prefill, AVX2 without VNNI): the block's codes are decoded once into
+ * eight registers and used for eight tokens, whose eight dot products go through one batched
+ * horizontal sum (built pairwise as they come, so few vectors stay live); the float accumulation
+ * runs with one token per lane, block after block: per (row, token) exactly the reference's
+ * sumf = sumf + f32(sumi) * (d_x * d_w). xdT / xsbT: the activations' block scales and sums,
+ * transposed to [block][token] so eight tokens' values are one load. */
+#define TQ_TT 8
+static inline __attribute__((always_inline)) void tq_row_t8(int tq1, const uint8_t *w, int64_t r, int64_t out,
+                                                           int64_t K, const int8_t *xq, const float *xdT,
+                                                           const int32_t *xsbT, int64_t t0, int64_t T, float *y) {
+    const int64_t nb = K / 256, bb = tq1 ? 54 : 66;
+    const uint8_t *row = w + r * nb * bb;
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i c[8];
+        tq_codes8(tq1, row + b * bb, c);
+        const int8_t *x = xq + t0 * K + b * 256;
+        const __m256i q0 = _mm256_hadd_epi32(_mm256_hadd_epi32(tq_dot8(0, c, x), tq_dot8(0, c, x + K)),
+                                             _mm256_hadd_epi32(tq_dot8(0, c, x + 2 * K), tq_dot8(0, c, x + 3 * K)));
+        const __m256i q1 = _mm256_hadd_epi32(_mm256_hadd_epi32(tq_dot8(0, c, x + 4 * K), tq_dot8(0, c, x + 5 * K)),
+                                             _mm256_hadd_epi32(tq_dot8(0, c, x + 6 * K), tq_dot8(0, c, x + 7 * K)));
+        const __m256i h8 = _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20),
+                                            _mm256_permute2x128_si256(q0, q1, 0x31));  /* = hsum8_i32 */
+        uint16_t dbits;
+        memcpy(&dbits, row + b * bb + bb - 2, 2);
+        const __m256i acc = _mm256_sub_epi32(h8, _mm256_loadu_si256((const __m256i *) (xsbT + b * T + t0)));
+        const __m256 d = _mm256_mul_ps(_mm256_loadu_ps(xdT + b * T + t0), _mm256_set1_ps(bn_f16_to_f32(dbits)));
+        sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_cvtepi32_ps(acc), d));
+    }
+    float s[8];
+    _mm256_storeu_ps(s, sum);
+    for (int t = 0; t < 8; t++) y[(t0 + t) * out + r] = s[t];
+}
+
 /* one group of eight rows for all T tokens: tiles of TQ_TILE tokens, the rest one by one */
 static inline __attribute__((always_inline)) void tq_group8(int tq1, int vnni, const uint8_t *w, int64_t r0, int64_t out,
                                                            int64_t K, const int8_t *xq, const float *xd, const int32_t *xsb,
-                                                           int64_t T, float *y) {
+                                                           const float *xdT, const int32_t *xsbT, int64_t T, float *y) {
     const int64_t nb = K / 256;
     int64_t t0 = 0;
+    if (!vnni && xdT)
+        for (; t0 + TQ_TT <= T; t0 += TQ_TT)
+            for (int64_t j = 0; j < 8; j++) tq_row_t8(tq1, w, r0 + j, out, K, xq, xdT, xsbT, t0, T, y);
     for (; t0 + TQ_TILE <= T; t0 += TQ_TILE) tq_rows8_tile(tq1, vnni, w, r0, out, K, xq, xd, xsb, t0, y);
     if (t0 < T) tq_rows8(tq1, vnni, w, r0, out, K, xq + t0 * K, xd + t0 * nb, xsb + t0 * nb, T - t0, y + t0 * out);
 }
@@ -662,20 +699,25 @@ static inline __attribute__((always_inline)) void tq_row1(int tq1, int vnni, con
 }
 
 static void tq_simd(int tq1, int vnni, const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xd,
-                    const int32_t *xsb, int64_t T, float *y, int threads) {
-    const int64_t r8 = out / 8 * 8;
+                    const int32_t *xsb, const float *xdT, const int32_t *xsbT, int64_t T, float *y, int threads) {
+    const int64_t r8 = out / 8 * 8, nb = K / 256;
     #pragma omp parallel num_threads(threads) if(threads > 1)
     {
         if (vnni) {
             #pragma omp for schedule(static) nowait
-            for (int64_t g = 0; g < out / 8; g++) tq_group8(tq1, 1, w, 8 * g, out, K, xq, xd, xsb, T, y);
+            for (int64_t g = 0; g < out / 8; g++) tq_group8(tq1, 1, w, 8 * g, out, K, xq, xd, xsb, NULL, NULL, T, y);
             #pragma omp for schedule(static)
             for (int64_t r = r8; r < out; r++) tq_row1(tq1, 1, w, r, K, xq, xd, xsb, T, out, y);
         } else {
             #pragma omp for schedule(static) nowait
-            for (int64_t g = 0; g < out / 8; g++) tq_group8(tq1, 0, w, 8 * g, out, K, xq, xd, xsb, T, y);
+            for (int64_t g = 0; g < out / 8; g++) tq_group8(tq1, 0, w, 8 * g, out, K, xq, xd, xsb, xdT, xsbT, T, y);
             #pragma omp for schedule(static)
-            for (int64_t r = r8; r < out; r++) tq_row1(tq1, 0, w, r, K, xq, xd, xsb, T, out, y);
+            for (int64_t r = r8; r < out; r++) {
+                int64_t t0 = 0;
+                if (xdT)
+                    for (; t0 + TQ_TT <= T; t0 += TQ_TT) tq_row_t8(tq1, w, r, out, K, xq, xdT, xsbT, t0, T, y);
+                if (t0 < T) tq_row1(tq1, 0, w, r, K, xq + t0 * K, xd + t0 * nb, xsb + t0 * nb, T - t0, out, y + t0 * out);
+            }
         }
     }
 }
@@ -696,8 +738,18 @@ static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8
     }
 #if defined(__AVX2__)
     if (variant) {
-        tq_simd(tq1, variant == 2, w, out, K, xq, xd, xsb, T, y, threads);
-        free(xsb);
+        /* the eight-token tiles of the AVX2 variant read the block scales and sums per block */
+        float *xdT = NULL;
+        int32_t *xsbT = NULL;
+        if (variant == 1 && T >= TQ_TT) {
+            xdT = (float *) malloc(sizeof(float) * (size_t) (T * nb));
+            xsbT = (int32_t *) malloc(sizeof(int32_t) * (size_t) (T * nb));
+            if (!xdT || !xsbT) { free(xdT); free(xsbT); free(xsb); return -1; }
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t b = 0; b < nb; b++) { xdT[b * T + t] = xd[t * nb + b]; xsbT[b * T + t] = xsb[t * nb + b]; }
+        }
+        tq_simd(tq1, variant == 2, w, out, K, xq, xd, xsb, xdT, xsbT, T, y, threads);
+        free(xdT); free(xsbT); free(xsb);
         return variant;
     }
 #endif

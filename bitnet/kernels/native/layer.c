@@ -11,7 +11,7 @@
  *
  *   bn_layer_qkv: x -> q, k, v (roped), for the caller to append to the KV cache (in Python,
  *                 where the cache checks every position and reports F16 overflow);
- *   bn_layer_mid: attention (ggml order here, or the caller's NumPy/BLAS attention output),
+ *   bn_layer_mid: attention (either ggml order here, or the caller's NumPy/BLAS attention output),
  *                 its sub-norm, output projection and residual, the FFN norm, gate and up;
  *   bn_layer_ffn: ReLU^2 x up (or the caller's SiLU x up, NumPy's exp), the FFN sub-norm, the
  *                 down projection and the residual.
@@ -124,7 +124,7 @@ done:
  * gate, up [T, F] the FFN's two projections of ffn_norm(x). Returns 0, or -1. */
 int bn_layer_mid(float *x, int64_t T, int64_t D, const float *o_in,
                  const float *q, int64_t H, int64_t hd, const void *K, const void *V, int64_t Hkv, int64_t S,
-                 int64_t kv_head_stride, int kv_f16, int64_t pos0, float scale,
+                 int64_t kv_head_stride, int kv_f16, int64_t pos0, float scale, int attn_build,
                  const float *attn_sub_norm, const float *ffn_norm, double eps, int rms_ggml,
                  const bn_proj *po, const bn_proj *pg, const bn_proj *pu, int fused_round,
                  float *gate, float *up, int threads, int cap, double *sec, int *var) {
@@ -138,8 +138,10 @@ int bn_layer_mid(float *x, int64_t T, int64_t D, const float *o_in,
     var[0] = -9;
     sec[0] = 0.0;
     if (!o_in) {
-        if ((var[0] = bn_attn_ggml(q, T, H, hd, K, V, Hkv, S, kv_head_stride, kv_f16, pos0, scale, 1, 0, o,
-                                   NULL, NULL, threads, cap)) < 0) goto done;
+        /* attn_build: 0 = the fork's order (q rounded to F16 inside), 1 = upstream's (q as given),
+         * exactly bn_attn_ggml's arguments in attention_ggml(build=...) */
+        if ((var[0] = bn_attn_ggml(q, T, H, hd, K, V, Hkv, S, kv_head_stride, kv_f16, pos0, scale, attn_build == 0,
+                                   attn_build == 1, o, NULL, NULL, threads, cap)) < 0) goto done;
         o_in = o;
         t1 = bn_now(); sec[0] = t1 - t0; t0 = t1;
     }
