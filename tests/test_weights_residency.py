@@ -59,9 +59,18 @@ def test_memory_gives_the_same_bytes_fields_and_readonly_views(tiny):
 
 
 @pytest.mark.ac27
-def test_memory_gives_identical_logits_and_records_the_residency(tiny, monkeypatch):
+@pytest.mark.parametrize("backend", ["numpy", "native"])
+def test_memory_gives_identical_logits_and_records_the_residency(tiny, monkeypatch, backend, restore_backend):
     from bitnet.engine import Engine
+    from bitnet.kernels import dispatch
 
+    if backend == "native":
+        from bitnet.kernels.native import native_status
+
+        ok, why = native_status()
+        if not ok:
+            pytest.skip(f"native kernels unavailable: {why}")
+    dispatch.set_backend(backend)
     ids = [1, 5, 9, 13]
     a = Engine(tiny, weights="mmap")
     b = Engine(tiny, weights="memory")
