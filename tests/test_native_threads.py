@@ -27,8 +27,8 @@ print("ENV", os.environ.get("OMP_WAIT_POLICY"))
 
 
 def probe(**env) -> subprocess.CompletedProcess:
-    e = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    e.update(env, OMP_DISPLAY_ENV="true", PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    e = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    e.update({"OMP_DISPLAY_ENV": "true", **env}, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     r = subprocess.run([sys.executable, "-c", PROBE], env=e, capture_output=True, text=True, timeout=300)
     if r.returncode != 0 and "built without OpenMP" in r.stderr:
         pytest.skip("native kernels built without OpenMP here")
@@ -48,3 +48,13 @@ def test_users_wait_policy_wins():
     r = probe(OMP_WAIT_POLICY="ACTIVE")
     assert "OMP_WAIT_POLICY = 'ACTIVE'" in r.stderr
     assert "POLICY active (OMP_WAIT_POLICY)" in r.stdout and "ENV ACTIVE" in r.stdout
+
+
+def test_a_spin_count_is_reported_not_called_passive():
+    """GOMP_SPINCOUNT overrides the spin count of libgomp's policy, PASSIVE included: threads spin
+    that many rounds before sleeping, so the reported policy (native_status, receipts) says so."""
+    r = probe(GOMP_SPINCOUNT="3000", OMP_DISPLAY_ENV="verbose")
+    assert "GOMP_SPINCOUNT = '3000'" in r.stderr, r.stderr[-2000:]
+    assert "POLICY passive, spins GOMP_SPINCOUNT=3000 rounds first" in r.stdout
+    r = probe(OMP_WAIT_POLICY="ACTIVE", GOMP_SPINCOUNT="10")
+    assert "POLICY active (OMP_WAIT_POLICY), spins GOMP_SPINCOUNT=10 rounds first" in r.stdout

@@ -108,7 +108,10 @@ def cpu_signature() -> str:
 #: default spins for a while after each parallel region; between the many small matmuls of a
 #: decode step those spinning threads take the cores other processes (and our own next step)
 #: need: on a loaded 2-core machine decode collapsed to ~3 tok/s from ~90 (issue 15). Passive
-#: threads sleep on a futex instead. libgomp reads the variable once, when it loads.
+#: threads sleep on a futex instead. libgomp reads the variable once, when it loads. The price on
+#: an idle machine is a futex wake per parallel region (~12 us here, ~240 regions per 2B-4T
+#: step); GOMP_SPINCOUNT=N (libgomp's own variable, honoured under PASSIVE too) buys it back
+#: there and costs under load: docs/explanation/performance.md has both measured.
 WAIT_POLICY = "PASSIVE"
 _wait_policy: list[str] = ["unknown"]
 
@@ -122,16 +125,21 @@ def _omp_env_for_load():
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         maps = ""
+    # GOMP_SPINCOUNT overrides the policy's spin count in libgomp (also under PASSIVE): threads
+    # then spin that many rounds after a region before they sleep; say so, a receipt must not
+    # call a spinning run passive
+    spin = os.environ.get("GOMP_SPINCOUNT")
+    spun = f", spins GOMP_SPINCOUNT={spin} rounds first" if spin else ""
     if "libgomp" in maps:
-        _wait_policy[0] = f"{(user or 'default').lower()} (libgomp was already loaded)"
+        _wait_policy[0] = f"{(user or 'default').lower()} (libgomp was already loaded){spun}"
         yield
         return
     if user:
-        _wait_policy[0] = f"{user.lower()} (OMP_WAIT_POLICY)"
+        _wait_policy[0] = f"{user.lower()} (OMP_WAIT_POLICY){spun}"
         yield
         return
     os.environ["OMP_WAIT_POLICY"] = WAIT_POLICY
-    _wait_policy[0] = WAIT_POLICY.lower()
+    _wait_policy[0] = WAIT_POLICY.lower() + spun
     try:
         yield
     finally:
