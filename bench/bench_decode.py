@@ -106,6 +106,7 @@ def llama_cpp(cpp_dir: str, path: Path, prompt: list[int], n: int, kv_f16: bool)
         raise SystemExit(f"measuring {cpp_dir} on {path} failed:\n{p.stderr[-2000:]}")
     r = json.loads(p.stdout.strip().splitlines()[-1])
     r["omp_wait_policy"] = WAIT[0]
+    r["gomp_spincount"] = env.get("GOMP_SPINCOUNT")
     return r
 
 
@@ -232,6 +233,7 @@ def _pair(res: dict, ours_key: str, cpp_key: str, profile: str) -> None:
         "flash_attn": {"ours": False, "cpp": b.get("flash_attn")},
         "threads": {"ours": res[ours_key].get("threads"), "cpp": b.get("threads")},
         "omp_wait_policy": {"ours": res["ours"].get("omp_wait_policy"), "cpp": b.get("omp_wait_policy")},
+        "gomp_spincount": {"ours": res["ours"].get("gomp_spincount"), "cpp": b.get("gomp_spincount")},
         "weights": {"ours": res[ours_key].get("weights"), "cpp": b.get("weights")}}
     for what in ("prefill", "decode"):
         _ratio(res, ours_key, cpp_key, what)
@@ -289,8 +291,11 @@ def main() -> None:
                  "ours": {"native": native_status()[1], "variant": best_variant()}}
     from bitnet.kernels.native import wait_policy
 
-    WAIT[0] = os.environ.get("OMP_WAIT_POLICY") or wait_policy().split()[0].upper()
+    WAIT[0] = os.environ.get("OMP_WAIT_POLICY") or wait_policy().split(",")[0].split()[0].upper()
     res["ours"]["omp_wait_policy"] = wait_policy()
+    # libgomp's spin count (it overrides the policy's, PASSIVE included): the C++ children
+    # inherit it with the environment, so both sides spin alike; recorded per side
+    res["ours"]["gomp_spincount"] = os.environ.get("GOMP_SPINCOUNT")
     bw = copy_bandwidth()
     res["copy_bandwidth_bytes_per_s"] = bw
     tq2 = model("bitnet", "tq2_0", vocab)
