@@ -80,7 +80,8 @@ VARS: dict[str, Var] = {
                    "kernels to run: cpu (native when it builds, else numpy with a note), numpy, "
                    "native, cuda; unset: the CLI uses cpu, library use numpy"),
     "threads": Var("BITNET_THREADS", _int(1), None,
-                   "threads for the native kernels (default: every core; they wait passively, see docs/explanation/performance.md)"),
+                   "threads for the native kernels (default: every core; they wait passively, see docs/explanation/performance.md) "
+                   "and for the NumPy backend's exact integer kernels, which split a weight's row chunks (default: every core, at most 8)"),
     "seed": Var("BITNET_SEED", _int(0), None, "sampling seed"),
     "deterministic": Var("BITNET_DETERMINISTIC", parse_bool, False,
                          "deterministic runs: seed 0 unless BITNET_SEED is set"),

@@ -315,3 +315,37 @@ def test_a_replaced_decoder_reaches_the_kernels(tmp_path, monkeypatch, module, n
                             (2 - real(*a, **k)[0], real(*a, **k)[1]))
         assert w.format.lut_rows(w, 0, 8) is None
         assert matmul(x, w).tobytes() != good.tobytes()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_chunks_on_several_threads_give_the_same_bytes(tmp_path, monkeypatch, threads):
+    """The exact kernels spread a weight's chunks over threads (_each_chunk): every chunk's
+    products are exact integers written to its own columns, so 1, 2 or 3 threads and any
+    finishing order give the bytes of the sequential loop."""
+    monkeypatch.setattr(K, "CHUNK_ELEMENTS", 1024)
+    x = np.random.default_rng(4).standard_normal((3, 512)).astype(F32)
+    for fmt, profile in [("i2_s", "per-token-absmax"), ("tq2_0", "q8_k-block256"), ("tq1_0", "q8_k-block256")]:
+        with GGUFReader(_weight(tmp_path, fmt, 61, 512, 9)) as r:
+            w = load_weight(r, "w")
+            monkeypatch.setattr(K, "_threads", lambda: 1)
+            one = matmul(x, w, profile)
+            monkeypatch.setattr(K, "_threads", lambda: threads)
+            many = matmul(x, w, profile)
+        assert many.tobytes() == one.tobytes(), (fmt, threads)
+
+
+def test_a_chunk_error_is_raised_in_the_caller(monkeypatch):
+    """An exception inside a worker thread's chunk reaches the caller, not a log line."""
+    monkeypatch.setattr(K, "_threads", lambda: 2)
+
+    class W:
+        in_features, out_features, is_ternary = 4, 8, False
+
+    monkeypatch.setattr(K, "_chunks", lambda w: iter([(0, 4), (4, 8)]))
+
+    def boom(r0: int, r1: int) -> None:
+        if r0 == 4:
+            raise ValueError("chunk 4..8")
+
+    with pytest.raises(ValueError, match="chunk 4..8"):
+        K._each_chunk(W(), boom)  # type: ignore[arg-type]

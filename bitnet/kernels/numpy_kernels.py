@@ -81,6 +81,48 @@ def _chunks(w: PackedWeight) -> Iterator[tuple[int, int]]:
         yield r0, min(r0 + step, w.out_features)
 
 
+_POOL: list = []
+
+
+def _threads() -> int:
+    """Threads the exact integer kernels split a weight's chunks over: BITNET_THREADS, else
+    every core (at most 8). Each chunk's products are exact integers, so the result cannot
+    depend on which thread computed it or in which order the chunks finish."""
+    import os
+
+    from bitnet.settings import settings
+
+    return max(1, min(settings().threads or os.cpu_count() or 1, 8))
+
+
+def _each_chunk(w: PackedWeight, fn: Callable[[int, int], None]) -> None:
+    """fn(r0, r1) for every chunk of `w` (each writes its own output columns), spread over
+    _threads() Python threads: NumPy's table gathers and the one-thread BLAS products release
+    the GIL, so two cores decode and multiply two chunks at once."""
+    chunks = list(_chunks(w))
+    n = min(_threads(), len(chunks))
+    if n < 2:
+        for r0, r1 in chunks:
+            fn(r0, r1)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not _POOL or _POOL[0][0] < n:
+        if _POOL:
+            _POOL[0][1].shutdown(wait=False)
+        _POOL[:] = [(n, ThreadPoolExecutor(max_workers=n, thread_name_prefix="bitnet-numpy"))]
+    pool = _POOL[0][1]
+    step = (len(chunks) + n - 1) // n
+    parts = [chunks[i:i + step] for i in range(0, len(chunks), step)]
+
+    def run(part: list[tuple[int, int]]) -> None:
+        for r0, r1 in part:
+            fn(r0, r1)
+
+    for f in [pool.submit(run, part) for part in parts]:
+        f.result()  # re-raises a chunk's exception here
+
+
 #: whether exact integer kernels decode packed bytes straight to float32 (`Format.lut_rows`:
 #: uint32 lanes or a byte table, bitnet.quant.lut) when the format can; False = the per-call
 #: int8 decode (`decode_rows`) they used before, which the bit-identity tests compare against
@@ -175,16 +217,18 @@ def gemm_per_token(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     exact = w.in_features <= EXACT_K_LIMIT
     qT = _PermutedActs(x.q, lambda q: q.T)  # [K, T] in the weights' order
     qsum = x.q.sum(axis=1, dtype=np.int64)  # [T]: the "- 1" of lane-decoded values
+    def chunk(r0: int, r1: int) -> None:
+        if exact:  # the float32 BLAS product IS the integer sum (see EXACT_K_LIMIT)
+            v, perm, div = _exact_values(w, r0, r1)
+            acc = (v @ qT(perm, div)).astype(np.int64)  # [rows, T]
+            if div is not None:
+                acc -= qsum
+        else:
+            acc = _int_dot(w.values(r0, r1), x.q)
+        y[:, r0:r1] = (acc.T.astype(np.float32) / x.scale[:, None]) * wscale
+
     with _one_blas_thread():
-        for r0, r1 in _chunks(w):
-            if exact:  # the float32 BLAS product IS the integer sum (see EXACT_K_LIMIT)
-                v, perm, div = _exact_values(w, r0, r1)
-                acc = (v @ qT(perm, div)).astype(np.int64)  # [rows, T]
-                if div is not None:
-                    acc -= qsum
-            else:
-                acc = _int_dot(w.values(r0, r1), x.q)
-            y[:, r0:r1] = (acc.T.astype(np.float32) / x.scale[:, None]) * wscale
+        _each_chunk(w, chunk)
     return _run(y, w, x.profile)
 
 
@@ -232,17 +276,19 @@ def gemm_blocked_q8k(x: QuantizedRows, w: PackedWeight) -> KernelRun:
     qb = _PermutedActs(x.q, lambda q: q.reshape(t, nb, QK_K).transpose(1, 2, 0))  # [nb, 256, T]
     qbsum = _block_sums(x.q, nb)  # [nb, 1, T]
     y = np.empty((t, w.out_features), np.float32)
+    def chunk(r0: int, r1: int) -> None:
+        v, perm, div = _exact_values(w, r0, r1)  # columns permuted within each 256-block at most
+        acc = v.reshape(r1 - r0, nb, QK_K).transpose(1, 0, 2) @ qb(perm, div)  # [nb, rows, T]: exact (|sum| <= 256*128)
+        if div is not None:
+            acc -= qbsum
+        s = np.zeros((r1 - r0, t), np.float32)
+        for b in range(nb):  # the float accumulation order of the C loop
+            d = (x.scale[:, b][None, :] * dw[r0:r1, b][:, None]).astype(np.float32)
+            s = (s + acc[b] * d).astype(np.float32)
+        y[:, r0:r1] = s.T
+
     with _one_blas_thread():
-        for r0, r1 in _chunks(w):
-            v, perm, div = _exact_values(w, r0, r1)  # columns permuted within each 256-block at most
-            acc = v.reshape(r1 - r0, nb, QK_K).transpose(1, 0, 2) @ qb(perm, div)  # [nb, rows, T]: exact (|sum| <= 256*128)
-            if div is not None:
-                acc -= qbsum
-            s = np.zeros((r1 - r0, t), np.float32)
-            for b in range(nb):  # the float accumulation order of the C loop
-                d = (x.scale[:, b][None, :] * dw[r0:r1, b][:, None]).astype(np.float32)
-                s = (s + acc[b] * d).astype(np.float32)
-            y[:, r0:r1] = s.T
+        _each_chunk(w, chunk)
     return _run(y, w, x.profile)
 
 
