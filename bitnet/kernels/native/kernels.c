@@ -352,50 +352,47 @@ static void i2s_row_vnni_x4(const uint8_t *w, int64_t K, const int8_t *xq, const
 }
 #endif
 
-/* y[t, r] = (sum_j (code-1) x_tj) / s_t * wscale */
+/* y[t, r] = (sum_j (code-1) x_tj) / s_t * wscale for one row r and every token, in the variant
+ * asked for (the whole GEMM for scalar and VNNI; the rows after the AVX2 groups of four) */
+static void i2s_one_row(int variant, const uint8_t *w, int64_t r, int64_t out, int64_t K, const int8_t *xq,
+                        const float *xs, const int32_t *xsum, int64_t T, float wscale, float *y) {
+    int32_t acc[64];
+    for (int64_t t0 = 0; t0 < T; t0 += 64) {
+        const int64_t tn = T - t0 < 64 ? T - t0 : 64;
+#if defined(BN_VNNI)
+        if (variant == 2) {
+            int64_t t = 0;
+            for (; t + 4 <= tn; t += 4) i2s_row_vnni_x4(w + r * (K / 4), K, xq + (t0 + t) * K, xsum + t0 + t, acc + t);
+            if (t < tn) i2s_row_vnni(w + r * (K / 4), K, xq + (t0 + t) * K, xsum + t0 + t, tn - t, acc + t);
+        } else
+#endif
+#if defined(__AVX2__)
+        if (variant == 1) i2s_row_avx2(w + r * (K / 4), K, xq + t0 * K, xsum + t0, tn, acc);
+        else
+#endif
+        i2s_row_scalar(w + r * (K / 4), K, xq + t0 * K, tn, acc);
+        for (int64_t t = 0; t < tn; t++) y[(t0 + t) * out + r] = ((float) acc[t] / xs[t0 + t]) * wscale;
+    }
+}
+
 static int i2s_gemm(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xs, const int32_t *xsum,
                     int64_t T, float wscale, float *y, int threads, int cap) {
     const int variant = bn_pick(cap);
 #if defined(__AVX2__)
-    if (variant == 1) {
+    if (variant == 1) {  /* groups of four rows, then the rows left over one by one */
         const int64_t g4 = out / 4;
         #pragma omp parallel num_threads(threads) if(threads > 1)
         {
             #pragma omp for schedule(static) nowait
             for (int64_t g = 0; g < g4; g++) i2s_group4_avx2(w, 4 * g, out, K, xq, xs, xsum, T, wscale, y);
             #pragma omp for schedule(static)
-            for (int64_t r = 4 * g4; r < out; r++) {
-                int32_t acc[64];
-                for (int64_t t0 = 0; t0 < T; t0 += 64) {
-                    const int64_t tn = T - t0 < 64 ? T - t0 : 64;
-                    i2s_row_avx2(w + r * (K / 4), K, xq + t0 * K, xsum + t0, tn, acc);
-                    for (int64_t t = 0; t < tn; t++) y[(t0 + t) * out + r] = ((float) acc[t] / xs[t0 + t]) * wscale;
-                }
-            }
+            for (int64_t r = 4 * g4; r < out; r++) i2s_one_row(variant, w, r, out, K, xq, xs, xsum, T, wscale, y);
         }
         return variant;
     }
 #endif
     #pragma omp parallel for num_threads(threads) schedule(static) if(threads > 1)
-    for (int64_t r = 0; r < out; r++) {
-        int32_t acc[64];
-        for (int64_t t0 = 0; t0 < T; t0 += 64) {
-            const int64_t tn = T - t0 < 64 ? T - t0 : 64;
-#if defined(BN_VNNI)
-            if (variant == 2) {
-                int64_t t = 0;
-                for (; t + 4 <= tn; t += 4) i2s_row_vnni_x4(w + r * (K / 4), K, xq + (t0 + t) * K, xsum + t0 + t, acc + t);
-                if (t < tn) i2s_row_vnni(w + r * (K / 4), K, xq + (t0 + t) * K, xsum + t0 + t, tn - t, acc + t);
-            } else
-#endif
-#if defined(__AVX2__)
-            if (variant == 1) i2s_row_avx2(w + r * (K / 4), K, xq + t0 * K, xsum + t0, tn, acc);
-            else
-#endif
-            i2s_row_scalar(w + r * (K / 4), K, xq + t0 * K, tn, acc);
-            for (int64_t t = 0; t < tn; t++) y[(t0 + t) * out + r] = ((float) acc[t] / xs[t0 + t]) * wscale;
-        }
-    }
+    for (int64_t r = 0; r < out; r++) i2s_one_row(variant, w, r, out, K, xq, xs, xsum, T, wscale, y);
     return variant;
 }
 
