@@ -4,8 +4,8 @@ One place decides which kernels run, so `bitnet run` and the receipt of `bitnet 
 can never disagree about it: `cpu` (the default, or BITNET_BACKEND) takes the native C kernels
 when they build here and otherwise the NumPy reference kernels, saying so on stderr (never
 silently) and refusing in strict mode; `numpy` and `native` are explicit; `cuda` exists for the
-benchmark only. `--weights` (default BITNET_WEIGHTS, else mmap) says where the model file's bytes
-live: mapped (`mmap`) or read into private memory with huge pages (`memory`).
+benchmark only. `--weights` says where the model file's bytes live: mapped (`mmap`) or read into
+private memory with huge pages (`memory`); unset, BitNetModel takes BITNET_WEIGHTS, else mmap.
 """
 
 from __future__ import annotations
@@ -34,13 +34,6 @@ def add_backend_args(p: argparse.ArgumentParser, *, cuda: bool = False) -> None:
                    help=f"where the model file's bytes live (default: ${WEIGHTS_ENV}, else mmap): mmap = the file "
                         "mapped, paged in on use (like llama.cpp); memory = read once into private memory with "
                         "transparent huge pages (fewer TLB misses in decode; refused when MemAvailable is short)")
-
-
-def weights_residency(args: argparse.Namespace) -> str:
-    """--weights, else BITNET_WEIGHTS, else mmap: the residency the Engine is built with."""
-    from bitnet.settings import settings
-
-    return getattr(args, "weights", None) or settings().weights
 
 
 def select_backend(args: argparse.Namespace, io, command: str) -> str:

@@ -9,12 +9,7 @@ import time
 from collections import Counter
 
 from bitnet.cli.args import input_file, output_file, positive, seed, utf8
-from bitnet.cli.backend_args import (
-    add_backend_args,
-    native_threads,
-    select_backend,
-    weights_residency,
-)
+from bitnet.cli.backend_args import add_backend_args, native_threads, select_backend
 from bitnet.cli.run_cmd import add_model_args, resolve_model
 from bitnet.engine import Engine, SamplerConfig
 from bitnet.engine.generate import deterministic_env
@@ -102,7 +97,7 @@ def measure(args: argparse.Namespace, io) -> dict | None:
     # string assignment, drawing happens on rich's own thread
     with progress(f"benchmark ({backend}): loading the model", stream=io.stderr, quiet=args.quiet) as update:
         engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict,
-                        apply_corrections=args.apply_corrections, weights=weights_residency(args))
+                        apply_corrections=args.apply_corrections, weights=args.weights)
         model = engine.model
         # warm-up: caches, BLAS threads, device uploads; not measured
         update(what=f"benchmark ({backend}): warm-up")

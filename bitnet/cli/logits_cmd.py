@@ -8,7 +8,7 @@ import io as _io
 import numpy as np
 
 from bitnet.cli.args import output_file, utf8
-from bitnet.cli.backend_args import add_backend_args, select_backend, weights_residency
+from bitnet.cli.backend_args import add_backend_args, select_backend
 from bitnet.cli.run_cmd import add_model_args, resolve_model
 from bitnet.engine import Engine
 from bitnet.errors import ConfigError
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace, io) -> int:
     check_writable(args.out, "--out")
     backend = select_backend(args, io, "logits")
     engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict,
-                    apply_corrections=args.apply_corrections, weights=weights_residency(args))
+                    apply_corrections=args.apply_corrections, weights=args.weights)
     ids = parse_ids(args.ids) if args.ids is not None else engine.encode(args.prompt)
     logits = engine.logits(ids)
     buf = _io.BytesIO()

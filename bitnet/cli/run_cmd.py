@@ -7,7 +7,7 @@ import argparse
 import json
 
 from bitnet.cli.args import count, finite_float, input_file, nonempty_utf8, seed, utf8
-from bitnet.cli.backend_args import add_backend_args, select_backend, weights_residency
+from bitnet.cli.backend_args import add_backend_args, select_backend
 from bitnet.engine import CHAT_TEMPLATE_2B4T, Engine, SamplerConfig
 from bitnet.engine.generate import DEFAULT_SYSTEM, env_seed
 from bitnet.errors import ConfigError
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace, io) -> int:
     seed = args.seed if args.seed is not None else env_seed()  # a bad BITNET_SEED fails before loading
     backend = select_backend(args, io, "run")
     engine = Engine(resolve_model(args, io), profile=args.profile, strict=args.strict,
-                    apply_corrections=args.apply_corrections, weights=weights_residency(args))
+                    apply_corrections=args.apply_corrections, weights=args.weights)
     prompt = args.prompt
     if args.chat:
         prompt = CHAT_TEMPLATE_2B4T.format(system=DEFAULT_SYSTEM if args.system is None else args.system, user=prompt)
