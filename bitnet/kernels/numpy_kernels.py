@@ -26,7 +26,9 @@ before the call.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -81,18 +83,19 @@ def _chunks(w: PackedWeight) -> Iterator[tuple[int, int]]:
         yield r0, min(r0 + step, w.out_features)
 
 
-_POOL: list = []
-
-
 def _threads() -> int:
-    """Threads the exact integer kernels split a weight's chunks over: BITNET_THREADS, else
-    every core (at most 8). Each chunk's products are exact integers, so the result cannot
-    depend on which thread computed it or in which order the chunks finish."""
-    import os
+    """Threads the exact integer kernels split a weight's chunks over: the native kernels'
+    count (BITNET_THREADS, else every core), at most 8. Each chunk's products are exact
+    integers, so the result cannot depend on which thread computed it or in which order the
+    chunks finish."""
+    from bitnet.kernels.native import default_threads
 
-    from bitnet.settings import settings
+    return max(1, min(default_threads(), 8))
 
-    return max(1, min(settings().threads or os.cpu_count() or 1, 8))
+
+@functools.cache
+def _pool(n: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=n, thread_name_prefix="bitnet-numpy")
 
 
 def _each_chunk(w: PackedWeight, fn: Callable[[int, int], None]) -> None:
@@ -105,21 +108,13 @@ def _each_chunk(w: PackedWeight, fn: Callable[[int, int], None]) -> None:
         for r0, r1 in chunks:
             fn(r0, r1)
         return
-    from concurrent.futures import ThreadPoolExecutor
-
-    if not _POOL or _POOL[0][0] < n:
-        if _POOL:
-            _POOL[0][1].shutdown(wait=False)
-        _POOL[:] = [(n, ThreadPoolExecutor(max_workers=n, thread_name_prefix="bitnet-numpy"))]
-    pool = _POOL[0][1]
     step = (len(chunks) + n - 1) // n
-    parts = [chunks[i:i + step] for i in range(0, len(chunks), step)]
 
     def run(part: list[tuple[int, int]]) -> None:
         for r0, r1 in part:
             fn(r0, r1)
 
-    for f in [pool.submit(run, part) for part in parts]:
+    for f in [_pool(n).submit(run, chunks[i:i + step]) for i in range(0, len(chunks), step)]:
         f.result()  # re-raises a chunk's exception here
 
 
