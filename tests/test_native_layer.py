@@ -80,6 +80,35 @@ def test_native_blocks_bit_identical_and_logged_alike(bitnet_model_factory, nati
 
 @needs_native
 @pytest.mark.ac38
+@pytest.mark.parametrize("fmt,profile,arch", [("i2_s", "bitnet.cpp", "bitnet-b1.58"), ("tq2_0", "llama.cpp", "bitnet")])
+def test_native_blocks_same_bits_on_any_thread_count(bitnet_model_factory, native_backend, monkeypatch,
+                                                     fmt, profile, arch):
+    """Each block call is one parallel region whose threads split every projection's rows and
+    meet at spin barriers (layer.c): 1, 2, 3 and 5 threads (more than this machine's cores, so
+    waiting threads yield) give the per-op path's bits at one thread, prompt and decode steps."""
+    from bitnet.kernels.native import backend as nb
+    from bitnet.model.bitnet_model import BitNetModel
+    from bitnet.synth import ModelShape
+
+    shape = ModelShape(n_embd=512, n_ff=1024, n_layer=2, n_head=4, n_head_kv=1, n_ctx=256)
+    m = BitNetModel(bitnet_model_factory(preset=shape, arch=arch, fmt=fmt, seed=7), profile=profile)
+    before = nb.THREADS[0]
+    try:
+        nb.set_threads(1)
+        want, wlog = _run(m, False, monkeypatch)
+        for n in (1, 2, 3, 5):
+            nb.set_threads(n)
+            got, glog = _run(m, True, monkeypatch)
+            for a, b in zip(got, want, strict=True):
+                np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+            assert glog == wlog, n
+    finally:
+        nb.set_threads(before)
+        m.close()
+
+
+@needs_native
+@pytest.mark.ac38
 def test_native_blocks_step_aside(bitnet_recipe_model, native_backend):
     """A recording, a planted fault or the NumPy backend: for_model says no, the per-op path runs."""
     from bitnet.kernels import dispatch

@@ -6,7 +6,9 @@
  * bit-identical to bitnet.kernels.numpy_kernels.
  *
  * Each GEMM returns the variant that ran (1 = AVX2, 0 = scalar) so the dispatcher records the
- * kernel that actually executed. Threads split the output rows (OpenMP).
+ * kernel that actually executed. Threads split the output rows (OpenMP): a GEMM called alone
+ * opens a parallel region of its own; a transformer block (layer.c) runs its projections' row
+ * shares (bn_lin_rows) inside one region per block call.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -57,6 +59,32 @@ int bn_openmp(void) {
 #else
     return 0;
 #endif
+}
+
+/* this thread's number and its team's size (0 and 1 outside a parallel region, or without OpenMP) */
+static inline int bn_tid(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static inline int bn_nth(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+/* the contiguous share [*a, *b) of n items that thread tid of nth takes: the split of OpenMP's
+ * static schedule without a chunk size. Every row's arithmetic is the same whichever thread
+ * takes it, so no split changes a bit. */
+static inline void bn_share(int64_t n, int tid, int nth, int64_t *a, int64_t *b) {
+    const int64_t q = n / nth, r = n % nth;
+    *a = tid * q + (tid < r ? tid : r);
+    *b = *a + q + (tid < r ? 1 : 0);
 }
 
 static inline float bn_f16_to_f32(uint16_t h) {
@@ -375,24 +403,29 @@ static void i2s_one_row(int variant, const uint8_t *w, int64_t r, int64_t out, i
     }
 }
 
+/* thread tid's share of an I2_S GEMM's rows (groups of four on AVX2, then the rows left over) */
+static void i2s_rows(int variant, const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xs,
+                     const int32_t *xsum, int64_t T, float wscale, float *y, int tid, int nth) {
+    int64_t a, b;
+#if defined(__AVX2__)
+    if (variant == 1) {
+        const int64_t g4 = out / 4;
+        bn_share(g4, tid, nth, &a, &b);
+        for (int64_t g = a; g < b; g++) i2s_group4_avx2(w, 4 * g, out, K, xq, xs, xsum, T, wscale, y);
+        bn_share(out - 4 * g4, tid, nth, &a, &b);
+        for (int64_t r = 4 * g4 + a; r < 4 * g4 + b; r++) i2s_one_row(variant, w, r, out, K, xq, xs, xsum, T, wscale, y);
+        return;
+    }
+#endif
+    bn_share(out, tid, nth, &a, &b);
+    for (int64_t r = a; r < b; r++) i2s_one_row(variant, w, r, out, K, xq, xs, xsum, T, wscale, y);
+}
+
 static int i2s_gemm(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xs, const int32_t *xsum,
                     int64_t T, float wscale, float *y, int threads, int cap) {
     const int variant = bn_pick(cap);
-#if defined(__AVX2__)
-    if (variant == 1) {  /* groups of four rows, then the rows left over one by one */
-        const int64_t g4 = out / 4;
-        #pragma omp parallel num_threads(threads) if(threads > 1)
-        {
-            #pragma omp for schedule(static) nowait
-            for (int64_t g = 0; g < g4; g++) i2s_group4_avx2(w, 4 * g, out, K, xq, xs, xsum, T, wscale, y);
-            #pragma omp for schedule(static)
-            for (int64_t r = 4 * g4; r < out; r++) i2s_one_row(variant, w, r, out, K, xq, xs, xsum, T, wscale, y);
-        }
-        return variant;
-    }
-#endif
-    #pragma omp parallel for num_threads(threads) schedule(static) if(threads > 1)
-    for (int64_t r = 0; r < out; r++) i2s_one_row(variant, w, r, out, K, xq, xs, xsum, T, wscale, y);
+    #pragma omp parallel num_threads(threads) if(threads > 1)
+    i2s_rows(variant, w, out, K, xq, xs, xsum, T, wscale, y, bn_tid(), bn_nth());
     return variant;
 }
 
@@ -695,85 +728,140 @@ static inline __attribute__((always_inline)) void tq_row1(int tq1, int vnni, con
     }
 }
 
-static void tq_simd(int tq1, int vnni, const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xd,
-                    const int32_t *xsb, const float *xdT, const int32_t *xsbT, int64_t T, float *y, int threads) {
+/* thread tid's share of the SIMD variants' rows: the groups of eight, then the rows left over */
+static void tq_simd_rows(int tq1, int vnni, const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xd,
+                         const int32_t *xsb, const float *xdT, const int32_t *xsbT, int64_t T, float *y, int tid, int nth) {
     const int64_t r8 = out / 8 * 8, nb = K / 256;
-    #pragma omp parallel num_threads(threads) if(threads > 1)
-    {
-        if (vnni) {
-            #pragma omp for schedule(static) nowait
-            for (int64_t g = 0; g < out / 8; g++) tq_group8(tq1, 1, w, 8 * g, out, K, xq, xd, xsb, NULL, NULL, T, y);
-            #pragma omp for schedule(static)
-            for (int64_t r = r8; r < out; r++) tq_row1(tq1, 1, w, r, K, xq, xd, xsb, T, out, y);
-        } else {
-            #pragma omp for schedule(static) nowait
-            for (int64_t g = 0; g < out / 8; g++) tq_group8(tq1, 0, w, 8 * g, out, K, xq, xd, xsb, xdT, xsbT, T, y);
-            #pragma omp for schedule(static)
-            for (int64_t r = r8; r < out; r++) {
-                int64_t t0 = 0;
-                if (xdT)
-                    for (; t0 + TQ_TT <= T; t0 += TQ_TT) tq_row_t8(tq1, w, r, out, K, xq, xdT, xsbT, t0, T, y);
-                if (t0 < T) tq_row1(tq1, 0, w, r, K, xq + t0 * K, xd + t0 * nb, xsb + t0 * nb, T - t0, out, y + t0 * out);
-            }
-        }
+    int64_t a, b;
+    bn_share(out / 8, tid, nth, &a, &b);
+    if (vnni) {
+        for (int64_t g = a; g < b; g++) tq_group8(tq1, 1, w, 8 * g, out, K, xq, xd, xsb, NULL, NULL, T, y);
+        bn_share(out - r8, tid, nth, &a, &b);
+        for (int64_t r = r8 + a; r < r8 + b; r++) tq_row1(tq1, 1, w, r, K, xq, xd, xsb, T, out, y);
+        return;
+    }
+    for (int64_t g = a; g < b; g++) tq_group8(tq1, 0, w, 8 * g, out, K, xq, xd, xsb, xdT, xsbT, T, y);
+    bn_share(out - r8, tid, nth, &a, &b);
+    for (int64_t r = r8 + a; r < r8 + b; r++) {
+        int64_t t0 = 0;
+        if (xdT)
+            for (; t0 + TQ_TT <= T; t0 += TQ_TT) tq_row_t8(tq1, w, r, out, K, xq, xdT, xsbT, t0, T, y);
+        if (t0 < T) tq_row1(tq1, 0, w, r, K, xq + t0 * K, xd + t0 * nb, xsb + t0 * nb, T - t0, out, y + t0 * out);
     }
 }
 #endif
 
-static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xd,
-                   const int32_t *bsums, int64_t T, float *y, int threads, int cap) {
-    const int variant = bn_pick(cap);
-    if (tq1) tq1_init();
-    const int64_t nb = K / 256, bb = tq1 ? 54 : 66;
+/* ---- one projection call in three parts -------------------------------------------------
+ * bn_lin_prep (one thread: the activations quantized, unless given, and the per-block sums the
+ * rows share), bn_lin_rows (each thread of a team its share of the output rows), bn_lin_free.
+ * A standalone GEMM runs the rows in a parallel region of its own; a transformer block
+ * (layer.c) runs several projections' rows inside one region, so its threads are woken once
+ * per block call instead of once per projection. */
+typedef struct {
+    int fmt, variant, own;    /* fmt: bn_linear's; own: q, s, sums allocated here */
+    const uint8_t *w;
+    int64_t out, K, T;
+    float wscale, *y;
+    int8_t *q;
+    float *s;                 /* I2_S: per-token scales; TQ: the Q8_K block scales */
+    int32_t *sums;            /* I2_S: per-token sums; TQ: the Q8_K bsums */
+    int32_t *xsb;             /* TQ: per (token, block) activation sums, from the bsums */
+    float *xdT;               /* TQ, AVX2 eight-token tiles: block scales and sums as [block][token] */
+    int32_t *xsbT;
+} bn_lin;
+
+static void bn_lin_free(bn_lin *L) {
+    if (L->own) { free(L->q); free(L->s); free(L->sums); }
+    free(L->xsb); free(L->xdT); free(L->xsbT);
+    L->q = NULL; L->s = NULL; L->sums = NULL; L->xsb = NULL; L->xdT = NULL; L->xsbT = NULL;
+}
+
+/* the shared part of a call whose activations are quantized already: 0, or -1 (out of memory;
+ * nothing left allocated) */
+static int bn_lin_init(bn_lin *L, int fmt, const uint8_t *w, int64_t out, int64_t K, int64_t T, float wscale,
+                       float *y, int cap) {
+    L->fmt = fmt; L->variant = bn_pick(cap); L->w = w; L->out = out; L->K = K; L->T = T; L->wscale = wscale; L->y = y;
+    L->xsb = NULL; L->xdT = NULL; L->xsbT = NULL;
+    if (fmt == 0) return 0;
+    if (fmt == 2) tq1_init();
+    const int64_t nb = K / 256;
     /* per (t, block) sum of the activations, from Q8_K's bsums, once for all rows */
-    int32_t *xsb = (int32_t *) malloc(sizeof(int32_t) * (size_t) (T * nb));
-    if (!xsb) return -1;
+    L->xsb = (int32_t *) malloc(sizeof(int32_t) * (size_t) (T * nb));
+    if (!L->xsb) return -1;
     for (int64_t i = 0; i < T * nb; i++) {
-        int32_t s = 0;
-        for (int g = 0; g < 16; g++) s += bsums[i * 16 + g];
-        xsb[i] = s;
+        int32_t acc = 0;
+        for (int g = 0; g < 16; g++) acc += L->sums[i * 16 + g];
+        L->xsb[i] = acc;
     }
 #if defined(__AVX2__)
-    if (variant) {
-        /* the eight-token tiles of the AVX2 variant read the block scales and sums per block */
-        float *xdT = NULL;
-        int32_t *xsbT = NULL;
-        if (variant == 1 && T >= TQ_TT) {
-            xdT = (float *) malloc(sizeof(float) * (size_t) (T * nb));
-            xsbT = (int32_t *) malloc(sizeof(int32_t) * (size_t) (T * nb));
-            if (!xdT || !xsbT) { free(xdT); free(xsbT); free(xsb); return -1; }
-            for (int64_t t = 0; t < T; t++)
-                for (int64_t b = 0; b < nb; b++) { xdT[b * T + t] = xd[t * nb + b]; xsbT[b * T + t] = xsb[t * nb + b]; }
-        }
-        tq_simd(tq1, variant == 2, w, out, K, xq, xd, xsb, xdT, xsbT, T, y, threads);
-        free(xdT); free(xsbT); free(xsb);
-        return variant;
+    if (L->variant == 1 && T >= TQ_TT) {  /* the eight-token tiles read the block scales and sums per block */
+        L->xdT = (float *) malloc(sizeof(float) * (size_t) (T * nb));
+        L->xsbT = (int32_t *) malloc(sizeof(int32_t) * (size_t) (T * nb));
+        if (!L->xdT || !L->xsbT) return -1;
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t b = 0; b < nb; b++) { L->xdT[b * T + t] = L->s[t * nb + b]; L->xsbT[b * T + t] = L->xsb[t * nb + b]; }
     }
 #endif
-    #pragma omp parallel for num_threads(threads) schedule(static) if(threads > 1)
-    for (int64_t r = 0; r < out; r++) {
-        uint8_t codes[256];
-        float sum[64];
-        for (int64_t t0 = 0; t0 < T; t0 += 64) {
-            const int64_t tn = T - t0 < 64 ? T - t0 : 64;
-            for (int64_t t = 0; t < tn; t++) sum[t] = 0.0f;
-            for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *blk = w + (r * nb + b) * bb;
-                if (tq1) tq1_codes(blk, codes); else tq2_codes(blk, codes);
-                uint16_t dbits;
-                memcpy(&dbits, blk + bb - 2, 2);
-                const float dw = bn_f16_to_f32(dbits);
-                for (int64_t t = 0; t < tn; t++) {
-                    const int32_t acc = block_dot(codes, xq + (t0 + t) * K + b * 256, xsb[(t0 + t) * nb + b]);
-                    const float d = xd[(t0 + t) * nb + b] * dw;
-                    sum[t] = sum[t] + (float) acc * d;
-                }
+    return 0;
+}
+
+/* one TQ row, scalar: per block an exact int dot, then sumf += acc * (dx * dw) */
+static void tq_scalar_row(int tq1, const uint8_t *w, int64_t r, int64_t out, int64_t K, const int8_t *xq,
+                          const float *xd, const int32_t *xsb, int64_t T, float *y) {
+    const int64_t nb = K / 256, bb = tq1 ? 54 : 66;
+    uint8_t codes[256];
+    float sum[64];
+    for (int64_t t0 = 0; t0 < T; t0 += 64) {
+        const int64_t tn = T - t0 < 64 ? T - t0 : 64;
+        for (int64_t t = 0; t < tn; t++) sum[t] = 0.0f;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = w + (r * nb + b) * bb;
+            if (tq1) tq1_codes(blk, codes); else tq2_codes(blk, codes);
+            uint16_t dbits;
+            memcpy(&dbits, blk + bb - 2, 2);
+            const float dw = bn_f16_to_f32(dbits);
+            for (int64_t t = 0; t < tn; t++) {
+                const int32_t acc = block_dot(codes, xq + (t0 + t) * K + b * 256, xsb[(t0 + t) * nb + b]);
+                const float d = xd[(t0 + t) * nb + b] * dw;
+                sum[t] = sum[t] + (float) acc * d;
             }
-            for (int64_t t = 0; t < tn; t++) y[(t0 + t) * out + r] = sum[t];
         }
+        for (int64_t t = 0; t < tn; t++) y[(t0 + t) * out + r] = sum[t];
     }
-    free(xsb);
-    return variant;
+}
+
+/* thread tid's share of the call's output rows */
+static void bn_lin_rows(const bn_lin *L, int tid, int nth) {
+    if (L->fmt == 0) {
+        i2s_rows(L->variant, L->w, L->out, L->K, L->q, L->s, L->sums, L->T, L->wscale, L->y, tid, nth);
+        return;
+    }
+    const int tq1 = L->fmt == 2;
+#if defined(__AVX2__)
+    if (L->variant) {
+        tq_simd_rows(tq1, L->variant == 2, L->w, L->out, L->K, L->q, L->s, L->xsb, L->xdT, L->xsbT, L->T, L->y, tid, nth);
+        return;
+    }
+#endif
+    int64_t a, b;
+    bn_share(L->out, tid, nth, &a, &b);
+    for (int64_t r = a; r < b; r++) tq_scalar_row(tq1, L->w, r, L->out, L->K, L->q, L->s, L->xsb, L->T, L->y);
+}
+
+/* the rows of a prepared call on `threads` threads, in a parallel region of its own */
+static void bn_lin_run(const bn_lin *L, int threads) {
+    #pragma omp parallel num_threads(threads) if(threads > 1)
+    bn_lin_rows(L, bn_tid(), bn_nth());
+}
+
+static int tq_gemm(int tq1, const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xd,
+                   const int32_t *bsums, int64_t T, float *y, int threads, int cap) {
+    bn_lin L = {0};
+    L.q = (int8_t *) xq; L.s = (float *) xd; L.sums = (int32_t *) bsums;
+    int v = bn_lin_init(&L, tq1 ? 2 : 1, w, out, K, T, 0.0f, y, cap);
+    if (v == 0) { bn_lin_run(&L, threads); v = L.variant; }
+    bn_lin_free(&L);
+    return v;
 }
 
 int bn_gemm_tq2_q8k(const uint8_t *w, int64_t out, int64_t K, const int8_t *xq, const float *xd,
@@ -915,34 +1003,39 @@ void bn_relu2_mul(const float *gate, const float *up, int64_t n, float *y) {
     }
 }
 
+/* a projection call with its activations quantized here: 0, -1 (out of memory) or -2 (bad
+ * fmt); bn_lin_free releases what it holds either way */
+static int bn_lin_prep(bn_lin *L, int fmt, const uint8_t *w, int64_t out, int64_t K, const float *x, int64_t T,
+                       float wscale, float *y, int cap) {
+    memset(L, 0, sizeof *L);
+    if (fmt < 0 || fmt > 2) return -2;
+    L->own = 1;
+    L->q = (int8_t *) malloc((size_t) (T * K));
+    if (fmt == 0) {
+        L->s = (float *) malloc(sizeof(float) * (size_t) T);
+        L->sums = (int32_t *) malloc(sizeof(int32_t) * (size_t) T);
+        if (!L->q || !L->s || !L->sums) return -1;
+        bn_quant_i8_s(x, T, K, L->q, L->s, L->sums);
+    } else {
+        const int64_t nb = K / 256;
+        L->s = (float *) malloc(sizeof(float) * (size_t) (T * nb));
+        L->sums = (int32_t *) malloc(sizeof(int32_t) * (size_t) (T * nb * 16));
+        if (!L->q || !L->s || !L->sums) return -1;
+        bn_quant_q8k(x, T, K, L->q, L->s, L->sums);
+    }
+    return bn_lin_init(L, fmt, w, out, K, T, wscale, y, cap);
+}
+
 /* one entry for the Python API: fmt 0 = I2_S (x86) x per-token int8, 1 = TQ2_0 x Q8_K,
  * 2 = TQ1_0 x Q8_K; cap limits the variant for this call only (0 = best compiled in,
  * 1 = scalar, 2 = AVX2 without VNNI). Returns the variant that ran (2 = AVX2 + VNNI,
  * 1 = AVX2, 0 = scalar), -1 if out of memory, -2 bad fmt. */
 int bn_linear(int fmt, const uint8_t *w, int64_t out, int64_t K, const float *x, int64_t T, float wscale,
               float *y, int threads, int cap) {
-    int v = -1;
-    if (fmt == 0) {
-        int8_t *q = (int8_t *) malloc((size_t) (T * K));
-        float *s = (float *) malloc(sizeof(float) * (size_t) T);
-        int32_t *sums = (int32_t *) malloc(sizeof(int32_t) * (size_t) T);
-        if (q && s && sums) {
-            bn_quant_i8_s(x, T, K, q, s, sums);
-            v = i2s_gemm(w, out, K, q, s, sums, T, wscale, y, threads, cap);
-        }
-        free(q); free(s); free(sums);
-        return v;
-    }
-    if (fmt != 1 && fmt != 2) return -2;
-    const int64_t nb = K / 256;
-    int8_t *q = (int8_t *) malloc((size_t) (T * K));
-    float *d = (float *) malloc(sizeof(float) * (size_t) (T * nb));
-    int32_t *bs = (int32_t *) malloc(sizeof(int32_t) * (size_t) (T * nb * 16));
-    if (q && d && bs) {
-        bn_quant_q8k(x, T, K, q, d, bs);
-        v = tq_gemm(fmt == 2, w, out, K, q, d, bs, T, y, threads, cap);
-    }
-    free(q); free(d); free(bs);
+    bn_lin L;
+    int v = bn_lin_prep(&L, fmt, w, out, K, x, T, wscale, y, cap);
+    if (v == 0) { bn_lin_run(&L, threads); v = L.variant; }
+    bn_lin_free(&L);
     return v;
 }
 

@@ -5,9 +5,10 @@
  * RMSNorm, gate and up, ReLU^2 x up, the FFN sub-norm, the down projection, the residual: ~25
  * Python-level ops, each with its NumPy temporaries and a run-log record. These three entry
  * points run the same ops, with the same C functions the per-op native path calls (bn_rms_norm,
- * bn_linear, bn_rope_neox, bn_attn_ggml, bn_relu2_mul), in the same order, so the result is the
- * per-op native path's bit for bit -- which is the NumPy reference's (each of those is
- * bit-identical to its NumPy definition; tests/test_native_layer.py checks the whole block).
+ * bn_linear's parts bn_lin_prep / bn_lin_rows, bn_rope_neox, bn_attn_ggml, bn_relu2_mul), in the
+ * same order, so the result is the per-op native path's bit for bit -- which is the NumPy
+ * reference's (each of those is bit-identical to its NumPy definition; tests/test_native_layer.py
+ * checks the whole block, at 1, 2, 3 and 5 threads).
  *
  *   bn_layer_qkv: x -> q, k, v (roped), for the caller to append to the KV cache (in Python,
  *                 where the cache checks every position and reports F16 overflow);
@@ -15,6 +16,16 @@
  *                 its sub-norm, output projection and residual, the FFN norm, gate and up;
  *   bn_layer_ffn: ReLU^2 x up (or the caller's SiLU x up, NumPy's exp), the FFN sub-norm, the
  *                 down projection and the residual.
+ *
+ * Threads: each entry point is ONE parallel region. Thread 0 runs the element-wise ops and
+ * quantizes each projection's activations; every thread then computes its share of the
+ * projection's rows (bn_lin_rows); between the steps the threads meet at a spin barrier. Under
+ * OMP_WAIT_POLICY=PASSIVE (our default) a thread that finishes a region, or waits at one of
+ * libgomp's barriers, sleeps on a futex, and waking it cost 12-20 us per region in an empty
+ * loop and more inside a decode step on the 2-core EPYC VM (2026-12-02): with a region per
+ * projection that was ~240 wake-ups per 2B-4T step. Now it is three per layer (four with the
+ * ggml-order attention, which keeps its own region), and a waiting thread spins only for the
+ * other's share of the same op, yielding its CPU after a while (a busy machine).
  *
  * cap: as bn_linear's, or -1 for the dispatcher's (bn_set_force_scalar). Every op's wall time
  * goes to sec[] and every projection's variant to var[], so the caller
@@ -27,6 +38,7 @@
  * (bitnet.kernels.activations.fused_round_ties, ported line by line below).
  */
 #include <time.h>
+#include <sched.h>
 
 typedef struct {
     const uint8_t *w;
@@ -66,14 +78,58 @@ static void bn_fused_round_ties(const float *x, int64_t T, int64_t K, float *out
     }
 }
 
-/* y[T, out] = the projection of x[T, in] (xr: x already tie-rounded, for I2_S under fused_round);
- * returns the variant, < 0 on failure */
-static int bn_proj_run(const bn_proj *p, const float *x, const float *xr, int64_t T, float *y, int threads, int cap) {
-    const int v = bn_linear(p->fmt, p->w, p->n_out, p->n_in, p->fmt == 0 && xr ? xr : x, T, p->wscale, y, threads,
-                            cap < 0 ? bn_force_scalar : cap);
-    if (v >= 0 && p->has_scale)
-        for (int64_t i = 0; i < T * p->n_out; i++) y[i] = y[i] * p->scale;
-    return v;
+/* the threads of one block call meet here between its steps: the last to arrive releases the
+ * others, who spin meanwhile (the wait is the other threads' share of the same op, microseconds)
+ * and yield their CPU after a while instead of burning a busy machine's time */
+typedef struct { int count, gen; } bn_barrier;
+
+static void bn_barrier_wait(bn_barrier *b, int nth) {
+    if (nth <= 1) return;
+    const int gen = __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE);
+    if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == nth) {
+        __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->gen, gen + 1, __ATOMIC_RELEASE);
+        return;
+    }
+    for (unsigned i = 0; __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen; i++) {
+#if defined(__x86_64__) || defined(__i386__)
+        if (i < 64) { __builtin_ia32_pause(); continue; }
+#endif
+        sched_yield();
+    }
+}
+
+/* one shared state of a block call's region: whether every step so far succeeded (thread 0
+ * clears it; all threads read it after a barrier), the barrier, and thread 0's clock */
+typedef struct {
+    int ok;
+    bn_barrier bar;
+    double t0;
+} bn_team;
+
+/* y[T, out] = the projection of x[T, in] (xr: x already tie-rounded, for I2_S under fused_round)
+ * inside a block's region: thread 0 quantizes, every thread computes its rows, thread 0 applies
+ * the separate scale and records the variant (< 0 on failure) and the time since tm->t0 */
+static void bn_team_proj(bn_team *tm, const bn_proj *p, const float *x, const float *xr, int64_t T, float *y,
+                         int cap, bn_lin *L, int *var, double *sec, int tid, int nth) {
+    if (tid == 0 && tm->ok) {
+        const int rc = bn_lin_prep(L, p->fmt, p->w, p->n_out, p->n_in, p->fmt == 0 && xr ? xr : x, T, p->wscale, y,
+                                   cap < 0 ? bn_force_scalar : cap);
+        if (rc) { *var = rc; tm->ok = 0; bn_lin_free(L); }
+    }
+    bn_barrier_wait(&tm->bar, nth);
+    if (!tm->ok) return;
+    bn_lin_rows(L, tid, nth);
+    bn_barrier_wait(&tm->bar, nth);
+    if (tid == 0) {
+        *var = L->variant;
+        bn_lin_free(L);
+        if (p->has_scale)
+            for (int64_t i = 0; i < T * p->n_out; i++) y[i] = y[i] * p->scale;
+        const double t1 = bn_now();
+        *sec = t1 - tm->t0;
+        tm->t0 = t1;
+    }
 }
 
 /* RMSNorm in the form the profile asks for: ggml's (float squares summed in double left to right,
@@ -96,25 +152,32 @@ int bn_layer_qkv(const float *x, int64_t T, int64_t D, const float *attn_norm, d
     float *ar = fused_round ? (float *) malloc(sizeof(float) * (size_t) (T * D)) : NULL;
     float *qr = (float *) malloc(sizeof(float) * (size_t) (T * H * hd));
     float *kr = (float *) malloc(sizeof(float) * (size_t) (T * Hkv * hd));
-    int rc = -1;
-    if (!a || (fused_round && !ar) || !qr || !kr) goto done;
-    double t0 = bn_now(), t1;
-    if (bn_layer_norm(x, T, D, attn_norm, eps, rms_ggml, a)) goto done;
-    t1 = bn_now(); sec[0] = t1 - t0; t0 = t1;
-    if (fused_round) bn_fused_round_ties(a, T, D, ar);
-    if ((var[0] = bn_proj_run(pq, a, ar, T, qr, threads, cap)) < 0) goto done;
-    t1 = bn_now(); sec[1] = t1 - t0; t0 = t1;
-    if ((var[1] = bn_proj_run(pk, a, ar, T, kr, threads, cap)) < 0) goto done;
-    t1 = bn_now(); sec[2] = t1 - t0; t0 = t1;
-    if ((var[2] = bn_proj_run(pv, a, ar, T, v, threads, cap)) < 0) goto done;
-    t1 = bn_now(); sec[3] = t1 - t0; t0 = t1;
-    bn_rope_neox(qr, T, H, hd, cos, sin, q);
-    bn_rope_neox(kr, T, Hkv, hd, cos, sin, k);
-    sec[4] = bn_now() - t0;
-    rc = 0;
-done:
+    bn_team tm = {1, {0, 0}, bn_now()};
+    bn_lin L;
+    if (!a || (fused_round && !ar) || !qr || !kr) tm.ok = 0;
+    else {
+        #pragma omp parallel num_threads(threads) if(threads > 1)
+        {
+            const int tid = bn_tid(), nth = bn_nth();
+            if (tid == 0) {
+                if (bn_layer_norm(x, T, D, attn_norm, eps, rms_ggml, a)) tm.ok = 0;
+                const double t1 = bn_now();
+                sec[0] = t1 - tm.t0;
+                tm.t0 = t1;
+                if (tm.ok && fused_round) bn_fused_round_ties(a, T, D, ar);
+            }
+            bn_team_proj(&tm, pq, a, ar, T, qr, cap, &L, &var[0], &sec[1], tid, nth);
+            bn_team_proj(&tm, pk, a, ar, T, kr, cap, &L, &var[1], &sec[2], tid, nth);
+            bn_team_proj(&tm, pv, a, ar, T, v, cap, &L, &var[2], &sec[3], tid, nth);
+            if (tid == 0 && tm.ok) {
+                bn_rope_neox(qr, T, H, hd, cos, sin, q);
+                bn_rope_neox(kr, T, Hkv, hd, cos, sin, k);
+                sec[4] = bn_now() - tm.t0;
+            }
+        }
+    }
     free(a); free(ar); free(qr); free(kr);
-    return rc;
+    return tm.ok ? 0 : -1;
 }
 
 /* sec[6]: attention (0 when o_in is given), attn_sub_norm, wo, ffn_norm, gate, up; var[4]:
@@ -132,39 +195,51 @@ int bn_layer_mid(float *x, int64_t T, int64_t D, const float *o_in,
     float *b1 = (float *) malloc(sizeof(float) * (size_t) (T * D));
     float *b2 = (float *) malloc(sizeof(float) * (size_t) (T * D));
     float *br = fused_round ? (float *) malloc(sizeof(float) * (size_t) (T * D)) : NULL;
-    int rc = -1;
-    if (!o || !b1 || !b2 || (fused_round && !br)) goto done;
-    double t0 = bn_now(), t1;
+    bn_team tm = {1, {0, 0}, bn_now()};
+    bn_lin L;
     var[0] = -9;
     sec[0] = 0.0;
-    if (!o_in) {
-        /* attn_build: 0 = the fork's order (q rounded to F16 inside), 1 = upstream's (q as given),
-         * exactly bn_attn_ggml's arguments in attention_ggml(build=...) */
+    if (!o || !b1 || !b2 || (fused_round && !br)) tm.ok = 0;
+    else if (!o_in) {
+        /* attention in a region of its own (its heads in dynamic order); attn_build: 0 = the
+         * fork's order (q rounded to F16 inside), 1 = upstream's (q as given), exactly
+         * bn_attn_ggml's arguments in attention_ggml(build=) */
         if ((var[0] = bn_attn_ggml(q, T, H, hd, K, V, Hkv, S, kv_head_stride, kv_f16, pos0, scale, attn_build == 0,
-                                   attn_build == 1, o, NULL, NULL, threads, cap)) < 0) goto done;
+                                   attn_build == 1, o, NULL, NULL, threads, cap)) < 0) tm.ok = 0;
         o_in = o;
-        t1 = bn_now(); sec[0] = t1 - t0; t0 = t1;
+        const double t1 = bn_now();
+        sec[0] = t1 - tm.t0;
+        tm.t0 = t1;
     }
-    /* x + wo(sub_norm(attention)) */
-    if (bn_layer_norm(o_in, T, D, attn_sub_norm, eps, rms_ggml, b1)) goto done;
-    t1 = bn_now(); sec[1] = t1 - t0; t0 = t1;
-    if (fused_round) bn_fused_round_ties(b1, T, D, br);
-    if ((var[1] = bn_proj_run(po, b1, br, T, b2, threads, cap)) < 0) goto done;
-    t1 = bn_now(); sec[2] = t1 - t0;
-    for (int64_t i = 0; i < T * D; i++) x[i] = x[i] + b2[i];
-    /* gate(g), up(g), g = ffn_norm(x) */
-    t0 = bn_now();
-    if (bn_layer_norm(x, T, D, ffn_norm, eps, rms_ggml, b1)) goto done;
-    t1 = bn_now(); sec[3] = t1 - t0; t0 = t1;
-    if (fused_round) bn_fused_round_ties(b1, T, D, br);
-    if ((var[2] = bn_proj_run(pg, b1, br, T, gate, threads, cap)) < 0) goto done;
-    t1 = bn_now(); sec[4] = t1 - t0; t0 = t1;
-    if ((var[3] = bn_proj_run(pu, b1, br, T, up, threads, cap)) < 0) goto done;
-    sec[5] = bn_now() - t0;
-    rc = 0;
-done:
+    if (tm.ok) {
+        #pragma omp parallel num_threads(threads) if(threads > 1)
+        {
+            const int tid = bn_tid(), nth = bn_nth();
+            /* x + wo(sub_norm(attention)) */
+            if (tid == 0) {
+                if (bn_layer_norm(o_in, T, D, attn_sub_norm, eps, rms_ggml, b1)) tm.ok = 0;
+                const double t1 = bn_now();
+                sec[1] = t1 - tm.t0;
+                tm.t0 = t1;
+                if (tm.ok && fused_round) bn_fused_round_ties(b1, T, D, br);
+            }
+            bn_team_proj(&tm, po, b1, br, T, b2, cap, &L, &var[1], &sec[2], tid, nth);
+            /* gate(g), up(g), g = ffn_norm(x) */
+            if (tid == 0 && tm.ok) {
+                for (int64_t i = 0; i < T * D; i++) x[i] = x[i] + b2[i];
+                const double t0 = bn_now();
+                if (bn_layer_norm(x, T, D, ffn_norm, eps, rms_ggml, b1)) tm.ok = 0;
+                const double t1 = bn_now();
+                sec[3] = t1 - t0;
+                tm.t0 = t1;
+                if (tm.ok && fused_round) bn_fused_round_ties(b1, T, D, br);
+            }
+            bn_team_proj(&tm, pg, b1, br, T, gate, cap, &L, &var[2], &sec[4], tid, nth);
+            bn_team_proj(&tm, pu, b1, br, T, up, cap, &L, &var[3], &sec[5], tid, nth);
+        }
+    }
     free(o); free(b1); free(b2); free(br);
-    return rc;
+    return tm.ok ? 0 : -1;
 }
 
 /* x += down(ffn_sub_norm(f)), f = relu(gate)^2 * up computed here (f_in NULL; gate is
@@ -176,23 +251,34 @@ int bn_layer_ffn(float *x, int64_t T, int64_t D, int64_t F, float *gate, const f
     float *b1 = (float *) malloc(sizeof(float) * (size_t) (T * F));
     float *b2 = (float *) malloc(sizeof(float) * (size_t) (T * D));
     float *br = fused_round ? (float *) malloc(sizeof(float) * (size_t) (T * F)) : NULL;
-    int rc = -1;
-    if (!b1 || !b2 || (fused_round && !br)) goto done;
-    double t0 = bn_now(), t1;
+    bn_team tm = {1, {0, 0}, bn_now()};
+    bn_lin L;
     sec[0] = 0.0;
-    if (!f_in) {
-        bn_relu2_mul(gate, up, T * F, gate);
-        f_in = gate;
-        t1 = bn_now(); sec[0] = t1 - t0; t0 = t1;
+    if (!b1 || !b2 || (fused_round && !br)) tm.ok = 0;
+    else {
+        #pragma omp parallel num_threads(threads) if(threads > 1)
+        {
+            const int tid = bn_tid(), nth = bn_nth();
+            if (tid == 0) {
+                const float *f = f_in;
+                if (!f) {
+                    bn_relu2_mul(gate, up, T * F, gate);
+                    f = gate;
+                    const double t1 = bn_now();
+                    sec[0] = t1 - tm.t0;
+                    tm.t0 = t1;
+                }
+                if (bn_layer_norm(f, T, F, ffn_sub_norm, eps, rms_ggml, b1)) tm.ok = 0;
+                const double t1 = bn_now();
+                sec[1] = t1 - tm.t0;
+                tm.t0 = t1;
+                if (tm.ok && fused_round) bn_fused_round_ties(b1, T, F, br);
+            }
+            bn_team_proj(&tm, pd, b1, br, T, b2, cap, &L, &var[0], &sec[2], tid, nth);
+            if (tid == 0 && tm.ok)
+                for (int64_t i = 0; i < T * D; i++) x[i] = x[i] + b2[i];
+        }
     }
-    if (bn_layer_norm(f_in, T, F, ffn_sub_norm, eps, rms_ggml, b1)) goto done;
-    t1 = bn_now(); sec[1] = t1 - t0; t0 = t1;
-    if (fused_round) bn_fused_round_ties(b1, T, F, br);
-    if ((var[0] = bn_proj_run(pd, b1, br, T, b2, threads, cap)) < 0) goto done;
-    sec[2] = bn_now() - t0;
-    for (int64_t i = 0; i < T * D; i++) x[i] = x[i] + b2[i];
-    rc = 0;
-done:
     free(b1); free(b2); free(br);
-    return rc;
+    return tm.ok ? 0 : -1;
 }
