@@ -255,6 +255,162 @@ static void bn_pv_accumulate(const float *p, const void *vh, int kv_f16, int64_t
     }
 }
 
+/* one attention call: its arguments, the choices made from them, and the shared row counter
+ * and failure flag of the threads that split its (head, token) rows */
+typedef struct {
+    const float *q;
+    int64_t T, H, d;
+    const void *k, *v;
+    int64_t S, kv_head_stride, pos0;
+    int kv_f16, q_f16;
+    float scale;
+    float *out, *scores, *probs;
+    int simd, upstream, one_row, p_f16, qk_tiny, R;
+    int64_t sp, group, nrow;
+    int64_t next;
+    int failed;
+} bn_attn;
+
+static void bn_attn_init(bn_attn *A, const float *q, int64_t T, int64_t H, int64_t d, const void *k, const void *v,
+                         int64_t Hkv, int64_t S, int64_t kv_head_stride, int kv_f16, int64_t pos0, float scale,
+                         int q_f16, int build, float *out, float *scores, float *probs, int cap) {
+    A->q = q; A->T = T; A->H = H; A->d = d; A->k = k; A->v = v; A->S = S; A->kv_head_stride = kv_head_stride;
+    A->pos0 = pos0; A->kv_f16 = kv_f16; A->q_f16 = q_f16; A->scale = scale; A->out = out; A->scores = scores;
+    A->probs = probs;
+    A->simd = BN_ATT_SIMD && bn_pick(cap < 0 ? bn_force_scalar : cap) > 0;
+    A->sp = (S + 31) / 32 * 32; A->group = H / Hkv; A->nrow = H * T;
+    A->upstream = build == 1;
+    /* P.V as ggml_vec_dot over the keys (32 lanes) rather than tinyBLAS<8>: the fork with one
+     * row (F16 probabilities), upstream with one row or a head_dim tinyBLAS refuses (F32 ones) */
+    A->one_row = A->upstream ? (T == 1 || d % 4 != 0) : T == 1;
+    A->p_f16 = A->one_row && !A->upstream;
+    A->qk_tiny = A->upstream && T >= 2 && H == 1 && d % 8 == 0;
+    A->R = A->one_row ? 32 : 8;
+    A->next = 0;
+    A->failed = 0;
+}
+
+/* the rows this thread takes from the shared counter, with its own scratch */
+static void bn_attn_rows(bn_attn *A) {
+    const float *q = A->q;
+    const int64_t T = A->T, H = A->H, d = A->d, S = A->S, kv_head_stride = A->kv_head_stride, pos0 = A->pos0;
+    const void *k = A->k, *v = A->v;
+    const int kv_f16 = A->kv_f16, q_f16 = A->q_f16, simd = A->simd, upstream = A->upstream, one_row = A->one_row;
+    const int p_f16 = A->p_f16, qk_tiny = A->qk_tiny, R = A->R;
+    const float scale = A->scale;
+    float *out = A->out, *scores = A->scores, *probs = A->probs;
+    const int64_t sp = A->sp, group = A->group, nrow = A->nrow;
+    float *qh = (float *) malloc(sizeof(float) * (size_t) d);
+    float *kq = (float *) malloc(sizeof(float) * (size_t) sp);
+    float *pr = (float *) malloc(sizeof(float) * (size_t) sp);
+    double *cs = (double *) malloc(sizeof(double) * (size_t) (sp / 8));
+    float *acc = (float *) malloc(sizeof(float) * (size_t) (R * d));
+    if (!qh || !kq || !pr || !cs || !acc) {
+        __atomic_store_n(&A->failed, 1, __ATOMIC_RELAXED);
+    } else {
+        /* rows in dynamic order, one at a time (each row's arithmetic is the same whichever
+         * thread takes it) */
+        for (int64_t r; (r = __atomic_fetch_add(&A->next, 1, __ATOMIC_RELAXED)) < nrow;) {
+            const int64_t h = r / T, t = r % T, kvh = h / group;
+            const float *qr = q + (t * H + h) * d;
+            for (int64_t i = 0; i < d; i++) qh[i] = q_f16 ? bn_round_f16(qr[i], simd) : qr[i];
+            const void *kh = kv_f16 ? (const void *) ((const uint16_t *) k + kvh * kv_head_stride)
+                                    : (const void *) ((const float *) k + kvh * kv_head_stride);
+            const void *vh = kv_f16 ? (const void *) ((const uint16_t *) v + kvh * kv_head_stride)
+                                    : (const void *) ((const float *) v + kvh * kv_head_stride);
+            /* Q.K; a padded key is a zero row: the dot of q with zeros */
+            for (int64_t j = 0; j < S; j++) {
+                const void *kr = kv_f16 ? (const void *) ((const uint16_t *) kh + j * d)
+                                        : (const void *) ((const float *) kh + j * d);
+                kq[j] = qk_tiny ? bn_qk_tinyblas(qh, kr, kv_f16, d)
+                                : bn_qk_dot(qh, kr, kv_f16, d, simd, q_f16 && kv_f16, upstream);
+            }
+            if (sp > S && (upstream || qk_tiny)) {  /* a padded key is a zero row */
+                const float zero[8] = {0};
+                for (int64_t j = S; j < sp; j++) {
+                    float acc0[8] = {0}, r = 0.0f;
+                    if (qk_tiny) {
+                        for (int64_t i = 0; i < d; i += 8)
+                            for (int l = 0; l < 8; l++) acc0[l] = bn_dfma(zero[l], qh[i + l], acc0[l]);
+                        r = bn_hsum8(acc0);
+                    } else {
+                        float z32[32] = {0};
+                        const int64_t nb = d - d % 32, plain = nb + (d - nb) / 4 * 4;
+                        for (int64_t i = 0; i < nb; i += 32)
+                            for (int l = 0; l < 32; l++) z32[l] = bn_dfma(qh[i + l], 0.0f, z32[l]);
+                        r = bn_vdot_reduce(z32);
+                        for (int64_t i = nb; i < d; i++) r = i < plain ? r + qh[i] * 0.0f : bn_dfma(qh[i], 0.0f, r);
+                    }
+                    kq[j] = r;
+                }
+            } else if (sp > S) {
+                float zacc[32] = {0};
+                const int64_t nb = d - d % 32;
+                for (int64_t i = 0; i < nb; i += 32)
+                    for (int l = 0; l < 32; l++) zacc[l] = bn_dfma(qh[i + l], 0.0f, zacc[l]);
+                double s0 = (double) bn_vdot_reduce(zacc);
+                for (int64_t i = nb; i < d; i++) s0 += (double) (qh[i] * 0.0f);
+                for (int64_t j = S; j < sp; j++) kq[j] = (float) s0;
+            }
+            if (scores) memcpy(scores + (h * T + t) * S, kq, sizeof(float) * (size_t) S);
+            /* softmax */
+            const int64_t lim = pos0 + t;
+            float mx = -INFINITY;
+            int nan = 0;
+            for (int64_t j = 0; j < sp; j++) {
+                const float w = j > lim ? -INFINITY : kq[j] * scale;
+                pr[j] = w;
+                if (w != w) nan = 1;
+                else if (w > mx) mx = w;
+            }
+            if (nan) mx = NAN;
+            int64_t j0 = 0;
+#if BN_ATT_SIMD
+            if (simd)
+                for (const __m256 m8 = _mm256_set1_ps(mx); j0 < sp; j0 += 8)
+                    _mm256_storeu_ps(pr + j0, bn_v_expf8(_mm256_sub_ps(_mm256_loadu_ps(pr + j0), m8)));
+#endif
+            for (int64_t j = j0; j < sp; j++) pr[j] = bn_v_expf1(pr[j] - mx);
+            for (int64_t c = 0; c < sp / 8; c++) {
+                const float *x = pr + 8 * c;
+                cs[c] = (double) (((x[0] + x[4]) + (x[2] + x[6])) + ((x[1] + x[5]) + (x[3] + x[7])));
+            }
+            const float inv = (float) (1.0 / (0.0 + bn_pairwise_sum(cs, sp / 8)));
+            for (int64_t j = 0; j < sp; j++) pr[j] = pr[j] * inv;
+            if (probs) memcpy(probs + (h * T + t) * S, pr, sizeof(float) * (size_t) S);
+            /* P.V */
+            if (p_f16)
+                for (int64_t j = 0; j < sp; j++) pr[j] = bn_round_f16(pr[j], simd);
+            memset(acc, 0, sizeof(float) * (size_t) (R * d));
+            bn_pv_accumulate(pr, vh, kv_f16, S, sp, d, R, acc, simd, p_f16 && kv_f16);
+            float *o = out + t * H * d + h * d;
+            /* each output's lanes reduced as bn_vdot_reduce / bn_hsum8 do, for all d at once
+             * (the same adds in the same order, element-wise over i) */
+            if (one_row) {
+                for (int l = 0; l < 8; l++) {
+                    float *a = acc + l * d;
+                    const float *b = acc + (8 + l) * d, *c = acc + (16 + l) * d, *e = acc + (24 + l) * d;
+                    for (int64_t i = 0; i < d; i++) a[i] = (a[i] + c[i]) + (b[i] + e[i]);
+                }
+                for (int l = 0; l < 4; l++) {
+                    float *a = acc + l * d;
+                    const float *b = acc + (l + 4) * d;
+                    for (int64_t i = 0; i < d; i++) a[i] = a[i] + b[i];
+                }
+                for (int64_t i = 0; i < d; i++) o[i] = (acc[i] + acc[d + i]) + (acc[2 * d + i] + acc[3 * d + i]);
+            } else {
+                for (int l = 0; l < 4; l++) {
+                    float *a = acc + l * d;
+                    const float *b = acc + (l + 4) * d;
+                    for (int64_t i = 0; i < d; i++) a[i] = b[i] + a[i];
+                }
+                for (int64_t i = 0; i < d; i++) o[i] = (acc[i] + acc[2 * d + i]) + (acc[d + i] + acc[3 * d + i]);
+            }
+        }
+    }
+    free(qh); free(kq); free(pr); free(cs); free(acc);
+}
+
 /* out[T, H*d] = ggml-order attention of q[T, H, d] over the cache (K, V [Hkv, S, d] with a
  * head stride of kv_head_stride elements, F16 when kv_f16 else F32) at positions pos0..
  * q_f16: q rounded to F16 (the vec_dot_type of an F16 K). build 0 = the fork: with T == 1 the
@@ -268,131 +424,14 @@ static void bn_pv_accumulate(const float *p, const void *vh, int kv_f16, int64_t
 int bn_attn_ggml(const float *q, int64_t T, int64_t H, int64_t d, const void *k, const void *v,
                  int64_t Hkv, int64_t S, int64_t kv_head_stride, int kv_f16, int64_t pos0, float scale,
                  int q_f16, int build, float *out, float *scores, float *probs, int threads, int cap) {
-    const int simd = BN_ATT_SIMD && bn_pick(cap < 0 ? bn_force_scalar : cap) > 0;
-    const int64_t sp = (S + 31) / 32 * 32, group = H / Hkv, nrow = H * T;
-    const int upstream = build == 1;
-    /* P.V as ggml_vec_dot over the keys (32 lanes) rather than tinyBLAS<8>: the fork with one
-     * row (F16 probabilities), upstream with one row or a head_dim tinyBLAS refuses (F32 ones) */
-    const int one_row = upstream ? (T == 1 || d % 4 != 0) : T == 1;
-    const int p_f16 = one_row && !upstream;
-    const int qk_tiny = upstream && T >= 2 && H == 1 && d % 8 == 0;
-    const int R = one_row ? 32 : 8;
-    int failed = 0;
+    bn_attn A;
+    bn_attn_init(&A, q, T, H, d, k, v, Hkv, S, kv_head_stride, kv_f16, pos0, scale, q_f16, build, out, scores, probs,
+                 cap);
     /* threads only where the work pays for waking them (a tiny model's few heads do not) */
-    const int par = threads > 1 && nrow > 1 && nrow * sp * d >= 32768;
+    const int par = threads > 1 && A.nrow > 1 && A.nrow * A.sp * d >= 32768;
     #pragma omp parallel num_threads(threads) if(par)
-    {
-        float *qh = (float *) malloc(sizeof(float) * (size_t) d);
-        float *kq = (float *) malloc(sizeof(float) * (size_t) sp);
-        float *pr = (float *) malloc(sizeof(float) * (size_t) sp);
-        double *cs = (double *) malloc(sizeof(double) * (size_t) (sp / 8));
-        float *acc = (float *) malloc(sizeof(float) * (size_t) (R * d));
-        if (!qh || !kq || !pr || !cs || !acc) {
-            #pragma omp atomic write
-            failed = 1;
-        } else {
-            #pragma omp for schedule(dynamic, 1)
-            for (int64_t r = 0; r < nrow; r++) {
-                const int64_t h = r / T, t = r % T, kvh = h / group;
-                const float *qr = q + (t * H + h) * d;
-                for (int64_t i = 0; i < d; i++) qh[i] = q_f16 ? bn_round_f16(qr[i], simd) : qr[i];
-                const void *kh = kv_f16 ? (const void *) ((const uint16_t *) k + kvh * kv_head_stride)
-                                        : (const void *) ((const float *) k + kvh * kv_head_stride);
-                const void *vh = kv_f16 ? (const void *) ((const uint16_t *) v + kvh * kv_head_stride)
-                                        : (const void *) ((const float *) v + kvh * kv_head_stride);
-                /* Q.K; a padded key is a zero row: the dot of q with zeros */
-                for (int64_t j = 0; j < S; j++) {
-                    const void *kr = kv_f16 ? (const void *) ((const uint16_t *) kh + j * d)
-                                            : (const void *) ((const float *) kh + j * d);
-                    kq[j] = qk_tiny ? bn_qk_tinyblas(qh, kr, kv_f16, d)
-                                    : bn_qk_dot(qh, kr, kv_f16, d, simd, q_f16 && kv_f16, upstream);
-                }
-                if (sp > S && (upstream || qk_tiny)) {  /* a padded key is a zero row */
-                    const float zero[8] = {0};
-                    for (int64_t j = S; j < sp; j++) {
-                        float acc0[8] = {0}, r = 0.0f;
-                        if (qk_tiny) {
-                            for (int64_t i = 0; i < d; i += 8)
-                                for (int l = 0; l < 8; l++) acc0[l] = bn_dfma(zero[l], qh[i + l], acc0[l]);
-                            r = bn_hsum8(acc0);
-                        } else {
-                            float z32[32] = {0};
-                            const int64_t nb = d - d % 32, plain = nb + (d - nb) / 4 * 4;
-                            for (int64_t i = 0; i < nb; i += 32)
-                                for (int l = 0; l < 32; l++) z32[l] = bn_dfma(qh[i + l], 0.0f, z32[l]);
-                            r = bn_vdot_reduce(z32);
-                            for (int64_t i = nb; i < d; i++) r = i < plain ? r + qh[i] * 0.0f : bn_dfma(qh[i], 0.0f, r);
-                        }
-                        kq[j] = r;
-                    }
-                } else if (sp > S) {
-                    float zacc[32] = {0};
-                    const int64_t nb = d - d % 32;
-                    for (int64_t i = 0; i < nb; i += 32)
-                        for (int l = 0; l < 32; l++) zacc[l] = bn_dfma(qh[i + l], 0.0f, zacc[l]);
-                    double s0 = (double) bn_vdot_reduce(zacc);
-                    for (int64_t i = nb; i < d; i++) s0 += (double) (qh[i] * 0.0f);
-                    for (int64_t j = S; j < sp; j++) kq[j] = (float) s0;
-                }
-                if (scores) memcpy(scores + (h * T + t) * S, kq, sizeof(float) * (size_t) S);
-                /* softmax */
-                const int64_t lim = pos0 + t;
-                float mx = -INFINITY;
-                int nan = 0;
-                for (int64_t j = 0; j < sp; j++) {
-                    const float w = j > lim ? -INFINITY : kq[j] * scale;
-                    pr[j] = w;
-                    if (w != w) nan = 1;
-                    else if (w > mx) mx = w;
-                }
-                if (nan) mx = NAN;
-                int64_t j0 = 0;
-#if BN_ATT_SIMD
-                if (simd)
-                    for (const __m256 m8 = _mm256_set1_ps(mx); j0 < sp; j0 += 8)
-                        _mm256_storeu_ps(pr + j0, bn_v_expf8(_mm256_sub_ps(_mm256_loadu_ps(pr + j0), m8)));
-#endif
-                for (int64_t j = j0; j < sp; j++) pr[j] = bn_v_expf1(pr[j] - mx);
-                for (int64_t c = 0; c < sp / 8; c++) {
-                    const float *x = pr + 8 * c;
-                    cs[c] = (double) (((x[0] + x[4]) + (x[2] + x[6])) + ((x[1] + x[5]) + (x[3] + x[7])));
-                }
-                const float inv = (float) (1.0 / (0.0 + bn_pairwise_sum(cs, sp / 8)));
-                for (int64_t j = 0; j < sp; j++) pr[j] = pr[j] * inv;
-                if (probs) memcpy(probs + (h * T + t) * S, pr, sizeof(float) * (size_t) S);
-                /* P.V */
-                if (p_f16)
-                    for (int64_t j = 0; j < sp; j++) pr[j] = bn_round_f16(pr[j], simd);
-                memset(acc, 0, sizeof(float) * (size_t) (R * d));
-                bn_pv_accumulate(pr, vh, kv_f16, S, sp, d, R, acc, simd, p_f16 && kv_f16);
-                float *o = out + t * H * d + h * d;
-                /* each output's lanes reduced as bn_vdot_reduce / bn_hsum8 do, for all d at once
-                 * (the same adds in the same order, element-wise over i) */
-                if (one_row) {
-                    for (int l = 0; l < 8; l++) {
-                        float *a = acc + l * d;
-                        const float *b = acc + (8 + l) * d, *c = acc + (16 + l) * d, *e = acc + (24 + l) * d;
-                        for (int64_t i = 0; i < d; i++) a[i] = (a[i] + c[i]) + (b[i] + e[i]);
-                    }
-                    for (int l = 0; l < 4; l++) {
-                        float *a = acc + l * d;
-                        const float *b = acc + (l + 4) * d;
-                        for (int64_t i = 0; i < d; i++) a[i] = a[i] + b[i];
-                    }
-                    for (int64_t i = 0; i < d; i++) o[i] = (acc[i] + acc[d + i]) + (acc[2 * d + i] + acc[3 * d + i]);
-                } else {
-                    for (int l = 0; l < 4; l++) {
-                        float *a = acc + l * d;
-                        const float *b = acc + (l + 4) * d;
-                        for (int64_t i = 0; i < d; i++) a[i] = b[i] + a[i];
-                    }
-                    for (int64_t i = 0; i < d; i++) o[i] = (acc[i] + acc[2 * d + i]) + (acc[d + i] + acc[3 * d + i]);
-                }
-            }
-        }
-        free(qh); free(kq); free(pr); free(cs); free(acc);
-    }
-    return failed ? -1 : simd;
+    bn_attn_rows(&A);
+    return A.failed ? -1 : A.simd;
 }
 
 /* y = ggml_v_expf(x) element by element (8 lanes at a time in the AVX2 variant, the portable

@@ -23,9 +23,9 @@
  * OMP_WAIT_POLICY=PASSIVE (our default) a thread that finishes a region, or waits at one of
  * libgomp's barriers, sleeps on a futex, and waking it cost 12-20 us per region in an empty
  * loop and more inside a decode step on the 2-core EPYC VM (2026-12-02): with a region per
- * projection that was ~240 wake-ups per 2B-4T step. Now it is three per layer (four with the
- * ggml-order attention, which keeps its own region), and a waiting thread spins only for the
- * other's share of the same op, yielding its CPU after a while (a busy machine).
+ * projection (and one for attention) that was ~240 wake-ups per 2B-4T step; now it is three per
+ * layer, and a waiting thread spins only for the others' share of the same op, yielding its CPU
+ * after 64 pauses (a busy machine).
  *
  * cap: as bn_linear's, or -1 for the dispatcher's (bn_set_force_scalar). Every op's wall time
  * goes to sec[] and every projection's variant to var[], so the caller
@@ -197,27 +197,33 @@ int bn_layer_mid(float *x, int64_t T, int64_t D, const float *o_in,
     float *br = fused_round ? (float *) malloc(sizeof(float) * (size_t) (T * D)) : NULL;
     bn_team tm = {1, {0, 0}, bn_now()};
     bn_lin L;
+    bn_attn A;
+    const float *att = o_in ? o_in : o;
     var[0] = -9;
     sec[0] = 0.0;
     if (!o || !b1 || !b2 || (fused_round && !br)) tm.ok = 0;
-    else if (!o_in) {
-        /* attention in a region of its own (its heads in dynamic order); attn_build: 0 = the
-         * fork's order (q rounded to F16 inside), 1 = upstream's (q as given), exactly
-         * bn_attn_ggml's arguments in attention_ggml(build=) */
-        if ((var[0] = bn_attn_ggml(q, T, H, hd, K, V, Hkv, S, kv_head_stride, kv_f16, pos0, scale, attn_build == 0,
-                                   attn_build == 1, o, NULL, NULL, threads, cap)) < 0) tm.ok = 0;
-        o_in = o;
-        const double t1 = bn_now();
-        sec[0] = t1 - tm.t0;
-        tm.t0 = t1;
-    }
+    else if (!o_in)  /* attn_build: 0 = the fork's order (q rounded to F16 inside), 1 = upstream's
+                      * (q as given), exactly bn_attn_ggml's arguments in attention_ggml(build=) */
+        bn_attn_init(&A, q, T, H, hd, K, V, Hkv, S, kv_head_stride, kv_f16, pos0, scale, attn_build == 0, attn_build == 1,
+                     o, NULL, NULL, cap);
     if (tm.ok) {
         #pragma omp parallel num_threads(threads) if(threads > 1)
         {
             const int tid = bn_tid(), nth = bn_nth();
+            if (!o_in) {  /* attention: every thread takes (head, token) rows as they come */
+                bn_attn_rows(&A);
+                bn_barrier_wait(&tm.bar, nth);
+                if (tid == 0) {
+                    var[0] = A.failed ? -1 : A.simd;
+                    if (A.failed) tm.ok = 0;
+                    const double t1 = bn_now();
+                    sec[0] = t1 - tm.t0;
+                    tm.t0 = t1;
+                }
+            }
             /* x + wo(sub_norm(attention)) */
-            if (tid == 0) {
-                if (bn_layer_norm(o_in, T, D, attn_sub_norm, eps, rms_ggml, b1)) tm.ok = 0;
+            if (tid == 0 && tm.ok) {
+                if (bn_layer_norm(att, T, D, attn_sub_norm, eps, rms_ggml, b1)) tm.ok = 0;
                 const double t1 = bn_now();
                 sec[1] = t1 - tm.t0;
                 tm.t0 = t1;
