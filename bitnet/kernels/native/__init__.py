@@ -109,9 +109,10 @@ def cpu_signature() -> str:
 #: decode step those spinning threads take the cores other processes (and our own next step)
 #: need: on a loaded 2-core machine decode collapsed to ~3 tok/s from ~90 (issue 15). Passive
 #: threads sleep on a futex instead. libgomp reads the variable once, when it loads. The price on
-#: an idle machine is a futex wake per parallel region (~12 us here, ~240 regions per 2B-4T
-#: step); GOMP_SPINCOUNT=N (libgomp's own variable, honoured under PASSIVE too) buys it back
-#: there and costs under load: docs/explanation/performance.md has both measured.
+#: an idle machine is a futex wake per parallel region (12-20 us here); a native block call is
+#: one region whose threads meet at our own spin-then-yield barriers (layer.c), so a 2B-4T step
+#: has ~90 regions, not ~240. GOMP_SPINCOUNT=N (libgomp's own variable, honoured under PASSIVE
+#: too) buys the rest back there and costs under load: docs/explanation/performance.md.
 WAIT_POLICY = "PASSIVE"
 _wait_policy: list[str] = ["unknown"]
 
