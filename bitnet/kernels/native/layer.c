@@ -107,6 +107,13 @@ typedef struct {
     double t0;
 } bn_team;
 
+/* thread 0's clock: the time since the last lap into *sec */
+static void bn_team_lap(bn_team *tm, double *sec) {
+    const double t1 = bn_now();
+    *sec = t1 - tm->t0;
+    tm->t0 = t1;
+}
+
 /* y[T, out] = the projection of x[T, in] (xr: x already tie-rounded, for I2_S under fused_round)
  * inside a block's region: thread 0 quantizes, every thread computes its rows, thread 0 applies
  * the separate scale and records the variant (< 0 on failure) and the time since tm->t0 */
@@ -126,9 +133,7 @@ static void bn_team_proj(bn_team *tm, const bn_proj *p, const float *x, const fl
         bn_lin_free(L);
         if (p->has_scale)
             for (int64_t i = 0; i < T * p->n_out; i++) y[i] = y[i] * p->scale;
-        const double t1 = bn_now();
-        *sec = t1 - tm->t0;
-        tm->t0 = t1;
+        bn_team_lap(tm, sec);
     }
 }
 
@@ -140,6 +145,16 @@ static int bn_layer_norm(const float *x, int64_t T, int64_t D, const float *w, d
         return 0;
     }
     return bn_rms_norm(x, T, D, w, eps, y);
+}
+
+/* thread 0: y = the profile's RMSNorm of x (its time into *sec), then y tie-rounded into yr for
+ * the I2_S projections under fused_round */
+static void bn_team_norm(bn_team *tm, const float *x, int64_t T, int64_t D, const float *w, double eps, int rms_ggml,
+                         float *y, int fused_round, float *yr, double *sec) {
+    if (!tm->ok) return;
+    if (bn_layer_norm(x, T, D, w, eps, rms_ggml, y)) tm->ok = 0;
+    bn_team_lap(tm, sec);
+    if (tm->ok && fused_round) bn_fused_round_ties(y, T, D, yr);
 }
 
 /* sec[5]: attn_norm, q, k, v, rope; var[3]: q, k, v. Returns 0, or -1 (out of memory / a
@@ -159,13 +174,7 @@ int bn_layer_qkv(const float *x, int64_t T, int64_t D, const float *attn_norm, d
         #pragma omp parallel num_threads(threads) if(threads > 1)
         {
             const int tid = bn_tid(), nth = bn_nth();
-            if (tid == 0) {
-                if (bn_layer_norm(x, T, D, attn_norm, eps, rms_ggml, a)) tm.ok = 0;
-                const double t1 = bn_now();
-                sec[0] = t1 - tm.t0;
-                tm.t0 = t1;
-                if (tm.ok && fused_round) bn_fused_round_ties(a, T, D, ar);
-            }
+            if (tid == 0) bn_team_norm(&tm, x, T, D, attn_norm, eps, rms_ggml, a, fused_round, ar, &sec[0]);
             bn_team_proj(&tm, pq, a, ar, T, qr, cap, &L, &var[0], &sec[1], tid, nth);
             bn_team_proj(&tm, pk, a, ar, T, kr, cap, &L, &var[1], &sec[2], tid, nth);
             bn_team_proj(&tm, pv, a, ar, T, v, cap, &L, &var[2], &sec[3], tid, nth);
@@ -216,29 +225,17 @@ int bn_layer_mid(float *x, int64_t T, int64_t D, const float *o_in,
                 if (tid == 0) {
                     var[0] = A.failed ? -1 : A.simd;
                     if (A.failed) tm.ok = 0;
-                    const double t1 = bn_now();
-                    sec[0] = t1 - tm.t0;
-                    tm.t0 = t1;
+                    bn_team_lap(&tm, &sec[0]);
                 }
             }
             /* x + wo(sub_norm(attention)) */
-            if (tid == 0 && tm.ok) {
-                if (bn_layer_norm(att, T, D, attn_sub_norm, eps, rms_ggml, b1)) tm.ok = 0;
-                const double t1 = bn_now();
-                sec[1] = t1 - tm.t0;
-                tm.t0 = t1;
-                if (tm.ok && fused_round) bn_fused_round_ties(b1, T, D, br);
-            }
+            if (tid == 0) bn_team_norm(&tm, att, T, D, attn_sub_norm, eps, rms_ggml, b1, fused_round, br, &sec[1]);
             bn_team_proj(&tm, po, b1, br, T, b2, cap, &L, &var[1], &sec[2], tid, nth);
             /* gate(g), up(g), g = ffn_norm(x) */
             if (tid == 0 && tm.ok) {
                 for (int64_t i = 0; i < T * D; i++) x[i] = x[i] + b2[i];
-                const double t0 = bn_now();
-                if (bn_layer_norm(x, T, D, ffn_norm, eps, rms_ggml, b1)) tm.ok = 0;
-                const double t1 = bn_now();
-                sec[3] = t1 - t0;
-                tm.t0 = t1;
-                if (tm.ok && fused_round) bn_fused_round_ties(b1, T, D, br);
+                tm.t0 = bn_now();  /* the residual is in no op's time, as in the per-op path */
+                bn_team_norm(&tm, x, T, D, ffn_norm, eps, rms_ggml, b1, fused_round, br, &sec[3]);
             }
             bn_team_proj(&tm, pg, b1, br, T, gate, cap, &L, &var[2], &sec[4], tid, nth);
             bn_team_proj(&tm, pu, b1, br, T, up, cap, &L, &var[3], &sec[5], tid, nth);
@@ -270,15 +267,9 @@ int bn_layer_ffn(float *x, int64_t T, int64_t D, int64_t F, float *gate, const f
                 if (!f) {
                     bn_relu2_mul(gate, up, T * F, gate);
                     f = gate;
-                    const double t1 = bn_now();
-                    sec[0] = t1 - tm.t0;
-                    tm.t0 = t1;
+                    bn_team_lap(&tm, &sec[0]);
                 }
-                if (bn_layer_norm(f, T, F, ffn_sub_norm, eps, rms_ggml, b1)) tm.ok = 0;
-                const double t1 = bn_now();
-                sec[1] = t1 - tm.t0;
-                tm.t0 = t1;
-                if (tm.ok && fused_round) bn_fused_round_ties(b1, T, F, br);
+                bn_team_norm(&tm, f, T, F, ffn_sub_norm, eps, rms_ggml, b1, fused_round, br, &sec[1]);
             }
             bn_team_proj(&tm, pd, b1, br, T, b2, cap, &L, &var[0], &sec[2], tid, nth);
             if (tid == 0 && tm.ok)
