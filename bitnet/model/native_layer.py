@@ -183,19 +183,20 @@ class NativeBlocks:
         K, V = _kv_rows(K), _kv_rows(V)
         if K.strides != V.strides:
             K, V = np.ascontiguousarray(K), np.ascontiguousarray(V)
+        # ReLU^2: the FFN's second half runs in bn_layer_mid's region too (nothing of ours between);
+        # SiLU is NumPy's exp (bitnet_model.gated records itself), so bn_layer_ffn follows it
+        relu2 = c.ffn_act == "relu2"
         if lib.bn_layer_mid(xp, T, D, o_in, sc.qp, H, hd, ffi.cast("void *", K.ctypes.data),
                             ffi.cast("void *", V.ctypes.data), Hkv, K.shape[1], K.strides[0] // K.itemsize,
                             int(K.dtype == np.float16), int(step.pos0), self.scale, max(attn_c, 0), n_attn_sub, n_ffn,
-                            eps, rg, ps["wo"].c, ps["w_gate"].c, ps["w_up"].c, fr, sc.gatep, sc.upp, threads, cap,
-                            sc.sec6, sc.var4):
+                            eps, rg, ps["wo"].c, ps["w_gate"].c, ps["w_up"].c, fr, sc.gatep, sc.upp, n_ffn_sub,
+                            ps["w_down"].c if relu2 else ffi.NULL, F, sc.sec3, sc.var1, threads, cap, sc.sec6, sc.var4):
             raise MemoryError("native block could not allocate its buffers")
-        f_in = ffi.NULL
-        if c.ffn_act != "relu2":  # SiLU: NumPy's exp (bitnet_model.gated records itself)
+        if not relu2:
             f = np.ascontiguousarray(bm.gated(c.ffn_act, sc.gate, sc.up, m.profile.attn_ggml), np.float32)
-            f_in = ffi.from_buffer("float[]", f)
-        if lib.bn_layer_ffn(xp, T, D, F, sc.gatep, sc.upp, f_in, n_ffn_sub, eps, rg, ps["w_down"].c, fr, threads, cap,
-                            sc.sec3, sc.var1):
-            raise MemoryError("native block could not allocate its buffers")
+            if lib.bn_layer_ffn(xp, T, D, F, sc.gatep, sc.upp, ffi.from_buffer("float[]", f), n_ffn_sub, eps, rg,
+                                ps["w_down"].c, fr, threads, cap, sc.sec3, sc.var1):
+                raise MemoryError("native block could not allocate its buffers")
         KERNEL_LOG.record_many(self._records(i, T, attn_c >= 0, K, V, sc))
         return x
 

@@ -59,7 +59,8 @@ int bn_layer_mid(float *x, int64_t T, int64_t D, const float *o_in,
                  int64_t kv_head_stride, int kv_f16, int64_t pos0, float scale, int attn_build,
                  const float *attn_sub_norm, const float *ffn_norm, double eps, int rms_ggml,
                  const bn_proj *po, const bn_proj *pg, const bn_proj *pu, int fused_round,
-                 float *gate, float *up, int threads, int cap, double *sec, int *var);
+                 float *gate, float *up, const float *ffn_sub_norm, const bn_proj *pd, int64_t F,
+                 double *sec_ffn, int *var_ffn, int threads, int cap, double *sec, int *var);
 int bn_layer_ffn(float *x, int64_t T, int64_t D, int64_t F, float *gate, const float *up, const float *f_in,
                  const float *ffn_sub_norm, double eps, int rms_ggml, const bn_proj *pd, int fused_round,
                  int threads, int cap, double *sec, int *var);

@@ -189,27 +189,55 @@ int bn_layer_qkv(const float *x, int64_t T, int64_t D, const float *attn_norm, d
     return tm.ok ? 0 : -1;
 }
 
+/* the FFN's second half inside a block's region: f = relu(gate)^2 * up here (f_in NULL; gate is
+ * overwritten with it) or the caller's gated value f_in [T, F]; then x += down(ffn_sub_norm(f)).
+ * b1, br: [T, F] scratch, b2: [T, D]. sec[3]: relu2 x up (0 when f_in is given), ffn_sub_norm,
+ * down; var[1]: down. */
+static void bn_ffn_steps(bn_team *tm, float *x, int64_t T, int64_t D, int64_t F, float *gate, const float *up,
+                         const float *f_in, const float *ffn_sub_norm, double eps, int rms_ggml, const bn_proj *pd,
+                         int fused_round, float *b1, float *b2, float *br, int cap, bn_lin *L, double *sec, int *var,
+                         int tid, int nth) {
+    if (tid == 0 && tm->ok) {
+        const float *f = f_in;
+        tm->t0 = bn_now();
+        if (!f) {
+            bn_relu2_mul(gate, up, T * F, gate);
+            f = gate;
+            bn_team_lap(tm, &sec[0]);
+        }
+        bn_team_norm(tm, f, T, F, ffn_sub_norm, eps, rms_ggml, b1, fused_round, br, &sec[1]);
+    }
+    bn_team_proj(tm, pd, b1, br, T, b2, cap, L, &var[0], &sec[2], tid, nth);
+    if (tid == 0 && tm->ok)
+        for (int64_t i = 0; i < T * D; i++) x[i] = x[i] + b2[i];
+}
+
 /* sec[6]: attention (0 when o_in is given), attn_sub_norm, wo, ffn_norm, gate, up; var[4]:
  * attention (bn_attn_ggml's variant, or -9 when not run here), wo, gate, up. o_in [T, D]: the
  * attention output computed by the caller, or NULL for the ggml-order attention here (q [T, H,
  * hd], the cache K/V as bn_attn_ggml takes them). x [T, D] gets the attention residual in place;
- * gate, up [T, F] the FFN's two projections of ffn_norm(x). Returns 0, or -1. */
+ * gate, up [T, F] the FFN's two projections of ffn_norm(x). With pd (a ReLU^2 FFN: nothing of the
+ * caller's runs between), the FFN's second half follows in the same region, as bn_layer_ffn
+ * would run it (ffn_sub_norm, F; its times and variant into sec_ffn[3], var_ffn[1]): one region
+ * less per layer. Returns 0, or -1. */
 int bn_layer_mid(float *x, int64_t T, int64_t D, const float *o_in,
                  const float *q, int64_t H, int64_t hd, const void *K, const void *V, int64_t Hkv, int64_t S,
                  int64_t kv_head_stride, int kv_f16, int64_t pos0, float scale, int attn_build,
                  const float *attn_sub_norm, const float *ffn_norm, double eps, int rms_ggml,
                  const bn_proj *po, const bn_proj *pg, const bn_proj *pu, int fused_round,
-                 float *gate, float *up, int threads, int cap, double *sec, int *var) {
+                 float *gate, float *up, const float *ffn_sub_norm, const bn_proj *pd, int64_t F,
+                 double *sec_ffn, int *var_ffn, int threads, int cap, double *sec, int *var) {
     float *o = (float *) malloc(sizeof(float) * (size_t) (T * D));
-    float *b1 = (float *) malloc(sizeof(float) * (size_t) (T * D));
+    float *b1 = (float *) malloc(sizeof(float) * (size_t) (T * (pd && F > D ? F : D)));
     float *b2 = (float *) malloc(sizeof(float) * (size_t) (T * D));
-    float *br = fused_round ? (float *) malloc(sizeof(float) * (size_t) (T * D)) : NULL;
+    float *br = fused_round ? (float *) malloc(sizeof(float) * (size_t) (T * (pd && F > D ? F : D))) : NULL;
     bn_team tm = {1, {0, 0}, bn_now()};
     bn_lin L;
     bn_attn A;
     const float *att = o_in ? o_in : o;
     var[0] = -9;
     sec[0] = 0.0;
+    if (pd) sec_ffn[0] = 0.0;
     if (!o || !b1 || !b2 || (fused_round && !br)) tm.ok = 0;
     else if (!o_in)  /* attn_build: 0 = the fork's order (q rounded to F16 inside), 1 = upstream's
                       * (q as given), exactly bn_attn_ggml's arguments in attention_ggml(build=) */
@@ -239,15 +267,17 @@ int bn_layer_mid(float *x, int64_t T, int64_t D, const float *o_in,
             }
             bn_team_proj(&tm, pg, b1, br, T, gate, cap, &L, &var[2], &sec[4], tid, nth);
             bn_team_proj(&tm, pu, b1, br, T, up, cap, &L, &var[3], &sec[5], tid, nth);
+            if (pd)
+                bn_ffn_steps(&tm, x, T, D, F, gate, up, NULL, ffn_sub_norm, eps, rms_ggml, pd, fused_round, b1, b2, br,
+                             cap, &L, sec_ffn, var_ffn, tid, nth);
         }
     }
     free(o); free(b1); free(b2); free(br);
     return tm.ok ? 0 : -1;
 }
 
-/* x += down(ffn_sub_norm(f)), f = relu(gate)^2 * up computed here (f_in NULL; gate is
- * overwritten with it) or the caller's gated FFN value f_in [T, F] (SiLU stays NumPy's).
- * sec[3]: relu2 x up (0 when f_in is given), ffn_sub_norm, down; var[1]: down. Returns 0, or -1. */
+/* x += down(ffn_sub_norm(f)) as a call of its own (bn_ffn_steps; f_in: the caller's SiLU-gated
+ * value, which NumPy computes between the calls). sec[3], var[1] as there. Returns 0, or -1. */
 int bn_layer_ffn(float *x, int64_t T, int64_t D, int64_t F, float *gate, const float *up, const float *f_in,
                  const float *ffn_sub_norm, double eps, int rms_ggml, const bn_proj *pd, int fused_round,
                  int threads, int cap, double *sec, int *var) {
@@ -260,21 +290,8 @@ int bn_layer_ffn(float *x, int64_t T, int64_t D, int64_t F, float *gate, const f
     if (!b1 || !b2 || (fused_round && !br)) tm.ok = 0;
     else {
         #pragma omp parallel num_threads(threads) if(threads > 1)
-        {
-            const int tid = bn_tid(), nth = bn_nth();
-            if (tid == 0) {
-                const float *f = f_in;
-                if (!f) {
-                    bn_relu2_mul(gate, up, T * F, gate);
-                    f = gate;
-                    bn_team_lap(&tm, &sec[0]);
-                }
-                bn_team_norm(&tm, f, T, F, ffn_sub_norm, eps, rms_ggml, b1, fused_round, br, &sec[1]);
-            }
-            bn_team_proj(&tm, pd, b1, br, T, b2, cap, &L, &var[0], &sec[2], tid, nth);
-            if (tid == 0 && tm.ok)
-                for (int64_t i = 0; i < T * D; i++) x[i] = x[i] + b2[i];
-        }
+        bn_ffn_steps(&tm, x, T, D, F, gate, up, f_in, ffn_sub_norm, eps, rms_ggml, pd, fused_round, b1, b2, br, cap, &L,
+                     sec, var, bn_tid(), bn_nth());
     }
     free(b1); free(b2); free(br);
     return tm.ok ? 0 : -1;
