@@ -24,8 +24,9 @@
  * libgomp's barriers, sleeps on a futex, and waking it cost 12-20 us per region in an empty
  * loop and more inside a decode step on the 2-core EPYC VM (2026-12-02): with a region per
  * projection (and one for attention) that was ~240 wake-ups per 2B-4T step; now it is three per
- * layer, and a waiting thread spins only for the others' share of the same op, yielding its CPU
- * after 64 pauses (a busy machine).
+ * layer (two with a ReLU^2 FFN, whose second half runs in bn_layer_mid's region), and a waiting
+ * thread spins only for the others' share of the same op, yielding its CPU after 64 pauses (a
+ * busy machine).
  *
  * cap: as bn_linear's, or -1 for the dispatcher's (bn_set_force_scalar). Every op's wall time
  * goes to sec[] and every projection's variant to var[], so the caller
