@@ -10,18 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from bitnet.cli import IO, main
+from bitnet.cli import IO
 from bitnet.cli.verify_receipt import main as verify_main
+from tests._cli import run_cli as _cli
 
 pytestmark = pytest.mark.ac25
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    rc = main(list(argv), IO(out, err))
-    return rc, out.getvalue(), err.getvalue()
 
 
 def _one_line_2(rc: int, err: str, *texts: str) -> None:

@@ -22,16 +22,11 @@ from bitnet.convert import CheckpointError, convert
 from bitnet.convert.synthetic import write_checkpoint
 from bitnet.convert.ternarize import absmean, ternarize_master
 from bitnet.gguf.reader import GGUFReader
+from tests._cli import run_cli as cli
 
 pytestmark = pytest.mark.ac34
 PROMPT = [381, 40, 41, 300, 7, 99, 256, 12, 5, 200, 17, 330]
 TYPES = ["i2_s", "tl1", "tl2", "tq1_0", "tq2_0", "f16", "f32"]
-
-
-def cli(*argv: str) -> tuple[int, str, str]:
-    o, e = io.StringIO(), io.StringIO()
-    rc = bitnet_main(list(argv), IO(o, e))
-    return rc, o.getvalue(), e.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ Three layers:
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import struct
@@ -23,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitnet.cli import IO, main
 from bitnet.errors import GGUFError
 from bitnet.gguf.constants import ValueType
 from bitnet.gguf.reader import GGUFReader
 from bitnet.gguf.writer import encode_value
 from bitnet.synth import synthesize
 from tests import _gguf_mutator as gm
+from tests._cli import run_cli as _cli
 
 pytestmark = pytest.mark.ac25
 
@@ -77,12 +76,6 @@ def fuzz_bases(tmp_path_factory) -> Path:
         return d
     _gguf_py_copy(tq2, d / "gguf-py-tq2.gguf")
     return d
-
-
-def _cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    rc = main(list(argv), IO(out, err))
-    return rc, out.getvalue(), err.getvalue()
 
 
 def _edited(base: Path, tmp: Path, edit) -> str:

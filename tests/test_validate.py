@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import jsonschema
 import numpy as np
 import pytest
 
-from bitnet.cli import IO, main
 from bitnet.errors import BitNetError, ConfigError
 from bitnet.model.bitnet_model import BitNetModel
 from bitnet.quant.encoders import FORMATS
@@ -18,13 +16,8 @@ from bitnet.synth import ARCHS
 from bitnet.validate import RULES, validate_model
 from bitnet.validate.load import ModelValidationError
 from bitnet.validate.policy import PolicyError, load_policy
+from tests._cli import run_cli as _cli
 from tests._defects import DEFECTS, plant
-
-
-def _cli(*argv: str) -> tuple[int, str, str]:
-    o, e = io.StringIO(), io.StringIO()
-    rc = main(list(argv), IO(o, e))
-    return rc, o.getvalue(), e.getvalue()
 
 
 @pytest.mark.ac19

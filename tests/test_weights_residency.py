@@ -19,18 +19,12 @@ import numpy as np
 import pytest
 
 from bitnet.cli import IO
-from bitnet.cli import main as bitnet_main
 from bitnet.errors import ConfigError, GGUFError
 from bitnet.gguf import reader as reader_mod
 from bitnet.gguf.reader import GGUFReader
+from tests._cli import run_cli as run
 
 RESIDENCIES = ("mmap", "memory")
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    rc = bitnet_main(list(argv), IO(out, err))
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
