@@ -13,9 +13,10 @@
  *   bn_layer_qkv: x -> q, k, v (roped), for the caller to append to the KV cache (in Python,
  *                 where the cache checks every position and reports F16 overflow);
  *   bn_layer_mid: attention (either ggml order here, or the caller's NumPy/BLAS attention output),
- *                 its sub-norm, output projection and residual, the FFN norm, gate and up;
- *   bn_layer_ffn: ReLU^2 x up (or the caller's SiLU x up, NumPy's exp), the FFN sub-norm, the
- *                 down projection and the residual.
+ *                 its sub-norm, output projection and residual, the FFN norm, gate and up,
+ *                 and for a ReLU^2 FFN also bn_layer_ffn's steps (nothing of the caller's between);
+ *   bn_layer_ffn: the caller's SiLU x up (NumPy's exp, between the calls) or ReLU^2 x up, the FFN
+ *                 sub-norm, the down projection and the residual.
  *
  * Threads: each entry point is ONE parallel region. Thread 0 runs the element-wise ops and
  * quantizes each projection's activations; every thread then computes its share of the
